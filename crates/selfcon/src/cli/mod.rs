@@ -1,0 +1,102 @@
+//! Command-line parsing and dispatch. Flags keep the official spellings (`--selfcon_pos`,
+//! `--batch_size`, ...) with the same defaults, and accept kebab-case aliases.
+
+mod model_args;
+mod summary;
+
+use clap::{Parser, Subcommand};
+
+pub use model_args::ModelArgs;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "selfcon",
+    version,
+    about = "Self-Contrastive learning (SelfCon, AAAI 2023) on libtorch"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print a model's parameter counts per part and its output shapes.
+    Summary(summary::SummaryArgs),
+}
+
+/// Why the command failed: one line for the user and the process exit code.
+pub struct Failure {
+    pub message: String,
+    pub exit_code: u8,
+}
+
+/// Exit code for bad input (flags, files), as argparse and clap use.
+const EXIT_USAGE: u8 = 2;
+const EXIT_FAILURE: u8 = 1;
+
+pub fn run() -> Result<(), Failure> {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help / --version
+            let _ = e.print();
+            return Ok(());
+        }
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let line = rendered.lines().next().unwrap_or("invalid arguments");
+            let message = line.trim_start_matches("error: ").to_string();
+            return Err(Failure {
+                message: format!("{message} (see --help)"),
+                exit_code: EXIT_USAGE,
+            });
+        }
+    };
+    let result = match cli.command {
+        Command::Summary(args) => summary::run(args),
+    };
+    result.map_err(|e| {
+        let user = e.chain().any(|c| {
+            c.downcast_ref::<selfcon::Error>()
+                .is_some_and(selfcon::Error::is_user_error)
+        });
+        Failure {
+            message: one_line(&format!("{e:#}")),
+            exit_code: if user { EXIT_USAGE } else { EXIT_FAILURE },
+        }
+    })
+}
+
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Panics become one line on stderr rather than a backtrace (set RUST_BACKTRACE for one).
+pub fn install_panic_hook() {
+    if std::env::var_os("RUST_BACKTRACE").is_some() {
+        return;
+    }
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        let first = payload
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or(payload);
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("selfcon: internal error: {first}{place} (please report it; RUST_BACKTRACE=1 shows more)");
+    }));
+}

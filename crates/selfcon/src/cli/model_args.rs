@@ -1,0 +1,71 @@
+//! The model flags shared by every command, with the official names and defaults of
+//! `main_represent.py`.
+
+use clap::Args;
+use selfcon::data::DatasetKind;
+use selfcon::model::{Architecture, ExitPositions, ModelConfig, SubNetworkArch, SubNetworkSize};
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Encoder: resnet18, resnet34, resnet50 or resnet101.
+    #[arg(long, default_value = "resnet50")]
+    pub model: String,
+
+    /// Dataset, which sets the number of classes, the image size and the ResNet stem: cifar10,
+    /// cifar100, tinyimagenet (CIFAR stem) or imagenet, imagenet100 (7×7 stem with max-pool).
+    #[arg(long, default_value = "cifar10")]
+    pub dataset: String,
+
+    /// Where sub-networks (exits) are attached, as the official Python list: one boolean per
+    /// candidate, for ResNets after layer1, layer2, layer3. The paper uses "[False,True,False]".
+    #[arg(
+        long = "selfcon_pos",
+        visible_alias = "selfcon-pos",
+        default_value = "[False,False,False]",
+        value_name = "LIST"
+    )]
+    pub selfcon_pos: String,
+
+    /// Family of the sub-network blocks; ResNets take only resnet.
+    #[arg(
+        long = "selfcon_arch",
+        visible_alias = "selfcon-arch",
+        default_value = "resnet",
+        value_name = "ARCH"
+    )]
+    pub selfcon_arch: String,
+
+    /// Size of each sub-network: fc (pool + one Linear), small (remaining stages with half the
+    /// blocks), same (remaining stages as the backbone) or large (twice the blocks; not offered
+    /// by the official CLI).
+    #[arg(
+        long = "selfcon_size",
+        visible_alias = "selfcon-size",
+        default_value = "same",
+        value_name = "SIZE"
+    )]
+    pub selfcon_size: String,
+
+    /// Width of the projections the contrastive loss sees. The official code parses this flag but
+    /// always uses 128; here it is honoured (the default keeps the official behaviour).
+    #[arg(
+        long = "feat_dim",
+        visible_alias = "feat-dim",
+        default_value_t = 128,
+        value_name = "N"
+    )]
+    pub feat_dim: i64,
+}
+
+impl ModelArgs {
+    pub fn to_config(&self) -> selfcon::Result<ModelConfig> {
+        ModelConfig::new(
+            self.model.parse::<Architecture>()?,
+            self.dataset.parse::<DatasetKind>()?,
+            self.selfcon_pos.parse::<ExitPositions>()?,
+            self.selfcon_arch.parse::<SubNetworkArch>()?,
+            self.selfcon_size.parse::<SubNetworkSize>()?,
+            self.feat_dim,
+        )
+    }
+}

@@ -1,0 +1,89 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::model::Stem;
+
+/// The datasets of the official scripts (`--dataset`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetKind {
+    Cifar10,
+    Cifar100,
+    TinyImageNet,
+    ImageNet,
+    ImageNet100,
+}
+
+impl DatasetKind {
+    pub const ALL: [DatasetKind; 5] = [
+        DatasetKind::Cifar10,
+        DatasetKind::Cifar100,
+        DatasetKind::TinyImageNet,
+        DatasetKind::ImageNet,
+        DatasetKind::ImageNet100,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DatasetKind::Cifar10 => "cifar10",
+            DatasetKind::Cifar100 => "cifar100",
+            DatasetKind::TinyImageNet => "tinyimagenet",
+            DatasetKind::ImageNet => "imagenet",
+            DatasetKind::ImageNet100 => "imagenet100",
+        }
+    }
+
+    pub fn num_classes(self) -> i64 {
+        match self {
+            DatasetKind::Cifar10 => 10,
+            DatasetKind::Cifar100 => 100,
+            DatasetKind::TinyImageNet => 200,
+            DatasetKind::ImageNet => 1000,
+            DatasetKind::ImageNet100 => 100,
+        }
+    }
+
+    /// Side of the square training crop.
+    pub fn image_size(self) -> i64 {
+        match self {
+            DatasetKind::Cifar10 | DatasetKind::Cifar100 => 32,
+            DatasetKind::TinyImageNet => 64,
+            DatasetKind::ImageNet | DatasetKind::ImageNet100 => 224,
+        }
+    }
+
+    /// Official rule: only imagenet/imagenet100 get the 7×7 stride-2 stem with max-pool
+    /// (Tiny-ImageNet at 64×64 keeps the CIFAR stem).
+    pub fn stem(self) -> Stem {
+        match self {
+            DatasetKind::ImageNet | DatasetKind::ImageNet100 => Stem::ImageNet,
+            _ => Stem::Cifar,
+        }
+    }
+}
+
+impl fmt::Display for DatasetKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for DatasetKind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        DatasetKind::ALL
+            .into_iter()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = DatasetKind::ALL.iter().map(|d| d.name()).collect();
+                Error::option(
+                    "dataset",
+                    format!("unknown dataset '{s}' (choose from {})", names.join(", ")),
+                )
+            })
+    }
+}

@@ -1,0 +1,152 @@
+//! The libtorch runtime: which device to run on, and loading libtorch's CUDA backend.
+//!
+//! The binary links only the CPU engine (`libtorch_cpu`), so the same build starts on machines
+//! without NVIDIA libraries. CUDA support is libtorch's own `libtorch_cuda.so`, loaded here at run
+//! time: its static initialisers register the CUDA backend with the already-loaded CPU engine.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+use tch::Device;
+
+use crate::error::{Error, Result};
+
+/// `--device`: `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeviceRequest {
+    #[default]
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl FromStr for DeviceRequest {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(DeviceRequest::Auto),
+            "cpu" => Ok(DeviceRequest::Cpu),
+            "cuda" => Ok(DeviceRequest::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceRequest::Cuda)
+                .ok_or_else(|| {
+                    Error::option("device", format!("'{s}' is not auto, cpu, cuda or cuda:N"))
+                }),
+        }
+    }
+}
+
+/// Resolves a request to a device, loading the CUDA backend when CUDA may be used.
+pub fn select_device(request: DeviceRequest) -> Result<Device> {
+    match request {
+        DeviceRequest::Cpu => Ok(Device::Cpu),
+        DeviceRequest::Auto => Ok(if cuda_backend().is_ok() && tch::Cuda::is_available() {
+            Device::Cuda(0)
+        } else {
+            Device::Cpu
+        }),
+        DeviceRequest::Cuda(index) => {
+            cuda_backend()
+                .map_err(|why| Error::option("device", format!("cuda requested but {why}")))?;
+            let count = tch::Cuda::device_count() as usize;
+            if index >= count {
+                return Err(Error::option(
+                    "device",
+                    format!("cuda:{index} requested but {count} CUDA device(s) are visible"),
+                ));
+            }
+            Ok(Device::Cuda(index))
+        }
+    }
+}
+
+/// Loads `libtorch_cuda.so` once; `Err` says why CUDA cannot be used.
+pub fn cuda_backend() -> std::result::Result<(), String> {
+    static LOADED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    LOADED.get_or_init(load_libtorch_cuda).clone()
+}
+
+fn load_libtorch_cuda() -> std::result::Result<(), String> {
+    // Next to the libtorch_cpu.so in use first (a full PyTorch/libtorch install keeps them
+    // together), then the dynamic loader's own search (LD_LIBRARY_PATH, RUNPATH).
+    let mut candidates: Vec<PathBuf> = libtorch_cpu_dir()
+        .map(|d| d.join("libtorch_cuda.so"))
+        .into_iter()
+        .collect();
+    candidates.push(PathBuf::from("libtorch_cuda.so"));
+    let mut errors = Vec::new();
+    for path in candidates {
+        // SAFETY: loading libtorch's CUDA backend runs its initialisers, which only register the
+        // backend with libtorch; the library stays loaded for the life of the process.
+        match unsafe { libloading::os::unix::Library::open(Some(&path), libc_flags()) } {
+            Ok(lib) => {
+                std::mem::forget(lib);
+                return Ok(());
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    Err(format!(
+        "libtorch's CUDA backend could not be loaded ({}); put a CUDA build of libtorch 2.11 (e.g. PyPI torch==2.11.0's torch/lib and its nvidia/*/lib) on LD_LIBRARY_PATH",
+        errors.last().map(String::as_str).unwrap_or("not found")
+    ))
+}
+
+fn libc_flags() -> i32 {
+    libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL
+}
+
+/// Folder of the libtorch_cpu.so mapped into this process.
+fn libtorch_cpu_dir() -> Option<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .find(|path| path.ends_with("/libtorch_cpu.so"))
+        .and_then(|path| PathBuf::from(path).parent().map(PathBuf::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_requests() {
+        assert_eq!(
+            "auto".parse::<DeviceRequest>().unwrap(),
+            DeviceRequest::Auto
+        );
+        assert_eq!("cpu".parse::<DeviceRequest>().unwrap(), DeviceRequest::Cpu);
+        assert_eq!(
+            "cuda".parse::<DeviceRequest>().unwrap(),
+            DeviceRequest::Cuda(0)
+        );
+        assert_eq!(
+            "cuda:3".parse::<DeviceRequest>().unwrap(),
+            DeviceRequest::Cuda(3)
+        );
+        let err = "gpu".parse::<DeviceRequest>().unwrap_err().to_string();
+        assert!(err.starts_with("--device: 'gpu'"), "{err}");
+    }
+
+    #[test]
+    fn finds_the_loaded_cpu_engine_and_falls_back_to_cpu() {
+        let _ = tch::Tensor::zeros([1], (tch::Kind::Float, Device::Cpu));
+        assert!(libtorch_cpu_dir().is_some_and(|d| d.join("libtorch_cpu.so").exists()));
+        assert_eq!(select_device(DeviceRequest::Cpu).unwrap(), Device::Cpu);
+        let auto = select_device(DeviceRequest::Auto).unwrap();
+        assert!(auto == Device::Cpu || tch::Cuda::is_available());
+        if cuda_backend().is_err() {
+            let err = select_device(DeviceRequest::Cuda(0))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("--device: cuda requested but libtorch's CUDA backend"),
+                "{err}"
+            );
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! `ConLoss` (SPEC §4.1): the supervised contrastive loss of SupCon, generalised by SelfCon to
+//! sub-network anchors. Input `[R, V, D]` (rows × views × dim), already L2-normalised.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use crate::error::{Error, Result};
+
+/// Which rows are anchors (`contrast_mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContrastMode {
+    /// Every row of every view.
+    #[default]
+    All,
+    /// Only view 0.
+    One,
+}
+
+impl FromStr for ContrastMode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "all" => Ok(ContrastMode::All),
+            "one" => Ok(ContrastMode::One),
+            _ => Err(Error::input(format!(
+                "contrast_mode must be 'all' or 'one', got '{s}'"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for ContrastMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ContrastMode::All => "all",
+            ContrastMode::One => "one",
+        })
+    }
+}
+
+/// Who is a positive of whom, over the base images.
+#[derive(Debug, Clone, Copy)]
+pub enum Positives<'a> {
+    /// Same label ⇒ positive. Int64 `[B_m]`.
+    Labels(&'a Tensor),
+    /// Explicit `[B_m, B_m]` 0/1 mask.
+    Mask(&'a Tensor),
+    /// Only the same image (SimCLR / unsupervised).
+    SameImage,
+}
+
+/// The official call flags besides labels/mask.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConLossFlags {
+    /// Drop anchors that have no positive before averaging (SupCon-S).
+    pub supcon_s: bool,
+    /// Only the sub-network views (all but the last) are anchors (SelfCon-S*).
+    pub selfcon_s_fg: bool,
+    /// As `selfcon_s_fg`, with rows `[view1; view2]` of `R/2` base images (SelfCon-M*).
+    pub selfcon_m_fg: bool,
+}
+
+/// The loss value with the number of anchors it averages over.
+#[derive(Debug)]
+pub struct ConLossOutput {
+    pub loss: Tensor,
+    pub anchors: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConLoss {
+    pub temperature: f64,
+    /// Fixed at 0.07 by the official training code, even when `temperature` differs: the loss is
+    /// then scaled by `temperature / base_temperature`.
+    pub base_temperature: f64,
+    pub contrast_mode: ContrastMode,
+}
+
+impl Default for ConLoss {
+    fn default() -> Self {
+        ConLoss {
+            temperature: 0.07,
+            base_temperature: 0.07,
+            contrast_mode: ContrastMode::All,
+        }
+    }
+}
+
+impl ConLoss {
+    pub fn new(temperature: f64) -> Self {
+        ConLoss {
+            temperature,
+            ..ConLoss::default()
+        }
+    }
+
+    pub fn forward(
+        &self,
+        features: &Tensor,
+        positives: Positives<'_>,
+        flags: ConLossFlags,
+    ) -> Result<Tensor> {
+        Ok(self.forward_with_stats(features, positives, flags)?.loss)
+    }
+
+    /// Computes the loss. Without `supcon_s`, an anchor with no positive makes the loss NaN, as
+    /// in the official code (the caller reports it).
+    pub fn forward_with_stats(
+        &self,
+        features: &Tensor,
+        positives: Positives<'_>,
+        flags: ConLossFlags,
+    ) -> Result<ConLossOutput> {
+        let size = features.size();
+        let [rows, views, dim] = size[..] else {
+            return Err(Error::input(format!(
+                "ConLoss features must be [rows, views, dim], got {size:?}"
+            )));
+        };
+        if rows < 1 || views < 1 || dim < 1 {
+            return Err(Error::input(format!(
+                "ConLoss features must be non-empty, got {size:?}"
+            )));
+        }
+        if !(self.temperature > 0.0) || !(self.base_temperature > 0.0) {
+            return Err(Error::input(format!(
+                "temperatures must be positive, got {} / {}",
+                self.temperature, self.base_temperature
+            )));
+        }
+        let kind = features.kind();
+        let device = features.device();
+        let sub_anchors = flags.selfcon_s_fg || flags.selfcon_m_fg;
+        if sub_anchors && views < 2 {
+            return Err(Error::input(
+                "selfcon_s_FG/selfcon_m_FG need at least 2 views (sub-networks + backbone)",
+            ));
+        }
+        // Size of the base relation: with selfcon_m_FG the rows are [view1; view2] of rows/2 images.
+        let base = if flags.selfcon_m_fg {
+            if rows % 2 != 0 {
+                return Err(Error::input(format!(
+                    "selfcon_m_FG needs an even number of rows, got {rows}"
+                )));
+            }
+            rows / 2
+        } else {
+            rows
+        };
+        let base_mask = match positives {
+            Positives::Labels(labels) => {
+                if labels.size() != [base] {
+                    return Err(Error::input(format!(
+                        "labels must have shape [{base}], got {:?}",
+                        labels.size()
+                    )));
+                }
+                let l = labels.to_device(device).view([-1, 1]);
+                l.eq_tensor(&l.transpose(0, 1)).to_kind(kind)
+            }
+            Positives::Mask(mask) => {
+                if mask.size() != [base, base] {
+                    return Err(Error::input(format!(
+                        "mask must have shape [{base}, {base}], got {:?}",
+                        mask.size()
+                    )));
+                }
+                mask.to_device(device).to_kind(kind)
+            }
+            Positives::SameImage => Tensor::eye(base, (kind, device)),
+        };
+
+        let n = views * rows;
+        // View-major rows: row v·R + i holds features[i, v].
+        let contrast = features.transpose(0, 1).reshape([n, dim]);
+        let anchors = match (sub_anchors, self.contrast_mode) {
+            (true, _) => (views - 1) * rows,
+            (false, ContrastMode::All) => n,
+            (false, ContrastMode::One) => rows,
+        };
+        let anchor = contrast.narrow(0, 0, anchors);
+
+        let logits = anchor.matmul(&contrast.transpose(0, 1)) / self.temperature;
+        // Subtracting the row max changes nothing but keeps exp() finite.
+        let (row_max, _) = logits.max_dim(1, true);
+        let logits = logits - row_max.detach();
+
+        let tiles = n / base;
+        let mask = base_mask.repeat([tiles, tiles]).narrow(0, 0, anchors);
+        // Self-exclusion: anchor a is contrast row a.
+        let not_self =
+            Tensor::ones([anchors, n], (kind, device)) - Tensor::eye_m(anchors, n, (kind, device));
+        let mask = mask * &not_self;
+
+        let exp_logits = logits.exp() * &not_self;
+        let log_prob = &logits - exp_logits.sum_dim_intlist(1, true, kind).log();
+        let pos_count = mask.sum_dim_intlist(1, false, kind);
+        let pos_log_prob = (&mask * log_prob).sum_dim_intlist(1, false, kind);
+        let (pos_log_prob, pos_count, anchors) = if flags.supcon_s {
+            // Drop anchors without positives before dividing, so no 0/0 reaches the gradient.
+            let keep = pos_count.gt(0.0).nonzero().squeeze_dim(1);
+            let kept = keep.size()[0];
+            if kept == 0 {
+                return Err(Error::input(
+                    "supcon_s: no anchor has a positive (every label is unique in the batch)",
+                ));
+            }
+            (
+                pos_log_prob.index_select(0, &keep),
+                pos_count.index_select(0, &keep),
+                kept,
+            )
+        } else {
+            (pos_log_prob, pos_count, anchors)
+        };
+        let per_anchor = pos_log_prob / pos_count * (-(self.temperature / self.base_temperature));
+        Ok(ConLossOutput {
+            loss: per_anchor.mean(kind),
+            anchors,
+        })
+    }
+}

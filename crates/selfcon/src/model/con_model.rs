@@ -1,0 +1,102 @@
+//! The whole pre-training model (`ConResNet`): encoder with exits, the backbone projection head
+//! (`head`) and one head per exit (`sub_heads.{j}`), returning pooled features and L2-normalised
+//! projections from a single forward pass.
+
+use tch::{nn, Device, Kind, Tensor};
+
+use super::config::ModelConfig;
+use super::encoder::{EncoderOutput, ResNetEncoder};
+use super::head::ProjectionHead;
+use super::layers::l2_normalize;
+use crate::error::{Error, Result};
+
+#[derive(Debug)]
+pub struct ModelOutput {
+    /// Pooled encoder outputs (before the heads).
+    pub encoder: EncoderOutput,
+    /// Normalised projection of each exit, `[N, feat_dim]`, in exit order.
+    pub exit_projections: Vec<Tensor>,
+    /// Normalised projection of the backbone, `[N, feat_dim]`.
+    pub backbone_projection: Tensor,
+}
+
+#[derive(Debug)]
+pub struct ConModel {
+    config: ModelConfig,
+    encoder: ResNetEncoder,
+    head: ProjectionHead,
+    sub_heads: Vec<ProjectionHead>,
+}
+
+impl ConModel {
+    /// Builds the model under `p` (usually the var store's root), initialised as the official code.
+    pub fn new(p: &nn::Path, config: &ModelConfig) -> Result<Self> {
+        config.validate()?;
+        let d = config.feature_dim();
+        let encoder = ResNetEncoder::new(&(p / "encoder"), config);
+        let head = ProjectionHead::new(&(p / "head"), d, config.feat_dim);
+        let sh = p / "sub_heads";
+        let sub_heads = (0..config.exits.count())
+            .map(|j| ProjectionHead::new(&(&sh / j), d, config.feat_dim))
+            .collect();
+        Ok(ConModel {
+            config: config.clone(),
+            encoder,
+            head,
+            sub_heads,
+        })
+    }
+
+    /// A fresh var store on `device` holding a new model.
+    pub fn build(config: &ModelConfig, device: Device) -> Result<(nn::VarStore, Self)> {
+        let vs = nn::VarStore::new(device);
+        let model = ConModel::new(&vs.root(), config)?;
+        Ok((vs, model))
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Encoder only: what linear evaluation uses.
+    pub fn encode(&self, images: &Tensor, train: bool) -> Result<EncoderOutput> {
+        self.check_input(images)?;
+        Ok(self.encoder.forward_t(images, train))
+    }
+
+    /// Encoder and heads; `train` switches BatchNorm between batch and running statistics.
+    pub fn forward_t(&self, images: &Tensor, train: bool) -> Result<ModelOutput> {
+        let encoder = self.encode(images, train)?;
+        let exit_projections = encoder
+            .exits
+            .iter()
+            .zip(&self.sub_heads)
+            .map(|(h, head)| l2_normalize(&head.forward(h)))
+            .collect();
+        let backbone_projection = l2_normalize(&self.head.forward(&encoder.backbone));
+        Ok(ModelOutput {
+            encoder,
+            exit_projections,
+            backbone_projection,
+        })
+    }
+
+    fn check_input(&self, images: &Tensor) -> Result<()> {
+        let size = images.size();
+        if size.len() != 4 || size[1] != 3 || size[0] < 1 {
+            return Err(Error::input(format!(
+                "model input must be [N, 3, H, W] with N ≥ 1, got {size:?}"
+            )));
+        }
+        if !matches!(
+            images.kind(),
+            Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16
+        ) {
+            return Err(Error::input(format!(
+                "model input must be floating point, got {:?}",
+                images.kind()
+            )));
+        }
+        Ok(())
+    }
+}

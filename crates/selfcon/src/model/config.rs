@@ -1,0 +1,412 @@
+//! What a model is made of: the flags `--model --selfcon_pos --selfcon_arch --selfcon_size
+//! --feat_dim` plus the dataset's stem and class count, validated once.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::DatasetKind;
+use crate::error::{Error, Result};
+
+/// Encoder families and depths (`--model`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Architecture {
+    ResNet18,
+    ResNet34,
+    ResNet50,
+    ResNet101,
+}
+
+/// Names the official code accepts whose families are not built yet.
+const PLANNED_ARCHITECTURES: [&str; 6] = [
+    "vgg13",
+    "vgg13_bn",
+    "vgg16",
+    "vgg16_bn",
+    "wrn_16_8",
+    "efficientnet",
+];
+
+impl Architecture {
+    pub const ALL: [Architecture; 4] = [
+        Architecture::ResNet18,
+        Architecture::ResNet34,
+        Architecture::ResNet50,
+        Architecture::ResNet101,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::ResNet18 => "resnet18",
+            Architecture::ResNet34 => "resnet34",
+            Architecture::ResNet50 => "resnet50",
+            Architecture::ResNet101 => "resnet101",
+        }
+    }
+
+    /// Number of exit candidates, i.e. the length `--selfcon_pos` must have.
+    pub fn exit_candidates(self) -> usize {
+        3
+    }
+
+    /// Human name of exit candidate `k` ("after layer2", ...).
+    pub fn exit_name(self, k: usize) -> String {
+        format!("layer{}", k + 1)
+    }
+
+    /// Blocks per stage of the ResNet.
+    pub fn blocks_per_stage(self) -> [usize; 4] {
+        match self {
+            Architecture::ResNet18 => [2, 2, 2, 2],
+            Architecture::ResNet34 | Architecture::ResNet50 => [3, 4, 6, 3],
+            Architecture::ResNet101 => [3, 4, 23, 3],
+        }
+    }
+
+    pub fn block(self) -> super::resnet::BlockKind {
+        match self {
+            Architecture::ResNet18 | Architecture::ResNet34 => super::resnet::BlockKind::Basic,
+            Architecture::ResNet50 | Architecture::ResNet101 => {
+                super::resnet::BlockKind::Bottleneck
+            }
+        }
+    }
+
+    /// Width of the pooled encoder output (backbone and every exit).
+    pub fn feature_dim(self) -> i64 {
+        512 * self.block().expansion()
+    }
+}
+
+impl fmt::Display for Architecture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Architecture {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        if let Some(a) = Architecture::ALL.into_iter().find(|a| a.name() == s) {
+            return Ok(a);
+        }
+        if PLANNED_ARCHITECTURES.contains(&s) {
+            return Err(Error::NotImplemented(format!(
+                "--model {s} (only the ResNet family is built so far)"
+            )));
+        }
+        let mut names: Vec<_> = Architecture::ALL.iter().map(|a| a.name()).collect();
+        names.extend(PLANNED_ARCHITECTURES);
+        Err(Error::option(
+            "model",
+            format!("unknown model '{s}' (choose from {})", names.join(", ")),
+        ))
+    }
+}
+
+/// The input stem of a ResNet, chosen by the dataset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stem {
+    /// conv3×3 stride 1 + BN + ReLU, no max-pool (CIFAR, Tiny-ImageNet).
+    Cifar,
+    /// conv7×7 stride 2 + BN + ReLU + max-pool 3×3 stride 2 (ImageNet, ImageNet-100).
+    ImageNet,
+}
+
+/// Where sub-networks are attached (`--selfcon_pos`): one flag per exit candidate, any
+/// combination. Written as the official Python list literal, e.g. `[False,True,False]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ExitPositions(Vec<bool>);
+
+impl ExitPositions {
+    pub fn new(flags: Vec<bool>) -> Self {
+        ExitPositions(flags)
+    }
+
+    pub fn none(len: usize) -> Self {
+        ExitPositions(vec![false; len])
+    }
+
+    pub fn flags(&self) -> &[bool] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Indices of the enabled exits, in stage order.
+    pub fn enabled(&self) -> Vec<usize> {
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, on)| **on)
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.iter().filter(|on| **on).count()
+    }
+}
+
+impl fmt::Display for ExitPositions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let items: Vec<_> = self
+            .0
+            .iter()
+            .map(|b| if *b { "True" } else { "False" })
+            .collect();
+        write!(f, "[{}]", items.join(","))
+    }
+}
+
+impl FromStr for ExitPositions {
+    type Err = Error;
+
+    /// Accepts the Python literal the official scripts pass (`[False,True,False]`), with or
+    /// without brackets and spaces, and `true/false/1/0` spellings.
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |why: String| Error::option("selfcon_pos", why);
+        let trimmed = s.trim();
+        let inner = match (trimmed.strip_prefix('['), trimmed.strip_suffix(']')) {
+            (Some(_), Some(_)) => &trimmed[1..trimmed.len() - 1],
+            (None, None) => trimmed,
+            _ => {
+                return Err(bad(format!(
+                    "'{s}' has unbalanced brackets (expected e.g. \"[False,True,False]\")"
+                )))
+            }
+        };
+        if inner.trim().is_empty() {
+            return Err(bad(format!(
+                "'{s}' is empty (expected e.g. \"[False,True,False]\")"
+            )));
+        }
+        let flags = inner
+            .split(',')
+            .map(|item| match item.trim() {
+                "True" | "true" | "1" => Ok(true),
+                "False" | "false" | "0" => Ok(false),
+                other => Err(bad(format!(
+                    "'{other}' in '{s}' is not a boolean (use True/False)"
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ExitPositions(flags))
+    }
+}
+
+/// How much of the remaining backbone a sub-network replicates (`--selfcon_size`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubNetworkSize {
+    /// Global-average-pool, then one Linear to the backbone width.
+    Fc,
+    /// The remaining stages with half the blocks (floor).
+    Small,
+    /// The remaining stages with as many blocks as the backbone.
+    Same,
+    /// The remaining stages with twice the blocks (in the official model code, not its CLI).
+    Large,
+}
+
+impl SubNetworkSize {
+    pub const ALL: [SubNetworkSize; 4] = [
+        SubNetworkSize::Fc,
+        SubNetworkSize::Small,
+        SubNetworkSize::Same,
+        SubNetworkSize::Large,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SubNetworkSize::Fc => "fc",
+            SubNetworkSize::Small => "small",
+            SubNetworkSize::Same => "same",
+            SubNetworkSize::Large => "large",
+        }
+    }
+
+    /// Blocks of a replicated stage whose backbone counterpart has `n`.
+    pub fn replicated_blocks(self, n: usize) -> usize {
+        match self {
+            SubNetworkSize::Fc => 0,
+            SubNetworkSize::Small => n / 2,
+            SubNetworkSize::Same => n,
+            SubNetworkSize::Large => 2 * n,
+        }
+    }
+}
+
+impl fmt::Display for SubNetworkSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for SubNetworkSize {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        SubNetworkSize::ALL
+            .into_iter()
+            .find(|v| v.name() == s)
+            .ok_or_else(|| {
+                Error::option(
+                    "selfcon_size",
+                    format!("unknown size '{s}' (choose from fc, small, same, large)"),
+                )
+            })
+    }
+}
+
+/// Family of the sub-network blocks (`--selfcon_arch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubNetworkArch {
+    Resnet,
+    Vgg,
+    Efficientnet,
+    Wrn,
+}
+
+impl SubNetworkArch {
+    pub const ALL: [SubNetworkArch; 4] = [
+        SubNetworkArch::Resnet,
+        SubNetworkArch::Vgg,
+        SubNetworkArch::Efficientnet,
+        SubNetworkArch::Wrn,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SubNetworkArch::Resnet => "resnet",
+            SubNetworkArch::Vgg => "vgg",
+            SubNetworkArch::Efficientnet => "efficientnet",
+            SubNetworkArch::Wrn => "wrn",
+        }
+    }
+}
+
+impl fmt::Display for SubNetworkArch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for SubNetworkArch {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        SubNetworkArch::ALL
+            .into_iter()
+            .find(|v| v.name() == s)
+            .ok_or_else(|| {
+                Error::option(
+                    "selfcon_arch",
+                    format!("unknown arch '{s}' (choose from resnet, vgg, efficientnet, wrn)"),
+                )
+            })
+    }
+}
+
+/// A validated model description.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub architecture: Architecture,
+    pub dataset: DatasetKind,
+    pub exits: ExitPositions,
+    pub sub_arch: SubNetworkArch,
+    pub sub_size: SubNetworkSize,
+    /// Width of the projections that the contrastive loss sees (`--feat_dim`, default 128).
+    pub feat_dim: i64,
+}
+
+impl ModelConfig {
+    pub fn new(
+        architecture: Architecture,
+        dataset: DatasetKind,
+        exits: ExitPositions,
+        sub_arch: SubNetworkArch,
+        sub_size: SubNetworkSize,
+        feat_dim: i64,
+    ) -> Result<Self> {
+        let config = ModelConfig {
+            architecture,
+            dataset,
+            exits,
+            sub_arch,
+            sub_size,
+            feat_dim,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The README model: ResNet-18 with an `fc` exit after layer2.
+    pub fn readme(dataset: DatasetKind) -> Self {
+        ModelConfig {
+            architecture: Architecture::ResNet18,
+            dataset,
+            exits: ExitPositions::new(vec![false, true, false]),
+            sub_arch: SubNetworkArch::Resnet,
+            sub_size: SubNetworkSize::Fc,
+            feat_dim: 128,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let arch = self.architecture;
+        let n = arch.exit_candidates();
+        if self.exits.len() != n {
+            let names: Vec<_> = (0..n).map(|k| arch.exit_name(k)).collect();
+            return Err(Error::option(
+                "selfcon_pos",
+                format!(
+                    "{arch} takes {n} booleans (exits after {}), got {} in {}",
+                    names.join(", "),
+                    self.exits.len(),
+                    self.exits
+                ),
+            ));
+        }
+        if self.sub_arch != SubNetworkArch::Resnet {
+            return Err(Error::option(
+                "selfcon_arch",
+                format!(
+                    "{arch} supports only 'resnet' sub-networks, got '{}'",
+                    self.sub_arch
+                ),
+            ));
+        }
+        if self.feat_dim < 1 {
+            return Err(Error::option(
+                "feat_dim",
+                format!("must be positive, got {}", self.feat_dim),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn num_classes(&self) -> i64 {
+        self.dataset.num_classes()
+    }
+
+    pub fn stem(&self) -> Stem {
+        self.dataset.stem()
+    }
+
+    /// Width of the pooled backbone/exit features (the linear classifier's input).
+    pub fn feature_dim(&self) -> i64 {
+        self.architecture.feature_dim()
+    }
+}

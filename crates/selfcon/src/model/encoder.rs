@@ -1,0 +1,89 @@
+//! The ResNet encoder with its sub-networks (`encoder.*`): one pass gives the pooled backbone
+//! vector and one pooled vector per enabled exit.
+
+use tch::{nn, Tensor};
+
+use super::config::{ModelConfig, Stem};
+use super::layers::{global_avg_pool, BatchNorm2d, Conv2d};
+use super::resnet::{Stage, STAGE_PLANES, STAGE_STRIDES};
+use super::subnetwork::SubNetwork;
+
+/// Pooled encoder outputs: what linear evaluation classifies.
+#[derive(Debug)]
+pub struct EncoderOutput {
+    /// One `[N, d]` matrix per enabled exit, in stage order.
+    pub exits: Vec<Tensor>,
+    /// `[N, d]`, the backbone's pooled last stage.
+    pub backbone: Tensor,
+}
+
+#[derive(Debug)]
+pub struct ResNetEncoder {
+    stem: Stem,
+    conv1: Conv2d,
+    bn1: BatchNorm2d,
+    stages: Vec<Stage>,
+    /// `(k, sub-network)` for each enabled exit after stage k+1.
+    sub_networks: Vec<(usize, SubNetwork)>,
+}
+
+impl ResNetEncoder {
+    pub fn new(p: &nn::Path, config: &ModelConfig) -> Self {
+        let arch = config.architecture;
+        let stem = config.stem();
+        let conv1 = match stem {
+            Stem::Cifar => Conv2d::kaiming_fan_out(&(p / "conv1"), 3, 64, 3, 1, 1),
+            Stem::ImageNet => Conv2d::kaiming_fan_out(&(p / "conv1"), 3, 64, 7, 2, 3),
+        };
+        let bn1 = BatchNorm2d::new(&(p / "bn1"), 64);
+        let blocks = arch.blocks_per_stage();
+        let mut c_in = 64;
+        let stages = (0..4)
+            .map(|i| {
+                let s = Stage::new(
+                    &(p / format!("layer{}", i + 1)),
+                    arch.block(),
+                    c_in,
+                    STAGE_PLANES[i],
+                    blocks[i],
+                    STAGE_STRIDES[i],
+                );
+                c_in = s.out_channels();
+                s
+            })
+            .collect();
+        let sp = p / "selfcon_layer";
+        let sub_networks = config
+            .exits
+            .enabled()
+            .into_iter()
+            .map(|k| (k, SubNetwork::new(&(&sp / k), arch, k, config.sub_size)))
+            .collect();
+        ResNetEncoder {
+            stem,
+            conv1,
+            bn1,
+            stages,
+            sub_networks,
+        }
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> EncoderOutput {
+        let mut h = self.bn1.forward_t(&self.conv1.forward(x), train).relu();
+        if self.stem == Stem::ImageNet {
+            h = h.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        }
+        let mut exits = Vec::with_capacity(self.sub_networks.len());
+        let mut next_exit = self.sub_networks.iter().peekable();
+        for (i, stage) in self.stages.iter().enumerate() {
+            h = stage.forward_t(&h, train);
+            while let Some((_, sub)) = next_exit.next_if(|(k, _)| *k == i) {
+                exits.push(sub.forward_t(&h, train));
+            }
+        }
+        EncoderOutput {
+            exits,
+            backbone: global_avg_pool(&h),
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Projection heads (SPEC §2.3): `Linear(d,d) → ReLU → Linear(d,feat_dim)`, named `0` and `2`
+//! as the official `nn.Sequential`.
+
+use tch::{nn, Tensor};
+
+use super::layers::Linear;
+
+#[derive(Debug)]
+pub struct ProjectionHead {
+    hidden: Linear,
+    out: Linear,
+}
+
+impl ProjectionHead {
+    pub fn new(p: &nn::Path, d: i64, feat_dim: i64) -> Self {
+        ProjectionHead {
+            hidden: Linear::new(&(p / "0"), d, d),
+            out: Linear::new(&(p / "2"), d, feat_dim),
+        }
+    }
+
+    /// Raw (unnormalised) projection.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        self.out.forward(&self.hidden.forward(x).relu())
+    }
+}

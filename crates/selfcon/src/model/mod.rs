@@ -1,0 +1,18 @@
+//! Models: ResNet encoders with SelfCon sub-network exits and projection heads, named so that
+//! every variable path equals the official PyTorch state-dict key.
+
+mod con_model;
+mod config;
+mod encoder;
+mod head;
+mod layers;
+mod resnet;
+mod subnetwork;
+mod summary;
+
+pub use con_model::{ConModel, ModelOutput};
+pub use config::{Architecture, ExitPositions, ModelConfig, Stem, SubNetworkArch, SubNetworkSize};
+pub use encoder::EncoderOutput;
+pub use layers::l2_normalize;
+pub use resnet::BlockKind;
+pub use summary::{state_dict_shapes, ModelSummary};

@@ -1,0 +1,54 @@
+//! Sub-networks ("exits", SPEC §2.2): attached after backbone stage k+1, they turn that stage's
+//! feature map into a vector as wide as the backbone output. Parameters live under
+//! `encoder.selfcon_layer.{k}` (indexed by exit candidate, as the official ModuleList with
+//! `None` holes).
+
+use tch::{nn, Tensor};
+
+use super::config::{Architecture, SubNetworkSize};
+use super::layers::{global_avg_pool, Linear};
+use super::resnet::{Stage, STAGE_PLANES};
+
+#[derive(Debug)]
+pub enum SubNetwork {
+    /// `fc`: global-average-pool, then one Linear (no BN or activation after it).
+    Fc(Linear),
+    /// `small`/`same`/`large`: fresh copies of the remaining stages, then global-average-pool.
+    Stages(Vec<Stage>),
+}
+
+impl SubNetwork {
+    /// The sub-network for the exit after backbone stage `k + 1` (k = 0, 1, 2).
+    pub fn new(p: &nn::Path, arch: Architecture, k: usize, size: SubNetworkSize) -> Self {
+        let block = arch.block();
+        let in_channels = STAGE_PLANES[k] * block.expansion();
+        match size {
+            SubNetworkSize::Fc => SubNetwork::Fc(Linear::new(p, in_channels, arch.feature_dim())),
+            _ => {
+                let blocks = arch.blocks_per_stage();
+                let mut c_in = in_channels;
+                let stages = (k + 1..4)
+                    .enumerate()
+                    .map(|(j, stage)| {
+                        let n = size.replicated_blocks(blocks[stage]);
+                        let s = Stage::new(&(p / j), block, c_in, STAGE_PLANES[stage], n, 2);
+                        c_in = s.out_channels();
+                        s
+                    })
+                    .collect();
+                SubNetwork::Stages(stages)
+            }
+        }
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        match self {
+            SubNetwork::Fc(linear) => linear.forward(&global_avg_pool(x)),
+            SubNetwork::Stages(stages) => global_avg_pool(
+                &stages
+                    .iter()
+                    .fold(x.shallow_clone(), |h, s| s.forward_t(&h, train)),
+            ),
+        }
+    }
+}

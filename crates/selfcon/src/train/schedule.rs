@@ -1,0 +1,84 @@
+//! The learning-rate schedule of the official `utils/util.py` (SPEC §5.3): set once per epoch
+//! (cosine with floor `lr·rate³`, or step decay at milestones), then, during warm-up epochs,
+//! overridden before every iteration by a linear ramp.
+
+use serde::{Deserialize, Serialize};
+
+/// Linear warm-up from `from` to `to` over the first `epochs` epochs, per iteration.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Warmup {
+    pub from: f64,
+    pub to: f64,
+    pub epochs: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LrSchedule {
+    pub base_lr: f64,
+    pub epochs: usize,
+    pub cosine: bool,
+    pub decay_rate: f64,
+    /// Step-decay milestones (epochs); unused with `cosine`.
+    pub milestones: Vec<usize>,
+    pub warmup: Option<Warmup>,
+}
+
+impl LrSchedule {
+    /// The official schedule; `warm` adds the 10-epoch warm-up from 0.01 (pre-training turns it on
+    /// by itself for batch sizes ≥ 1024).
+    pub fn new(
+        base_lr: f64,
+        epochs: usize,
+        cosine: bool,
+        decay_rate: f64,
+        milestones: Vec<usize>,
+        warm: bool,
+    ) -> Self {
+        let mut s = LrSchedule {
+            base_lr,
+            epochs,
+            cosine,
+            decay_rate,
+            milestones,
+            warmup: None,
+        };
+        if warm {
+            const WARM_EPOCHS: usize = 10;
+            let to = if cosine {
+                s.epoch_lr(WARM_EPOCHS)
+            } else {
+                base_lr
+            };
+            s.warmup = Some(Warmup {
+                from: 0.01,
+                to,
+                epochs: WARM_EPOCHS,
+            });
+        }
+        s
+    }
+
+    /// Rate set at the start of `epoch` (1-based).
+    pub fn epoch_lr(&self, epoch: usize) -> f64 {
+        if self.cosine {
+            let eta_min = self.base_lr * self.decay_rate.powi(3);
+            let progress = std::f64::consts::PI * epoch as f64 / self.epochs as f64;
+            eta_min + (self.base_lr - eta_min) * (1.0 + progress.cos()) / 2.0
+        } else {
+            let passed = self.milestones.iter().filter(|m| epoch > **m).count();
+            self.base_lr * self.decay_rate.powi(passed as i32)
+        }
+    }
+
+    /// Rate used for iteration `batch_idx` (0-based) of `epoch` (1-based).
+    pub fn lr(&self, epoch: usize, batch_idx: usize, batches_per_epoch: usize) -> f64 {
+        match self.warmup {
+            Some(w) if epoch <= w.epochs => {
+                let p = (batch_idx + (epoch - 1) * batches_per_epoch) as f64
+                    / (w.epochs * batches_per_epoch) as f64;
+                w.from + p * (w.to - w.from)
+            }
+            _ => self.epoch_lr(epoch),
+        }
+    }
+}
