@@ -5,9 +5,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         // Resolve the checkout's `.libtorch` link so the binary keeps working if the checkout moves.
-        let dir = std::fs::canonicalize(&dir)
-            .map(|p| p.display().to_string())
-            .unwrap_or(dir);
+        let dir = std::fs::canonicalize(&dir).map(|p| p.display().to_string()).unwrap_or(dir);
         println!("cargo:rustc-link-arg=-Wl,--enable-new-dtags,-rpath,{dir}");
     }
 }

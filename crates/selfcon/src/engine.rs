@@ -33,9 +33,7 @@ impl FromStr for DeviceRequest {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(DeviceRequest::Cuda)
-                .ok_or_else(|| {
-                    Error::option("device", format!("'{s}' is not auto, cpu, cuda or cuda:N"))
-                }),
+                .ok_or_else(|| Error::option("device", format!("'{s}' is not auto, cpu, cuda or cuda:N"))),
         }
     }
 }
@@ -44,14 +42,11 @@ impl FromStr for DeviceRequest {
 pub fn select_device(request: DeviceRequest) -> Result<Device> {
     match request {
         DeviceRequest::Cpu => Ok(Device::Cpu),
-        DeviceRequest::Auto => Ok(if cuda_backend().is_ok() && tch::Cuda::is_available() {
-            Device::Cuda(0)
-        } else {
-            Device::Cpu
-        }),
+        DeviceRequest::Auto => {
+            Ok(if cuda_backend().is_ok() && tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu })
+        }
         DeviceRequest::Cuda(index) => {
-            cuda_backend()
-                .map_err(|why| Error::option("device", format!("cuda requested but {why}")))?;
+            cuda_backend().map_err(|why| Error::option("device", format!("cuda requested but {why}")))?;
             let count = tch::Cuda::device_count() as usize;
             if index >= count {
                 return Err(Error::option(
@@ -73,10 +68,7 @@ pub fn cuda_backend() -> std::result::Result<(), String> {
 fn load_libtorch_cuda() -> std::result::Result<(), String> {
     // Next to the libtorch_cpu.so in use first (a full PyTorch/libtorch install keeps them
     // together), then the dynamic loader's own search (LD_LIBRARY_PATH, RUNPATH).
-    let mut candidates: Vec<PathBuf> = libtorch_cpu_dir()
-        .map(|d| d.join("libtorch_cuda.so"))
-        .into_iter()
-        .collect();
+    let mut candidates: Vec<PathBuf> = libtorch_cpu_dir().map(|d| d.join("libtorch_cuda.so")).into_iter().collect();
     candidates.push(PathBuf::from("libtorch_cuda.so"));
     let mut errors = Vec::new();
     for path in candidates {
@@ -115,19 +107,10 @@ mod tests {
 
     #[test]
     fn parses_device_requests() {
-        assert_eq!(
-            "auto".parse::<DeviceRequest>().unwrap(),
-            DeviceRequest::Auto
-        );
+        assert_eq!("auto".parse::<DeviceRequest>().unwrap(), DeviceRequest::Auto);
         assert_eq!("cpu".parse::<DeviceRequest>().unwrap(), DeviceRequest::Cpu);
-        assert_eq!(
-            "cuda".parse::<DeviceRequest>().unwrap(),
-            DeviceRequest::Cuda(0)
-        );
-        assert_eq!(
-            "cuda:3".parse::<DeviceRequest>().unwrap(),
-            DeviceRequest::Cuda(3)
-        );
+        assert_eq!("cuda".parse::<DeviceRequest>().unwrap(), DeviceRequest::Cuda(0));
+        assert_eq!("cuda:3".parse::<DeviceRequest>().unwrap(), DeviceRequest::Cuda(3));
         let err = "gpu".parse::<DeviceRequest>().unwrap_err().to_string();
         assert!(err.starts_with("--device: 'gpu'"), "{err}");
     }
@@ -140,13 +123,8 @@ mod tests {
         let auto = select_device(DeviceRequest::Auto).unwrap();
         assert!(auto == Device::Cpu || tch::Cuda::is_available());
         if cuda_backend().is_err() {
-            let err = select_device(DeviceRequest::Cuda(0))
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.starts_with("--device: cuda requested but libtorch's CUDA backend"),
-                "{err}"
-            );
+            let err = select_device(DeviceRequest::Cuda(0)).unwrap_err().to_string();
+            assert!(err.starts_with("--device: cuda requested but libtorch's CUDA backend"), "{err}");
         }
     }
 }

@@ -22,10 +22,7 @@ pub enum Error {
     NotImplemented(String),
 
     #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 
     /// libtorch reported an error; only its first line is kept (the rest is a C++ backtrace).
     #[error("libtorch: {}", first_line(&.0.to_string()))]
@@ -36,17 +33,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn option(flag: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::InvalidOption {
-            flag: flag.into(),
-            reason: reason.into(),
-        }
+        Error::InvalidOption { flag: flag.into(), reason: reason.into() }
     }
 
     pub fn file(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        Error::InvalidFile {
-            path: path.into(),
-            reason: reason.into(),
-        }
+        Error::InvalidFile { path: path.into(), reason: reason.into() }
     }
 
     pub fn input(reason: impl Into<String>) -> Self {
@@ -57,17 +48,11 @@ impl Error {
     pub fn is_user_error(&self) -> bool {
         matches!(
             self,
-            Error::InvalidOption { .. }
-                | Error::InvalidFile { .. }
-                | Error::InvalidInput(_)
-                | Error::NotImplemented(_)
+            Error::InvalidOption { .. } | Error::InvalidFile { .. } | Error::InvalidInput(_) | Error::NotImplemented(_)
         )
     }
 }
 
 fn first_line(s: &str) -> &str {
-    s.lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("")
+    s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("")
 }

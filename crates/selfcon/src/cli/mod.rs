@@ -9,11 +9,7 @@ use clap::{Parser, Subcommand};
 pub use model_args::ModelArgs;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "selfcon",
-    version,
-    about = "Self-Contrastive learning (SelfCon, AAAI 2023) on libtorch"
-)]
+#[command(name = "selfcon", version, about = "Self-Contrastive learning (SelfCon, AAAI 2023) on libtorch")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,33 +43,20 @@ pub fn run() -> Result<(), Failure> {
             let rendered = e.render().to_string();
             let line = rendered.lines().next().unwrap_or("invalid arguments");
             let message = line.trim_start_matches("error: ").to_string();
-            return Err(Failure {
-                message: format!("{message} (see --help)"),
-                exit_code: EXIT_USAGE,
-            });
+            return Err(Failure { message: format!("{message} (see --help)"), exit_code: EXIT_USAGE });
         }
     };
     let result = match cli.command {
         Command::Summary(args) => summary::run(args),
     };
     result.map_err(|e| {
-        let user = e.chain().any(|c| {
-            c.downcast_ref::<selfcon::Error>()
-                .is_some_and(selfcon::Error::is_user_error)
-        });
-        Failure {
-            message: one_line(&format!("{e:#}")),
-            exit_code: if user { EXIT_USAGE } else { EXIT_FAILURE },
-        }
+        let user = e.chain().any(|c| c.downcast_ref::<selfcon::Error>().is_some_and(selfcon::Error::is_user_error));
+        Failure { message: one_line(&format!("{e:#}")), exit_code: if user { EXIT_USAGE } else { EXIT_FAILURE } }
     })
 }
 
 fn one_line(s: &str) -> String {
-    s.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 /// Panics become one line on stderr rather than a backtrace (set RUST_BACKTRACE for one).
@@ -88,15 +71,8 @@ pub fn install_panic_hook() {
             .map(String::as_str)
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("unknown panic");
-        let first = payload
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .unwrap_or(payload);
-        let place = info
-            .location()
-            .map(|l| format!(" at {}:{}", l.file(), l.line()))
-            .unwrap_or_default();
+        let first = payload.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or(payload);
+        let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
         eprintln!("selfcon: internal error: {first}{place} (please report it; RUST_BACKTRACE=1 shows more)");
     }));
 }

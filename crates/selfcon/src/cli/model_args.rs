@@ -27,33 +27,18 @@ pub struct ModelArgs {
     pub selfcon_pos: String,
 
     /// Family of the sub-network blocks; ResNets take only resnet.
-    #[arg(
-        long = "selfcon_arch",
-        visible_alias = "selfcon-arch",
-        default_value = "resnet",
-        value_name = "ARCH"
-    )]
+    #[arg(long = "selfcon_arch", visible_alias = "selfcon-arch", default_value = "resnet", value_name = "ARCH")]
     pub selfcon_arch: String,
 
     /// Size of each sub-network: fc (pool + one Linear), small (remaining stages with half the
     /// blocks), same (remaining stages as the backbone) or large (twice the blocks; not offered
     /// by the official CLI).
-    #[arg(
-        long = "selfcon_size",
-        visible_alias = "selfcon-size",
-        default_value = "same",
-        value_name = "SIZE"
-    )]
+    #[arg(long = "selfcon_size", visible_alias = "selfcon-size", default_value = "same", value_name = "SIZE")]
     pub selfcon_size: String,
 
     /// Width of the projections the contrastive loss sees. The official code parses this flag but
     /// always uses 128; here it is honoured (the default keeps the official behaviour).
-    #[arg(
-        long = "feat_dim",
-        visible_alias = "feat-dim",
-        default_value_t = 128,
-        value_name = "N"
-    )]
+    #[arg(long = "feat_dim", visible_alias = "feat-dim", default_value_t = 128, value_name = "N")]
     pub feat_dim: i64,
 }
 

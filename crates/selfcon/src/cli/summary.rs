@@ -28,17 +28,14 @@ pub fn run(args: SummaryArgs) -> anyhow::Result<()> {
     let summary = ModelSummary::of(&vs, &config);
     let size = config.dataset.image_size();
     let probe = Tensor::zeros([PROBE_BATCH, 3, size, size], (Kind::Float, Device::Cpu));
-    let out =
-        tch::no_grad(|| model.forward_t(&probe, false)).context("forward pass on a zero batch")?;
+    let out = tch::no_grad(|| model.forward_t(&probe, false)).context("forward pass on a zero batch")?;
     let shapes = |ts: &[Tensor]| ts.iter().map(Tensor::size).collect::<Vec<_>>();
     let encoder_sub = shapes(&out.encoder.exits);
     let head_sub = shapes(&out.exit_projections);
 
     if args.json {
         let mut value = serde_json::to_value(&summary)?;
-        let obj = value
-            .as_object_mut()
-            .context("summary serialises to an object")?;
+        let obj = value.as_object_mut().context("summary serialises to an object")?;
         obj.insert("model".into(), json!(config.architecture));
         obj.insert("dataset".into(), json!(config.dataset));
         obj.insert("selfcon_pos".into(), json!(config.exits.flags()));
@@ -46,14 +43,8 @@ pub fn run(args: SummaryArgs) -> anyhow::Result<()> {
         obj.insert("selfcon_size".into(), json!(config.sub_size));
         obj.insert("feat_dim".into(), json!(config.feat_dim));
         obj.insert("input_shape".into(), json!(probe.size()));
-        obj.insert(
-            "encoder_out_dims".into(),
-            json!({"sub": encoder_sub, "backbone": out.encoder.backbone.size()}),
-        );
-        obj.insert(
-            "head_out_dims".into(),
-            json!({"sub": head_sub, "backbone": out.backbone_projection.size()}),
-        );
+        obj.insert("encoder_out_dims".into(), json!({"sub": encoder_sub, "backbone": out.encoder.backbone.size()}));
+        obj.insert("head_out_dims".into(), json!({"sub": head_sub, "backbone": out.backbone_projection.size()}));
         println!("{}", serde_json::to_string(&value)?);
         return Ok(());
     }
@@ -61,12 +52,7 @@ pub fn run(args: SummaryArgs) -> anyhow::Result<()> {
     print_table(&config, &summary);
     println!();
     println!("outputs for an input of {:?}:", probe.size());
-    for (k, (enc, head)) in config
-        .exits
-        .enabled()
-        .iter()
-        .zip(encoder_sub.iter().zip(&head_sub))
-    {
+    for (k, (enc, head)) in config.exits.enabled().iter().zip(encoder_sub.iter().zip(&head_sub)) {
         let name = format!("exit after {}", config.architecture.exit_name(*k));
         println!("  {name:<22} features {enc:?}  projection {head:?}");
     }
@@ -108,10 +94,7 @@ fn print_table(config: &ModelConfig, s: &ModelSummary) {
     println!();
     row("BN buffer elements", s.bn_buffers_total);
     let d = config.feature_dim();
-    row(
-        &format!("linear classifier {d}→{}", config.num_classes()),
-        s.linear_classifier_params,
-    );
+    row(&format!("linear classifier {d}→{}", config.num_classes()), s.linear_classifier_params);
 }
 
 fn thousands(n: i64) -> String {

@@ -75,15 +75,9 @@ impl FromStr for DatasetKind {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        DatasetKind::ALL
-            .into_iter()
-            .find(|d| d.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = DatasetKind::ALL.iter().map(|d| d.name()).collect();
-                Error::option(
-                    "dataset",
-                    format!("unknown dataset '{s}' (choose from {})", names.join(", ")),
-                )
-            })
+        DatasetKind::ALL.into_iter().find(|d| d.name() == s).ok_or_else(|| {
+            let names: Vec<_> = DatasetKind::ALL.iter().map(|d| d.name()).collect();
+            Error::option("dataset", format!("unknown dataset '{s}' (choose from {})", names.join(", ")))
+        })
     }
 }

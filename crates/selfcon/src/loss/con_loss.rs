@@ -27,9 +27,7 @@ impl FromStr for ContrastMode {
         match s {
             "all" => Ok(ContrastMode::All),
             "one" => Ok(ContrastMode::One),
-            _ => Err(Error::input(format!(
-                "contrast_mode must be 'all' or 'one', got '{s}'"
-            ))),
+            _ => Err(Error::input(format!("contrast_mode must be 'all' or 'one', got '{s}'"))),
         }
     }
 }
@@ -83,28 +81,16 @@ pub struct ConLoss {
 
 impl Default for ConLoss {
     fn default() -> Self {
-        ConLoss {
-            temperature: 0.07,
-            base_temperature: 0.07,
-            contrast_mode: ContrastMode::All,
-        }
+        ConLoss { temperature: 0.07, base_temperature: 0.07, contrast_mode: ContrastMode::All }
     }
 }
 
 impl ConLoss {
     pub fn new(temperature: f64) -> Self {
-        ConLoss {
-            temperature,
-            ..ConLoss::default()
-        }
+        ConLoss { temperature, ..ConLoss::default() }
     }
 
-    pub fn forward(
-        &self,
-        features: &Tensor,
-        positives: Positives<'_>,
-        flags: ConLossFlags,
-    ) -> Result<Tensor> {
+    pub fn forward(&self, features: &Tensor, positives: Positives<'_>, flags: ConLossFlags) -> Result<Tensor> {
         Ok(self.forward_with_stats(features, positives, flags)?.loss)
     }
 
@@ -118,14 +104,10 @@ impl ConLoss {
     ) -> Result<ConLossOutput> {
         let size = features.size();
         let [rows, views, dim] = size[..] else {
-            return Err(Error::input(format!(
-                "ConLoss features must be [rows, views, dim], got {size:?}"
-            )));
+            return Err(Error::input(format!("ConLoss features must be [rows, views, dim], got {size:?}")));
         };
         if rows < 1 || views < 1 || dim < 1 {
-            return Err(Error::input(format!(
-                "ConLoss features must be non-empty, got {size:?}"
-            )));
+            return Err(Error::input(format!("ConLoss features must be non-empty, got {size:?}")));
         }
         if !(self.temperature > 0.0) || !(self.base_temperature > 0.0) {
             return Err(Error::input(format!(
@@ -137,16 +119,12 @@ impl ConLoss {
         let device = features.device();
         let sub_anchors = flags.selfcon_s_fg || flags.selfcon_m_fg;
         if sub_anchors && views < 2 {
-            return Err(Error::input(
-                "selfcon_s_FG/selfcon_m_FG need at least 2 views (sub-networks + backbone)",
-            ));
+            return Err(Error::input("selfcon_s_FG/selfcon_m_FG need at least 2 views (sub-networks + backbone)"));
         }
         // Size of the base relation: with selfcon_m_FG the rows are [view1; view2] of rows/2 images.
         let base = if flags.selfcon_m_fg {
             if rows % 2 != 0 {
-                return Err(Error::input(format!(
-                    "selfcon_m_FG needs an even number of rows, got {rows}"
-                )));
+                return Err(Error::input(format!("selfcon_m_FG needs an even number of rows, got {rows}")));
             }
             rows / 2
         } else {
@@ -155,20 +133,14 @@ impl ConLoss {
         let base_mask = match positives {
             Positives::Labels(labels) => {
                 if labels.size() != [base] {
-                    return Err(Error::input(format!(
-                        "labels must have shape [{base}], got {:?}",
-                        labels.size()
-                    )));
+                    return Err(Error::input(format!("labels must have shape [{base}], got {:?}", labels.size())));
                 }
                 let l = labels.to_device(device).view([-1, 1]);
                 l.eq_tensor(&l.transpose(0, 1)).to_kind(kind)
             }
             Positives::Mask(mask) => {
                 if mask.size() != [base, base] {
-                    return Err(Error::input(format!(
-                        "mask must have shape [{base}, {base}], got {:?}",
-                        mask.size()
-                    )));
+                    return Err(Error::input(format!("mask must have shape [{base}, {base}], got {:?}", mask.size())));
                 }
                 mask.to_device(device).to_kind(kind)
             }
@@ -193,8 +165,7 @@ impl ConLoss {
         let tiles = n / base;
         let mask = base_mask.repeat([tiles, tiles]).narrow(0, 0, anchors);
         // Self-exclusion: anchor a is contrast row a.
-        let not_self =
-            Tensor::ones([anchors, n], (kind, device)) - Tensor::eye_m(anchors, n, (kind, device));
+        let not_self = Tensor::ones([anchors, n], (kind, device)) - Tensor::eye_m(anchors, n, (kind, device));
         let mask = mask * &not_self;
 
         let exp_logits = logits.exp() * &not_self;
@@ -206,22 +177,96 @@ impl ConLoss {
             let keep = pos_count.gt(0.0).nonzero().squeeze_dim(1);
             let kept = keep.size()[0];
             if kept == 0 {
-                return Err(Error::input(
-                    "supcon_s: no anchor has a positive (every label is unique in the batch)",
-                ));
+                return Err(Error::input("supcon_s: no anchor has a positive (every label is unique in the batch)"));
             }
-            (
-                pos_log_prob.index_select(0, &keep),
-                pos_count.index_select(0, &keep),
-                kept,
-            )
+            (pos_log_prob.index_select(0, &keep), pos_count.index_select(0, &keep), kept)
         } else {
             (pos_log_prob, pos_count, anchors)
         };
         let per_anchor = pos_log_prob / pos_count * (-(self.temperature / self.base_temperature));
-        Ok(ConLossOutput {
-            loss: per_anchor.mean(kind),
-            anchors,
-        })
+        Ok(ConLossOutput { loss: per_anchor.mean(kind), anchors })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    fn normalised(shape: &[i64]) -> Tensor {
+        let x = Tensor::randn(shape, (Kind::Double, Device::Cpu));
+        &x / x.norm_scalaropt_dim(2, [-1], true)
+    }
+
+    /// SPEC §4.6: ∂L/∂Z = (G·Z + Gᵀ·Z) / (τ_b · N) with G = softmax − positive weights, derived
+    /// independently of the forward code.
+    #[test]
+    fn gradient_matches_the_closed_form() {
+        tch::manual_seed(7);
+        let (rows, views, dim) = (6, 2, 5);
+        let x = normalised(&[rows, views, dim]).set_requires_grad(true);
+        let labels = Tensor::from_slice(&[0i64, 1, 0, 2, 1, 0]);
+        let loss = ConLoss::new(0.1);
+        let out = loss.forward(&x, Positives::Labels(&labels), ConLossFlags::default()).unwrap();
+        out.backward();
+        let autograd = x.grad().transpose(0, 1).reshape([rows * views, dim]);
+
+        let n = rows * views;
+        let z = x.detach().transpose(0, 1).reshape([n, dim]);
+        let eye = Tensor::eye(n, (Kind::Double, Device::Cpu));
+        let s = z.matmul(&z.transpose(0, 1)) / 0.1 - &eye * 1e9;
+        let q = s.softmax(1, Kind::Double);
+        let l = labels.repeat([views]);
+        let pos: Tensor = l.view([-1, 1]).eq_tensor(&l.view([1, -1])).to_kind(Kind::Double) * (1.0 - &eye);
+        let w = &pos / pos.sum_dim_intlist(1, true, Kind::Double);
+        let g = q - w;
+        let closed = (g.matmul(&z) + g.transpose(0, 1).matmul(&z)) / (0.07 * n as f64);
+        let diff = (autograd - closed).abs().max().double_value(&[]);
+        assert!(diff < 1e-12, "max diff {diff}");
+    }
+
+    #[test]
+    fn anchor_without_positive_is_nan_unless_dropped() {
+        let x = normalised(&[4, 1, 3]);
+        let labels = Tensor::from_slice(&[0i64, 0, 1, 2]);
+        let loss = ConLoss::new(0.1);
+        let plain = loss.forward(&x, Positives::Labels(&labels), ConLossFlags::default()).unwrap();
+        assert!(plain.double_value(&[]).is_nan());
+        let flags = ConLossFlags { supcon_s: true, ..Default::default() };
+        let out = loss.forward_with_stats(&x.set_requires_grad(true), Positives::Labels(&labels), flags).unwrap();
+        assert_eq!(out.anchors, 2);
+        assert!(out.loss.double_value(&[]).is_finite());
+    }
+
+    #[test]
+    fn explicit_mask_equals_labels() {
+        let x = normalised(&[5, 2, 4]);
+        let labels = Tensor::from_slice(&[0i64, 1, 0, 1, 2]);
+        let mask = labels.view([-1, 1]).eq_tensor(&labels.view([1, -1])).to_kind(Kind::Double);
+        let loss = ConLoss::new(0.2);
+        let a = loss.forward(&x, Positives::Labels(&labels), ConLossFlags::default()).unwrap();
+        let b = loss.forward(&x, Positives::Mask(&mask), ConLossFlags::default()).unwrap();
+        assert!((a - b).abs().double_value(&[]) < 1e-14);
+    }
+
+    #[test]
+    fn bad_shapes_are_errors_not_panics() {
+        let loss = ConLoss::default();
+        let x = normalised(&[4, 2, 3]);
+        let e = |r: Result<Tensor>| r.unwrap_err().to_string();
+        assert!(e(loss.forward(&normalised(&[4, 3]), Positives::SameImage, ConLossFlags::default()))
+            .contains("[rows, views, dim]"));
+        let short = Tensor::from_slice(&[0i64, 1]);
+        assert!(e(loss.forward(&x, Positives::Labels(&short), ConLossFlags::default()))
+            .contains("labels must have shape [4]"));
+        let odd = normalised(&[3, 2, 3]);
+        let flags = ConLossFlags { selfcon_m_fg: true, ..Default::default() };
+        assert!(e(loss.forward(&odd, Positives::SameImage, flags)).contains("even number of rows"));
+        let one_view = normalised(&[4, 1, 3]);
+        let flags = ConLossFlags { selfcon_s_fg: true, ..Default::default() };
+        assert!(e(loss.forward(&one_view, Positives::SameImage, flags)).contains("at least 2 views"));
+        let unique = Tensor::from_slice(&[0i64, 1, 2, 3]);
+        let flags = ConLossFlags { supcon_s: true, ..Default::default() };
+        assert!(e(loss.forward(&one_view, Positives::Labels(&unique), flags)).contains("no anchor has a positive"));
     }
 }

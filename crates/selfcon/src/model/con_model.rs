@@ -36,15 +36,9 @@ impl ConModel {
         let encoder = ResNetEncoder::new(&(p / "encoder"), config);
         let head = ProjectionHead::new(&(p / "head"), d, config.feat_dim);
         let sh = p / "sub_heads";
-        let sub_heads = (0..config.exits.count())
-            .map(|j| ProjectionHead::new(&(&sh / j), d, config.feat_dim))
-            .collect();
-        Ok(ConModel {
-            config: config.clone(),
-            encoder,
-            head,
-            sub_heads,
-        })
+        let sub_heads =
+            (0..config.exits.count()).map(|j| ProjectionHead::new(&(&sh / j), d, config.feat_dim)).collect();
+        Ok(ConModel { config: config.clone(), encoder, head, sub_heads })
     }
 
     /// A fresh var store on `device` holding a new model.
@@ -67,35 +61,19 @@ impl ConModel {
     /// Encoder and heads; `train` switches BatchNorm between batch and running statistics.
     pub fn forward_t(&self, images: &Tensor, train: bool) -> Result<ModelOutput> {
         let encoder = self.encode(images, train)?;
-        let exit_projections = encoder
-            .exits
-            .iter()
-            .zip(&self.sub_heads)
-            .map(|(h, head)| l2_normalize(&head.forward(h)))
-            .collect();
+        let exit_projections =
+            encoder.exits.iter().zip(&self.sub_heads).map(|(h, head)| l2_normalize(&head.forward(h))).collect();
         let backbone_projection = l2_normalize(&self.head.forward(&encoder.backbone));
-        Ok(ModelOutput {
-            encoder,
-            exit_projections,
-            backbone_projection,
-        })
+        Ok(ModelOutput { encoder, exit_projections, backbone_projection })
     }
 
     fn check_input(&self, images: &Tensor) -> Result<()> {
         let size = images.size();
         if size.len() != 4 || size[1] != 3 || size[0] < 1 {
-            return Err(Error::input(format!(
-                "model input must be [N, 3, H, W] with N ≥ 1, got {size:?}"
-            )));
+            return Err(Error::input(format!("model input must be [N, 3, H, W] with N ≥ 1, got {size:?}")));
         }
-        if !matches!(
-            images.kind(),
-            Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16
-        ) {
-            return Err(Error::input(format!(
-                "model input must be floating point, got {:?}",
-                images.kind()
-            )));
+        if !matches!(images.kind(), Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16) {
+            return Err(Error::input(format!("model input must be floating point, got {:?}", images.kind())));
         }
         Ok(())
     }

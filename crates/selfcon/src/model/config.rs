@@ -20,22 +20,11 @@ pub enum Architecture {
 }
 
 /// Names the official code accepts whose families are not built yet.
-const PLANNED_ARCHITECTURES: [&str; 6] = [
-    "vgg13",
-    "vgg13_bn",
-    "vgg16",
-    "vgg16_bn",
-    "wrn_16_8",
-    "efficientnet",
-];
+const PLANNED_ARCHITECTURES: [&str; 6] = ["vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "wrn_16_8", "efficientnet"];
 
 impl Architecture {
-    pub const ALL: [Architecture; 4] = [
-        Architecture::ResNet18,
-        Architecture::ResNet34,
-        Architecture::ResNet50,
-        Architecture::ResNet101,
-    ];
+    pub const ALL: [Architecture; 4] =
+        [Architecture::ResNet18, Architecture::ResNet34, Architecture::ResNet50, Architecture::ResNet101];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -68,9 +57,7 @@ impl Architecture {
     pub fn block(self) -> super::resnet::BlockKind {
         match self {
             Architecture::ResNet18 | Architecture::ResNet34 => super::resnet::BlockKind::Basic,
-            Architecture::ResNet50 | Architecture::ResNet101 => {
-                super::resnet::BlockKind::Bottleneck
-            }
+            Architecture::ResNet50 | Architecture::ResNet101 => super::resnet::BlockKind::Bottleneck,
         }
     }
 
@@ -94,16 +81,11 @@ impl FromStr for Architecture {
             return Ok(a);
         }
         if PLANNED_ARCHITECTURES.contains(&s) {
-            return Err(Error::NotImplemented(format!(
-                "--model {s} (only the ResNet family is built so far)"
-            )));
+            return Err(Error::NotImplemented(format!("--model {s} (only the ResNet family is built so far)")));
         }
         let mut names: Vec<_> = Architecture::ALL.iter().map(|a| a.name()).collect();
         names.extend(PLANNED_ARCHITECTURES);
-        Err(Error::option(
-            "model",
-            format!("unknown model '{s}' (choose from {})", names.join(", ")),
-        ))
+        Err(Error::option("model", format!("unknown model '{s}' (choose from {})", names.join(", "))))
     }
 }
 
@@ -145,12 +127,7 @@ impl ExitPositions {
 
     /// Indices of the enabled exits, in stage order.
     pub fn enabled(&self) -> Vec<usize> {
-        self.0
-            .iter()
-            .enumerate()
-            .filter(|(_, on)| **on)
-            .map(|(k, _)| k)
-            .collect()
+        self.0.iter().enumerate().filter(|(_, on)| **on).map(|(k, _)| k).collect()
     }
 
     pub fn count(&self) -> usize {
@@ -160,11 +137,7 @@ impl ExitPositions {
 
 impl fmt::Display for ExitPositions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let items: Vec<_> = self
-            .0
-            .iter()
-            .map(|b| if *b { "True" } else { "False" })
-            .collect();
+        let items: Vec<_> = self.0.iter().map(|b| if *b { "True" } else { "False" }).collect();
         write!(f, "[{}]", items.join(","))
     }
 }
@@ -180,25 +153,17 @@ impl FromStr for ExitPositions {
         let inner = match (trimmed.strip_prefix('['), trimmed.strip_suffix(']')) {
             (Some(_), Some(_)) => &trimmed[1..trimmed.len() - 1],
             (None, None) => trimmed,
-            _ => {
-                return Err(bad(format!(
-                    "'{s}' has unbalanced brackets (expected e.g. \"[False,True,False]\")"
-                )))
-            }
+            _ => return Err(bad(format!("'{s}' has unbalanced brackets (expected e.g. \"[False,True,False]\")"))),
         };
         if inner.trim().is_empty() {
-            return Err(bad(format!(
-                "'{s}' is empty (expected e.g. \"[False,True,False]\")"
-            )));
+            return Err(bad(format!("'{s}' is empty (expected e.g. \"[False,True,False]\")")));
         }
         let flags = inner
             .split(',')
             .map(|item| match item.trim() {
                 "True" | "true" | "1" => Ok(true),
                 "False" | "false" | "0" => Ok(false),
-                other => Err(bad(format!(
-                    "'{other}' in '{s}' is not a boolean (use True/False)"
-                ))),
+                other => Err(bad(format!("'{other}' in '{s}' is not a boolean (use True/False)"))),
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(ExitPositions(flags))
@@ -220,12 +185,8 @@ pub enum SubNetworkSize {
 }
 
 impl SubNetworkSize {
-    pub const ALL: [SubNetworkSize; 4] = [
-        SubNetworkSize::Fc,
-        SubNetworkSize::Small,
-        SubNetworkSize::Same,
-        SubNetworkSize::Large,
-    ];
+    pub const ALL: [SubNetworkSize; 4] =
+        [SubNetworkSize::Fc, SubNetworkSize::Small, SubNetworkSize::Same, SubNetworkSize::Large];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -257,15 +218,9 @@ impl FromStr for SubNetworkSize {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        SubNetworkSize::ALL
-            .into_iter()
-            .find(|v| v.name() == s)
-            .ok_or_else(|| {
-                Error::option(
-                    "selfcon_size",
-                    format!("unknown size '{s}' (choose from fc, small, same, large)"),
-                )
-            })
+        SubNetworkSize::ALL.into_iter().find(|v| v.name() == s).ok_or_else(|| {
+            Error::option("selfcon_size", format!("unknown size '{s}' (choose from fc, small, same, large)"))
+        })
     }
 }
 
@@ -280,12 +235,8 @@ pub enum SubNetworkArch {
 }
 
 impl SubNetworkArch {
-    pub const ALL: [SubNetworkArch; 4] = [
-        SubNetworkArch::Resnet,
-        SubNetworkArch::Vgg,
-        SubNetworkArch::Efficientnet,
-        SubNetworkArch::Wrn,
-    ];
+    pub const ALL: [SubNetworkArch; 4] =
+        [SubNetworkArch::Resnet, SubNetworkArch::Vgg, SubNetworkArch::Efficientnet, SubNetworkArch::Wrn];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -307,15 +258,9 @@ impl FromStr for SubNetworkArch {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        SubNetworkArch::ALL
-            .into_iter()
-            .find(|v| v.name() == s)
-            .ok_or_else(|| {
-                Error::option(
-                    "selfcon_arch",
-                    format!("unknown arch '{s}' (choose from resnet, vgg, efficientnet, wrn)"),
-                )
-            })
+        SubNetworkArch::ALL.into_iter().find(|v| v.name() == s).ok_or_else(|| {
+            Error::option("selfcon_arch", format!("unknown arch '{s}' (choose from resnet, vgg, efficientnet, wrn)"))
+        })
     }
 }
 
@@ -340,14 +285,7 @@ impl ModelConfig {
         sub_size: SubNetworkSize,
         feat_dim: i64,
     ) -> Result<Self> {
-        let config = ModelConfig {
-            architecture,
-            dataset,
-            exits,
-            sub_arch,
-            sub_size,
-            feat_dim,
-        };
+        let config = ModelConfig { architecture, dataset, exits, sub_arch, sub_size, feat_dim };
         config.validate()?;
         Ok(config)
     }
@@ -382,17 +320,11 @@ impl ModelConfig {
         if self.sub_arch != SubNetworkArch::Resnet {
             return Err(Error::option(
                 "selfcon_arch",
-                format!(
-                    "{arch} supports only 'resnet' sub-networks, got '{}'",
-                    self.sub_arch
-                ),
+                format!("{arch} supports only 'resnet' sub-networks, got '{}'", self.sub_arch),
             ));
         }
         if self.feat_dim < 1 {
-            return Err(Error::option(
-                "feat_dim",
-                format!("must be positive, got {}", self.feat_dim),
-            ));
+            return Err(Error::option("feat_dim", format!("must be positive, got {}", self.feat_dim)));
         }
         Ok(())
     }
@@ -408,5 +340,69 @@ impl ModelConfig {
     /// Width of the pooled backbone/exit features (the linear classifier's input).
     pub fn feature_dim(&self) -> i64 {
         self.architecture.feature_dim()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_positions_accept_python_and_relaxed_spellings() {
+        for text in
+            ["[False,True,False]", "[False, True, False]", " [false,true,false] ", "False,True,False", "[0,1,0]"]
+        {
+            let p: ExitPositions = text.parse().unwrap();
+            assert_eq!(p.flags(), &[false, true, false], "{text}");
+            assert_eq!(p.enabled(), vec![1]);
+            assert_eq!(p.to_string(), "[False,True,False]");
+        }
+        assert_eq!("[True,True,True]".parse::<ExitPositions>().unwrap().count(), 3);
+    }
+
+    #[test]
+    fn exit_positions_reject_garbage_with_the_flag_name() {
+        for text in ["[False,Maybe,False]", "[False,True", "[]", "", "[False,,True]"] {
+            let err = text.parse::<ExitPositions>().unwrap_err().to_string();
+            assert!(err.starts_with("--selfcon_pos: "), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn config_validation_names_the_flag() {
+        let base = ModelConfig::readme(DatasetKind::Cifar100);
+        let mut c = base.clone();
+        c.exits = ExitPositions::new(vec![true, false]);
+        assert!(c.validate().unwrap_err().to_string().starts_with("--selfcon_pos: resnet18 takes 3 booleans"));
+        let mut c = base.clone();
+        c.sub_arch = SubNetworkArch::Vgg;
+        assert!(c.validate().unwrap_err().to_string().starts_with("--selfcon_arch: "));
+        let mut c = base;
+        c.feat_dim = 0;
+        assert!(c.validate().unwrap_err().to_string().starts_with("--feat_dim: "));
+    }
+
+    #[test]
+    fn names_round_trip_and_unknown_names_fail() {
+        for a in Architecture::ALL {
+            assert_eq!(a.name().parse::<Architecture>().unwrap(), a);
+        }
+        for s in SubNetworkSize::ALL {
+            assert_eq!(s.name().parse::<SubNetworkSize>().unwrap(), s);
+        }
+        assert!(matches!("vgg16_bn".parse::<Architecture>(), Err(Error::NotImplemented(_))));
+        assert!("resnet19".parse::<Architecture>().unwrap_err().to_string().starts_with("--model: unknown model"));
+        assert!("huge".parse::<SubNetworkSize>().unwrap_err().to_string().starts_with("--selfcon_size: "));
+        assert!("mnist!".parse::<DatasetKind>().unwrap_err().to_string().starts_with("--dataset: "));
+    }
+
+    #[test]
+    fn stems_and_classes_follow_the_dataset() {
+        assert_eq!(DatasetKind::TinyImageNet.stem(), Stem::Cifar);
+        assert_eq!(DatasetKind::ImageNet100.stem(), Stem::ImageNet);
+        assert_eq!(DatasetKind::TinyImageNet.num_classes(), 200);
+        assert_eq!(Architecture::ResNet50.feature_dim(), 2048);
+        assert_eq!(SubNetworkSize::Small.replicated_blocks(23), 11);
+        assert_eq!(SubNetworkSize::Large.replicated_blocks(3), 6);
     }
 }

@@ -59,13 +59,7 @@ impl ResNetEncoder {
             .into_iter()
             .map(|k| (k, SubNetwork::new(&(&sp / k), arch, k, config.sub_size)))
             .collect();
-        ResNetEncoder {
-            stem,
-            conv1,
-            bn1,
-            stages,
-            sub_networks,
-        }
+        ResNetEncoder { stem, conv1, bn1, stages, sub_networks }
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> EncoderOutput {
@@ -81,9 +75,6 @@ impl ResNetEncoder {
                 exits.push(sub.forward_t(&h, train));
             }
         }
-        EncoderOutput {
-            exits,
-            backbone: global_avg_pool(&h),
-        }
+        EncoderOutput { exits, backbone: global_avg_pool(&h) }
     }
 }

@@ -13,10 +13,7 @@ pub struct ProjectionHead {
 
 impl ProjectionHead {
     pub fn new(p: &nn::Path, d: i64, feat_dim: i64) -> Self {
-        ProjectionHead {
-            hidden: Linear::new(&(p / "0"), d, d),
-            out: Linear::new(&(p / "2"), d, feat_dim),
-        }
+        ProjectionHead { hidden: Linear::new(&(p / "0"), d, d), out: Linear::new(&(p / "2"), d, feat_dim) }
     }
 
     /// Raw (unnormalised) projection.

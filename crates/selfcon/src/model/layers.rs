@@ -13,40 +13,15 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    pub fn kaiming_fan_out(
-        p: &nn::Path,
-        c_in: i64,
-        c_out: i64,
-        kernel: i64,
-        stride: i64,
-        padding: i64,
-    ) -> Self {
+    pub fn kaiming_fan_out(p: &nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64, padding: i64) -> Self {
         let fan_out = (c_out * kernel * kernel) as f64;
         let std = (2.0 / fan_out).sqrt();
-        let weight = p.var(
-            "weight",
-            &[c_out, c_in, kernel, kernel],
-            nn::Init::Randn {
-                mean: 0.0,
-                stdev: std,
-            },
-        );
-        Conv2d {
-            weight,
-            stride,
-            padding,
-        }
+        let weight = p.var("weight", &[c_out, c_in, kernel, kernel], nn::Init::Randn { mean: 0.0, stdev: std });
+        Conv2d { weight, stride, padding }
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv2d(
-            &self.weight,
-            None::<Tensor>,
-            [self.stride],
-            [self.padding],
-            [1],
-            1,
-        )
+        x.conv2d(&self.weight, None::<Tensor>, [self.stride], [self.padding], [1], 1)
     }
 }
 
@@ -104,14 +79,8 @@ pub struct Linear {
 impl Linear {
     pub fn new(p: &nn::Path, d_in: i64, d_out: i64) -> Self {
         let bound = 1.0 / (d_in as f64).sqrt();
-        let init = nn::Init::Uniform {
-            lo: -bound,
-            up: bound,
-        };
-        Linear {
-            weight: p.var("weight", &[d_out, d_in], init),
-            bias: p.var("bias", &[d_out], init),
-        }
+        let init = nn::Init::Uniform { lo: -bound, up: bound };
+        Linear { weight: p.var("weight", &[d_out, d_in], init), bias: p.var("bias", &[d_out], init) }
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {

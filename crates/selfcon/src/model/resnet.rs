@@ -38,10 +38,7 @@ impl ResidualBlock {
             (conv, BatchNorm2d::new(&(p / format!("bn{i}")), c_out))
         };
         let convs = match kind {
-            BlockKind::Basic => vec![
-                layer(1, in_planes, planes, 3, stride),
-                layer(2, planes, planes, 3, 1),
-            ],
+            BlockKind::Basic => vec![layer(1, in_planes, planes, 3, stride), layer(2, planes, planes, 3, 1)],
             BlockKind::Bottleneck => vec![
                 layer(1, in_planes, planes, 1, 1),
                 layer(2, planes, planes, 3, stride),
@@ -83,30 +80,14 @@ pub struct Stage {
 }
 
 impl Stage {
-    pub fn new(
-        p: &nn::Path,
-        kind: BlockKind,
-        in_planes: i64,
-        planes: i64,
-        n_blocks: usize,
-        stride: i64,
-    ) -> Self {
+    pub fn new(p: &nn::Path, kind: BlockKind, in_planes: i64, planes: i64, n_blocks: usize, stride: i64) -> Self {
         let mut blocks = Vec::with_capacity(n_blocks);
         let mut c_in = in_planes;
         for i in 0..n_blocks {
-            blocks.push(ResidualBlock::new(
-                &(p / i),
-                kind,
-                c_in,
-                planes,
-                if i == 0 { stride } else { 1 },
-            ));
+            blocks.push(ResidualBlock::new(&(p / i), kind, c_in, planes, if i == 0 { stride } else { 1 }));
             c_in = planes * kind.expansion();
         }
-        Stage {
-            blocks,
-            out_channels: planes * kind.expansion(),
-        }
+        Stage { blocks, out_channels: planes * kind.expansion() }
     }
 
     pub fn out_channels(&self) -> i64 {
@@ -114,9 +95,7 @@ impl Stage {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        self.blocks
-            .iter()
-            .fold(x.shallow_clone(), |h, b| b.forward_t(&h, train))
+        self.blocks.iter().fold(x.shallow_clone(), |h, b| b.forward_t(&h, train))
     }
 }
 

@@ -44,11 +44,9 @@ impl SubNetwork {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         match self {
             SubNetwork::Fc(linear) => linear.forward(&global_avg_pool(x)),
-            SubNetwork::Stages(stages) => global_avg_pool(
-                &stages
-                    .iter()
-                    .fold(x.shallow_clone(), |h, s| s.forward_t(&h, train)),
-            ),
+            SubNetwork::Stages(stages) => {
+                global_avg_pool(&stages.iter().fold(x.shallow_clone(), |h, s| s.forward_t(&h, train)))
+            }
         }
     }
 }

@@ -34,8 +34,7 @@ impl ModelSummary {
             sub_heads_params: 0,
             total_params: 0,
             bn_buffers_total: 0,
-            linear_classifier_params: config.feature_dim() * config.num_classes()
-                + config.num_classes(),
+            linear_classifier_params: config.feature_dim() * config.num_classes() + config.num_classes(),
             exit_params: config.exits.enabled().into_iter().map(|k| (k, 0)).collect(),
         };
         for (name, tensor) in vs.variables() {
@@ -65,8 +64,5 @@ impl ModelSummary {
 
 /// Every variable's name and shape, as the keys of the official checkpoint's `model` entry.
 pub fn state_dict_shapes(vs: &VarStore) -> BTreeMap<String, Vec<i64>> {
-    vs.variables()
-        .into_iter()
-        .map(|(name, t)| (name, t.size()))
-        .collect()
+    vs.variables().into_iter().map(|(name, t)| (name, t.size())).collect()
 }

@@ -26,34 +26,12 @@ pub struct LrSchedule {
 impl LrSchedule {
     /// The official schedule; `warm` adds the 10-epoch warm-up from 0.01 (pre-training turns it on
     /// by itself for batch sizes ≥ 1024).
-    pub fn new(
-        base_lr: f64,
-        epochs: usize,
-        cosine: bool,
-        decay_rate: f64,
-        milestones: Vec<usize>,
-        warm: bool,
-    ) -> Self {
-        let mut s = LrSchedule {
-            base_lr,
-            epochs,
-            cosine,
-            decay_rate,
-            milestones,
-            warmup: None,
-        };
+    pub fn new(base_lr: f64, epochs: usize, cosine: bool, decay_rate: f64, milestones: Vec<usize>, warm: bool) -> Self {
+        let mut s = LrSchedule { base_lr, epochs, cosine, decay_rate, milestones, warmup: None };
         if warm {
             const WARM_EPOCHS: usize = 10;
-            let to = if cosine {
-                s.epoch_lr(WARM_EPOCHS)
-            } else {
-                base_lr
-            };
-            s.warmup = Some(Warmup {
-                from: 0.01,
-                to,
-                epochs: WARM_EPOCHS,
-            });
+            let to = if cosine { s.epoch_lr(WARM_EPOCHS) } else { base_lr };
+            s.warmup = Some(Warmup { from: 0.01, to, epochs: WARM_EPOCHS });
         }
         s
     }
@@ -74,11 +52,35 @@ impl LrSchedule {
     pub fn lr(&self, epoch: usize, batch_idx: usize, batches_per_epoch: usize) -> f64 {
         match self.warmup {
             Some(w) if epoch <= w.epochs => {
-                let p = (batch_idx + (epoch - 1) * batches_per_epoch) as f64
-                    / (w.epochs * batches_per_epoch) as f64;
+                let p = (batch_idx + (epoch - 1) * batches_per_epoch) as f64 / (w.epochs * batches_per_epoch) as f64;
                 w.from + p * (w.to - w.from)
             }
             _ => self.epoch_lr(epoch),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_ends_at_the_floor_and_step_decays_after_milestones() {
+        let cos = LrSchedule::new(0.5, 1000, true, 0.1, vec![], false);
+        assert!((cos.epoch_lr(1000) - 0.0005).abs() < 1e-15);
+        assert!(cos.warmup.is_none());
+        let step = LrSchedule::new(0.1, 100, false, 0.2, vec![60, 75, 90], false);
+        assert_eq!(step.lr(60, 3, 10), 0.1);
+        assert!((step.lr(61, 0, 10) - 0.02).abs() < 1e-15);
+    }
+
+    #[test]
+    fn warmup_ramps_per_iteration_to_the_epoch_10_rate() {
+        let s = LrSchedule::new(0.5, 1000, true, 0.1, vec![], true);
+        let w = s.warmup.unwrap();
+        assert_eq!(w.to, s.epoch_lr(10));
+        assert_eq!(s.lr(1, 0, 49), 0.01);
+        assert!(s.lr(10, 48, 49) < w.to && s.lr(10, 48, 49) > s.lr(10, 0, 49));
+        assert_eq!(s.lr(11, 0, 49), s.epoch_lr(11));
     }
 }
