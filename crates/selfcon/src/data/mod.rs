@@ -1,6 +1,15 @@
-//! Datasets: what the model needs to know about each one (classes, image size, stem).
-//! Reading and augmenting the images lives beside this in later modules.
+//! Datasets: what the model needs to know about each one (classes, image size, stem), and the
+//! readers for every on-disk format.
 
+mod cifar;
 mod dataset_kind;
+mod idx;
+mod images;
+mod mnist;
+pub mod pickle;
 
+pub use cifar::{load_cifar, CifarVariant};
 pub use dataset_kind::DatasetKind;
+pub use idx::{read_idx, IdxArray};
+pub use images::{chw_to_hwc, InMemoryImages};
+pub use mnist::{find_idx_folder, load_mnist, SYSTEM_FASHION_MNIST};

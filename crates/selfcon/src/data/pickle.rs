@@ -1,0 +1,518 @@
+//! A safe reader for the Python pickles the CIFAR archives use: it parses the opcode stream into
+//! plain values and recognises numpy arrays by their reconstruction recipe, but never imports or
+//! calls anything. Only the handful of globals that describe arrays and bytes are accepted.
+//!
+//! Covers protocol 2 as written by Python 2's cPickle (the official archives: byte strings,
+//! `numpy.core.multiarray._reconstruct`), and protocols 2–5 as written by Python 3 with numpy 1.x
+//! or 2.x (`numpy._core...`, bytes through `_codecs.encode`, in-band buffers via `_frombuffer`).
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// What went wrong, without the file name (the caller adds it).
+pub type PickleError = String;
+
+/// The globals a data pickle may reference; anything else is refused.
+const ALLOWED_GLOBALS: [(&str, &str); 8] = [
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+    ("builtins", "bytearray"),
+];
+
+/// A parsed pickle value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Bytes(Rc<Vec<u8>>),
+    Str(Rc<str>),
+    List(Vec<Value>),
+    Tuple(Vec<Value>),
+    Dict(Vec<(Value, Value)>),
+    Global(String, String),
+    /// `callable(*args)`, not called.
+    Reduce(Box<Value>, Box<Value>),
+    /// `obj.__setstate__(state)`, not called.
+    Build(Box<Value>, Box<Value>),
+}
+
+impl Value {
+    /// Dictionary lookup by text key, whether the key was pickled as bytes or str.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        let Value::Dict(items) = self else { return None };
+        items.iter().find(|(k, _)| k.as_text().as_deref() == Some(key)).map(|(_, v)| v)
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        match self {
+            Value::Dict(items) => items.iter().filter_map(|(k, _)| k.as_text()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Text of a str, or of bytes read as latin-1 (Python 2 strings).
+    pub fn as_text(&self) -> Option<String> {
+        match self {
+            Value::Str(s) => Some(s.to_string()),
+            Value::Bytes(b) => Some(b.iter().map(|&c| c as char).collect()),
+            Value::Reduce(..) => self.as_bytes().map(|b| b.iter().map(|&c| c as char).collect()),
+            _ => None,
+        }
+    }
+
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            Value::Bool(b) => Some(*b as i64),
+            _ => None,
+        }
+    }
+
+    /// Items of a list or tuple.
+    pub fn as_seq(&self) -> Option<&[Value]> {
+        match self {
+            Value::List(v) | Value::Tuple(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Raw bytes, including `_codecs.encode(text, 'latin1')` (how Python 3 pickles bytes at
+    /// protocol 2) and Python 2 strings.
+    pub fn as_bytes(&self) -> Option<Rc<Vec<u8>>> {
+        match self {
+            Value::Bytes(b) => Some(b.clone()),
+            Value::Reduce(f, args) if is_global(f, "_codecs", "encode") || is_global(f, "builtins", "bytearray") => {
+                let args = args.as_seq()?;
+                let text = match args.first()? {
+                    Value::Str(s) => s.clone(),
+                    Value::Bytes(b) => return Some(b.clone()),
+                    _ => return None,
+                };
+                let encoding = args.get(1).and_then(Value::as_text).unwrap_or_else(|| "latin1".into());
+                if !matches!(encoding.as_str(), "latin1" | "latin-1" | "iso-8859-1") {
+                    return None;
+                }
+                text.chars().map(|c| u8::try_from(c as u32).ok()).collect::<Option<Vec<u8>>>().map(Rc::new)
+            }
+            _ => None,
+        }
+    }
+}
+
+fn is_global(v: &Value, module: &str, name: &str) -> bool {
+    matches!(v, Value::Global(m, n) if m == module && n == name)
+}
+
+fn is_array_global(v: &Value, name: &str) -> bool {
+    matches!(v, Value::Global(m, n) if n == name && m.starts_with("numpy"))
+}
+
+/// A numpy array of unsigned bytes or integers, as read from a pickle.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NdArray {
+    pub shape: Vec<usize>,
+    /// numpy type string such as `u1`, `<i8`.
+    pub dtype: String,
+    pub data: Rc<Vec<u8>>,
+    pub fortran_order: bool,
+}
+
+impl NdArray {
+    /// Interprets `value` as a numpy array (either reconstruction recipe).
+    pub fn from_value(value: &Value) -> Result<NdArray, PickleError> {
+        match value {
+            // _reconstruct(ndarray, (0,), b'b') followed by __setstate__((ver, shape, dtype, fortran, data))
+            Value::Build(obj, state) => {
+                match obj.as_ref() {
+                    Value::Reduce(f, _) if is_array_global(f, "_reconstruct") => {}
+                    _ => return Err("object is not a numpy array".into()),
+                }
+                let state = state.as_seq().ok_or("numpy array state is not a tuple")?;
+                let (shape, dtype, fortran, data) = match state {
+                    [_, shape, dtype, fortran, data] => (shape, dtype, fortran, data),
+                    [shape, dtype, fortran, data] => (shape, dtype, fortran, data),
+                    _ => return Err(format!("numpy array state has {} fields", state.len())),
+                };
+                let data =
+                    data.as_bytes().ok_or("numpy array data is not raw bytes (object arrays are not supported)")?;
+                NdArray::new(shape, dtype, fortran.as_int().unwrap_or(0) != 0, data)
+            }
+            // _frombuffer(buffer, dtype, shape, order) — protocol 5
+            Value::Reduce(f, args) if is_array_global(f, "_frombuffer") => {
+                let args = args.as_seq().ok_or("_frombuffer arguments are not a tuple")?;
+                let [buffer, dtype, shape, order] = args else {
+                    return Err(format!("_frombuffer takes 4 arguments, got {}", args.len()));
+                };
+                let data = buffer.as_bytes().ok_or("_frombuffer buffer is not in-band bytes")?;
+                NdArray::new(shape, dtype, order.as_text().as_deref() == Some("F"), data)
+            }
+            _ => Err("value is not a numpy array".into()),
+        }
+    }
+
+    fn new(shape: &Value, dtype: &Value, fortran_order: bool, data: Rc<Vec<u8>>) -> Result<NdArray, PickleError> {
+        let shape = shape
+            .as_seq()
+            .ok_or("numpy array shape is not a tuple")?
+            .iter()
+            .map(|d| d.as_int().and_then(|d| usize::try_from(d).ok()).ok_or("numpy array shape is not integers"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let dtype = dtype_string(dtype)?;
+        let array = NdArray { shape, dtype, data, fortran_order };
+        let expected = array.shape.iter().product::<usize>() * array.item_size()?;
+        if array.data.len() != expected {
+            return Err(format!(
+                "numpy array {:?} of {} needs {expected} bytes, found {}",
+                array.shape,
+                array.dtype,
+                array.data.len()
+            ));
+        }
+        Ok(array)
+    }
+
+    fn item_size(&self) -> Result<usize, PickleError> {
+        let digits: String = self.dtype.chars().filter(char::is_ascii_digit).collect();
+        digits.parse().map_err(|_| format!("unsupported numpy dtype '{}'", self.dtype))
+    }
+
+    /// Elements as unsigned bytes (dtype `u1`/`|u1`), in C order.
+    pub fn to_u8(&self) -> Result<Vec<u8>, PickleError> {
+        if !matches!(self.dtype.trim_start_matches(['|', '<', '=']), "u1") {
+            return Err(format!("expected a uint8 array, found dtype '{}'", self.dtype));
+        }
+        if self.fortran_order && self.shape.len() > 1 {
+            return Err("Fortran-ordered arrays are not supported".into());
+        }
+        Ok(self.data.as_ref().clone())
+    }
+
+    /// Elements as i64 from any little-endian integer dtype.
+    pub fn to_i64(&self) -> Result<Vec<i64>, PickleError> {
+        let t = self.dtype.trim_start_matches(['|', '<', '=']);
+        let d = &self.data;
+        Ok(match t {
+            "u1" => d.iter().map(|&b| b as i64).collect(),
+            "i1" => d.iter().map(|&b| b as i8 as i64).collect(),
+            "i2" => d.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as i64).collect(),
+            "u2" => d.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as i64).collect(),
+            "i4" => d.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
+            "u4" => d.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
+            "i8" => d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
+            _ => return Err(format!("expected an integer array, found dtype '{}'", self.dtype)),
+        })
+    }
+}
+
+/// `dtype('u1')` pickled as `Build(Reduce(numpy.dtype, ('u1', False, True)), state)`; the state's
+/// second field is the byte order ('|', '<', '>').
+fn dtype_string(v: &Value) -> Result<String, PickleError> {
+    let (ctor, state) = match v {
+        Value::Build(obj, state) => (obj.as_ref(), Some(state.as_ref())),
+        other => (other, None),
+    };
+    let Value::Reduce(f, args) = ctor else { return Err("numpy dtype is not a dtype object".into()) };
+    if !is_global(f, "numpy", "dtype") {
+        return Err("numpy dtype is not a dtype object".into());
+    }
+    let name = args.as_seq().and_then(|a| a.first()).and_then(Value::as_text).ok_or("numpy dtype has no type name")?;
+    let order = state.and_then(Value::as_seq).and_then(|s| s.get(1)).and_then(Value::as_text).unwrap_or_default();
+    if order == ">" && !name.ends_with('1') {
+        return Err(format!("big-endian numpy dtype '{name}' is not supported"));
+    }
+    Ok(name)
+}
+
+/// Parses a whole pickle.
+pub fn parse(bytes: &[u8]) -> Result<Value, PickleError> {
+    Machine { input: bytes, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new() }.run()
+}
+
+struct Machine<'a> {
+    input: &'a [u8],
+    pos: usize,
+    stack: Vec<Value>,
+    marks: Vec<usize>,
+    memo: HashMap<u64, Value>,
+}
+
+impl<'a> Machine<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
+        let end = self.pos.checked_add(n).filter(|e| *e <= self.input.len()).ok_or_else(|| {
+            format!("truncated pickle: needs {n} more bytes at offset {} of {}", self.pos, self.input.len())
+        })?;
+        let s = &self.input[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn u8(&mut self) -> Result<u8, PickleError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, PickleError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+
+    fn u64(&mut self) -> Result<u64, PickleError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+
+    fn line(&mut self) -> Result<String, PickleError> {
+        let rest = &self.input[self.pos..];
+        let n = rest.iter().position(|&b| b == b'\n').ok_or("truncated pickle: unterminated line")?;
+        let s = String::from_utf8_lossy(&rest[..n]).into_owned();
+        self.pos += n + 1;
+        Ok(s)
+    }
+
+    fn pop(&mut self) -> Result<Value, PickleError> {
+        if self.marks.last().is_some_and(|m| *m >= self.stack.len()) {
+            return Err("malformed pickle: pop across a mark".into());
+        }
+        self.stack.pop().ok_or_else(|| "malformed pickle: stack underflow".into())
+    }
+
+    fn top(&mut self) -> Result<&mut Value, PickleError> {
+        self.stack.last_mut().ok_or_else(|| "malformed pickle: empty stack".into())
+    }
+
+    fn pop_mark(&mut self) -> Result<Vec<Value>, PickleError> {
+        let mark = self.marks.pop().ok_or("malformed pickle: no mark")?;
+        if mark > self.stack.len() {
+            return Err("malformed pickle: mark beyond stack".into());
+        }
+        Ok(self.stack.split_off(mark))
+    }
+
+    fn bytes(&mut self, n: usize) -> Result<Value, PickleError> {
+        Ok(Value::Bytes(Rc::new(self.take(n)?.to_vec())))
+    }
+
+    fn text(&mut self, n: usize) -> Result<Value, PickleError> {
+        let raw = self.take(n)?;
+        let s = std::str::from_utf8(raw).map_err(|_| "malformed pickle: invalid UTF-8 string")?;
+        Ok(Value::Str(Rc::from(s)))
+    }
+
+    fn global(&self, module: String, name: String) -> Result<Value, PickleError> {
+        if ALLOWED_GLOBALS.iter().any(|(m, n)| *m == module && *n == name) {
+            Ok(Value::Global(module, name))
+        } else {
+            Err(format!("refusing pickle global {module}.{name}: only numpy arrays and plain data are read"))
+        }
+    }
+
+    fn memo_get(&self, key: u64) -> Result<Value, PickleError> {
+        self.memo.get(&key).cloned().ok_or_else(|| format!("malformed pickle: memo entry {key} missing"))
+    }
+
+    fn run(mut self) -> Result<Value, PickleError> {
+        loop {
+            let op = self.u8().map_err(|_| "truncated pickle: no STOP opcode".to_string())?;
+            match op {
+                0x80 => {
+                    let proto = self.u8()?;
+                    if proto > 5 {
+                        return Err(format!("unsupported pickle protocol {proto}"));
+                    }
+                }
+                0x95 => {
+                    self.u64()?; // FRAME: only a length hint
+                }
+                b'.' => return self.pop(),
+                b'(' => self.marks.push(self.stack.len()),
+                b'N' => self.stack.push(Value::None),
+                0x88 => self.stack.push(Value::Bool(true)),
+                0x89 => self.stack.push(Value::Bool(false)),
+                b'K' => {
+                    let v = self.u8()?;
+                    self.stack.push(Value::Int(v as i64))
+                }
+                b'M' => {
+                    let v = u16::from_le_bytes(self.take(2)?.try_into().unwrap());
+                    self.stack.push(Value::Int(v as i64))
+                }
+                b'J' => {
+                    let v = self.u32()? as i32;
+                    self.stack.push(Value::Int(v as i64))
+                }
+                0x8a => {
+                    let n = self.u8()? as usize;
+                    let raw = self.take(n)?;
+                    if n > 8 {
+                        return Err("pickle integer too large".into());
+                    }
+                    let mut buf = if raw.last().is_some_and(|b| b & 0x80 != 0) { [0xffu8; 8] } else { [0u8; 8] };
+                    buf[..n].copy_from_slice(raw);
+                    self.stack.push(Value::Int(i64::from_le_bytes(buf)))
+                }
+                b'I' => {
+                    let line = self.line()?;
+                    let v = match line.as_str() {
+                        "00" => Value::Bool(false),
+                        "01" => Value::Bool(true),
+                        s => Value::Int(s.parse().map_err(|_| format!("malformed pickle integer '{s}'"))?),
+                    };
+                    self.stack.push(v)
+                }
+                b'G' => {
+                    let v = f64::from_be_bytes(self.take(8)?.try_into().unwrap());
+                    self.stack.push(Value::Float(v))
+                }
+                b'U' | b'C' => {
+                    let n = self.u8()? as usize;
+                    let v = self.bytes(n)?;
+                    self.stack.push(v)
+                }
+                b'T' | b'B' => {
+                    let n = self.u32()? as usize;
+                    let v = self.bytes(n)?;
+                    self.stack.push(v)
+                }
+                0x8e | 0x96 => {
+                    let n = usize::try_from(self.u64()?).map_err(|_| "pickle bytes too large")?;
+                    let v = self.bytes(n)?;
+                    self.stack.push(v)
+                }
+                0x8c => {
+                    let n = self.u8()? as usize;
+                    let v = self.text(n)?;
+                    self.stack.push(v)
+                }
+                b'X' => {
+                    let n = self.u32()? as usize;
+                    let v = self.text(n)?;
+                    self.stack.push(v)
+                }
+                0x8d => {
+                    let n = usize::try_from(self.u64()?).map_err(|_| "pickle string too large")?;
+                    let v = self.text(n)?;
+                    self.stack.push(v)
+                }
+                b'}' => self.stack.push(Value::Dict(Vec::new())),
+                b']' => self.stack.push(Value::List(Vec::new())),
+                b')' => self.stack.push(Value::Tuple(Vec::new())),
+                b't' => {
+                    let items = self.pop_mark()?;
+                    self.stack.push(Value::Tuple(items))
+                }
+                b'l' => {
+                    let items = self.pop_mark()?;
+                    self.stack.push(Value::List(items))
+                }
+                b'd' => {
+                    let items = self.pop_mark()?;
+                    self.stack.push(Value::Dict(pairs(items)?))
+                }
+                0x85..=0x87 => {
+                    let n = (op - 0x84) as usize;
+                    let mut items = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        items.push(self.pop()?);
+                    }
+                    items.reverse();
+                    self.stack.push(Value::Tuple(items))
+                }
+                b'a' => {
+                    let v = self.pop()?;
+                    match self.top()? {
+                        Value::List(items) => items.push(v),
+                        _ => return Err("malformed pickle: APPEND to a non-list".into()),
+                    }
+                }
+                b'e' => {
+                    let items = self.pop_mark()?;
+                    match self.top()? {
+                        Value::List(list) => list.extend(items),
+                        _ => return Err("malformed pickle: APPENDS to a non-list".into()),
+                    }
+                }
+                b's' => {
+                    let v = self.pop()?;
+                    let k = self.pop()?;
+                    match self.top()? {
+                        Value::Dict(d) => d.push((k, v)),
+                        _ => return Err("malformed pickle: SETITEM on a non-dict".into()),
+                    }
+                }
+                b'u' => {
+                    let items = pairs(self.pop_mark()?)?;
+                    match self.top()? {
+                        Value::Dict(d) => d.extend(items),
+                        _ => return Err("malformed pickle: SETITEMS on a non-dict".into()),
+                    }
+                }
+                b'c' => {
+                    let module = self.line()?;
+                    let name = self.line()?;
+                    let g = self.global(module, name)?;
+                    self.stack.push(g)
+                }
+                0x93 => {
+                    let name = self.pop()?.as_text().ok_or("malformed pickle: STACK_GLOBAL name")?;
+                    let module = self.pop()?.as_text().ok_or("malformed pickle: STACK_GLOBAL module")?;
+                    let g = self.global(module, name)?;
+                    self.stack.push(g)
+                }
+                b'R' | 0x81 => {
+                    let args = self.pop()?;
+                    let f = self.pop()?;
+                    self.stack.push(Value::Reduce(Box::new(f), Box::new(args)))
+                }
+                b'b' => {
+                    let state = self.pop()?;
+                    let obj = self.pop()?;
+                    self.stack.push(Value::Build(Box::new(obj), Box::new(state)))
+                }
+                b'q' => {
+                    let k = self.u8()? as u64;
+                    let v = self.top()?.clone();
+                    self.memo.insert(k, v);
+                }
+                b'r' => {
+                    let k = self.u32()? as u64;
+                    let v = self.top()?.clone();
+                    self.memo.insert(k, v);
+                }
+                0x94 => {
+                    let k = self.memo.len() as u64;
+                    let v = self.top()?.clone();
+                    self.memo.insert(k, v);
+                }
+                b'h' => {
+                    let k = self.u8()? as u64;
+                    let v = self.memo_get(k)?;
+                    self.stack.push(v)
+                }
+                b'j' => {
+                    let k = self.u32()? as u64;
+                    let v = self.memo_get(k)?;
+                    self.stack.push(v)
+                }
+                other => {
+                    return Err(format!("unsupported pickle opcode 0x{other:02x} at offset {}", self.pos - 1));
+                }
+            }
+        }
+    }
+}
+
+fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, PickleError> {
+    if items.len() % 2 != 0 {
+        return Err("malformed pickle: odd number of dict items".into());
+    }
+    let mut it = items.into_iter();
+    let mut out = Vec::new();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        out.push((k, v));
+    }
+    Ok(out)
+}
