@@ -1,9 +1,11 @@
 //! Datasets: what the model needs to know about each one (classes, image size, stem), and the
 //! readers for every on-disk format.
 
+pub mod augment;
 mod cifar;
 mod dataset_kind;
 mod idx;
+mod image;
 mod images;
 mod mnist;
 pub mod pickle;
@@ -11,5 +13,6 @@ pub mod pickle;
 pub use cifar::{load_cifar, CifarVariant};
 pub use dataset_kind::DatasetKind;
 pub use idx::{read_idx, IdxArray};
+pub use image::Image;
 pub use images::{chw_to_hwc, InMemoryImages};
 pub use mnist::{find_idx_folder, load_mnist, SYSTEM_FASHION_MNIST};
