@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch. Flags keep the official spellings (`--selfcon_pos`,
 //! `--batch_size`, ...) with the same defaults, and accept kebab-case aliases.
 
+mod bench;
 mod model_args;
 mod summary;
 
@@ -19,6 +20,8 @@ struct Cli {
 enum Command {
     /// Print a model's parameter counts per part and its output shapes.
     Summary(summary::SummaryArgs),
+    /// Measure throughput (input pipeline).
+    Bench(bench::BenchArgs),
 }
 
 /// Why the command failed: one line for the user and the process exit code.
@@ -48,6 +51,7 @@ pub fn run() -> Result<(), Failure> {
     };
     let result = match cli.command {
         Command::Summary(args) => summary::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     result.map_err(|e| {
         let user = e.chain().any(|c| c.downcast_ref::<selfcon::Error>().is_some_and(selfcon::Error::is_user_error));

@@ -15,15 +15,19 @@ pub enum DatasetKind {
     TinyImageNet,
     ImageNet,
     ImageNet100,
+    Mnist,
+    FashionMnist,
 }
 
 impl DatasetKind {
-    pub const ALL: [DatasetKind; 5] = [
+    pub const ALL: [DatasetKind; 7] = [
         DatasetKind::Cifar10,
         DatasetKind::Cifar100,
         DatasetKind::TinyImageNet,
         DatasetKind::ImageNet,
         DatasetKind::ImageNet100,
+        DatasetKind::Mnist,
+        DatasetKind::FashionMnist,
     ];
 
     pub fn name(self) -> &'static str {
@@ -33,12 +37,14 @@ impl DatasetKind {
             DatasetKind::TinyImageNet => "tinyimagenet",
             DatasetKind::ImageNet => "imagenet",
             DatasetKind::ImageNet100 => "imagenet100",
+            DatasetKind::Mnist => "mnist",
+            DatasetKind::FashionMnist => "fashionmnist",
         }
     }
 
     pub fn num_classes(self) -> i64 {
         match self {
-            DatasetKind::Cifar10 => 10,
+            DatasetKind::Cifar10 | DatasetKind::Mnist | DatasetKind::FashionMnist => 10,
             DatasetKind::Cifar100 => 100,
             DatasetKind::TinyImageNet => 200,
             DatasetKind::ImageNet => 1000,
@@ -49,9 +55,22 @@ impl DatasetKind {
     /// Side of the square training crop.
     pub fn image_size(self) -> i64 {
         match self {
-            DatasetKind::Cifar10 | DatasetKind::Cifar100 => 32,
+            // MNIST-style 28×28 images are padded to 32×32 so the CIFAR recipes apply unchanged.
+            DatasetKind::Cifar10 | DatasetKind::Cifar100 | DatasetKind::Mnist | DatasetKind::FashionMnist => 32,
             DatasetKind::TinyImageNet => 64,
             DatasetKind::ImageNet | DatasetKind::ImageNet100 => 224,
+        }
+    }
+
+    /// Per-channel normalisation of the official scripts; `None` for the MNIST family, whose
+    /// statistics are measured on the (padded) training set.
+    pub fn normalization(self) -> Option<([f32; 3], [f32; 3])> {
+        const IMAGENET: ([f32; 3], [f32; 3]) = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]);
+        match self {
+            DatasetKind::Cifar10 => Some(([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010])),
+            DatasetKind::Cifar100 => Some(([0.5071, 0.4867, 0.4408], [0.2675, 0.2565, 0.2761])),
+            DatasetKind::TinyImageNet | DatasetKind::ImageNet | DatasetKind::ImageNet100 => Some(IMAGENET),
+            DatasetKind::Mnist | DatasetKind::FashionMnist => None,
         }
     }
 

@@ -3,16 +3,22 @@
 
 pub mod augment;
 mod cifar;
+mod dataset;
 mod dataset_kind;
 mod idx;
 mod image;
 mod images;
+mod loader;
 mod mnist;
 pub mod pickle;
+mod registry;
 
 pub use cifar::{load_cifar, CifarVariant};
+pub use dataset::{Dataset, MemoryDataset};
 pub use dataset_kind::DatasetKind;
 pub use idx::{read_idx, IdxArray};
 pub use image::Image;
 pub use images::{chw_to_hwc, InMemoryImages};
+pub use loader::{Batch, DataLoader, EpochBatches, LoaderConfig, Transform};
 pub use mnist::{find_idx_folder, load_mnist, SYSTEM_FASHION_MNIST};
+pub use registry::{bundled_fashion_mnist, open_dataset, OpenedDataset, BUNDLED_FASHION_MNIST};

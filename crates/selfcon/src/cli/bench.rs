@@ -1,0 +1,130 @@
+//! `selfcon bench`: throughput measurements (see also `cargo bench`).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use selfcon::data::augment::TrainTransform;
+use selfcon::data::{open_dataset, DataLoader, DatasetKind, LoaderConfig, Transform};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchKind,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchKind {
+    /// Images per second of the pre-training input pipeline (decode, augment, normalise, batch).
+    Loader(LoaderBenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LoaderBenchArgs {
+    /// Dataset to read (cifar10, cifar100, mnist, fashionmnist).
+    #[arg(long, default_value = "fashionmnist")]
+    pub dataset: String,
+
+    /// Dataset root; without it Fashion-MNIST comes from the system package or the bundled subset.
+    #[arg(long = "data_folder", visible_alias = "data-folder", value_name = "DIR")]
+    pub data_folder: Option<PathBuf>,
+
+    #[arg(long = "batch_size", visible_alias = "batch-size", default_value_t = 256, value_name = "N")]
+    pub batch_size: usize,
+
+    /// Worker threads.
+    #[arg(long = "num_workers", visible_alias = "num-workers", default_value_t = 2, value_name = "N")]
+    pub num_workers: usize,
+
+    /// Batches to time (after one warm-up batch); 0 = one whole epoch.
+    #[arg(long, default_value_t = 0)]
+    pub batches: usize,
+
+    /// Two views per image (`--multiview`).
+    #[arg(long)]
+    pub multiview: bool,
+
+    /// Crop and flip only (`--weakaug`).
+    #[arg(long)]
+    pub weakaug: bool,
+
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.what {
+        BenchKind::Loader(a) => loader(a),
+    }
+}
+
+fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
+    let kind: DatasetKind = a.dataset.parse()?;
+    let data = open_dataset(kind, a.data_folder.as_deref())?;
+    let transform = Transform::Train {
+        transform: TrainTransform::pretrain(kind.image_size() as usize, a.weakaug),
+        views: if a.multiview { 2 } else { 1 },
+    };
+    let config = LoaderConfig {
+        batch_size: a.batch_size,
+        threads: a.num_workers,
+        prefetch: 2,
+        shuffle: true,
+        seed: a.seed,
+        drop_last: false,
+        mean: data.mean,
+        std: data.std,
+    };
+    let loader = DataLoader::new(data.train.clone(), transform, config)?;
+    let per_epoch = loader.len();
+    let timed = if a.batches == 0 { per_epoch.saturating_sub(1) } else { a.batches };
+    let mut images = 0usize;
+    let mut epoch = 0u64;
+    let mut warmed = false;
+    let mut start = Instant::now();
+    let mut done = 0usize;
+    while done < timed {
+        for batch in loader.epoch(epoch) {
+            let batch = batch.context("loading a batch")?;
+            if !warmed {
+                // The first batch includes thread start-up; time from its arrival.
+                warmed = true;
+                start = Instant::now();
+                continue;
+            }
+            images += batch.indices.len();
+            done += 1;
+            if done == timed {
+                break;
+            }
+        }
+        epoch += 1;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let rate = images as f64 / seconds;
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "bench": "loader", "dataset": kind, "source": data.source, "batch_size": a.batch_size,
+                "num_workers": a.num_workers, "multiview": a.multiview, "weakaug": a.weakaug,
+                "batches": done, "images": images, "seconds": seconds, "images_per_s": rate
+            })
+        );
+    } else {
+        println!(
+            "loader {kind} ({}): {done} batches of {} with {} worker(s): {images} images in {seconds:.2} s = {rate:.0} images/s",
+            data.source.display(),
+            a.batch_size,
+            a.num_workers
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! The dataset interface the loader reads: a length, labels, and one decoded image per index.
+
+use super::image::Image;
+use super::images::InMemoryImages;
+use crate::error::Result;
+
+pub trait Dataset: Send + Sync {
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn num_classes(&self) -> i64;
+
+    fn label(&self, index: usize) -> i64;
+
+    /// Decodes image `index` (RGB, 8-bit); streamed datasets read the file here.
+    fn image(&self, index: usize) -> Result<Image>;
+}
+
+/// An in-memory dataset with its class count.
+#[derive(Clone, Debug)]
+pub struct MemoryDataset {
+    pub images: InMemoryImages,
+    pub num_classes: i64,
+}
+
+impl Dataset for MemoryDataset {
+    fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    fn num_classes(&self) -> i64 {
+        self.num_classes
+    }
+
+    fn label(&self, index: usize) -> i64 {
+        self.images.labels[index]
+    }
+
+    fn image(&self, index: usize) -> Result<Image> {
+        let set = &self.images;
+        let pixels = set.image(index);
+        let data = match set.channels {
+            3 => pixels.to_vec(),
+            1 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
+            c => return Err(crate::error::Error::input(format!("in-memory images with {c} channels are not RGB"))),
+        };
+        Ok(Image::new(set.width, set.height, data))
+    }
+}

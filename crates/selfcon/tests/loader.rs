@@ -1,0 +1,152 @@
+//! The loader's contract: every sample once per epoch, in an order fixed by the seed and
+//! independent of the thread count, last partial batch kept, views stacked [view 1; view 2].
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tch::Kind;
+
+use selfcon::data::augment::{EvalTransform, TrainTransform};
+use selfcon::data::{
+    open_dataset, DataLoader, Dataset, DatasetKind, Image, InMemoryImages, LoaderConfig, MemoryDataset, Transform,
+};
+
+fn tiny(n: usize) -> Arc<dyn Dataset> {
+    let pixels = (0..n * 8 * 8 * 3).map(|i| (i * 7 % 256) as u8).collect();
+    let labels = (0..n as i64).map(|i| i % 3).collect();
+    Arc::new(MemoryDataset {
+        images: InMemoryImages { pixels, height: 8, width: 8, channels: 3, labels },
+        num_classes: 3,
+    })
+}
+
+fn config(batch_size: usize, threads: usize) -> LoaderConfig {
+    LoaderConfig {
+        batch_size,
+        threads,
+        prefetch: 2,
+        shuffle: true,
+        seed: 5,
+        drop_last: false,
+        mean: [0.5; 3],
+        std: [0.25; 3],
+    }
+}
+
+fn train(views: usize) -> Transform {
+    Transform::Train { transform: TrainTransform::pretrain(8, false), views }
+}
+
+#[test]
+fn every_sample_once_per_epoch_and_last_batch_kept() {
+    let loader = DataLoader::new(tiny(23), train(1), config(5, 3)).unwrap();
+    assert_eq!(loader.len(), 5);
+    let batches: Vec<_> = loader.epoch(0).map(Result::unwrap).collect();
+    let sizes: Vec<_> = batches.iter().map(|b| b.indices.len()).collect();
+    assert_eq!(sizes, [5, 5, 5, 5, 3]);
+    let seen: BTreeSet<_> = batches.iter().flat_map(|b| b.indices.clone()).collect();
+    assert_eq!(seen.len(), 23);
+    assert_eq!(batches[4].images.size(), [3, 3, 8, 8]);
+    let labels: Vec<i64> = Vec::try_from(&batches[0].labels).unwrap();
+    assert_eq!(labels, batches[0].indices.iter().map(|&i| i as i64 % 3).collect::<Vec<_>>());
+    let mut no_tail = config(5, 2);
+    no_tail.drop_last = true;
+    assert_eq!(DataLoader::new(tiny(23), train(1), no_tail).unwrap().epoch(0).count(), 4);
+}
+
+#[test]
+fn batches_do_not_depend_on_threads_and_epochs_reshuffle() {
+    let run = |threads: usize, epoch: u64| {
+        let loader = DataLoader::new(tiny(30), train(2), config(4, threads)).unwrap();
+        loader.epoch(epoch).map(Result::unwrap).collect::<Vec<_>>()
+    };
+    let one = run(1, 0);
+    let three = run(3, 0);
+    for (a, b) in one.iter().zip(&three) {
+        assert_eq!(a.indices, b.indices);
+        assert!(a.images.equal(&b.images), "same seed, same pixels whatever the thread count");
+    }
+    let next = run(2, 1);
+    assert_ne!(one[0].indices, next[0].indices, "each epoch has its own order");
+}
+
+#[test]
+fn multiview_rows_are_view_major_and_views_differ() {
+    let loader = DataLoader::new(tiny(6), train(2), config(3, 2)).unwrap();
+    let batch = loader.epoch(0).next().unwrap().unwrap();
+    assert_eq!(batch.images.size(), [6, 3, 8, 8]);
+    let first = batch.images.narrow(0, 0, 3);
+    let second = batch.images.narrow(0, 3, 3);
+    assert!(!first.equal(&second));
+}
+
+#[test]
+fn eval_transform_is_deterministic_and_normalised() {
+    let mut c = config(4, 2);
+    c.shuffle = false;
+    let loader = DataLoader::new(tiny(4), Transform::Eval(EvalTransform::Identity), c).unwrap();
+    let batch = loader.epoch(0).next().unwrap().unwrap();
+    assert_eq!(batch.indices, [0, 1, 2, 3]);
+    // Pixel (0,0) channel 0 of image 0 is 0 → (0 − 0.5) / 0.25 = −2.
+    assert_eq!(batch.images.double_value(&[0, 0, 0, 0]), -2.0);
+    assert_eq!(batch.images.kind(), Kind::Float);
+}
+
+struct Broken;
+
+impl Dataset for Broken {
+    fn len(&self) -> usize {
+        10
+    }
+    fn num_classes(&self) -> i64 {
+        2
+    }
+    fn label(&self, _: usize) -> i64 {
+        0
+    }
+    fn image(&self, index: usize) -> selfcon::Result<Image> {
+        if index == 7 {
+            Err(selfcon::Error::file(format!("img_{index}.png"), "corrupt image"))
+        } else {
+            Ok(Image::filled(8, 8, 9))
+        }
+    }
+}
+
+#[test]
+fn a_failing_image_ends_the_epoch_with_its_error() {
+    let mut c = config(2, 2);
+    c.shuffle = false;
+    let loader = DataLoader::new(Arc::new(Broken), train(1), c).unwrap();
+    let results: Vec<_> = loader.epoch(0).collect();
+    let err = results.iter().find_map(|r| r.as_ref().err()).expect("an error").to_string();
+    assert_eq!(err, "img_7.png: corrupt image");
+    assert!(results.last().unwrap().is_err(), "nothing after the error");
+}
+
+#[test]
+fn bad_configuration_is_refused() {
+    assert!(DataLoader::new(tiny(3), train(1), config(0, 1)).err().unwrap().to_string().starts_with("--batch_size"));
+    assert!(DataLoader::new(tiny(3), train(1), config(2, 0)).err().unwrap().to_string().starts_with("--num_workers"));
+}
+
+#[test]
+fn bundled_data_through_the_loader() {
+    let data = open_dataset(DatasetKind::FashionMnist, Some(selfcon::data::bundled_fashion_mnist().unwrap().as_path()))
+        .unwrap();
+    assert_eq!((data.train.len(), data.test.len()), (10_000, 2_000));
+    assert!((data.mean[0] - 0.22).abs() < 0.02 && data.std[0] > 0.25, "{:?} {:?}", data.mean, data.std);
+    let mut c = config(64, 2);
+    c.mean = data.mean;
+    c.std = data.std;
+    let loader = DataLoader::new(
+        data.train.clone(),
+        Transform::Train { transform: TrainTransform::pretrain(32, false), views: 1 },
+        c,
+    )
+    .unwrap();
+    let batch = loader.epoch(0).next().unwrap().unwrap();
+    assert_eq!(batch.images.size(), [64, 3, 32, 32]);
+    let mean = batch.images.mean(Kind::Float).double_value(&[]);
+    assert!(mean.abs() < 0.5, "normalised batch mean {mean}");
+}
