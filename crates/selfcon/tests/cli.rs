@@ -144,3 +144,87 @@ fn help_documents_every_flag() {
         assert!(text.contains(flag), "{flag} missing from --help:\n{text}");
     }
 }
+
+#[test]
+fn bench_loader_runs_and_reports_json() {
+    let o = selfcon(&["bench", "loader", "--batch_size", "32", "--batches", "3", "--num_workers", "2", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["batches"], 3);
+    assert_eq!(v["images"], 96);
+    assert!(v["images_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn data_flag_errors_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["bench", "loader", "--dataset", "cifar10", "--data_folder", dir], "no CIFAR data"),
+        (
+            &["bench", "loader", "--dataset", "folder", "--data_folder", dir, "--std", "(1,1,1)", "--size", "8"],
+            "--mean: --dataset folder needs it",
+        ),
+        (
+            &[
+                "bench",
+                "loader",
+                "--dataset",
+                "folder",
+                "--data_folder",
+                dir,
+                "--mean",
+                "(0.5,0.5)",
+                "--std",
+                "(1,1,1)",
+                "--size",
+                "8",
+            ],
+            "--mean: '(0.5,0.5)' is not three numbers",
+        ),
+        (&["bench", "loader", "--dataset", "cifar10", "--size", "8"], "--size: only used with --dataset folder"),
+        (&["bench", "loader", "--dataset", "svhn"], "--dataset: unknown dataset 'svhn'"),
+    ];
+    for (args, want) in cases {
+        let o = selfcon(args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn bench_loader_on_an_image_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (class, shade) in [("a", 10u8), ("b", 200)] {
+        for i in 0..3 {
+            let path = tmp.path().join(class).join(format!("{i}.png"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            image::RgbImage::from_pixel(12, 9, image::Rgb([shade, 0, i])).save(&path).unwrap();
+        }
+    }
+    let dir = tmp.path().to_str().unwrap();
+    let o = selfcon(&[
+        "bench",
+        "loader",
+        "--dataset",
+        "folder",
+        "--data_folder",
+        dir,
+        "--mean",
+        "(0.5, 0.5, 0.5)",
+        "--std",
+        "[0.2,0.2,0.2]",
+        "--size",
+        "8",
+        "--batch_size",
+        "2",
+        "--batches",
+        "2",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["images"], 4);
+}

@@ -1,6 +1,5 @@
 //! `selfcon bench`: throughput measurements (see also `cargo bench`).
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -8,7 +7,9 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use selfcon::data::augment::TrainTransform;
-use selfcon::data::{open_dataset, DataLoader, DatasetKind, LoaderConfig, Transform};
+use selfcon::data::{DataLoader, LoaderConfig, Transform};
+
+use super::data_args::DataArgs;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -24,13 +25,8 @@ pub enum BenchKind {
 
 #[derive(Args, Debug)]
 pub struct LoaderBenchArgs {
-    /// Dataset to read (cifar10, cifar100, mnist, fashionmnist).
-    #[arg(long, default_value = "fashionmnist")]
-    pub dataset: String,
-
-    /// Dataset root; without it Fashion-MNIST comes from the system package or the bundled subset.
-    #[arg(long = "data_folder", visible_alias = "data-folder", value_name = "DIR")]
-    pub data_folder: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
 
     #[arg(long = "batch_size", visible_alias = "batch-size", default_value_t = 256, value_name = "N")]
     pub batch_size: usize,
@@ -66,10 +62,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
-    let kind: DatasetKind = a.dataset.parse()?;
-    let data = open_dataset(kind, a.data_folder.as_deref())?;
+    let (data, size) = a.data.open()?;
+    let name = a.data.dataset.as_str();
     let transform = Transform::Train {
-        transform: TrainTransform::pretrain(kind.image_size() as usize, a.weakaug),
+        transform: TrainTransform::pretrain(size, a.weakaug),
         views: if a.multiview { 2 } else { 1 },
     };
     let config = LoaderConfig {
@@ -113,14 +109,14 @@ fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
         println!(
             "{}",
             json!({
-                "bench": "loader", "dataset": kind, "source": data.source, "batch_size": a.batch_size,
+                "bench": "loader", "dataset": name, "source": data.source, "batch_size": a.batch_size,
                 "num_workers": a.num_workers, "multiview": a.multiview, "weakaug": a.weakaug,
                 "batches": done, "images": images, "seconds": seconds, "images_per_s": rate
             })
         );
     } else {
         println!(
-            "loader {kind} ({}): {done} batches of {} with {} worker(s): {images} images in {seconds:.2} s = {rate:.0} images/s",
+            "loader {name} ({}): {done} batches of {} with {} worker(s): {images} images in {seconds:.2} s = {rate:.0} images/s",
             data.source.display(),
             a.batch_size,
             a.num_workers

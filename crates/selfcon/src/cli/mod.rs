@@ -2,6 +2,7 @@
 //! `--batch_size`, ...) with the same defaults, and accept kebab-case aliases.
 
 mod bench;
+mod data_args;
 mod model_args;
 mod summary;
 

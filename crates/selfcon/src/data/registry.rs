@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::cifar::{load_cifar, CifarVariant};
 use super::dataset::{Dataset, MemoryDataset};
 use super::dataset_kind::DatasetKind;
+use super::folder::{image_folder, imagenet, imagenet100, tiny_imagenet};
 use super::mnist::{find_idx_folder, load_mnist, SYSTEM_FASHION_MNIST};
 use crate::error::{Error, Result};
 
@@ -16,7 +17,8 @@ pub const BUNDLED_FASHION_MNIST: &str = "data/fashion-mnist-demo";
 /// A dataset split ready for the loader.
 pub struct OpenedDataset {
     pub train: Arc<dyn Dataset>,
-    pub test: Arc<dyn Dataset>,
+    /// `None` for an image folder without a `val/` split.
+    pub test: Option<Arc<dyn Dataset>>,
     pub mean: [f32; 3],
     pub std: [f32; 3],
     /// Where the data was read from.
@@ -35,14 +37,15 @@ pub fn bundled_fashion_mnist() -> Option<PathBuf> {
 /// Opens `kind` under `folder`. `folder = None` means no data was given: Fashion-MNIST then comes
 /// from the system package when installed, else from the bundled subset.
 pub fn open_dataset(kind: DatasetKind, folder: Option<&Path>) -> Result<OpenedDataset> {
+    let default_root = Path::new("datasets");
     let (train, test, source) = match kind {
         DatasetKind::Cifar10 | DatasetKind::Cifar100 => {
-            let root = folder.unwrap_or(Path::new("datasets"));
+            let root = folder.unwrap_or(default_root);
             let variant = if kind == DatasetKind::Cifar10 { CifarVariant::Cifar10 } else { CifarVariant::Cifar100 };
             let n = variant.num_classes();
             let train = MemoryDataset { images: load_cifar(root, variant, true)?, num_classes: n };
             let test = MemoryDataset { images: load_cifar(root, variant, false)?, num_classes: n };
-            (train, test, root.to_path_buf())
+            return Ok(in_memory(kind, train, test, root.to_path_buf()));
         }
         DatasetKind::Mnist | DatasetKind::FashionMnist => {
             let torchvision_name = if kind == DatasetKind::Mnist { "MNIST" } else { "FashionMNIST" };
@@ -57,16 +60,55 @@ pub fn open_dataset(kind: DatasetKind, folder: Option<&Path>) -> Result<OpenedDa
             };
             let train = MemoryDataset { images: load_mnist(&dir, true)?, num_classes: 10 };
             let test = MemoryDataset { images: load_mnist(&dir, false)?, num_classes: 10 };
-            (train, test, dir)
+            return Ok(in_memory(kind, train, test, dir));
         }
-        other => return Err(Error::NotImplemented(format!("--dataset {other} (image-folder datasets)"))),
-    };
-    let (mean, std) = match kind.normalization() {
-        Some(stats) => stats,
-        None => {
-            let (m, s) = train.images.channel_stats();
-            ([m[0] as f32, m[1] as f32, m[2] as f32], [s[0] as f32, s[1] as f32, s[2] as f32])
+        DatasetKind::TinyImageNet => {
+            let root = folder.unwrap_or(default_root);
+            (tiny_imagenet(root, true)?, tiny_imagenet(root, false)?, root)
+        }
+        DatasetKind::ImageNet => {
+            let root = folder.unwrap_or(default_root);
+            (imagenet(root, true)?, imagenet(root, false)?, root)
+        }
+        DatasetKind::ImageNet100 => {
+            let root = folder.unwrap_or(default_root);
+            (imagenet100(root, true)?, imagenet100(root, false)?, root)
         }
     };
-    Ok(OpenedDataset { train: Arc::new(train), test: Arc::new(test), mean, std, source })
+    let expected = kind.num_classes();
+    if train.classes.len() as i64 != expected && kind != DatasetKind::ImageNet100 {
+        return Err(Error::file(source, format!("{} classes found, {kind} has {expected}", train.classes.len())));
+    }
+    let (mean, std) = kind.normalization().expect("image-folder datasets use fixed statistics");
+    Ok(OpenedDataset { train: Arc::new(train), test: Some(Arc::new(test)), mean, std, source: source.to_path_buf() })
+}
+
+fn in_memory(kind: DatasetKind, train: MemoryDataset, test: MemoryDataset, source: PathBuf) -> OpenedDataset {
+    let (mean, std) = kind.normalization().unwrap_or_else(|| {
+        let (m, s) = train.images.channel_stats();
+        ([m[0] as f32, m[1] as f32, m[2] as f32], [s[0] as f32, s[1] as f32, s[2] as f32])
+    });
+    OpenedDataset { train: Arc::new(train), test: Some(Arc::new(test)), mean, std, source }
+}
+
+/// Any class-per-folder tree (`--dataset folder`): `root/train` and `root/val` when both exist,
+/// else `root` itself as the training set; statistics come from `--mean/--std`.
+pub fn open_image_folder(root: &Path, mean: [f32; 3], std: [f32; 3]) -> Result<OpenedDataset> {
+    let (train, test) = if root.join("train").is_dir() && root.join("val").is_dir() {
+        let train = image_folder(&root.join("train"))?;
+        let test = image_folder(&root.join("val"))?;
+        if test.classes != train.classes {
+            return Err(Error::file(root.join("val"), "class folders differ from train/"));
+        }
+        (train, Some(test))
+    } else {
+        (image_folder(root)?, None)
+    };
+    Ok(OpenedDataset {
+        train: Arc::new(train),
+        test: test.map(|t| Arc::new(t) as Arc<dyn Dataset>),
+        mean,
+        std,
+        source: root.to_path_buf(),
+    })
 }

@@ -1,0 +1,77 @@
+//! The data flags shared by the commands that read images (`--dataset`, `--data_folder`, and
+//! SupContrast's `--mean/--std/--size` for `--dataset folder`).
+
+use std::path::PathBuf;
+
+use clap::Args;
+use selfcon::data::{open_dataset, open_image_folder, DatasetKind, OpenedDataset};
+use selfcon::Error;
+
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// cifar10, cifar100, tinyimagenet, imagenet, imagenet100, mnist, fashionmnist, or folder (any
+    /// class-per-folder tree; needs --data_folder, --mean, --std, --size).
+    #[arg(long, default_value = "fashionmnist")]
+    pub dataset: String,
+
+    /// Dataset root (official default `datasets/`). Without it, Fashion-MNIST comes from
+    /// /usr/share/datasets/fashion-mnist when installed, else from the bundled demo subset.
+    #[arg(long = "data_folder", visible_alias = "data-folder", value_name = "DIR")]
+    pub data_folder: Option<PathBuf>,
+
+    /// Per-channel mean for --dataset folder, e.g. "(0.485, 0.456, 0.406)".
+    #[arg(long, value_name = "TRIPLE")]
+    pub mean: Option<String>,
+
+    /// Per-channel std for --dataset folder, e.g. "(0.229, 0.224, 0.225)".
+    #[arg(long, value_name = "TRIPLE")]
+    pub std: Option<String>,
+
+    /// Training crop size for --dataset folder.
+    #[arg(long, value_name = "PIXELS")]
+    pub size: Option<usize>,
+}
+
+impl DataArgs {
+    /// Opens the data; returns it with the training crop size.
+    pub fn open(&self) -> selfcon::Result<(OpenedDataset, usize)> {
+        if self.dataset == "folder" {
+            let root = self
+                .data_folder
+                .as_deref()
+                .ok_or_else(|| Error::option("data_folder", "--dataset folder needs --data_folder"))?;
+            let mean = triple("mean", self.mean.as_deref())?;
+            let std = triple("std", self.std.as_deref())?;
+            if std.iter().any(|s| *s <= 0.0) {
+                return Err(Error::option("std", "every entry must be positive"));
+            }
+            let size = self.size.ok_or_else(|| Error::option("size", "--dataset folder needs --size"))?;
+            if size == 0 {
+                return Err(Error::option("size", "must be positive"));
+            }
+            return Ok((open_image_folder(root, mean, std)?, size));
+        }
+        for (flag, given) in [("mean", self.mean.is_some()), ("std", self.std.is_some()), ("size", self.size.is_some())]
+        {
+            if given {
+                return Err(Error::option(
+                    flag,
+                    format!("only used with --dataset folder ({} has fixed values)", self.dataset),
+                ));
+            }
+        }
+        let kind: DatasetKind = self.dataset.parse()?;
+        Ok((open_dataset(kind, self.data_folder.as_deref())?, kind.image_size() as usize))
+    }
+}
+
+/// Parses "(a, b, c)", "a,b,c" or "[a, b, c]".
+fn triple(flag: &str, text: Option<&str>) -> selfcon::Result<[f32; 3]> {
+    let text = text.ok_or_else(|| Error::option(flag, "--dataset folder needs it (three numbers)"))?;
+    let inner = text.trim().trim_start_matches(['(', '[']).trim_end_matches([')', ']']);
+    let values: Vec<f32> = inner
+        .split(',')
+        .map(|v| v.trim().parse::<f32>().map_err(|_| Error::option(flag, format!("'{text}' is not three numbers"))))
+        .collect::<selfcon::Result<_>>()?;
+    <[f32; 3]>::try_from(values).map_err(|_| Error::option(flag, format!("'{text}' is not three numbers")))
+}

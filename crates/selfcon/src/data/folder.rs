@@ -1,0 +1,193 @@
+//! Datasets streamed from image files: torchvision's ImageFolder layout (ImageNet, any
+//! class-per-folder tree), Tiny-ImageNet's own layout, and the official ImageNet-100 subset.
+//! Files are listed once; each image is read and decoded when the loader asks for it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::augment::resize_shorter_side;
+use super::dataset::Dataset;
+use super::image::Image;
+use crate::error::{Error, Result};
+
+/// File extensions torchvision's ImageFolder accepts (compared case-insensitively).
+const IMAGE_EXTENSIONS: [&str; 9] = ["jpg", "jpeg", "png", "ppm", "bmp", "pgm", "tif", "tiff", "webp"];
+
+/// The 100 ImageNet classes of the official ImageNet-100, in the file's order (= label order).
+const IMAGENET100_CLASSES: &str = include_str!("imagenet100.txt");
+
+#[derive(Clone, Debug)]
+pub struct FileDataset {
+    pub files: Vec<PathBuf>,
+    pub labels: Vec<i64>,
+    pub classes: Vec<String>,
+    /// Resize the shorter side to this before any transform (the ImageNet-100 reader does).
+    pub resize_shorter: Option<usize>,
+}
+
+impl Dataset for FileDataset {
+    fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    fn num_classes(&self) -> i64 {
+        self.classes.len() as i64
+    }
+
+    fn label(&self, index: usize) -> i64 {
+        self.labels[index]
+    }
+
+    fn image(&self, index: usize) -> Result<Image> {
+        let image = decode_image(&self.files[index])?;
+        Ok(match self.resize_shorter {
+            Some(side) => resize_shorter_side(&image, side),
+            None => image,
+        })
+    }
+}
+
+/// Reads and decodes an image file to 8-bit RGB (as PIL's `convert("RGB")`).
+pub fn decode_image(path: &Path) -> Result<Image> {
+    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("unreadable image: {e}")))?;
+    let decoded =
+        image::load_from_memory(&bytes).map_err(|e| Error::file(path, format!("corrupt or unsupported image: {e}")))?;
+    let rgb = decoded.into_rgb8();
+    let (w, h) = rgb.dimensions();
+    Ok(Image::new(w as usize, h as usize, rgb.into_raw()))
+}
+
+fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::file(dir, "missing folder"),
+        _ => Error::Io { path: dir.to_path_buf(), source: e },
+    })?;
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    Ok(paths)
+}
+
+/// Every image file below `dir` (following links, sorted at each level, as torchvision walks).
+fn images_below(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for path in list_dir(dir)? {
+        if path.is_dir() {
+            images_below(&path, out)?;
+        } else if is_image(&path) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// torchvision's `ImageFolder(root)`: one sub-folder per class, classes sorted by name.
+pub fn image_folder(root: &Path) -> Result<FileDataset> {
+    let classes: Vec<PathBuf> = list_dir(root)?.into_iter().filter(|p| p.is_dir()).collect();
+    if classes.is_empty() {
+        return Err(Error::file(root, "no class folders (expected one sub-folder of images per class)"));
+    }
+    class_folders(classes.iter().map(|p| (p.clone(), name_of(p))).collect())
+}
+
+fn name_of(p: &Path) -> String {
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Images of each `(folder, class name)`, labelled by position.
+fn class_folders(classes: Vec<(PathBuf, String)>) -> Result<FileDataset> {
+    let mut files = Vec::new();
+    let mut labels = Vec::new();
+    for (label, (dir, _)) in classes.iter().enumerate() {
+        let before = files.len();
+        images_below(dir, &mut files)?;
+        if files.len() == before {
+            return Err(Error::file(dir, format!("class folder without images ({})", IMAGE_EXTENSIONS.join(", "))));
+        }
+        labels.resize(files.len(), label as i64);
+    }
+    Ok(FileDataset { files, labels, classes: classes.into_iter().map(|(_, n)| n).collect(), resize_shorter: None })
+}
+
+/// ImageNet: `ImageFolder(root/train)` and `ImageFolder(root/val)`.
+pub fn imagenet(root: &Path, train: bool) -> Result<FileDataset> {
+    image_folder(&root.join(if train { "train" } else { "val" }))
+}
+
+/// ImageNet-100: the official class list (label = line index, file order) over
+/// `root/{train,val}/{wnid}/`, every image first resized to a shorter side of 256.
+pub fn imagenet100(root: &Path, train: bool) -> Result<FileDataset> {
+    let split = root.join(if train { "train" } else { "val" });
+    if !split.is_dir() {
+        return Err(Error::file(
+            &split,
+            "missing folder (ImageNet-100 reads train/ and val/ with one folder per wnid)",
+        ));
+    }
+    let classes =
+        IMAGENET100_CLASSES.lines().map(str::trim).filter(|l| !l.is_empty()).map(|w| (split.join(w), w.to_string()));
+    let mut set = class_folders(classes.collect())?;
+    set.resize_shorter = Some(256);
+    Ok(set)
+}
+
+/// Tiny-ImageNet (SPEC §3.3): classes from `wnids.txt` sorted; training images
+/// `train/**/{wnid}_{k}.JPEG` labelled by their name, validation images labelled through
+/// `val/val_annotations.txt`.
+pub fn tiny_imagenet(root: &Path, train: bool) -> Result<FileDataset> {
+    let wnids_path = root.join("wnids.txt");
+    let text =
+        std::fs::read_to_string(&wnids_path).map_err(|e| Error::file(&wnids_path, format!("unreadable: {e}")))?;
+    let mut classes: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+    classes.sort();
+    if classes.is_empty() {
+        return Err(Error::file(&wnids_path, "lists no classes"));
+    }
+    let index: HashMap<&str, i64> = classes.iter().enumerate().map(|(i, w)| (w.as_str(), i as i64)).collect();
+    let mut files = Vec::new();
+    let mut labels = Vec::new();
+    if train {
+        let mut all = Vec::new();
+        images_below(&root.join("train"), &mut all)?;
+        for path in all {
+            let name = name_of(&path);
+            let wnid = name.split('_').next().unwrap_or("");
+            let label =
+                *index.get(wnid).ok_or_else(|| Error::file(&path, format!("class '{wnid}' is not in wnids.txt")))?;
+            files.push(path);
+            labels.push(label);
+        }
+    } else {
+        let notes_path = root.join("val/val_annotations.txt");
+        let notes =
+            std::fs::read_to_string(&notes_path).map_err(|e| Error::file(&notes_path, format!("unreadable: {e}")))?;
+        let mut by_file = HashMap::new();
+        for (n, line) in notes.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let mut cols = line.split('\t');
+            let (Some(file), Some(wnid)) = (cols.next(), cols.next()) else {
+                return Err(Error::file(&notes_path, format!("line {} is not 'file<TAB>wnid...'", n + 1)));
+            };
+            let label = *index.get(wnid).ok_or_else(|| {
+                Error::file(&notes_path, format!("line {}: class '{wnid}' is not in wnids.txt", n + 1))
+            })?;
+            by_file.insert(file.to_string(), label);
+        }
+        let mut all = Vec::new();
+        images_below(&root.join("val"), &mut all)?;
+        for path in all {
+            let label = *by_file
+                .get(&name_of(&path))
+                .ok_or_else(|| Error::file(&path, "not listed in val/val_annotations.txt"))?;
+            files.push(path);
+            labels.push(label);
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::file(root.join(if train { "train" } else { "val" }), "no images"));
+    }
+    Ok(FileDataset { files, labels, classes, resize_shorter: None })
+}
