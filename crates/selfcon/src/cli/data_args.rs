@@ -1,10 +1,11 @@
 //! The data flags shared by the commands that read images (`--dataset`, `--data_folder`, and
 //! SupContrast's `--mean/--std/--size` for `--dataset folder`).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::Args;
-use selfcon::data::{open_dataset, open_image_folder, DatasetKind, OpenedDataset};
+use selfcon::data::{ensure_downloaded, open_dataset, open_image_folder, ArchiveSource, DatasetKind, OpenedDataset};
 use selfcon::Error;
 
 #[derive(Args, Debug, Clone)]
@@ -30,6 +31,10 @@ pub struct DataArgs {
     /// Training crop size for --dataset folder.
     #[arg(long, value_name = "PIXELS")]
     pub size: Option<usize>,
+
+    /// Download CIFAR-10/100 into --data_folder when absent (official archive, MD5-checked).
+    #[arg(long)]
+    pub download: bool,
 }
 
 impl DataArgs {
@@ -61,6 +66,20 @@ impl DataArgs {
             }
         }
         let kind: DatasetKind = self.dataset.parse()?;
+        if self.download {
+            let source = match kind {
+                DatasetKind::Cifar10 => ArchiveSource::cifar10(),
+                DatasetKind::Cifar100 => ArchiveSource::cifar100(),
+                other => {
+                    return Err(Error::option(
+                        "download",
+                        format!("only cifar10 and cifar100 can be downloaded, not {other}"),
+                    ))
+                }
+            };
+            let root = self.data_folder.clone().unwrap_or_else(|| PathBuf::from("datasets"));
+            ensure_downloaded(&root, &source, std::io::stderr().is_terminal())?;
+        }
         Ok((open_dataset(kind, self.data_folder.as_deref())?, kind.image_size() as usize))
     }
 }

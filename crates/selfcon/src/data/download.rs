@@ -1,0 +1,154 @@
+//! `--download`: fetches an official archive when the data is absent, checks its MD5 against the
+//! published checksum and unpacks it atomically (into a temporary folder that is renamed into
+//! place), so an interrupted download never looks like a data set.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use md5::{Digest, Md5};
+
+use crate::error::{Error, Result};
+
+/// Where an archive comes from and what it unpacks to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveSource {
+    pub url: String,
+    /// Published MD5 of the archive, lower-case hex.
+    pub md5: String,
+    /// File name the archive is kept under in the data folder.
+    pub archive: String,
+    /// The folder the archive unpacks to (its single top-level entry).
+    pub folder: String,
+}
+
+impl ArchiveSource {
+    fn official(name: &str, md5: &str, folder: &str) -> Self {
+        ArchiveSource {
+            url: format!("https://www.cs.toronto.edu/~kriz/{name}"),
+            md5: md5.into(),
+            archive: name.into(),
+            folder: folder.into(),
+        }
+    }
+
+    pub fn cifar10() -> Self {
+        Self::official("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", "cifar-10-batches-py")
+    }
+
+    pub fn cifar100() -> Self {
+        Self::official("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python")
+    }
+}
+
+/// Makes sure `root/{source.folder}` exists, downloading and unpacking the archive if needed.
+/// Returns the unpacked folder.
+pub fn ensure_downloaded(root: &Path, source: &ArchiveSource, progress: bool) -> Result<PathBuf> {
+    let target = root.join(&source.folder);
+    if target.is_dir() {
+        return Ok(target);
+    }
+    std::fs::create_dir_all(root).map_err(|e| Error::Io { path: root.to_path_buf(), source: e })?;
+    let archive = root.join(&source.archive);
+    let have_valid_archive = archive.is_file() && md5_of_file(&archive)? == source.md5;
+    if !have_valid_archive {
+        download(&source.url, &archive, &source.md5, progress)?;
+    }
+    unpack(&archive, root, &source.folder)?;
+    Ok(target)
+}
+
+fn md5_of_file(path: &Path) -> Result<String> {
+    let mut file = File::open(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+    let mut hasher = Md5::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Streams `url` into `dest` (through a temporary file), checking the MD5 on the way.
+fn download(url: &str, dest: &Path, md5: &str, progress: bool) -> Result<()> {
+    let failed = |why: String| Error::file(dest, format!("download from {url} failed: {why}"));
+    let response = ureq::get(url).call().map_err(|e| failed(first_line(&e.to_string())))?;
+    let total = response.header("Content-Length").and_then(|v| v.parse::<u64>().ok());
+    let bar = if progress {
+        let bar = indicatif::ProgressBar::new(total.unwrap_or(0));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(format!("downloading {}", dest.file_name().unwrap_or_default().to_string_lossy()));
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let partial = dest.with_extension("part");
+    let io = |e: std::io::Error| Error::Io { path: partial.clone(), source: e };
+    let mut out = BufWriter::new(File::create(&partial).map_err(io)?);
+    let mut reader = response.into_reader();
+    let mut hasher = Md5::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut received = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                return Err(failed(format!("connection broke after {received} bytes: {e}")));
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(io)?;
+        received += n as u64;
+        bar.set_position(received);
+    }
+    out.flush().map_err(io)?;
+    drop(out);
+    bar.finish_and_clear();
+    let got = hex(&hasher.finalize());
+    if got != md5 {
+        let _ = std::fs::remove_file(&partial);
+        return Err(failed(format!("MD5 {got} does not match the published {md5} ({received} bytes received)")));
+    }
+    std::fs::rename(&partial, dest).map_err(|e| Error::Io { path: dest.to_path_buf(), source: e })
+}
+
+/// Unpacks the tar.gz into a temporary folder beside `folder`, then renames it into place.
+fn unpack(archive: &Path, root: &Path, folder: &str) -> Result<()> {
+    let staging = root.join(format!(".{folder}.unpacking"));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(|e| Error::Io { path: staging.clone(), source: e })?;
+    let result = (|| {
+        let file = File::open(archive).map_err(|e| Error::Io { path: archive.to_path_buf(), source: e })?;
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        // unpack_in refuses entries that would land outside the staging folder.
+        for entry in tar.entries().map_err(|e| Error::file(archive, format!("not a tar.gz archive: {e}")))? {
+            let mut entry = entry.map_err(|e| Error::file(archive, format!("corrupt archive: {e}")))?;
+            entry.unpack_in(&staging).map_err(|e| Error::file(archive, format!("cannot unpack: {e}")))?;
+        }
+        let unpacked = staging.join(folder);
+        if !unpacked.is_dir() {
+            return Err(Error::file(archive, format!("does not contain {folder}/")));
+        }
+        std::fs::rename(&unpacked, root.join(folder)).map_err(|e| Error::Io { path: root.join(folder), source: e })
+    })();
+    let _ = std::fs::remove_dir_all(&staging);
+    result
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_string()
+}
