@@ -98,6 +98,61 @@ case("chain", "smooth_40x28", {"crop": [2, 3, 20, 25, 32], "flip": True,
                                 "jitter": [["saturation", 1.21], ["hue", -0.047], ["brightness", 0.77], ["contrast", 1.33]],
                                 "grayscale": True}, encode(gray))
 
+# RandAugment(2, 9) operations (ildoonet/pytorch-randaugment, as the official --randaug uses), at the
+# m = 9 values, with the random sign fixed; the same Pillow calls the package makes.
+import PIL.ImageDraw
+import PIL.ImageEnhance
+import PIL.ImageOps
+
+
+def solarize_add(img, addition, threshold=128):
+    a = np.clip(np.array(img).astype(np.int64) + addition, 0, 255).astype(np.uint8)
+    return PIL.ImageOps.solarize(Image.fromarray(a), threshold)
+
+
+def cutout_abs(img, v, x0, y0):
+    w, h = img.size
+    x0 = int(max(0, x0 - v / 2.0))
+    y0 = int(max(0, y0 - v / 2.0))
+    x1 = min(w, x0 + v)
+    y1 = min(h, y0 + v)
+    img = img.copy()
+    PIL.ImageDraw.Draw(img).rectangle((x0, y0, x1, y1), (125, 123, 114))
+    return img
+
+
+m = 9 / 30
+RANDAUG = [
+    ("AutoContrast", 0, lambda im, v: PIL.ImageOps.autocontrast(im)),
+    ("Equalize", 0, lambda im, v: PIL.ImageOps.equalize(im)),
+    ("Invert", 0, lambda im, v: PIL.ImageOps.invert(im)),
+    ("Rotate", m * 30, lambda im, v: im.rotate(v)),
+    ("Rotate", -m * 30, lambda im, v: im.rotate(v)),
+    ("Rotate", 17.3, lambda im, v: im.rotate(v)),
+    ("Posterize", int(m * 4), lambda im, v: PIL.ImageOps.posterize(im, int(v))),
+    ("Posterize", 3, lambda im, v: PIL.ImageOps.posterize(im, int(v))),
+    ("Solarize", m * 256, lambda im, v: PIL.ImageOps.solarize(im, v)),
+    ("SolarizeAdd", int(m * 110), lambda im, v: solarize_add(im, v)),
+    ("Color", m * 1.8 + 0.1, lambda im, v: PIL.ImageEnhance.Color(im).enhance(v)),
+    ("Contrast", m * 1.8 + 0.1, lambda im, v: PIL.ImageEnhance.Contrast(im).enhance(v)),
+    ("Brightness", m * 1.8 + 0.1, lambda im, v: PIL.ImageEnhance.Brightness(im).enhance(v)),
+    ("Sharpness", m * 1.8 + 0.1, lambda im, v: PIL.ImageEnhance.Sharpness(im).enhance(v)),
+    ("Sharpness", 1.7, lambda im, v: PIL.ImageEnhance.Sharpness(im).enhance(v)),
+    ("ShearX", m * 0.3, lambda im, v: im.transform(im.size, Image.AFFINE, (1, v, 0, 0, 1, 0))),
+    ("ShearX", -m * 0.3, lambda im, v: im.transform(im.size, Image.AFFINE, (1, v, 0, 0, 1, 0))),
+    ("ShearY", m * 0.3, lambda im, v: im.transform(im.size, Image.AFFINE, (1, 0, 0, v, 1, 0))),
+    ("TranslateX", m * 100, lambda im, v: im.transform(im.size, Image.AFFINE, (1, 0, v, 0, 1, 0))),
+    ("TranslateX", -7.5, lambda im, v: im.transform(im.size, Image.AFFINE, (1, 0, v, 0, 1, 0))),
+    ("TranslateY", -m * 100, lambda im, v: im.transform(im.size, Image.AFFINE, (1, 0, 0, 0, 1, v))),
+    ("TranslateY", 4.25, lambda im, v: im.transform(im.size, Image.AFFINE, (1, 0, 0, 0, 1, v))),
+]
+for name in ["noise32", "smooth32", "smooth_40x28"]:
+    for op, v, fn in RANDAUG:
+        case("randaug", name, {"name": op, "value": v}, encode(fn(inputs[name], v)))
+    for cx, cy in [(3.7, 30.2), (16.0, 16.0), (31.9, 0.4)]:
+        case("randaug", name, {"name": "Cutout", "value": m * 40, "cx": cx, "cy": cy},
+             encode(cutout_abs(inputs[name], m * 40, cx, cy)))
+
 # ToTensor + Normalize (CIFAR-100 statistics).
 mean, std = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
 t = F.normalize(F.to_tensor(inputs["noise32"]), mean, std)

@@ -10,7 +10,7 @@ use serde_json::Value;
 use selfcon::data::augment::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, center_crop, hflip, random_resized_crop_box,
     resize_shorter_side, resized_crop, sample_rng, to_grayscale, to_normalized_chw, ColorJitter, ColorOp, CropBox,
-    TrainTransform,
+    RandOp, TrainTransform,
 };
 use selfcon::data::Image;
 
@@ -68,6 +68,29 @@ fn apply_case(op: &str, input: &Image, p: &Value) -> Image {
             if p["grayscale"].as_bool().unwrap() {
                 to_grayscale(&mut img);
             }
+        }
+        "randaug" => {
+            let v = f(&p["value"]);
+            let op = match p["name"].as_str().unwrap() {
+                "AutoContrast" => RandOp::AutoContrast,
+                "Equalize" => RandOp::Equalize,
+                "Invert" => RandOp::Invert,
+                "Rotate" => RandOp::Rotate(v),
+                "Posterize" => RandOp::Posterize(v as u32),
+                "Solarize" => RandOp::Solarize(v),
+                "SolarizeAdd" => RandOp::SolarizeAdd(v as i32),
+                "Color" => RandOp::Color(v),
+                "Contrast" => RandOp::Contrast(v),
+                "Brightness" => RandOp::Brightness(v),
+                "Sharpness" => RandOp::Sharpness(v),
+                "ShearX" => RandOp::ShearX(v),
+                "ShearY" => RandOp::ShearY(v),
+                "TranslateX" => RandOp::TranslateX(v),
+                "TranslateY" => RandOp::TranslateY(v),
+                "Cutout" => RandOp::Cutout { size: v, cx: f(&p["cx"]), cy: f(&p["cy"]) },
+                other => panic!("unknown RandAugment op {other}"),
+            };
+            img = op.apply(input);
         }
         other => panic!("unknown op {other}"),
     }
@@ -193,4 +216,39 @@ fn jitter_factors_and_probabilities() {
     assert!((140..260).contains(&grey), "{grey} of 1000 grey");
     let weak = TrainTransform::pretrain(4, true);
     assert!(weak.jitter.is_none() && weak.grayscale_p == 0.0);
+}
+
+#[test]
+fn randaugment_draws_two_official_operations() {
+    use selfcon::data::augment::RandAugment;
+    let mut rng = sample_rng(11, 0, 0, 0);
+    let mut kinds = std::collections::BTreeSet::new();
+    for _ in 0..400 {
+        let ops = RandAugment::OFFICIAL.sample(32, 32, &mut rng);
+        assert_eq!(ops.len(), 2);
+        for op in ops {
+            match op {
+                RandOp::Rotate(d) => assert!((d.abs() - 9.0).abs() < 1e-12),
+                RandOp::Posterize(b) => assert_eq!(b, 1, "int(9/30·4) = 1 bit"),
+                RandOp::Solarize(t) => assert!((t - 76.8).abs() < 1e-9),
+                RandOp::SolarizeAdd(a) => assert_eq!(a, 33),
+                RandOp::Color(f) | RandOp::Contrast(f) | RandOp::Brightness(f) | RandOp::Sharpness(f) => {
+                    assert!((f - 0.64).abs() < 1e-12)
+                }
+                RandOp::ShearX(v) | RandOp::ShearY(v) => assert!((v.abs() - 0.09).abs() < 1e-12),
+                RandOp::TranslateX(v) | RandOp::TranslateY(v) => assert!((v.abs() - 30.0).abs() < 1e-12),
+                RandOp::Cutout { size, cx, cy } => {
+                    assert!((size - 12.0).abs() < 1e-12 && (0.0..32.0).contains(&cx) && (0.0..32.0).contains(&cy))
+                }
+                _ => {}
+            }
+            kinds.insert(format!("{op:?}").split(['(', ' ']).next().unwrap().to_string());
+        }
+    }
+    assert_eq!(kinds.len(), 16, "every operation is drawn: {kinds:?}");
+    let img = Image::new(32, 32, (0..3072).map(|v| (v * 13 % 256) as u8).collect());
+    let t = TrainTransform::pretrain(32, false).with_randaugment();
+    let a = t.apply(&img, &mut sample_rng(2, 0, 5, 0));
+    assert_eq!(a, t.apply(&img, &mut sample_rng(2, 0, 5, 0)));
+    assert_eq!((a.width, a.height), (32, 32));
 }

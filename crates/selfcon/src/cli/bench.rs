@@ -47,6 +47,10 @@ pub struct LoaderBenchArgs {
     #[arg(long)]
     pub weakaug: bool,
 
+    /// Prepend RandAugment(2, 9) (`--randaug`).
+    #[arg(long)]
+    pub randaug: bool,
+
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
@@ -64,8 +68,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
     let (data, size) = a.data.open()?;
     let name = a.data.dataset.as_str();
+    let mut train = TrainTransform::pretrain(size, a.weakaug);
+    if a.randaug {
+        train = train.with_randaugment();
+    }
     let transform = Transform::Train {
-        transform: TrainTransform::pretrain(size, a.weakaug),
+        transform: train,
         views: if a.multiview { 2 } else { 1 },
     };
     let config = LoaderConfig {
@@ -110,7 +118,7 @@ fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
             "{}",
             json!({
                 "bench": "loader", "dataset": name, "source": data.source, "batch_size": a.batch_size,
-                "num_workers": a.num_workers, "multiview": a.multiview, "weakaug": a.weakaug,
+                "num_workers": a.num_workers, "multiview": a.multiview, "weakaug": a.weakaug, "randaug": a.randaug,
                 "batches": done, "images": images, "seconds": seconds, "images_per_s": rate
             })
         );

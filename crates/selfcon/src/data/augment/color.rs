@@ -42,6 +42,26 @@ fn blend_with(img: &mut Image, factor: f64, degenerate: impl Fn(&[u8], usize) ->
     }
 }
 
+/// `Image.blend(degenerate, img, factor)` of two whole images.
+pub(super) fn blend(degenerate: &Image, img: &Image, factor: f64) -> Image {
+    let alpha = factor as f32;
+    let data = degenerate
+        .data
+        .iter()
+        .zip(&img.data)
+        .map(|(&d, &v)| {
+            if alpha == 1.0 {
+                v
+            } else if alpha == 0.0 {
+                d
+            } else {
+                blend_pixel(d, v, alpha)
+            }
+        })
+        .collect();
+    Image { width: img.width, height: img.height, data }
+}
+
 /// `ImageEnhance.Brightness`: blend with black.
 pub fn adjust_brightness(img: &mut Image, factor: f64) {
     blend_with(img, factor, |_, _| 0);

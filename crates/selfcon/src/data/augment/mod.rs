@@ -5,6 +5,7 @@
 
 mod color;
 mod geometry;
+mod randaugment;
 mod resample;
 mod tensor;
 
@@ -14,6 +15,7 @@ use rand_chacha::ChaCha8Rng;
 
 pub use color::{adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, to_grayscale};
 pub use geometry::{center_crop, hflip, random_resized_crop_box, resize_shorter_side, resized_crop, CropBox};
+pub use randaugment::{RandAugment, RandOp};
 pub use resample::resize_bilinear;
 pub use tensor::to_normalized_chw;
 
@@ -84,9 +86,12 @@ impl ColorJitter {
     }
 }
 
-/// The random training transform: RandomResizedCrop → flip → [colour jitter → grayscale].
+/// The random training transform: [RandAugment →] RandomResizedCrop → flip → [colour jitter →
+/// grayscale].
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainTransform {
+    /// `--randaug`: RandAugment(2, 9) on the source image, before the crop.
+    pub randaugment: Option<RandAugment>,
     pub size: usize,
     pub scale: (f64, f64),
     pub ratio: (f64, f64),
@@ -98,6 +103,7 @@ impl TrainTransform {
     /// Pre-training (`main_represent.py`); `weakaug` drops jitter and grayscale.
     pub fn pretrain(size: usize, weakaug: bool) -> Self {
         TrainTransform {
+            randaugment: None,
             size,
             scale: (0.2, 1.0),
             ratio: (3.0 / 4.0, 4.0 / 3.0),
@@ -111,7 +117,20 @@ impl TrainTransform {
         TrainTransform { jitter: None, grayscale_p: 0.0, ..TrainTransform::pretrain(size, true) }
     }
 
+    /// Adds the official `--randaug` step.
+    pub fn with_randaugment(self) -> Self {
+        TrainTransform { randaugment: Some(RandAugment::OFFICIAL), ..self }
+    }
+
     pub fn apply(&self, img: &Image, rng: &mut impl Rng) -> Image {
+        let augmented;
+        let img = match &self.randaugment {
+            Some(ra) => {
+                augmented = ra.apply(img, rng);
+                &augmented
+            }
+            None => img,
+        };
         let b = random_resized_crop_box(img.width, img.height, self.scale, self.ratio, rng);
         let mut out = resized_crop(img, b, self.size);
         if rng.gen::<f64>() < 0.5 {
