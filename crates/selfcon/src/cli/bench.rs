@@ -72,10 +72,7 @@ fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
     if a.randaug {
         train = train.with_randaugment();
     }
-    let transform = Transform::Train {
-        transform: train,
-        views: if a.multiview { 2 } else { 1 },
-    };
+    let transform = Transform::Train { transform: train, views: if a.multiview { 2 } else { 1 } };
     let config = LoaderConfig {
         batch_size: a.batch_size,
         threads: a.num_workers,
