@@ -12,6 +12,16 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Runs `args`, expecting exit code 2 and one stderr line containing `want`.
+fn assert_usage_error(args: &[&str], want: &str) {
+    let o = selfcon(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: not one line: {err}");
+    assert!(err.starts_with("selfcon: error: ") && err.contains(want), "{args:?}: {err}");
+    assert!(o.stdout.is_empty(), "{args:?}");
+}
+
 fn golden_entry(model: &str, dataset: &str, pos: &[bool], size: &str) -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/golden/param_counts.json");
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -117,12 +127,7 @@ fn bad_flags_give_one_line_and_exit_code_2() {
         (&["summary", "--feat_dim", "many"], "invalid value 'many'"),
     ];
     for (args, want) in cases {
-        let o = selfcon(args);
-        let err = stderr(&o);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: not one line: {err}");
-        assert!(err.starts_with("selfcon: error: ") && err.contains(want), "{args:?}: {err}");
-        assert!(o.stdout.is_empty(), "{args:?}");
+        assert_usage_error(args, want);
     }
 }
 
@@ -186,11 +191,7 @@ fn data_flag_errors_exit_2() {
         (&["bench", "loader", "--dataset", "svhn"], "--dataset: unknown dataset 'svhn'"),
     ];
     for (args, want) in cases {
-        let o = selfcon(args);
-        let err = stderr(&o);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
-        assert!(err.contains(want), "{args:?}: {err}");
+        assert_usage_error(args, want);
     }
 }
 

@@ -1,8 +1,11 @@
 //! Dataset readers on small files in each real layout, on the bundled Fashion-MNIST subset, and
 //! on broken input (each a one-line error naming the file).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::user_error;
 use selfcon::data::{find_idx_folder, load_cifar, load_mnist, CifarVariant, InMemoryImages};
 
 fn fixtures() -> PathBuf {
@@ -78,19 +81,11 @@ fn cifar_binary_layouts() {
     check_fixture(&test, 2, 100); // labels 1, 4 = (3i+1) for i = 0, 1
 }
 
-fn error_of(r: selfcon::Result<InMemoryImages>) -> String {
-    let e = r.expect_err("should fail");
-    assert!(e.is_user_error(), "{e}");
-    let s = e.to_string();
-    assert_eq!(s.lines().count(), 1, "{s}");
-    s
-}
-
 #[test]
 fn broken_cifar_input_names_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let e = error_of(load_cifar(root, CifarVariant::Cifar10, true));
+    let e = user_error(load_cifar(root, CifarVariant::Cifar10, true));
     assert!(e.contains("no CIFAR data: expected cifar-10-batches-py/"), "{e}");
 
     // Wrong layout: the folder exists but a batch is missing.
@@ -99,39 +94,39 @@ fn broken_cifar_input_names_the_file() {
     for f in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5"] {
         std::fs::copy(fixtures().join("py2/cifar-10-batches-py").join(f), dir.join(f)).unwrap();
     }
-    let e = error_of(load_cifar(root, CifarVariant::Cifar10, false));
+    let e = user_error(load_cifar(root, CifarVariant::Cifar10, false));
     assert!(e.contains("test_batch: missing"), "{e}");
 
     // Truncated pickle.
     let good = std::fs::read(dir.join("data_batch_1")).unwrap();
     std::fs::write(dir.join("data_batch_2"), &good[..good.len() / 2]).unwrap();
-    let e = error_of(load_cifar(root, CifarVariant::Cifar10, true));
+    let e = user_error(load_cifar(root, CifarVariant::Cifar10, true));
     assert!(e.contains("data_batch_2: truncated pickle"), "{e}");
 
     // Not a pickle at all.
     std::fs::write(dir.join("data_batch_2"), b"<html>not found</html>").unwrap();
-    let e = error_of(load_cifar(root, CifarVariant::Cifar10, true));
+    let e = user_error(load_cifar(root, CifarVariant::Cifar10, true));
     assert!(e.contains("data_batch_2: not a Python pickle"), "{e}");
 
     // A pickle that would run code is refused, not executed.
     std::fs::write(dir.join("data_batch_2"), b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00trueR.").unwrap();
-    let e = error_of(load_cifar(root, CifarVariant::Cifar10, true));
+    let e = user_error(load_cifar(root, CifarVariant::Cifar10, true));
     assert!(e.contains("refusing pickle global os.system"), "{e}");
 
     // A CIFAR-100 file where CIFAR-10 is expected.
     std::fs::copy(fixtures().join("np2_p2/cifar-100-python/train"), dir.join("data_batch_2")).unwrap();
-    let e = error_of(load_cifar(root, CifarVariant::Cifar10, true));
+    let e = user_error(load_cifar(root, CifarVariant::Cifar10, true));
     assert!(e.contains("data_batch_2: no 'labels' entry"), "{e}");
 
     // Binary layout: truncated record and label out of range.
     let bin = tempfile::tempdir().unwrap();
     write_binary(bin.path(), CifarVariant::Cifar10, &[1, 11]);
-    let e = error_of(load_cifar(bin.path(), CifarVariant::Cifar10, true));
+    let e = user_error(load_cifar(bin.path(), CifarVariant::Cifar10, true));
     assert!(e.contains("data_batch_1.bin: label 11 of image 1 is outside 0..10"), "{e}");
     let f = bin.path().join("cifar-10-batches-bin/data_batch_1.bin");
     let bytes = std::fs::read(&f).unwrap();
     std::fs::write(&f, &bytes[..3000]).unwrap();
-    let e = error_of(load_cifar(bin.path(), CifarVariant::Cifar10, true));
+    let e = user_error(load_cifar(bin.path(), CifarVariant::Cifar10, true));
     assert!(e.contains("data_batch_1.bin: size 3000 is not a multiple of the 3073-byte CIFAR record"), "{e}");
 }
 
@@ -196,24 +191,24 @@ fn raw_idx_in_torchvision_layout_and_broken_idx() {
     assert_eq!(test.labels, [3, 1, 4]);
     assert_eq!(test.image(2)[(2 * 32 + 2) * 3], images[2 * 784]);
 
-    let e = error_of(load_mnist(&dir, true));
+    let e = user_error(load_mnist(&dir, true));
     assert!(e.contains("train-labels-idx1-ubyte: 2 labels for 3 images"), "{e}");
     write_idx(&raw.join("train-labels-idx1-ubyte"), 1, &[3], &[3, 1, 10]);
-    let e = error_of(load_mnist(&dir, true));
+    let e = user_error(load_mnist(&dir, true));
     assert!(e.contains("label 10 of image 2 is outside 0..10"), "{e}");
     write_idx(&raw.join("train-images-idx3-ubyte"), 3, &[3, 28, 28], &images[..100]);
-    let e = error_of(load_mnist(&dir, true));
+    let e = user_error(load_mnist(&dir, true));
     assert!(
         e.contains("train-images-idx3-ubyte: IDX dimensions [3, 28, 28] need 2352 bytes of data, found 100"),
         "{e}"
     );
     std::fs::write(raw.join("train-images-idx3-ubyte"), b"\x1f\x8b\x08\x00garbage").unwrap();
-    let e = error_of(load_mnist(&dir, true));
+    let e = user_error(load_mnist(&dir, true));
     assert!(e.contains("train-images-idx3-ubyte: corrupt gzip data"), "{e}");
     std::fs::write(raw.join("train-images-idx3-ubyte"), b"PK\x03\x04zip").unwrap();
-    let e = error_of(load_mnist(&dir, true));
+    let e = user_error(load_mnist(&dir, true));
     assert!(e.contains("wrong IDX magic"), "{e}");
     std::fs::remove_file(raw.join("train-images-idx3-ubyte")).unwrap();
-    let e = error_of(load_mnist(&dir, true));
+    let e = user_error(load_mnist(&dir, true));
     assert!(e.contains("train-images-idx3-ubyte.gz: missing"), "{e}");
 }

@@ -1,6 +1,10 @@
 //! Image-file datasets on small generated trees in each real layout, and their errors.
 
+mod common;
+
 use std::path::Path;
+
+use common::user_error;
 
 use selfcon::data::{
     image_folder, imagenet, imagenet100, open_dataset, open_image_folder, tiny_imagenet, Dataset, DatasetKind,
@@ -17,14 +21,6 @@ fn write_jpeg(path: &Path, seed: u8) {
     image::RgbImage::from_pixel(8, 6, image::Rgb([seed, 100, 200]))
         .save_with_format(path, image::ImageFormat::Jpeg)
         .unwrap();
-}
-
-fn user_error<T>(r: selfcon::Result<T>) -> String {
-    let e = r.err().expect("should fail");
-    assert!(e.is_user_error(), "{e}");
-    let s = e.to_string();
-    assert_eq!(s.lines().count(), 1, "{s}");
-    s
 }
 
 #[test]
