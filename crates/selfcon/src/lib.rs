@@ -5,10 +5,12 @@
 //! the models ([`model`]), the losses ([`loss`]), training pieces ([`train`]), dataset facts
 //! ([`data`]) and the libtorch runtime set-up ([`engine`]); the `selfcon` binary is a thin CLI.
 
+pub mod checkpoint;
 pub mod data;
 pub mod engine;
 pub mod error;
 pub mod loss;
+pub mod metrics;
 pub mod model;
 pub mod train;
 

@@ -25,6 +25,11 @@ pub enum BenchKind {
 
 #[derive(Args, Debug)]
 pub struct LoaderBenchArgs {
+    /// cifar10, cifar100, tinyimagenet, imagenet, imagenet100, mnist, fashionmnist, or folder (any
+    /// class-per-folder tree; needs --data_folder, --mean, --std, --size).
+    #[arg(long, default_value = "fashionmnist")]
+    pub dataset: String,
+
     #[command(flatten)]
     pub data: DataArgs,
 
@@ -66,8 +71,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
-    let (data, size) = a.data.open()?;
-    let name = a.data.dataset.as_str();
+    let (data, size) = a.data.open(&a.dataset)?;
+    let name = a.dataset.as_str();
     let mut train = TrainTransform::pretrain(size, a.weakaug);
     if a.randaug {
         train = train.with_randaugment();

@@ -8,13 +8,10 @@ use clap::Args;
 use selfcon::data::{ensure_downloaded, open_dataset, open_image_folder, ArchiveSource, DatasetKind, OpenedDataset};
 use selfcon::Error;
 
+/// Where the images come from; `--dataset` itself is declared by each command (its default
+/// differs between commands, as in the official scripts).
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
-    /// cifar10, cifar100, tinyimagenet, imagenet, imagenet100, mnist, fashionmnist, or folder (any
-    /// class-per-folder tree; needs --data_folder, --mean, --std, --size).
-    #[arg(long, default_value = "fashionmnist")]
-    pub dataset: String,
-
     /// Dataset root (official default `datasets/`). Without it, Fashion-MNIST comes from
     /// /usr/share/datasets/fashion-mnist when installed, else from the bundled demo subset.
     #[arg(long = "data_folder", visible_alias = "data-folder", value_name = "DIR")]
@@ -38,9 +35,10 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    /// Opens the data; returns it with the training crop size.
-    pub fn open(&self) -> selfcon::Result<(OpenedDataset, usize)> {
-        if self.dataset == "folder" {
+    /// Opens `dataset` (cifar10, cifar100, tinyimagenet, imagenet, imagenet100, mnist,
+    /// fashionmnist or folder); returns it with the training crop size.
+    pub fn open(&self, dataset: &str) -> selfcon::Result<(OpenedDataset, usize)> {
+        if dataset == "folder" {
             let root = self
                 .data_folder
                 .as_deref()
@@ -61,11 +59,11 @@ impl DataArgs {
             if given {
                 return Err(Error::option(
                     flag,
-                    format!("only used with --dataset folder ({} has fixed values)", self.dataset),
+                    format!("only used with --dataset folder ({dataset} has fixed values)"),
                 ));
             }
         }
-        let kind: DatasetKind = self.dataset.parse()?;
+        let kind: DatasetKind = dataset.parse()?;
         if self.download {
             let source = match kind {
                 DatasetKind::Cifar10 => ArchiveSource::cifar10(),

@@ -4,6 +4,7 @@
 mod bench;
 mod data_args;
 mod model_args;
+mod pretrain;
 mod summary;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Print a model's parameter counts per part and its output shapes.
     Summary(summary::SummaryArgs),
+    /// Contrastive pre-training (main_represent.py): Con, SupCon, SelfCon and their variants.
+    Pretrain(Box<pretrain::PretrainArgs>),
     /// Measure throughput (input pipeline).
     Bench(bench::BenchArgs),
 }
@@ -52,6 +55,7 @@ pub fn run() -> Result<(), Failure> {
     };
     let result = match cli.command {
         Command::Summary(args) => summary::run(args),
+        Command::Pretrain(args) => pretrain::run(*args),
         Command::Bench(args) => bench::run(args),
     };
     result.map_err(|e| {

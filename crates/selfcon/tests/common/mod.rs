@@ -8,3 +8,28 @@ pub fn user_error<T>(r: selfcon::Result<T>) -> String {
     assert_eq!(s.lines().count(), 1, "{s}");
     s
 }
+
+/// Writes a small MNIST-layout data set into `dir`: the first `n_train` / `n_test` images of the
+/// bundled Fashion-MNIST subset (raw IDX files).
+#[allow(dead_code)]
+pub fn tiny_fashion_mnist(dir: &std::path::Path, n_train: usize, n_test: usize) {
+    let demo = selfcon::data::bundled_fashion_mnist().expect("bundled subset");
+    for (split, n) in [("train", n_train), ("t10k", n_test)] {
+        let images = selfcon::data::read_idx(&demo.join(format!("{split}-images-idx3-ubyte.gz")), 3).unwrap();
+        let labels = selfcon::data::read_idx(&demo.join(format!("{split}-labels-idx1-ubyte.gz")), 1).unwrap();
+        let write = |name: String, dims: &[u32], body: &[u8]| {
+            let mut v = vec![0u8, 0, 8, dims.len() as u8];
+            for d in dims {
+                v.extend(d.to_be_bytes());
+            }
+            v.extend_from_slice(body);
+            std::fs::write(dir.join(name), v).unwrap();
+        };
+        // A stride coprime with the set size spreads the picks over all classes.
+        let pick: Vec<usize> = (0..n).map(|i| (i * 37) % labels.dims[0]).collect();
+        let body: Vec<u8> = pick.iter().flat_map(|&i| images.data[i * 784..(i + 1) * 784].to_vec()).collect();
+        write(format!("{split}-images-idx3-ubyte"), &[n as u32, 28, 28], &body);
+        let lab: Vec<u8> = pick.iter().map(|&i| labels.data[i]).collect();
+        write(format!("{split}-labels-idx1-ubyte"), &[n as u32], &lab);
+    }
+}

@@ -1,0 +1,171 @@
+//! Checkpoints: one safetensors file holding the model under its official state-dict keys
+//! (`encoder.layer1.0.conv1.weight`, ...), the optimizer's momentum buffers
+//! (`optimizer.momentum_buffer.<key>`), and JSON metadata (epoch, config, ...). Written to a
+//! temporary file in the same folder, synced, then renamed over the target, so a crash never
+//! leaves a broken or half-written checkpoint.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, View};
+use safetensors::SafeTensors;
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+
+pub const OPTIMIZER_PREFIX: &str = "optimizer.momentum_buffer.";
+
+/// A tensor copied to host memory in safetensors' terms.
+struct HostTensor {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl View for &HostTensor {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+fn dtype_of(kind: Kind) -> Result<Dtype> {
+    Ok(match kind {
+        Kind::Float => Dtype::F32,
+        Kind::Double => Dtype::F64,
+        Kind::Half => Dtype::F16,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Int64 => Dtype::I64,
+        Kind::Int => Dtype::I32,
+        Kind::Uint8 => Dtype::U8,
+        other => return Err(Error::input(format!("cannot checkpoint a tensor of kind {other:?}"))),
+    })
+}
+
+fn kind_of(dtype: Dtype) -> Option<Kind> {
+    Some(match dtype {
+        Dtype::F32 => Kind::Float,
+        Dtype::F64 => Kind::Double,
+        Dtype::F16 => Kind::Half,
+        Dtype::BF16 => Kind::BFloat16,
+        Dtype::I64 => Kind::Int64,
+        Dtype::I32 => Kind::Int,
+        Dtype::U8 => Kind::Uint8,
+        _ => return None,
+    })
+}
+
+fn to_host(t: &Tensor) -> Result<HostTensor> {
+    let t = t.detach().to_device(Device::Cpu).contiguous();
+    let dtype = dtype_of(t.kind())?;
+    let numel = t.numel();
+    let mut bytes = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+    t.f_copy_data_u8(&mut bytes, numel)?;
+    Ok(HostTensor { dtype, shape: t.size().iter().map(|&d| d as usize).collect(), bytes })
+}
+
+/// What a checkpoint holds besides tensors.
+pub type Metadata = BTreeMap<String, String>;
+
+/// Writes `tensors` and `metadata` to `path` atomically.
+pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: &Metadata) -> Result<()> {
+    let host: Vec<(String, HostTensor)> =
+        tensors.iter().map(|(n, t)| Ok((n.clone(), to_host(t)?))).collect::<Result<_>>()?;
+    let meta: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let bytes = safetensors::tensor::serialize(host.iter().map(|(n, t)| (n.as_str(), t)), &Some(meta))
+        .map_err(|e| Error::file(path, format!("cannot serialise checkpoint: {e}")))?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let io = |e: std::io::Error| Error::file(path, format!("cannot write checkpoint: {e}"));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    tmp.write_all(&bytes).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}
+
+/// A loaded checkpoint.
+pub struct Loaded {
+    pub tensors: BTreeMap<String, Tensor>,
+    pub metadata: Metadata,
+}
+
+pub fn load(path: &Path) -> Result<Loaded> {
+    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read checkpoint: {e}")))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::file(path, format!("not a selfcon checkpoint (safetensors): {e}")))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::file(path, format!("corrupt checkpoint: {e}")))?;
+    let mut tensors = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let kind =
+            kind_of(view.dtype()).ok_or_else(|| Error::file(path, format!("tensor {name} has unsupported dtype")))?;
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        tensors.insert(name, Tensor::f_from_data_size(view.data(), &shape, kind)?);
+    }
+    let metadata = header.metadata().clone().unwrap_or_default().into_iter().collect();
+    Ok(Loaded { tensors, metadata })
+}
+
+/// Copies `tensors` into the variables of `vs` strictly: every variable must be present with its
+/// shape and no tensor may be left over; the error lists every mismatch.
+pub fn load_into_var_store(path: &Path, vs: &tch::nn::VarStore, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+    let vars = vs.variables();
+    let mut missing: Vec<&str> = vars.keys().filter(|k| !tensors.contains_key(*k)).map(String::as_str).collect();
+    missing.sort();
+    let unexpected: Vec<&str> = tensors.keys().filter(|k| !vars.contains_key(*k)).map(String::as_str).collect();
+    let mut shapes: Vec<String> = vars
+        .iter()
+        .filter_map(|(k, v)| {
+            tensors
+                .get(k)
+                .filter(|t| t.size() != v.size())
+                .map(|t| format!("{k} {:?} vs model {:?}", t.size(), v.size()))
+        })
+        .collect();
+    shapes.sort();
+    if !missing.is_empty() || !unexpected.is_empty() || !shapes.is_empty() {
+        let mut parts = Vec::new();
+        if !missing.is_empty() {
+            parts.push(format!("missing {}", summarise(&missing)));
+        }
+        if !unexpected.is_empty() {
+            parts.push(format!("unexpected {}", summarise(&unexpected)));
+        }
+        if !shapes.is_empty() {
+            let s: Vec<&str> = shapes.iter().map(String::as_str).collect();
+            parts.push(format!("mis-shaped {}", summarise(&s)));
+        }
+        return Err(Error::file(
+            path,
+            format!(
+                "does not fit this model ({}): check --model/--selfcon_pos/--selfcon_size/--dataset",
+                parts.join("; ")
+            ),
+        ));
+    }
+    tch::no_grad(|| {
+        for (k, mut v) in vars {
+            v.copy_(&tensors[&k].to_device(v.device()).to_kind(v.kind()));
+        }
+    });
+    Ok(())
+}
+
+fn summarise(names: &[&str]) -> String {
+    const SHOWN: usize = 6;
+    let head = names.iter().take(SHOWN).copied().collect::<Vec<_>>().join(", ");
+    if names.len() > SHOWN {
+        format!("{} keys: {head}, …", names.len())
+    } else {
+        head
+    }
+}

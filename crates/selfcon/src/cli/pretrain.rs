@@ -1,0 +1,246 @@
+//! `selfcon pretrain`: `main_represent.py` with the same flags and defaults.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use selfcon::engine::{select_device, DeviceRequest};
+use selfcon::loss::Method;
+use selfcon::train::{pretrain, PretrainConfig, Progress};
+use selfcon::Error;
+
+use super::data_args::DataArgs;
+use super::model_args::ModelArgs;
+
+#[derive(Args, Debug)]
+pub struct PretrainArgs {
+    /// Con (SimCLR, needs --multiview), SupCon, or SelfCon (needs an exit in --selfcon_pos).
+    #[arg(long, value_name = "METHOD")]
+    pub method: String,
+
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    #[command(flatten)]
+    pub data: DataArgs,
+
+    /// Two augmented views of each image, concatenated along the batch ([view 1; view 2]).
+    #[arg(long)]
+    pub multiview: bool,
+
+    /// Turns labels OFF (the official flag is store_false: labels are used by default), giving
+    /// SimCLR-style SupCon, SelfCon-SU and SelfCon-MU.
+    #[arg(long, visible_alias = "no_label")]
+    pub label: bool,
+
+    /// Non-zero selects the SelfCon-S*/M* objective: backbone term + alpha × sub-network-anchored term.
+    #[arg(long, default_value_t = 0.0)]
+    pub alpha: f64,
+
+    /// Contrastive temperature (base temperature stays 0.07, as official).
+    #[arg(long, default_value_t = 0.07)]
+    pub temp: f64,
+
+    #[arg(long = "batch_size", visible_alias = "batch-size", default_value_t = 256, value_name = "N")]
+    pub batch_size: usize,
+
+    /// Data loader worker threads.
+    #[arg(long = "num_workers", visible_alias = "num-workers", default_value_t = 16, value_name = "N")]
+    pub num_workers: usize,
+
+    #[arg(long, default_value_t = 1000)]
+    pub epochs: usize,
+
+    #[arg(long = "learning_rate", visible_alias = "learning-rate", default_value_t = 0.05, value_name = "LR")]
+    pub learning_rate: f64,
+
+    /// Step-decay milestones, comma-separated (used without --cosine).
+    #[arg(
+        long = "lr_decay_epochs",
+        visible_alias = "lr-decay-epochs",
+        default_value = "700,800,900",
+        value_name = "LIST"
+    )]
+    pub lr_decay_epochs: String,
+
+    /// Step-decay factor; also sets the cosine floor lr·rate³.
+    #[arg(long = "lr_decay_rate", visible_alias = "lr-decay-rate", default_value_t = 0.1, value_name = "RATE")]
+    pub lr_decay_rate: f64,
+
+    /// SGD weight decay, on every parameter.
+    #[arg(long = "weight_decay", visible_alias = "weight-decay", default_value_t = 1e-4, value_name = "WD")]
+    pub weight_decay: f64,
+
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+
+    /// Cosine learning-rate schedule (per epoch).
+    #[arg(long)]
+    pub cosine: bool,
+
+    /// 10-epoch linear warm-up (switched on automatically for batch sizes ≥ 1024).
+    #[arg(long)]
+    pub warm: bool,
+
+    /// Mixed precision (fp16 autocast + loss scaling on CUDA, bf16 on CPU).
+    #[arg(long)]
+    pub precision: bool,
+
+    /// Drop colour jitter and grayscale from the augmentation.
+    #[arg(long)]
+    pub weakaug: bool,
+
+    /// Prepend RandAugment(2, 9).
+    #[arg(long)]
+    pub randaug: bool,
+
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Log every N steps to metrics.jsonl/csv (and the terminal without a progress bar).
+    #[arg(long = "print_freq", visible_alias = "print-freq", default_value_t = 10, value_name = "N")]
+    pub print_freq: usize,
+
+    /// Also keep ckpt_epoch_{E}.safetensors every N epochs (last.safetensors is written every epoch).
+    #[arg(long = "save_freq", visible_alias = "save-freq", default_value_t = 0, value_name = "N")]
+    pub save_freq: usize,
+
+    /// Root of the output tree: {save_dir}/{method}/{dataset}_models/{run_name}/.
+    #[arg(long = "save_dir", visible_alias = "save-dir", default_value = "./save/representation", value_name = "DIR")]
+    pub save_dir: PathBuf,
+
+    /// Checkpoint to continue from (training resumes at its epoch + 1).
+    #[arg(long, value_name = "PATH")]
+    pub resume: Option<PathBuf>,
+
+    /// Suffix of the run name.
+    #[arg(long = "exp_name", visible_alias = "exp-name", default_value = "", value_name = "TEXT")]
+    pub exp_name: String,
+
+    /// auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+pub fn milestones(text: &str) -> selfcon::Result<Vec<usize>> {
+    text.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim().parse().map_err(|_| {
+                Error::option("lr_decay_epochs", format!("'{text}' is not a comma-separated list of epochs"))
+            })
+        })
+        .collect()
+}
+
+pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
+    let method: Method = a.method.parse()?;
+    if a.precision {
+        return Err(Error::NotImplemented("--precision (mixed precision)".into()).into());
+    }
+    if a.model.dataset == "folder" {
+        return Err(Error::NotImplemented("--dataset folder for training".into()).into());
+    }
+    let model = a.model.to_config()?;
+    let device = select_device(a.device.parse::<DeviceRequest>()?)?;
+    let (data, image_size) = a.data.open(&a.model.dataset)?;
+    let config = PretrainConfig {
+        model,
+        method,
+        multiview: a.multiview,
+        label: !a.label,
+        alpha: a.alpha,
+        temp: a.temp,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        learning_rate: a.learning_rate,
+        lr_decay_epochs: milestones(&a.lr_decay_epochs)?,
+        lr_decay_rate: a.lr_decay_rate,
+        weight_decay: a.weight_decay,
+        momentum: a.momentum,
+        cosine: a.cosine,
+        warm: a.warm,
+        weakaug: a.weakaug,
+        randaug: a.randaug,
+        seed: a.seed,
+        num_workers: a.num_workers,
+        print_freq: a.print_freq,
+        save_freq: a.save_freq,
+        save_dir: a.save_dir.clone(),
+        exp_name: a.exp_name.clone(),
+        dataset_name: a.model.dataset.clone(),
+        image_size,
+    };
+    config.validate()?;
+    let mut progress = TerminalProgress::new(a.print_freq);
+    progress.banner = format!(
+        "pretrain {} on {} from {} · {} · device {:?}",
+        config.method,
+        config.dataset_name,
+        data.source.display(),
+        config.model.architecture,
+        device
+    );
+    let result = pretrain(&config, &data, device, a.resume.as_deref(), &mut progress)?;
+    println!("{}", result.last_checkpoint.display());
+    Ok(())
+}
+
+/// A bar per epoch on a terminal, plain lines otherwise.
+pub struct TerminalProgress {
+    /// Printed once training starts.
+    pub banner: String,
+    bar: Option<ProgressBar>,
+    print_freq: usize,
+    tty: bool,
+}
+
+impl TerminalProgress {
+    pub fn new(print_freq: usize) -> Self {
+        TerminalProgress { banner: String::new(), bar: None, print_freq, tty: std::io::stderr().is_terminal() }
+    }
+}
+
+impl Progress for TerminalProgress {
+    fn run_started(&mut self, run_dir: &std::path::Path, first_epoch: usize, train_images: usize) {
+        eprintln!(
+            "{} · {train_images} training images · from epoch {first_epoch} · run folder {}",
+            self.banner,
+            run_dir.display()
+        );
+    }
+
+    fn epoch_started(&mut self, epoch: usize, batches: usize) {
+        if self.tty {
+            let bar = ProgressBar::new(batches as u64);
+            bar.set_style(
+                ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {msg} ETA {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.set_prefix(epoch.to_string());
+            self.bar = Some(bar);
+        }
+    }
+
+    fn step(&mut self, epoch: usize, step: usize, loss: f64, lr: f64, images_per_s: f64) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_message(format!("loss {loss:.4} lr {lr:.5} {images_per_s:.0} img/s"));
+                bar.inc(1);
+            }
+            None if self.print_freq > 0 && (step + 1) % self.print_freq == 0 => {
+                eprintln!("epoch {epoch} step {} loss {loss:.4} lr {lr:.5} {images_per_s:.0} img/s", step + 1)
+            }
+            None => {}
+        }
+    }
+
+    fn epoch_finished(&mut self, epoch: usize, loss: f64, lr: f64, images_per_s: f64, seconds: f64) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        eprintln!("epoch {epoch}: loss {loss:.4} · lr {lr:.5} · {images_per_s:.0} images/s · {seconds:.1} s");
+    }
+}

@@ -1,0 +1,58 @@
+//! Training logs in the run folder: `metrics.jsonl` (one JSON object per record) and
+//! `metrics.csv` (the same records as rows), appended as training goes.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+pub struct MetricsLog {
+    jsonl: File,
+    csv: File,
+    columns: Vec<String>,
+    path: std::path::PathBuf,
+}
+
+impl MetricsLog {
+    /// Opens (appending) the logs in `dir`; `columns` fixes the CSV header.
+    pub fn open(dir: &Path, columns: &[&str]) -> Result<Self> {
+        let open = |name: &str| {
+            let path = dir.join(name);
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| Error::file(&path, format!("cannot write: {e}")))
+        };
+        let csv_path = dir.join("metrics.csv");
+        let new_csv = !csv_path.exists() || std::fs::metadata(&csv_path).map(|m| m.len() == 0).unwrap_or(true);
+        let mut csv = open("metrics.csv")?;
+        if new_csv {
+            writeln!(csv, "{}", columns.join(",")).map_err(|e| Error::file(&csv_path, e.to_string()))?;
+        }
+        Ok(MetricsLog {
+            jsonl: open("metrics.jsonl")?,
+            csv,
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            path: dir.to_path_buf(),
+        })
+    }
+
+    pub fn record(&mut self, fields: Map<String, Value>) -> Result<()> {
+        let io = |e: std::io::Error| Error::file(self.path.join("metrics.jsonl"), e.to_string());
+        writeln!(self.jsonl, "{}", Value::Object(fields.clone())).map_err(io)?;
+        let row: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| match fields.get(c) {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+            })
+            .collect();
+        writeln!(self.csv, "{}", row.join(",")).map_err(|e| Error::file(self.path.join("metrics.csv"), e.to_string()))
+    }
+}
