@@ -3,6 +3,7 @@
 
 mod bench;
 mod data_args;
+mod linear;
 mod model_args;
 mod pretrain;
 mod summary;
@@ -24,6 +25,8 @@ enum Command {
     Summary(summary::SummaryArgs),
     /// Contrastive pre-training (main_represent.py): Con, SupCon, SelfCon and their variants.
     Pretrain(Box<pretrain::PretrainArgs>),
+    /// Linear evaluation of a pre-trained encoder (main_linear.py).
+    Linear(Box<linear::LinearArgs>),
     /// Measure throughput (input pipeline).
     Bench(bench::BenchArgs),
 }
@@ -56,6 +59,7 @@ pub fn run() -> Result<(), Failure> {
     let result = match cli.command {
         Command::Summary(args) => summary::run(args),
         Command::Pretrain(args) => pretrain::run(*args),
+        Command::Linear(args) => linear::run(*args),
         Command::Bench(args) => bench::run(args),
     };
     result.map_err(|e| {

@@ -11,11 +11,6 @@ pub struct ModelArgs {
     #[arg(long, default_value = "resnet50")]
     pub model: String,
 
-    /// Dataset, which sets the number of classes, the image size and the ResNet stem: cifar10,
-    /// cifar100, tinyimagenet (CIFAR stem) or imagenet, imagenet100 (7×7 stem with max-pool).
-    #[arg(long, default_value = "cifar10")]
-    pub dataset: String,
-
     /// Where sub-networks (exits) are attached, as the official Python list: one boolean per
     /// candidate, for ResNets after layer1, layer2, layer3. The paper uses "[False,True,False]".
     #[arg(
@@ -43,10 +38,12 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    pub fn to_config(&self) -> selfcon::Result<ModelConfig> {
+    /// The model for `dataset`, which sets the classes and the stem (CIFAR stem for cifar10,
+    /// cifar100, tinyimagenet, mnist, fashionmnist; 7×7 stem with max-pool for imagenet, imagenet100).
+    pub fn to_config(&self, dataset: &str) -> selfcon::Result<ModelConfig> {
         ModelConfig::new(
             self.model.parse::<Architecture>()?,
-            self.dataset.parse::<DatasetKind>()?,
+            dataset.parse::<DatasetKind>()?,
             self.selfcon_pos.parse::<ExitPositions>()?,
             self.selfcon_arch.parse::<SubNetworkArch>()?,
             self.selfcon_size.parse::<SubNetworkSize>()?,

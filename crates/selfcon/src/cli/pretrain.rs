@@ -20,6 +20,10 @@ pub struct PretrainArgs {
     #[arg(long, value_name = "METHOD")]
     pub method: String,
 
+    /// cifar10, cifar100, tinyimagenet, imagenet, imagenet100, mnist or fashionmnist.
+    #[arg(long, default_value = "cifar10")]
+    pub dataset: String,
+
     #[command(flatten)]
     pub model: ModelArgs,
 
@@ -140,12 +144,12 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
     if a.precision {
         return Err(Error::NotImplemented("--precision (mixed precision)".into()).into());
     }
-    if a.model.dataset == "folder" {
+    if a.dataset == "folder" {
         return Err(Error::NotImplemented("--dataset folder for training".into()).into());
     }
-    let model = a.model.to_config()?;
+    let model = a.model.to_config(&a.dataset)?;
     let device = select_device(a.device.parse::<DeviceRequest>()?)?;
-    let (data, image_size) = a.data.open(&a.model.dataset)?;
+    let (data, image_size) = a.data.open(&a.dataset)?;
     let config = PretrainConfig {
         model,
         method,
@@ -170,7 +174,7 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
         save_freq: a.save_freq,
         save_dir: a.save_dir.clone(),
         exp_name: a.exp_name.clone(),
-        dataset_name: a.model.dataset.clone(),
+        dataset_name: a.dataset.clone(),
         image_size,
     };
     config.validate()?;

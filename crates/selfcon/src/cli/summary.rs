@@ -11,6 +11,12 @@ use super::ModelArgs;
 
 #[derive(Args, Debug)]
 pub struct SummaryArgs {
+    /// Dataset, which sets the number of classes, the image size and the ResNet stem: cifar10,
+    /// cifar100, tinyimagenet, mnist, fashionmnist (CIFAR stem) or imagenet, imagenet100 (7×7 stem
+    /// with max-pool).
+    #[arg(long, default_value = "cifar10")]
+    pub dataset: String,
+
     #[command(flatten)]
     pub model: ModelArgs,
 
@@ -23,7 +29,7 @@ pub struct SummaryArgs {
 const PROBE_BATCH: i64 = 2;
 
 pub fn run(args: SummaryArgs) -> anyhow::Result<()> {
-    let config = args.model.to_config()?;
+    let config = args.model.to_config(&args.dataset)?;
     let (vs, model) = ConModel::build(&config, Device::Cpu)?;
     let summary = ModelSummary::of(&vs, &config);
     let size = config.dataset.image_size();

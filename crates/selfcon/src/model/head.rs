@@ -21,3 +21,19 @@ impl ProjectionHead {
         self.out.forward(&self.hidden.forward(x).relu())
     }
 }
+
+/// The linear-evaluation classifier `Linear(d, n_cls)` (PyTorch default init).
+#[derive(Debug)]
+pub struct LinearClassifier {
+    linear: Linear,
+}
+
+impl LinearClassifier {
+    pub fn new(p: &nn::Path, d: i64, n_classes: i64) -> Self {
+        LinearClassifier { linear: Linear::new(p, d, n_classes) }
+    }
+
+    pub fn forward(&self, features: &Tensor) -> Tensor {
+        self.linear.forward(features)
+    }
+}

@@ -13,6 +13,7 @@ mod summary;
 pub use con_model::{ConModel, ModelOutput};
 pub use config::{Architecture, ExitPositions, ModelConfig, Stem, SubNetworkArch, SubNetworkSize};
 pub use encoder::EncoderOutput;
+pub use head::LinearClassifier;
 pub use layers::l2_normalize;
 pub use resnet::BlockKind;
 pub use summary::{state_dict_shapes, ModelSummary};

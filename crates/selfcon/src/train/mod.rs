@@ -1,10 +1,12 @@
 //! Training pieces shared by pre-training, linear evaluation and 1-stage CE.
 
+mod linear;
 mod optimizer;
 mod pretrain;
 mod run_name;
 mod schedule;
 
+pub use linear::{linear_eval, linear_eval_model, Accuracy, EpochAccuracy, LinearConfig, LinearResult};
 pub use optimizer::Sgd;
 pub use pretrain::{pretrain, PretrainConfig, PretrainResult, Progress, Quiet};
 pub use run_name::{python_bool, python_float};

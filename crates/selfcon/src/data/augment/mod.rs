@@ -151,13 +151,23 @@ impl TrainTransform {
 }
 
 /// The test transform: native resolution, or (ImageNet) Resize(256) + CenterCrop(224).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EvalTransform {
     Identity,
     ResizeCenterCrop { resize: usize, crop: usize },
 }
 
 impl EvalTransform {
+    /// The official test transform of a dataset kind.
+    pub fn for_dataset(kind: crate::data::DatasetKind) -> Self {
+        match kind {
+            crate::data::DatasetKind::ImageNet | crate::data::DatasetKind::ImageNet100 => {
+                EvalTransform::ResizeCenterCrop { resize: 256, crop: 224 }
+            }
+            _ => EvalTransform::Identity,
+        }
+    }
+
     pub fn apply(&self, img: &Image) -> Image {
         match *self {
             EvalTransform::Identity => img.clone(),

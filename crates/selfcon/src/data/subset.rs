@@ -1,0 +1,51 @@
+//! A view of some indices of another dataset (the `--val_split` hold-out).
+
+use std::sync::Arc;
+
+use rand::seq::SliceRandom;
+
+use super::augment::sample_rng;
+use super::dataset::Dataset;
+use super::image::Image;
+use crate::error::Result;
+
+pub struct Subset {
+    inner: Arc<dyn Dataset>,
+    indices: Vec<usize>,
+}
+
+impl Subset {
+    pub fn new(inner: Arc<dyn Dataset>, indices: Vec<usize>) -> Self {
+        Subset { inner, indices }
+    }
+
+    /// Splits `set` into (train, held-out) with `fraction` held out, by a seeded permutation.
+    pub fn split(set: &Arc<dyn Dataset>, fraction: f64, seed: u64) -> (Subset, Subset) {
+        let mut order: Vec<usize> = (0..set.len()).collect();
+        order.shuffle(&mut sample_rng(seed, u64::MAX - 1, 0, 0));
+        let held = ((set.len() as f64) * fraction).round() as usize;
+        let (val, train) = order.split_at(held.min(set.len()));
+        let (mut train, mut val) = (train.to_vec(), val.to_vec());
+        train.sort_unstable();
+        val.sort_unstable();
+        (Subset::new(set.clone(), train), Subset::new(set.clone(), val))
+    }
+}
+
+impl Dataset for Subset {
+    fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    fn num_classes(&self) -> i64 {
+        self.inner.num_classes()
+    }
+
+    fn label(&self, index: usize) -> i64 {
+        self.inner.label(self.indices[index])
+    }
+
+    fn image(&self, index: usize) -> Result<Image> {
+        self.inner.image(self.indices[index])
+    }
+}

@@ -1,0 +1,350 @@
+//! Stage 2, linear evaluation (`main_linear.py`): the pre-trained encoder frozen in eval mode, a
+//! `Linear(d, n_cls)` on the pooled backbone features and, with `--subnet`, a second one on the
+//! last exit's features; each epoch reports top-1/top-5 of backbone, sub-network and ensemble
+//! (mean of the two classifiers' logits).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tch::{nn, Device, Kind, Tensor};
+
+use super::optimizer::Sgd;
+use super::schedule::LrSchedule;
+use crate::checkpoint::{self, OPTIMIZER_PREFIX};
+use crate::data::augment::{EvalTransform, TrainTransform};
+use crate::data::{DataLoader, Dataset, LoaderConfig, OpenedDataset, Subset, Transform};
+use crate::error::{Error, Result};
+use crate::model::{ConModel, ModelConfig};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LinearConfig {
+    pub model: ModelConfig,
+    pub ckpt: PathBuf,
+    pub subnet: bool,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub lr_decay_epochs: Vec<usize>,
+    pub lr_decay_rate: f64,
+    pub weight_decay: f64,
+    pub momentum: f64,
+    pub cosine: bool,
+    pub warm: bool,
+    pub seed: u64,
+    pub num_workers: usize,
+    pub save_dir: PathBuf,
+    pub exp_name: String,
+    pub image_size: usize,
+    pub eval: EvalTransform,
+    /// Fraction of the training set held out to pick the best epoch (0 = official protocol:
+    /// best test accuracy).
+    pub val_split: f64,
+}
+
+/// Top-1/top-5 (percent) of one classifier.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Accuracy {
+    pub top1: f64,
+    pub top5: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EpochAccuracy {
+    pub epoch: usize,
+    pub backbone: Accuracy,
+    pub sub: Option<Accuracy>,
+    pub ensemble: Option<Accuracy>,
+    /// Training top-1 of the backbone (and sub-network) classifier during the epoch.
+    pub train_backbone: f64,
+    pub train_sub: Option<f64>,
+    /// On the held-out split with `val_split`.
+    pub val_backbone: Option<Accuracy>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LinearResult {
+    pub epochs: Vec<EpochAccuracy>,
+    /// The official `results.json` entry (best epoch per head).
+    pub entry: Value,
+    pub results_path: PathBuf,
+}
+
+struct Head {
+    linear: crate::model::LinearClassifier,
+    optimizer: Sgd,
+    _vs: nn::VarStore,
+}
+
+impl Head {
+    fn new(d: i64, n_cls: i64, device: Device, c: &LinearConfig) -> Self {
+        let vs = nn::VarStore::new(device);
+        let linear = crate::model::LinearClassifier::new(&vs.root(), d, n_cls);
+        let optimizer = Sgd::new(&vs, c.momentum, c.weight_decay);
+        Head { linear, optimizer, _vs: vs }
+    }
+}
+
+pub fn linear_eval(config: &LinearConfig, data: &OpenedDataset, device: Device) -> Result<LinearResult> {
+    let test_set =
+        data.test.clone().ok_or_else(|| Error::option("dataset", "linear evaluation needs a test split (val/)"))?;
+    if config.subnet && config.model.exits.count() == 0 {
+        return Err(Error::option("subnet", "needs a sub-network exit in --selfcon_pos"));
+    }
+    if !(0.0..1.0).contains(&config.val_split) {
+        return Err(Error::option("val_split", format!("must be in [0, 1), got {}", config.val_split)));
+    }
+    tch::manual_seed(config.seed as i64);
+    let (vs, model) = ConModel::build(&config.model, device)?;
+    let loaded = checkpoint::load(&config.ckpt)?;
+    let weights: BTreeMap<String, Tensor> =
+        loaded.tensors.into_iter().filter(|(k, _)| !k.starts_with(OPTIMIZER_PREFIX)).collect();
+    checkpoint::load_into_var_store(&config.ckpt, &vs, &weights)?;
+    linear_eval_model(config, data, &test_set, &model, device)
+}
+
+/// Linear evaluation of an already-built encoder (also used for the random-init baseline).
+pub fn linear_eval_model(
+    config: &LinearConfig,
+    data: &OpenedDataset,
+    test_set: &Arc<dyn Dataset>,
+    model: &ConModel,
+    device: Device,
+) -> Result<LinearResult> {
+    let n_cls = data.train.num_classes();
+    let d = config.model.feature_dim();
+    let (train_set, val_set): (Arc<dyn Dataset>, Option<Arc<dyn Dataset>>) = if config.val_split > 0.0 {
+        let (t, v) = Subset::split(&data.train, config.val_split, config.seed);
+        (Arc::new(t), Some(Arc::new(v)))
+    } else {
+        (data.train.clone(), None)
+    };
+    let loader_config = |batch_size: usize, shuffle: bool| LoaderConfig {
+        batch_size,
+        threads: config.num_workers.max(1),
+        prefetch: 2,
+        shuffle,
+        seed: config.seed,
+        drop_last: false,
+        mean: data.mean,
+        std: data.std,
+    };
+    let train_loader = DataLoader::new(
+        train_set,
+        Transform::Train { transform: TrainTransform::crop_flip(config.image_size), views: 1 },
+        loader_config(config.batch_size, true),
+    )?;
+    let eval =
+        |set: &Arc<dyn Dataset>| DataLoader::new(set.clone(), Transform::Eval(config.eval), loader_config(512, false));
+    let test_loader = eval(test_set)?;
+    let val_loader = val_set.as_ref().map(eval).transpose()?;
+
+    let mut backbone = Head::new(d, n_cls, device, config);
+    let mut sub = config.subnet.then(|| Head::new(d, n_cls, device, config));
+    let schedule = LrSchedule::new(
+        config.learning_rate,
+        config.epochs,
+        config.cosine,
+        config.lr_decay_rate,
+        config.lr_decay_epochs.clone(),
+        config.warm,
+    );
+    let batches = train_loader.len();
+    let mut epochs = Vec::new();
+    for epoch in 1..=config.epochs {
+        let started = Instant::now();
+        let train_backbone = train_pass(
+            &train_loader,
+            2 * epoch as u64,
+            model,
+            &mut backbone,
+            false,
+            &schedule,
+            epoch,
+            batches,
+            device,
+        )?;
+        let train_sub = match sub.as_mut() {
+            Some(head) => Some(train_pass(
+                &train_loader,
+                2 * epoch as u64 + 1,
+                model,
+                head,
+                true,
+                &schedule,
+                epoch,
+                batches,
+                device,
+            )?),
+            None => None,
+        };
+        let (b, s, e) = evaluate(&test_loader, model, &backbone, sub.as_ref(), device)?;
+        let val_backbone = match &val_loader {
+            Some(l) => Some(evaluate(l, model, &backbone, None, device)?.0),
+            None => None,
+        };
+        eprintln!(
+            "linear epoch {epoch}: backbone {:.2}/{:.2}{}{} (train {:.2}) · {:.1} s",
+            b.top1,
+            b.top5,
+            s.map(|s| format!(" · sub {:.2}/{:.2}", s.top1, s.top5)).unwrap_or_default(),
+            e.map(|e| format!(" · ensemble {:.2}/{:.2}", e.top1, e.top5)).unwrap_or_default(),
+            train_backbone,
+            started.elapsed().as_secs_f64()
+        );
+        epochs.push(EpochAccuracy { epoch, backbone: b, sub: s, ensemble: e, train_backbone, train_sub, val_backbone });
+    }
+    let entry = results_entry(&epochs, config.val_split > 0.0);
+    let results_path = config.save_dir.join("results.json");
+    let mut key = config.ckpt.display().to_string();
+    if !config.exp_name.is_empty() {
+        key = format!("{key}_{}", config.exp_name);
+    }
+    write_results(&results_path, &key, &entry)?;
+    Ok(LinearResult { epochs, entry, results_path })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_pass(
+    loader: &DataLoader,
+    order: u64,
+    model: &ConModel,
+    head: &mut Head,
+    use_exit: bool,
+    schedule: &LrSchedule,
+    epoch: usize,
+    batches: usize,
+    device: Device,
+) -> Result<f64> {
+    let (mut correct, mut seen) = (0i64, 0i64);
+    for (step, batch) in loader.epoch(order).enumerate() {
+        let batch = batch?;
+        let labels = batch.labels.to_device(device);
+        let features = features(model, &batch.images.to_device(device), use_exit)?;
+        let logits = head.linear.forward(&features);
+        let loss = logits.cross_entropy_for_logits(&labels);
+        let value = loss.double_value(&[]);
+        if !value.is_finite() {
+            return Err(Error::input(format!("linear classifier loss is {value} at epoch {epoch}, step {step}")));
+        }
+        head.optimizer.zero_grad();
+        loss.backward();
+        head.optimizer.step(schedule.lr(epoch, step, batches));
+        correct += logits.argmax(1, false).eq_tensor(&labels).sum(Kind::Int64).int64_value(&[]);
+        seen += labels.size()[0];
+    }
+    Ok(100.0 * correct as f64 / seen.max(1) as f64)
+}
+
+fn features(model: &ConModel, images: &Tensor, use_exit: bool) -> Result<Tensor> {
+    let out = tch::no_grad(|| model.encode(images, false))?;
+    Ok(if use_exit {
+        out.exits.last().expect("validated: the model has an exit").detach()
+    } else {
+        out.backbone.detach()
+    })
+}
+
+type Evaluation = (Accuracy, Option<Accuracy>, Option<Accuracy>);
+
+fn evaluate(
+    loader: &DataLoader,
+    model: &ConModel,
+    backbone: &Head,
+    sub: Option<&Head>,
+    device: Device,
+) -> Result<Evaluation> {
+    let _guard = tch::no_grad_guard();
+    let mut counts = [[0i64; 2]; 3];
+    let mut seen = 0i64;
+    for batch in loader.epoch(0) {
+        let batch = batch?;
+        let labels = batch.labels.to_device(device);
+        let out = model.encode(&batch.images.to_device(device), false)?;
+        let lb = backbone.linear.forward(&out.backbone);
+        let mut logits = vec![lb.shallow_clone()];
+        if let Some(sub) = sub {
+            let ls = sub.linear.forward(out.exits.last().expect("validated: the model has an exit"));
+            logits.push((&lb + &ls) / 2.0);
+            logits.insert(1, ls);
+        }
+        for (c, l) in counts.iter_mut().zip(&logits) {
+            let (t1, t5) = topk_correct(l, &labels);
+            c[0] += t1;
+            c[1] += t5;
+        }
+        seen += labels.size()[0];
+    }
+    let acc =
+        |c: [i64; 2]| Accuracy { top1: 100.0 * c[0] as f64 / seen as f64, top5: 100.0 * c[1] as f64 / seen as f64 };
+    Ok((acc(counts[0]), sub.map(|_| acc(counts[1])), sub.map(|_| acc(counts[2]))))
+}
+
+fn topk_correct(logits: &Tensor, labels: &Tensor) -> (i64, i64) {
+    let k = 5.min(logits.size()[1]);
+    let (_, top) = logits.topk(k, 1, true, true);
+    let hits = top.eq_tensor(&labels.unsqueeze(1));
+    let top1 = hits.narrow(1, 0, 1).sum(Kind::Int64).int64_value(&[]);
+    let top5 = hits.sum(Kind::Int64).int64_value(&[]);
+    (top1, top5)
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// The official entry: for each head its best epoch by test top-1 (or, with a validation split, by
+/// validation top-1) as `[top1, top5, last train acc]` (`[top1, top5]` for the ensemble), plus
+/// the final epoch's accuracies.
+fn results_entry(epochs: &[EpochAccuracy], by_validation: bool) -> Value {
+    let last = epochs.last().expect("at least one epoch");
+    let best = |score: &dyn Fn(&EpochAccuracy) -> f64| {
+        epochs
+            .iter()
+            .max_by(|a, b| {
+                score(a).partial_cmp(&score(b)).unwrap_or(std::cmp::Ordering::Equal).then(b.epoch.cmp(&a.epoch))
+            })
+            .expect("epochs")
+    };
+    let select: &dyn Fn(&EpochAccuracy) -> f64 =
+        if by_validation { &|e| e.val_backbone.map_or(0.0, |a| a.top1) } else { &|e| e.backbone.top1 };
+    let b = best(select);
+    let mut entry = json!({
+        "backbone": [round2(b.backbone.top1), round2(b.backbone.top5), round2(last.train_backbone)],
+        "final": {"backbone": [round2(last.backbone.top1), round2(last.backbone.top5)]},
+    });
+    if by_validation {
+        entry["selection"] = json!({"by": "validation top-1", "epoch": b.epoch});
+    }
+    if last.sub.is_some() {
+        let s = best(&|e| e.sub.map_or(0.0, |a| a.top1));
+        let e = best(&|e| e.ensemble.map_or(0.0, |a| a.top1));
+        let (sa, ea) = (s.sub.unwrap_or_default(), e.ensemble.unwrap_or_default());
+        entry["sub"] = json!([round2(sa.top1), round2(sa.top5), round2(last.train_sub.unwrap_or(0.0))]);
+        entry["ensemble"] = json!([round2(ea.top1), round2(ea.top5)]);
+        let (ls, le) = (last.sub.unwrap_or_default(), last.ensemble.unwrap_or_default());
+        entry["final"]["sub"] = json!([round2(ls.top1), round2(ls.top5)]);
+        entry["final"]["ensemble"] = json!([round2(le.top1), round2(le.top5)]);
+    }
+    entry
+}
+
+/// Adds `key: entry` to the results file (created if absent), atomically.
+fn write_results(path: &Path, key: &str, entry: &Value) -> Result<()> {
+    let mut all = match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str::<Value>(&text).map_err(|e| Error::file(path, format!("not JSON: {e}")))?,
+        Err(_) => json!({}),
+    };
+    let obj = all.as_object_mut().ok_or_else(|| Error::file(path, "is not a JSON object"))?;
+    obj.insert(key.to_string(), entry.clone());
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create: {e}")))?;
+    let io = |e: std::io::Error| Error::file(path, format!("cannot write: {e}"));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    std::io::Write::write_all(&mut tmp, serde_json::to_string_pretty(&all).expect("json").as_bytes()).map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}
