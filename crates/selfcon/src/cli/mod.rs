@@ -3,6 +3,7 @@
 
 mod bench;
 mod data_args;
+mod demo;
 mod linear;
 mod model_args;
 mod pretrain;
@@ -21,6 +22,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The demo: pre-train SelfCon on Fashion-MNIST, then linear-probe it against its random init.
+    Demo(Box<demo::DemoArgs>),
     /// Print a model's parameter counts per part and its output shapes.
     Summary(summary::SummaryArgs),
     /// Contrastive pre-training (main_represent.py): Con, SupCon, SelfCon and their variants.
@@ -57,6 +60,7 @@ pub fn run() -> Result<(), Failure> {
         }
     };
     let result = match cli.command {
+        Command::Demo(args) => demo::run(*args),
         Command::Summary(args) => summary::run(args),
         Command::Pretrain(args) => pretrain::run(*args),
         Command::Linear(args) => linear::run(*args),

@@ -19,6 +19,15 @@ impl Subset {
         Subset { inner, indices }
     }
 
+    /// `n` samples of `set` drawn by a seeded permutation (kept in index order).
+    pub fn sample(set: &Arc<dyn Dataset>, n: usize, seed: u64) -> Subset {
+        let mut order: Vec<usize> = (0..set.len()).collect();
+        order.shuffle(&mut sample_rng(seed, u64::MAX - 2, 0, 0));
+        order.truncate(n.min(set.len()));
+        order.sort_unstable();
+        Subset::new(set.clone(), order)
+    }
+
     /// Splits `set` into (train, held-out) with `fraction` held out, by a seeded permutation.
     pub fn split(set: &Arc<dyn Dataset>, fraction: f64, seed: u64) -> (Subset, Subset) {
         let mut order: Vec<usize> = (0..set.len()).collect();

@@ -3,11 +3,13 @@
 mod linear;
 mod optimizer;
 mod pretrain;
+mod probe;
 mod run_name;
 mod schedule;
 
 pub use linear::{linear_eval, linear_eval_model, Accuracy, EpochAccuracy, LinearConfig, LinearResult};
 pub use optimizer::Sgd;
 pub use pretrain::{pretrain, PretrainConfig, PretrainResult, Progress, Quiet};
+pub use probe::{extract_features, linear_probe, CachedFeatures, ProbeResult};
 pub use run_name::{python_bool, python_float};
 pub use schedule::{LrSchedule, Warmup};

@@ -1,0 +1,48 @@
+//! `selfcon demo` at a tiny scale: it pre-trains, probes both encoders and writes its results.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn demo_runs_end_to_end_and_reports_both_encoders() {
+    let out = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_selfcon"))
+        .args([
+            "demo",
+            "--data_folder",
+            selfcon::data::bundled_fashion_mnist().unwrap().to_str().unwrap(),
+            "--save_dir",
+            out.path().to_str().unwrap(),
+            "--pretrain_images",
+            "48",
+            "--epochs",
+            "1",
+            "--batch_size",
+            "16",
+            "--probe_images",
+            "64",
+            "--test_images",
+            "32",
+            "--probe_epochs",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for line in ["backbone", "sub-network", "ensemble", "random init", "everything is in"] {
+        assert!(stdout.contains(line), "{line} missing:\n{stdout}");
+    }
+    let folder = stdout.lines().last().unwrap().rsplit("everything is in ").next().unwrap().trim();
+    let results: Value =
+        serde_json::from_str(&std::fs::read_to_string(std::path::Path::new(folder).join("demo_results.json")).unwrap())
+            .unwrap();
+    for key in ["selfcon", "random_init"] {
+        for head in ["backbone", "sub", "ensemble"] {
+            let top1 = results[key][head]["top1"].as_f64().unwrap();
+            assert!((0.0..=100.0).contains(&top1), "{key} {head} {top1}");
+        }
+    }
+    assert!(std::path::Path::new(folder).join("last.safetensors").is_file());
+}
