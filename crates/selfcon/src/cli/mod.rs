@@ -2,6 +2,7 @@
 //! `--batch_size`, ...) with the same defaults, and accept kebab-case aliases.
 
 mod bench;
+mod ce;
 mod data_args;
 mod demo;
 mod linear;
@@ -28,6 +29,8 @@ enum Command {
     Summary(summary::SummaryArgs),
     /// Contrastive pre-training (main_represent.py): Con, SupCon, SelfCon and their variants.
     Pretrain(Box<pretrain::PretrainArgs>),
+    /// 1-stage training with cross-entropy (main_ce.py): ce, subnet_ce, kd, selfcon.
+    Ce(Box<ce::CeArgs>),
     /// Linear evaluation of a pre-trained encoder (main_linear.py).
     Linear(Box<linear::LinearArgs>),
     /// Measure throughput (input pipeline).
@@ -64,6 +67,7 @@ pub fn run() -> Result<(), Failure> {
         Command::Summary(args) => summary::run(args),
         Command::Pretrain(args) => pretrain::run(*args),
         Command::Linear(args) => linear::run(*args),
+        Command::Ce(args) => ce::run(*args),
         Command::Bench(args) => bench::run(args),
     };
     result.map_err(|e| {

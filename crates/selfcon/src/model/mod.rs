@@ -1,6 +1,7 @@
 //! Models: ResNet encoders with SelfCon sub-network exits and projection heads, named so that
 //! every variable path equals the official PyTorch state-dict key.
 
+mod ce_model;
 mod con_model;
 mod config;
 mod encoder;
@@ -10,6 +11,7 @@ mod resnet;
 mod subnetwork;
 mod summary;
 
+pub use ce_model::{CeModel, CeOutput};
 pub use con_model::{ConModel, ModelOutput};
 pub use config::{Architecture, ExitPositions, ModelConfig, Stem, SubNetworkArch, SubNetworkSize};
 pub use encoder::EncoderOutput;

@@ -333,7 +333,7 @@ fn results_entry(epochs: &[EpochAccuracy], by_validation: bool) -> Value {
 }
 
 /// Adds `key: entry` to the results file (created if absent), atomically.
-fn write_results(path: &Path, key: &str, entry: &Value) -> Result<()> {
+pub(super) fn write_results(path: &Path, key: &str, entry: &Value) -> Result<()> {
     let mut all = match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str::<Value>(&text).map_err(|e| Error::file(path, format!("not JSON: {e}")))?,
         Err(_) => json!({}),

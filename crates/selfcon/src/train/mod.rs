@@ -1,5 +1,6 @@
 //! Training pieces shared by pre-training, linear evaluation and 1-stage CE.
 
+mod ce;
 mod linear;
 mod optimizer;
 mod pretrain;
@@ -7,6 +8,7 @@ mod probe;
 mod run_name;
 mod schedule;
 
+pub use ce::{kd_loss, train_ce, CeConfig, CeMethod, CeResult};
 pub use linear::{linear_eval, linear_eval_model, Accuracy, EpochAccuracy, LinearConfig, LinearResult};
 pub use optimizer::Sgd;
 pub use pretrain::{pretrain, PretrainConfig, PretrainResult, Progress, Quiet};

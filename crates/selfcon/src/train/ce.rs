@@ -1,0 +1,282 @@
+//! 1-stage training (`main_ce.py`): cross-entropy on the backbone classifier plus, per exit,
+//! `α·CE + β·KD_T(exit ‖ backbone) + γ·ConLoss_T([u_G, u_F], y)` (SPEC §1.3, §4.5).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tch::{nn, Device, Kind, Tensor};
+
+use super::linear::Accuracy;
+use super::optimizer::Sgd;
+use super::run_name::python_float;
+use super::schedule::LrSchedule;
+use crate::checkpoint::{self, Metadata};
+use crate::data::augment::{EvalTransform, TrainTransform};
+use crate::data::{DataLoader, LoaderConfig, OpenedDataset, Transform};
+use crate::error::{Error, Result};
+use crate::loss::{ConLoss, ConLossFlags, Positives};
+use crate::metrics::MetricsLog;
+use crate::model::{CeModel, ModelConfig};
+
+/// `--method` of `main_ce.py`; each fixes (α, β, γ), overwriting the flags as the official code does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CeMethod {
+    Ce,
+    SubnetCe,
+    Kd,
+    Selfcon,
+}
+
+impl CeMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            CeMethod::Ce => "ce",
+            CeMethod::SubnetCe => "subnet_ce",
+            CeMethod::Kd => "kd",
+            CeMethod::Selfcon => "selfcon",
+        }
+    }
+
+    /// (α, β, γ).
+    pub fn weights(self) -> (f64, f64, f64) {
+        match self {
+            CeMethod::Ce => (0.0, 0.0, 0.0),
+            CeMethod::SubnetCe => (1.0, 0.0, 0.0),
+            CeMethod::Kd => (0.5, 0.5, 0.0),
+            CeMethod::Selfcon => (1.0, 0.0, 0.8),
+        }
+    }
+}
+
+impl fmt::Display for CeMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for CeMethod {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        [CeMethod::Ce, CeMethod::SubnetCe, CeMethod::Kd, CeMethod::Selfcon]
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                Error::option("method", format!("unknown method '{s}' (choose from ce, subnet_ce, kd, selfcon)"))
+            })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CeConfig {
+    pub model: ModelConfig,
+    pub method: CeMethod,
+    /// KD temperature, also the contrastive temperature of `--method selfcon` (official quirk).
+    pub temperature: f64,
+    pub dim_out: i64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub lr_decay_epochs: Vec<usize>,
+    pub lr_decay_rate: f64,
+    pub weight_decay: f64,
+    pub momentum: f64,
+    pub cosine: bool,
+    pub warm: bool,
+    pub seed: u64,
+    pub num_workers: usize,
+    pub save_dir: PathBuf,
+    pub exp_name: String,
+    pub dataset_name: String,
+    pub image_size: usize,
+    pub eval: EvalTransform,
+}
+
+impl CeConfig {
+    /// `{method}_{dataset}_{model}_lr_{lr}_decay_{wd}_bsz_{bsz}_seed_{seed}[_cosine][_{exp_name}]`
+    /// (the official `_warm` suffix is added after the folder is made, so it never shows).
+    pub fn run_dir(&self) -> PathBuf {
+        let mut name = format!(
+            "{}_{}_{}_lr_{}_decay_{}_bsz_{}_seed_{}",
+            self.method,
+            self.dataset_name,
+            self.model.architecture,
+            python_float(self.learning_rate),
+            python_float(self.weight_decay),
+            self.batch_size,
+            self.seed
+        );
+        if self.cosine {
+            name.push_str("_cosine");
+        }
+        if !self.exp_name.is_empty() {
+            name = format!("{name}_{}", self.exp_name);
+        }
+        self.save_dir.join(self.method.name()).join(format!("{}_models", self.dataset_name)).join(name)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CeResult {
+    pub run_dir: PathBuf,
+    /// Per epoch: test accuracy of the backbone classifier and of each exit's classifier.
+    pub epochs: Vec<(Accuracy, Vec<Accuracy>)>,
+    pub best_epoch: usize,
+}
+
+/// `KD_T(s ‖ t) = −T² · mean_batch Σ_c softmax(t/T)_c · log_softmax(s/T)_c`, teacher detached.
+pub fn kd_loss(student: &Tensor, teacher: &Tensor, t: f64) -> Tensor {
+    let target = (teacher.detach() / t).softmax(1, Kind::Float);
+    let log_p = (student / t).log_softmax(1, Kind::Float);
+    (target * log_p).sum_dim_intlist(1, false, Kind::Float).mean(Kind::Float) * (-t * t)
+}
+
+pub fn train_ce(config: &CeConfig, data: &OpenedDataset, device: Device) -> Result<CeResult> {
+    let test_set = data.test.clone().ok_or_else(|| Error::option("dataset", "1-stage training needs a test split"))?;
+    let (alpha, beta, gamma) = config.method.weights();
+    let exits = config.model.exits.count();
+    if config.method != CeMethod::Ce && exits == 0 {
+        return Err(Error::option("selfcon_pos", format!("--method {} needs a sub-network exit", config.method)));
+    }
+    if config.method == CeMethod::Selfcon {
+        eprintln!(
+            "warning: --method selfcon uses --temperature {} as the contrastive temperature with base 0.07 (an official quirk, kept): the loss is scaled by {:.1}",
+            config.temperature,
+            config.temperature / 0.07
+        );
+    }
+    tch::manual_seed(config.seed as i64);
+    let n_cls = data.train.num_classes();
+    let vs = nn::VarStore::new(device);
+    let model = CeModel::new(&vs.root(), &config.model, n_cls, config.dim_out)?;
+    let mut optimizer = Sgd::new(&vs, config.momentum, config.weight_decay);
+    let run_dir = config.run_dir();
+    std::fs::create_dir_all(&run_dir)
+        .map_err(|e| Error::file(&run_dir, format!("cannot create the run folder: {e}")))?;
+    let config_json = serde_json::to_string_pretty(config).expect("config serialises");
+    std::fs::write(run_dir.join("config.json"), &config_json)
+        .map_err(|e| Error::file(run_dir.join("config.json"), e.to_string()))?;
+    let mut log = MetricsLog::open(&run_dir, &["kind", "epoch", "loss", "lr", "top1", "sub_top1"])?;
+    let loader_config = |batch_size: usize, shuffle: bool| LoaderConfig {
+        batch_size,
+        threads: config.num_workers.max(1),
+        prefetch: 2,
+        shuffle,
+        seed: config.seed,
+        drop_last: false,
+        mean: data.mean,
+        std: data.std,
+    };
+    let train = DataLoader::new(
+        data.train.clone(),
+        Transform::Train { transform: TrainTransform::crop_flip(config.image_size), views: 1 },
+        loader_config(config.batch_size, true),
+    )?;
+    let test = DataLoader::new(test_set, Transform::Eval(config.eval), loader_config(512, false))?;
+    let warm = config.warm || config.batch_size >= 1024;
+    let schedule = LrSchedule::new(
+        config.learning_rate,
+        config.epochs,
+        config.cosine,
+        config.lr_decay_rate,
+        config.lr_decay_epochs.clone(),
+        warm,
+    );
+    let con = ConLoss::new(config.temperature);
+    let batches = train.len();
+    let mut epochs = Vec::new();
+    for epoch in 1..=config.epochs {
+        let started = Instant::now();
+        let (mut loss_sum, mut seen) = (0.0, 0usize);
+        let mut lr = schedule.epoch_lr(epoch);
+        for (step, batch) in train.epoch(epoch as u64).enumerate() {
+            let batch = batch?;
+            lr = schedule.lr(epoch, step, batches);
+            let y = batch.labels.to_device(device);
+            let out = model.forward_t(&batch.images.to_device(device), true);
+            let mut loss = out.logits.cross_entropy_for_logits(&y);
+            for (j, exit_logits) in out.exit_logits.iter().enumerate() {
+                if alpha != 0.0 {
+                    loss = loss + exit_logits.cross_entropy_for_logits(&y) * alpha;
+                }
+                if beta != 0.0 {
+                    loss = loss + kd_loss(exit_logits, &out.logits, config.temperature) * beta;
+                }
+                if gamma != 0.0 {
+                    let pair = Tensor::stack(&[&out.exit_projections[j], &out.projection], 1);
+                    loss = loss + con.forward(&pair, Positives::Labels(&y), ConLossFlags::default())? * gamma;
+                }
+            }
+            let value = loss.double_value(&[]);
+            if !value.is_finite() {
+                return Err(Error::input(format!("loss is {value} at epoch {epoch}, step {step}: training stopped")));
+            }
+            optimizer.zero_grad();
+            loss.backward();
+            optimizer.step(lr);
+            loss_sum += value * batch.indices.len() as f64;
+            seen += batch.indices.len();
+        }
+        let (top, sub) = evaluate(&model, &test, exits, device)?;
+        let mean_loss = loss_sum / seen.max(1) as f64;
+        eprintln!(
+            "ce epoch {epoch}: loss {mean_loss:.4} · lr {lr:.5} · test top-1 {:.2}{} · {:.1} s",
+            top.top1,
+            sub.iter().map(|s| format!(" · exit {:.2}", s.top1)).collect::<String>(),
+            started.elapsed().as_secs_f64()
+        );
+        let serde_json::Value::Object(record) = json!({"kind": "epoch", "epoch": epoch, "loss": mean_loss, "lr": lr, "top1": top.top1, "sub_top1": sub.last().map(|s| s.top1)})
+        else {
+            unreachable!("object literal")
+        };
+        log.record(record)?;
+        let mut meta = Metadata::new();
+        meta.insert("format".into(), "selfcon-checkpoint-1".into());
+        meta.insert("stage".into(), "ce".into());
+        meta.insert("epoch".into(), epoch.to_string());
+        meta.insert("config".into(), config_json.clone());
+        let tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        checkpoint::save(&run_dir.join("last.safetensors"), &tensors, &meta)?;
+        epochs.push((top, sub));
+    }
+    let best_epoch = epochs
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1 .0.top1.partial_cmp(&b.1 .0.top1).unwrap_or(std::cmp::Ordering::Equal).then(b.0.cmp(&a.0)))
+        .map(|(i, _)| i + 1)
+        .unwrap_or(1);
+    // Official: best backbone top-1 and the sub-network accuracy of that epoch.
+    let (best, best_sub) = &epochs[best_epoch - 1];
+    let round2 = |x: f64| (x * 100.0).round() / 100.0;
+    let entry =
+        json!({"backbone": round2(best.top1), "sub": best_sub.last().map(|s| round2(s.top1)), "epoch": best_epoch});
+    let key = run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    super::linear::write_results(&config.save_dir.join("results.json"), &key, &entry)?;
+    Ok(CeResult { run_dir, epochs, best_epoch })
+}
+
+fn evaluate(model: &CeModel, loader: &DataLoader, exits: usize, device: Device) -> Result<(Accuracy, Vec<Accuracy>)> {
+    let _guard = tch::no_grad_guard();
+    let mut correct = vec![[0i64; 2]; exits + 1];
+    let mut seen = 0i64;
+    for batch in loader.epoch(0) {
+        let batch = batch?;
+        let y = batch.labels.to_device(device);
+        let out = model.forward_t(&batch.images.to_device(device), false);
+        for (c, logits) in correct.iter_mut().zip(std::iter::once(&out.logits).chain(&out.exit_logits)) {
+            let k = 5.min(logits.size()[1]);
+            let (_, top) = logits.topk(k, 1, true, true);
+            let hits = top.eq_tensor(&y.unsqueeze(1));
+            c[0] += hits.narrow(1, 0, 1).sum(Kind::Int64).int64_value(&[]);
+            c[1] += hits.sum(Kind::Int64).int64_value(&[]);
+        }
+        seen += y.size()[0];
+    }
+    let acc =
+        |c: &[i64; 2]| Accuracy { top1: 100.0 * c[0] as f64 / seen as f64, top5: 100.0 * c[1] as f64 / seen as f64 };
+    Ok((acc(&correct[0]), correct[1..].iter().map(acc).collect()))
+}

@@ -1,0 +1,104 @@
+//! 1-stage training (`selfcon ce`) end to end on tiny data, every method.
+
+mod common;
+
+use std::process::Command;
+
+use serde_json::Value;
+use tch::{Kind, Tensor};
+
+use selfcon::train::kd_loss;
+
+fn selfcon(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_selfcon")).args(args).output().unwrap()
+}
+
+#[test]
+fn kd_is_soft_target_cross_entropy_times_t_squared() {
+    let s = Tensor::from_slice(&[1.0f32, 2.0, 0.5, -1.0, 0.0, 3.0]).view([2, 3]);
+    let t = Tensor::from_slice(&[0.5f32, 0.1, 2.0, 1.0, 1.0, 1.0]).view([2, 3]);
+    let temp = 3.0;
+    let p = (&t / temp).softmax(1, Kind::Float);
+    let want = -(p * (&s / temp).log_softmax(1, Kind::Float)).sum(Kind::Float).double_value(&[]) / 2.0 * temp * temp;
+    assert!((kd_loss(&s, &t, temp).double_value(&[]) - want).abs() < 1e-5);
+}
+
+#[test]
+fn every_ce_method_trains_and_reports() {
+    let d = tempfile::tempdir().unwrap();
+    common::tiny_fashion_mnist(d.path(), 24, 12);
+    let save = tempfile::tempdir().unwrap();
+    let (data, out) = (d.path().to_str().unwrap(), save.path().to_str().unwrap());
+    for method in ["ce", "subnet_ce", "kd", "selfcon"] {
+        let o = selfcon(&[
+            "ce",
+            "--method",
+            method,
+            "--dataset",
+            "fashionmnist",
+            "--data_folder",
+            data,
+            "--save_dir",
+            out,
+            "--model",
+            "resnet18",
+            "--selfcon_pos",
+            "[False,True,False]",
+            "--selfcon_size",
+            "fc",
+            "--epochs",
+            "1",
+            "--batch_size",
+            "12",
+            "--num_workers",
+            "2",
+            "--warm",
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{method}: {err}");
+        assert!(err.contains("ce epoch 1: loss") && err.contains("exit"), "{method}: {err}");
+        assert_eq!(err.contains("warning: --method selfcon uses --temperature 3"), method == "selfcon", "{err}");
+        let run_dir = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        assert!(
+            run_dir.ends_with(&format!("{method}_fashionmnist_resnet18_lr_0.2_decay_0.0001_bsz_12_seed_0")),
+            "no _warm suffix: {run_dir}"
+        );
+        assert!(std::path::Path::new(&run_dir).join("last.safetensors").is_file());
+    }
+    let results: Value =
+        serde_json::from_str(&std::fs::read_to_string(save.path().join("results.json")).unwrap()).unwrap();
+    assert_eq!(results.as_object().unwrap().len(), 4);
+    let entry = &results["kd_fashionmnist_resnet18_lr_0.2_decay_0.0001_bsz_12_seed_0"];
+    assert!(entry["backbone"].as_f64().is_some() && entry["sub"].as_f64().is_some(), "{entry}");
+
+    for (args, want) in [
+        (&["--method", "mixup"][..], "--method: unknown method 'mixup'"),
+        (
+            &["--method", "kd", "--selfcon_pos", "[False,False,False]"][..],
+            "--selfcon_pos: --method kd needs a sub-network exit",
+        ),
+    ] {
+        let o = selfcon(
+            &[
+                &[
+                    "ce",
+                    "--dataset",
+                    "fashionmnist",
+                    "--data_folder",
+                    data,
+                    "--save_dir",
+                    out,
+                    "--model",
+                    "resnet18",
+                    "--epochs",
+                    "1",
+                ][..],
+                args,
+            ]
+            .concat(),
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+}
