@@ -229,3 +229,48 @@ fn bench_loader_on_an_image_folder() {
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["images"], 4);
 }
+
+#[test]
+fn each_command_keeps_its_official_defaults() {
+    let help = |cmd: &str| {
+        String::from_utf8_lossy(&selfcon(&[cmd, "--help"]).stdout).split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    let expect = [
+        (
+            "pretrain",
+            &[
+                "--epochs <EPOCHS> [default: 1000]",
+                "[default: 0.05]",
+                "[default: 700,800,900]",
+                "[default: ./save/representation]",
+                "[default: cifar10]",
+            ][..],
+        ),
+        (
+            "linear",
+            &[
+                "--epochs <EPOCHS> [default: 100]",
+                "[default: 0.1]",
+                "[default: 60,75,90]",
+                "[default: 0.2]",
+                "[default: imagenet]",
+            ][..],
+        ),
+        (
+            "ce",
+            &[
+                "--epochs <EPOCHS> [default: 500]",
+                "[default: 0.2]",
+                "[default: 350,400,450]",
+                "[default: ./save/distill]",
+                "[default: 3]",
+            ][..],
+        ),
+    ];
+    for (cmd, wants) in expect {
+        let text = help(cmd);
+        for want in wants {
+            assert!(text.contains(want), "{cmd} --help lacks {want}:\n{text}");
+        }
+    }
+}

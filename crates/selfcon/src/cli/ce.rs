@@ -12,7 +12,7 @@ use selfcon::Error;
 
 use super::data_args::DataArgs;
 use super::model_args::ModelArgs;
-use super::pretrain::milestones;
+use super::optim_args::OptimArgs;
 
 #[derive(Args, Debug)]
 pub struct CeArgs {
@@ -47,61 +47,12 @@ pub struct CeArgs {
     #[arg(long, default_value_t = 3.0)]
     pub temperature: f64,
 
-    #[arg(long = "batch_size", visible_alias = "batch-size", default_value_t = 256, value_name = "N")]
-    pub batch_size: usize,
-
-    #[arg(long = "num_workers", visible_alias = "num-workers", default_value_t = 16, value_name = "N")]
-    pub num_workers: usize,
-
-    #[arg(long, default_value_t = 500)]
-    pub epochs: usize,
-
-    #[arg(long = "learning_rate", visible_alias = "learning-rate", default_value_t = 0.2, value_name = "LR")]
-    pub learning_rate: f64,
-
-    #[arg(
-        long = "lr_decay_epochs",
-        visible_alias = "lr-decay-epochs",
-        default_value = "350,400,450",
-        value_name = "LIST"
-    )]
-    pub lr_decay_epochs: String,
-
-    #[arg(long = "lr_decay_rate", visible_alias = "lr-decay-rate", default_value_t = 0.1, value_name = "RATE")]
-    pub lr_decay_rate: f64,
-
-    #[arg(long = "weight_decay", visible_alias = "weight-decay", default_value_t = 1e-4, value_name = "WD")]
-    pub weight_decay: f64,
-
-    #[arg(long, default_value_t = 0.9)]
-    pub momentum: f64,
-
-    #[arg(long)]
-    pub cosine: bool,
-
-    /// Warm-up (also automatic for batch sizes ≥ 1024).
-    #[arg(long)]
-    pub warm: bool,
-
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-
-    #[arg(long = "print_freq", visible_alias = "print-freq", default_value_t = 10, value_name = "N")]
-    pub print_freq: usize,
-
-    /// Root of the output tree: {save_dir}/{method}/{dataset}_models/{run name}/, and results.json.
-    #[arg(long = "save_dir", visible_alias = "save-dir", default_value = "./save/distill", value_name = "DIR")]
-    pub save_dir: PathBuf,
-
     /// Not supported for 1-stage training yet.
     #[arg(long, value_name = "PATH")]
     pub resume: Option<PathBuf>,
 
-    #[arg(long = "exp_name", visible_alias = "exp-name", default_value = "", value_name = "TEXT")]
-    pub exp_name: String,
-
-    #[arg(long, default_value = "auto")]
-    pub device: String,
+    #[command(flatten)]
+    pub optim: OptimArgs,
 }
 
 pub fn run(a: CeArgs) -> anyhow::Result<()> {
@@ -115,26 +66,26 @@ pub fn run(a: CeArgs) -> anyhow::Result<()> {
     }
     let kind: DatasetKind = a.dataset.parse()?;
     let model = a.model.to_config(&a.dataset)?;
-    let device = select_device(a.device.parse::<DeviceRequest>()?)?;
+    let device = select_device(a.optim.device.parse::<DeviceRequest>()?)?;
     let (data, image_size) = a.data.open(&a.dataset)?;
     let config = CeConfig {
         model,
         method,
         temperature: a.temperature,
         dim_out: a.dim_out,
-        epochs: a.epochs,
-        batch_size: a.batch_size,
-        learning_rate: a.learning_rate,
-        lr_decay_epochs: milestones(&a.lr_decay_epochs)?,
-        lr_decay_rate: a.lr_decay_rate,
-        weight_decay: a.weight_decay,
-        momentum: a.momentum,
-        cosine: a.cosine,
-        warm: a.warm,
-        seed: a.seed,
-        num_workers: a.num_workers,
-        save_dir: a.save_dir.clone(),
-        exp_name: a.exp_name.clone(),
+        epochs: a.optim.epochs,
+        batch_size: a.optim.batch_size,
+        learning_rate: a.optim.learning_rate,
+        lr_decay_epochs: a.optim.milestones()?,
+        lr_decay_rate: a.optim.lr_decay_rate,
+        weight_decay: a.optim.weight_decay,
+        momentum: a.optim.momentum,
+        cosine: a.optim.cosine,
+        warm: a.optim.warm,
+        seed: a.optim.seed,
+        num_workers: a.optim.num_workers,
+        save_dir: a.optim.save_dir.clone(),
+        exp_name: a.optim.exp_name.clone(),
         dataset_name: a.dataset.clone(),
         image_size,
         eval: EvalTransform::for_dataset(kind),

@@ -7,6 +7,7 @@ mod data_args;
 mod demo;
 mod linear;
 mod model_args;
+mod optim_args;
 mod pretrain;
 mod summary;
 
@@ -30,8 +31,21 @@ enum Command {
     /// Contrastive pre-training (main_represent.py): Con, SupCon, SelfCon and their variants.
     Pretrain(Box<pretrain::PretrainArgs>),
     /// 1-stage training with cross-entropy (main_ce.py): ce, subnet_ce, kd, selfcon.
+    #[command(
+        mut_arg("epochs", |a| a.default_value("500")),
+        mut_arg("learning_rate", |a| a.default_value("0.2")),
+        mut_arg("lr_decay_epochs", |a| a.default_value("350,400,450")),
+        mut_arg("save_dir", |a| a.default_value("./save/distill"))
+    )]
     Ce(Box<ce::CeArgs>),
     /// Linear evaluation of a pre-trained encoder (main_linear.py).
+    #[command(
+        mut_arg("epochs", |a| a.default_value("100")),
+        mut_arg("learning_rate", |a| a.default_value("0.1")),
+        mut_arg("lr_decay_epochs", |a| a.default_value("60,75,90")),
+        mut_arg("lr_decay_rate", |a| a.default_value("0.2")),
+        mut_arg("weight_decay", |a| a.default_value("0"))
+    )]
     Linear(Box<linear::LinearArgs>),
     /// Measure throughput (input pipeline).
     Bench(bench::BenchArgs),

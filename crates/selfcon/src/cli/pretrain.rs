@@ -13,6 +13,7 @@ use selfcon::Error;
 
 use super::data_args::DataArgs;
 use super::model_args::ModelArgs;
+use super::optim_args::OptimArgs;
 
 #[derive(Args, Debug)]
 pub struct PretrainArgs {
@@ -47,47 +48,6 @@ pub struct PretrainArgs {
     #[arg(long, default_value_t = 0.07)]
     pub temp: f64,
 
-    #[arg(long = "batch_size", visible_alias = "batch-size", default_value_t = 256, value_name = "N")]
-    pub batch_size: usize,
-
-    /// Data loader worker threads.
-    #[arg(long = "num_workers", visible_alias = "num-workers", default_value_t = 16, value_name = "N")]
-    pub num_workers: usize,
-
-    #[arg(long, default_value_t = 1000)]
-    pub epochs: usize,
-
-    #[arg(long = "learning_rate", visible_alias = "learning-rate", default_value_t = 0.05, value_name = "LR")]
-    pub learning_rate: f64,
-
-    /// Step-decay milestones, comma-separated (used without --cosine).
-    #[arg(
-        long = "lr_decay_epochs",
-        visible_alias = "lr-decay-epochs",
-        default_value = "700,800,900",
-        value_name = "LIST"
-    )]
-    pub lr_decay_epochs: String,
-
-    /// Step-decay factor; also sets the cosine floor lr·rate³.
-    #[arg(long = "lr_decay_rate", visible_alias = "lr-decay-rate", default_value_t = 0.1, value_name = "RATE")]
-    pub lr_decay_rate: f64,
-
-    /// SGD weight decay, on every parameter.
-    #[arg(long = "weight_decay", visible_alias = "weight-decay", default_value_t = 1e-4, value_name = "WD")]
-    pub weight_decay: f64,
-
-    #[arg(long, default_value_t = 0.9)]
-    pub momentum: f64,
-
-    /// Cosine learning-rate schedule (per epoch).
-    #[arg(long)]
-    pub cosine: bool,
-
-    /// 10-epoch linear warm-up (switched on automatically for batch sizes ≥ 1024).
-    #[arg(long)]
-    pub warm: bool,
-
     /// Mixed precision (fp16 autocast + loss scaling on CUDA, bf16 on CPU).
     #[arg(long)]
     pub precision: bool,
@@ -100,43 +60,16 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub randaug: bool,
 
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-
-    /// Log every N steps to metrics.jsonl/csv (and the terminal without a progress bar).
-    #[arg(long = "print_freq", visible_alias = "print-freq", default_value_t = 10, value_name = "N")]
-    pub print_freq: usize,
-
     /// Also keep ckpt_epoch_{E}.safetensors every N epochs (last.safetensors is written every epoch).
     #[arg(long = "save_freq", visible_alias = "save-freq", default_value_t = 0, value_name = "N")]
     pub save_freq: usize,
-
-    /// Root of the output tree: {save_dir}/{method}/{dataset}_models/{run_name}/.
-    #[arg(long = "save_dir", visible_alias = "save-dir", default_value = "./save/representation", value_name = "DIR")]
-    pub save_dir: PathBuf,
 
     /// Checkpoint to continue from (training resumes at its epoch + 1).
     #[arg(long, value_name = "PATH")]
     pub resume: Option<PathBuf>,
 
-    /// Suffix of the run name.
-    #[arg(long = "exp_name", visible_alias = "exp-name", default_value = "", value_name = "TEXT")]
-    pub exp_name: String,
-
-    /// auto (CUDA when available), cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-}
-
-pub fn milestones(text: &str) -> selfcon::Result<Vec<usize>> {
-    text.split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| {
-            s.trim().parse().map_err(|_| {
-                Error::option("lr_decay_epochs", format!("'{text}' is not a comma-separated list of epochs"))
-            })
-        })
-        .collect()
+    #[command(flatten)]
+    pub optim: OptimArgs,
 }
 
 pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
@@ -148,7 +81,7 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
         return Err(Error::NotImplemented("--dataset folder for training".into()).into());
     }
     let model = a.model.to_config(&a.dataset)?;
-    let device = select_device(a.device.parse::<DeviceRequest>()?)?;
+    let device = select_device(a.optim.device.parse::<DeviceRequest>()?)?;
     let (data, image_size) = a.data.open(&a.dataset)?;
     let config = PretrainConfig {
         model,
@@ -157,28 +90,28 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
         label: !a.label,
         alpha: a.alpha,
         temp: a.temp,
-        epochs: a.epochs,
-        batch_size: a.batch_size,
-        learning_rate: a.learning_rate,
-        lr_decay_epochs: milestones(&a.lr_decay_epochs)?,
-        lr_decay_rate: a.lr_decay_rate,
-        weight_decay: a.weight_decay,
-        momentum: a.momentum,
-        cosine: a.cosine,
-        warm: a.warm,
+        epochs: a.optim.epochs,
+        batch_size: a.optim.batch_size,
+        learning_rate: a.optim.learning_rate,
+        lr_decay_epochs: a.optim.milestones()?,
+        lr_decay_rate: a.optim.lr_decay_rate,
+        weight_decay: a.optim.weight_decay,
+        momentum: a.optim.momentum,
+        cosine: a.optim.cosine,
+        warm: a.optim.warm,
         weakaug: a.weakaug,
         randaug: a.randaug,
-        seed: a.seed,
-        num_workers: a.num_workers,
-        print_freq: a.print_freq,
+        seed: a.optim.seed,
+        num_workers: a.optim.num_workers,
+        print_freq: a.optim.print_freq,
         save_freq: a.save_freq,
-        save_dir: a.save_dir.clone(),
-        exp_name: a.exp_name.clone(),
+        save_dir: a.optim.save_dir.clone(),
+        exp_name: a.optim.exp_name.clone(),
         dataset_name: a.dataset.clone(),
         image_size,
     };
     config.validate()?;
-    let mut progress = TerminalProgress::new(a.print_freq);
+    let mut progress = TerminalProgress::new(a.optim.print_freq);
     progress.banner = format!(
         "pretrain {} on {} from {} · {} · device {:?}",
         config.method,

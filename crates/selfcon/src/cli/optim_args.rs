@@ -1,0 +1,85 @@
+//! The optimisation and output flags shared by `pretrain`, `linear` and `ce`. The defaults here are
+//! `main_represent.py`'s; `linear` and `ce` replace theirs with `mut_arg` (see `cli/mod.rs`), so
+//! every command keeps its official defaults.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use selfcon::Error;
+
+#[derive(Args, Debug, Clone)]
+pub struct OptimArgs {
+    #[arg(long = "batch_size", visible_alias = "batch-size", default_value_t = 256, value_name = "N")]
+    pub batch_size: usize,
+
+    /// Data loader worker threads.
+    #[arg(long = "num_workers", visible_alias = "num-workers", default_value_t = 16, value_name = "N")]
+    pub num_workers: usize,
+
+    #[arg(long, default_value_t = 1000)]
+    pub epochs: usize,
+
+    #[arg(long = "learning_rate", visible_alias = "learning-rate", default_value_t = 0.05, value_name = "LR")]
+    pub learning_rate: f64,
+
+    /// Step-decay milestones, comma-separated (used without --cosine).
+    #[arg(
+        long = "lr_decay_epochs",
+        visible_alias = "lr-decay-epochs",
+        default_value = "700,800,900",
+        value_name = "LIST"
+    )]
+    pub lr_decay_epochs: String,
+
+    /// Step-decay factor; also sets the cosine floor lr·rate³.
+    #[arg(long = "lr_decay_rate", visible_alias = "lr-decay-rate", default_value_t = 0.1, value_name = "RATE")]
+    pub lr_decay_rate: f64,
+
+    /// SGD weight decay (on every trained parameter).
+    #[arg(long = "weight_decay", visible_alias = "weight-decay", default_value_t = 1e-4, value_name = "WD")]
+    pub weight_decay: f64,
+
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+
+    /// Cosine learning-rate schedule (set per epoch).
+    #[arg(long)]
+    pub cosine: bool,
+
+    /// 10-epoch linear warm-up from 0.01 (automatic for batch sizes ≥ 1024 in pretrain and ce).
+    #[arg(long)]
+    pub warm: bool,
+
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Log every N steps.
+    #[arg(long = "print_freq", visible_alias = "print-freq", default_value_t = 10, value_name = "N")]
+    pub print_freq: usize,
+
+    /// Root of the output tree.
+    #[arg(long = "save_dir", visible_alias = "save-dir", default_value = "./save/representation", value_name = "DIR")]
+    pub save_dir: PathBuf,
+
+    /// Suffix of the run name (and of the results.json key).
+    #[arg(long = "exp_name", visible_alias = "exp-name", default_value = "", value_name = "TEXT")]
+    pub exp_name: String,
+
+    /// auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+impl OptimArgs {
+    pub fn milestones(&self) -> selfcon::Result<Vec<usize>> {
+        let text = &self.lr_decay_epochs;
+        text.split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| {
+                s.trim().parse().map_err(|_| {
+                    Error::option("lr_decay_epochs", format!("'{text}' is not a comma-separated list of epochs"))
+                })
+            })
+            .collect()
+    }
+}
