@@ -10,7 +10,7 @@ use selfcon::checkpoint;
 use selfcon::data::{open_dataset, DatasetKind};
 use selfcon::loss::Method;
 use selfcon::model::{ExitPositions, ModelConfig, SubNetworkSize};
-use selfcon::train::{pretrain, PretrainConfig, Quiet};
+use selfcon::train::{pretrain, OptimConfig, PretrainConfig, Quiet};
 use tch::Device;
 
 fn config(
@@ -31,23 +31,25 @@ fn config(
         label,
         alpha,
         temp: 0.1,
-        epochs: 2,
-        batch_size: 12,
-        learning_rate: 0.05,
-        lr_decay_epochs: vec![700, 800, 900],
-        lr_decay_rate: 0.1,
-        weight_decay: 1e-4,
-        momentum: 0.9,
-        cosine: true,
-        warm: false,
+        optim: OptimConfig {
+            epochs: 2,
+            batch_size: 12,
+            learning_rate: 0.05,
+            lr_decay_epochs: vec![700, 800, 900],
+            lr_decay_rate: 0.1,
+            weight_decay: 1e-4,
+            momentum: 0.9,
+            cosine: true,
+            warm: false,
+            seed: 3,
+            num_workers: 2,
+            save_dir: save_dir.to_path_buf(),
+            exp_name: "test".into(),
+        },
         weakaug: false,
         randaug: false,
-        seed: 3,
-        num_workers: 2,
         print_freq: 1,
         save_freq: 1,
-        save_dir: save_dir.to_path_buf(),
-        exp_name: "test".into(),
         dataset_name: "fashionmnist".into(),
         image_size: 32,
     }
@@ -100,7 +102,11 @@ fn selfcon_run_writes_the_official_tree_and_resumes_exactly() {
 
     // Interrupted after epoch 1, resumed from its checkpoint: the same epoch-2 loss and weights.
     let save2 = tempfile::tempdir().unwrap();
-    let c2 = PretrainConfig { save_dir: save2.path().to_path_buf(), ..c.clone() };
+    let c2 = {
+        let mut c2 = c.clone();
+        c2.optim.save_dir = save2.path().to_path_buf();
+        c2
+    };
     let resumed =
         pretrain(&c2, &data, Device::Cpu, Some(&full.run_dir.join("ckpt_epoch_1.safetensors")), &mut Quiet).unwrap();
     assert_eq!(resumed.epochs_run, 1);
@@ -125,8 +131,8 @@ fn every_method_variant_trains() {
     ];
     for (name, method, exits, multiview, label, alpha) in variants {
         let mut c = config(save.path(), method, exits, multiview, label, alpha);
-        c.epochs = 1;
-        c.exp_name = name.into();
+        c.optim.epochs = 1;
+        c.optim.exp_name = name.into();
         let r = pretrain(&c, &data, Device::Cpu, None, &mut Quiet).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(r.epoch_losses[0].is_finite(), "{name}");
     }
@@ -137,7 +143,7 @@ fn resume_errors() {
     let (_d, data) = data(12);
     let save = tempfile::tempdir().unwrap();
     let mut c = config(save.path(), Method::SelfCon, [false, true, false], false, true, 0.0);
-    c.epochs = 1;
+    c.optim.epochs = 1;
     let missing = save.path().join("nope.safetensors");
     let e = pretrain(&c, &data, Device::Cpu, Some(&missing), &mut Quiet).unwrap_err().to_string();
     assert!(e.starts_with("--resume: ") && e.contains("does not exist"), "{e}");
@@ -157,8 +163,8 @@ fn diverging_loss_stops_with_epoch_and_step() {
     let (_d, data) = data(24);
     let save = tempfile::tempdir().unwrap();
     let mut c = config(save.path(), Method::SelfCon, [false, true, false], false, true, 0.0);
-    c.learning_rate = 1e30;
-    c.cosine = false;
+    c.optim.learning_rate = 1e30;
+    c.optim.cosine = false;
     let e = pretrain(&c, &data, Device::Cpu, None, &mut Quiet).unwrap_err().to_string();
     assert!(e.starts_with("loss is") && e.contains("at epoch 1, step 1"), "{e}");
 }

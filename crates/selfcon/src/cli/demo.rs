@@ -15,7 +15,7 @@ use selfcon::checkpoint;
 use selfcon::data::{open_dataset, Dataset, DatasetKind, Subset};
 use selfcon::loss::Method;
 use selfcon::model::{ConModel, ModelConfig};
-use selfcon::train::{extract_features, linear_probe, pretrain, Accuracy, PretrainConfig, ProbeResult};
+use selfcon::train::{extract_features, linear_probe, pretrain, Accuracy, OptimConfig, PretrainConfig, ProbeResult};
 
 use super::pretrain::TerminalProgress;
 
@@ -86,25 +86,27 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         label: true,
         alpha: 0.0,
         temp: a.temp,
-        epochs: a.epochs,
-        batch_size: a.batch_size,
-        learning_rate: a.learning_rate,
-        lr_decay_epochs: vec![],
-        lr_decay_rate: 0.1,
-        weight_decay: 1e-4,
-        momentum: 0.9,
-        // A constant rate: with a handful of epochs the official cosine would spend the last one at
-        // its floor (lr·0.001).
-        cosine: false,
-        warm: false,
+        optim: OptimConfig {
+            epochs: a.epochs,
+            batch_size: a.batch_size,
+            learning_rate: a.learning_rate,
+            lr_decay_epochs: vec![],
+            lr_decay_rate: 0.1,
+            weight_decay: 1e-4,
+            momentum: 0.9,
+            // A constant rate: with a handful of epochs the official cosine would spend the last
+            // one at its floor (lr·0.001).
+            cosine: false,
+            warm: false,
+            seed: a.seed,
+            num_workers: a.num_workers,
+            save_dir: a.save_dir.clone(),
+            exp_name: "demo".into(),
+        },
         weakaug: false,
         randaug: false,
-        seed: a.seed,
-        num_workers: a.num_workers,
         print_freq: 10,
         save_freq: 0,
-        save_dir: a.save_dir.clone(),
-        exp_name: "demo".into(),
         dataset_name: kind.name().into(),
         image_size: 32,
     };

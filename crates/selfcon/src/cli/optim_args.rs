@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use selfcon::train::OptimConfig;
 use selfcon::Error;
 
 #[derive(Args, Debug, Clone)]
@@ -71,6 +72,24 @@ pub struct OptimArgs {
 }
 
 impl OptimArgs {
+    pub fn to_config(&self) -> selfcon::Result<OptimConfig> {
+        Ok(OptimConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            learning_rate: self.learning_rate,
+            lr_decay_epochs: self.milestones()?,
+            lr_decay_rate: self.lr_decay_rate,
+            weight_decay: self.weight_decay,
+            momentum: self.momentum,
+            cosine: self.cosine,
+            warm: self.warm,
+            seed: self.seed,
+            num_workers: self.num_workers,
+            save_dir: self.save_dir.clone(),
+            exp_name: self.exp_name.clone(),
+        })
+    }
+
     pub fn milestones(&self) -> selfcon::Result<Vec<usize>> {
         let text = &self.lr_decay_epochs;
         text.split(',')

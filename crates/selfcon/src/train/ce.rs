@@ -11,9 +11,9 @@ use serde_json::json;
 use tch::{nn, Device, Kind, Tensor};
 
 use super::linear::Accuracy;
+use super::optim_config::OptimConfig;
 use super::optimizer::Sgd;
 use super::run_name::python_float;
-use super::schedule::LrSchedule;
 use crate::checkpoint::{self, Metadata};
 use crate::data::augment::{EvalTransform, TrainTransform};
 use crate::data::{DataLoader, LoaderConfig, OpenedDataset, Transform};
@@ -74,23 +74,11 @@ impl FromStr for CeMethod {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CeConfig {
     pub model: ModelConfig,
+    pub optim: OptimConfig,
     pub method: CeMethod,
     /// KD temperature, also the contrastive temperature of `--method selfcon` (official quirk).
     pub temperature: f64,
     pub dim_out: i64,
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub learning_rate: f64,
-    pub lr_decay_epochs: Vec<usize>,
-    pub lr_decay_rate: f64,
-    pub weight_decay: f64,
-    pub momentum: f64,
-    pub cosine: bool,
-    pub warm: bool,
-    pub seed: u64,
-    pub num_workers: usize,
-    pub save_dir: PathBuf,
-    pub exp_name: String,
     pub dataset_name: String,
     pub image_size: usize,
     pub eval: EvalTransform,
@@ -105,18 +93,18 @@ impl CeConfig {
             self.method,
             self.dataset_name,
             self.model.architecture,
-            python_float(self.learning_rate),
-            python_float(self.weight_decay),
-            self.batch_size,
-            self.seed
+            python_float(self.optim.learning_rate),
+            python_float(self.optim.weight_decay),
+            self.optim.batch_size,
+            self.optim.seed
         );
-        if self.cosine {
+        if self.optim.cosine {
             name.push_str("_cosine");
         }
-        if !self.exp_name.is_empty() {
-            name = format!("{name}_{}", self.exp_name);
+        if !self.optim.exp_name.is_empty() {
+            name = format!("{name}_{}", self.optim.exp_name);
         }
-        self.save_dir.join(self.method.name()).join(format!("{}_models", self.dataset_name)).join(name)
+        self.optim.save_dir.join(self.method.name()).join(format!("{}_models", self.dataset_name)).join(name)
     }
 }
 
@@ -149,11 +137,11 @@ pub fn train_ce(config: &CeConfig, data: &OpenedDataset, device: Device) -> Resu
             config.temperature / 0.07
         );
     }
-    tch::manual_seed(config.seed as i64);
+    tch::manual_seed(config.optim.seed as i64);
     let n_cls = data.train.num_classes();
     let vs = nn::VarStore::new(device);
     let model = CeModel::new(&vs.root(), &config.model, n_cls, config.dim_out)?;
-    let mut optimizer = Sgd::new(&vs, config.momentum, config.weight_decay);
+    let mut optimizer = Sgd::new(&vs, config.optim.momentum, config.optim.weight_decay);
     let run_dir = config.run_dir();
     std::fs::create_dir_all(&run_dir)
         .map_err(|e| Error::file(&run_dir, format!("cannot create the run folder: {e}")))?;
@@ -163,10 +151,10 @@ pub fn train_ce(config: &CeConfig, data: &OpenedDataset, device: Device) -> Resu
     let mut log = MetricsLog::open(&run_dir, &["kind", "epoch", "loss", "lr", "top1", "sub_top1"])?;
     let loader_config = |batch_size: usize, shuffle: bool| LoaderConfig {
         batch_size,
-        threads: config.num_workers.max(1),
+        threads: config.optim.num_workers.max(1),
         prefetch: 2,
         shuffle,
-        seed: config.seed,
+        seed: config.optim.seed,
         drop_last: false,
         mean: data.mean,
         std: data.std,
@@ -174,22 +162,14 @@ pub fn train_ce(config: &CeConfig, data: &OpenedDataset, device: Device) -> Resu
     let train = DataLoader::new(
         data.train.clone(),
         Transform::Train { transform: TrainTransform::crop_flip(config.image_size), views: 1 },
-        loader_config(config.batch_size, true),
+        loader_config(config.optim.batch_size, true),
     )?;
     let test = DataLoader::new(test_set, Transform::Eval(config.eval), loader_config(512, false))?;
-    let warm = config.warm || config.batch_size >= 1024;
-    let schedule = LrSchedule::new(
-        config.learning_rate,
-        config.epochs,
-        config.cosine,
-        config.lr_decay_rate,
-        config.lr_decay_epochs.clone(),
-        warm,
-    );
+    let schedule = config.optim.schedule(true);
     let con = ConLoss::new(config.temperature);
     let batches = train.len();
     let mut epochs = Vec::new();
-    for epoch in 1..=config.epochs {
+    for epoch in 1..=config.optim.epochs {
         let started = Instant::now();
         let (mut loss_sum, mut seen) = (0.0, 0usize);
         let mut lr = schedule.epoch_lr(epoch);
@@ -255,7 +235,7 @@ pub fn train_ce(config: &CeConfig, data: &OpenedDataset, device: Device) -> Resu
     let entry =
         json!({"backbone": round2(best.top1), "sub": best_sub.last().map(|s| round2(s.top1)), "epoch": best_epoch});
     let key = run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    super::linear::write_results(&config.save_dir.join("results.json"), &key, &entry)?;
+    super::linear::write_results(&config.optim.save_dir.join("results.json"), &key, &entry)?;
     Ok(CeResult { run_dir, epochs, best_epoch })
 }
 

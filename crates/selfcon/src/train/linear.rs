@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tch::{nn, Device, Kind, Tensor};
 
+use super::optim_config::OptimConfig;
 use super::optimizer::Sgd;
 use super::schedule::LrSchedule;
 use crate::checkpoint::{self, OPTIMIZER_PREFIX};
@@ -23,21 +24,9 @@ use crate::model::{ConModel, ModelConfig};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LinearConfig {
     pub model: ModelConfig,
+    pub optim: OptimConfig,
     pub ckpt: PathBuf,
     pub subnet: bool,
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub learning_rate: f64,
-    pub lr_decay_epochs: Vec<usize>,
-    pub lr_decay_rate: f64,
-    pub weight_decay: f64,
-    pub momentum: f64,
-    pub cosine: bool,
-    pub warm: bool,
-    pub seed: u64,
-    pub num_workers: usize,
-    pub save_dir: PathBuf,
-    pub exp_name: String,
     pub image_size: usize,
     pub eval: EvalTransform,
     /// Fraction of the training set held out to pick the best epoch (0 = official protocol:
@@ -83,7 +72,7 @@ impl Head {
     fn new(d: i64, n_cls: i64, device: Device, c: &LinearConfig) -> Self {
         let vs = nn::VarStore::new(device);
         let linear = crate::model::LinearClassifier::new(&vs.root(), d, n_cls);
-        let optimizer = Sgd::new(&vs, c.momentum, c.weight_decay);
+        let optimizer = Sgd::new(&vs, c.optim.momentum, c.optim.weight_decay);
         Head { linear, optimizer, _vs: vs }
     }
 }
@@ -97,7 +86,7 @@ pub fn linear_eval(config: &LinearConfig, data: &OpenedDataset, device: Device) 
     if !(0.0..1.0).contains(&config.val_split) {
         return Err(Error::option("val_split", format!("must be in [0, 1), got {}", config.val_split)));
     }
-    tch::manual_seed(config.seed as i64);
+    tch::manual_seed(config.optim.seed as i64);
     let (vs, model) = ConModel::build(&config.model, device)?;
     let loaded = checkpoint::load(&config.ckpt)?;
     let weights: BTreeMap<String, Tensor> =
@@ -117,17 +106,17 @@ pub fn linear_eval_model(
     let n_cls = data.train.num_classes();
     let d = config.model.feature_dim();
     let (train_set, val_set): (Arc<dyn Dataset>, Option<Arc<dyn Dataset>>) = if config.val_split > 0.0 {
-        let (t, v) = Subset::split(&data.train, config.val_split, config.seed);
+        let (t, v) = Subset::split(&data.train, config.val_split, config.optim.seed);
         (Arc::new(t), Some(Arc::new(v)))
     } else {
         (data.train.clone(), None)
     };
     let loader_config = |batch_size: usize, shuffle: bool| LoaderConfig {
         batch_size,
-        threads: config.num_workers.max(1),
+        threads: config.optim.num_workers.max(1),
         prefetch: 2,
         shuffle,
-        seed: config.seed,
+        seed: config.optim.seed,
         drop_last: false,
         mean: data.mean,
         std: data.std,
@@ -135,7 +124,7 @@ pub fn linear_eval_model(
     let train_loader = DataLoader::new(
         train_set,
         Transform::Train { transform: TrainTransform::crop_flip(config.image_size), views: 1 },
-        loader_config(config.batch_size, true),
+        loader_config(config.optim.batch_size, true),
     )?;
     let eval =
         |set: &Arc<dyn Dataset>| DataLoader::new(set.clone(), Transform::Eval(config.eval), loader_config(512, false));
@@ -144,17 +133,11 @@ pub fn linear_eval_model(
 
     let mut backbone = Head::new(d, n_cls, device, config);
     let mut sub = config.subnet.then(|| Head::new(d, n_cls, device, config));
-    let schedule = LrSchedule::new(
-        config.learning_rate,
-        config.epochs,
-        config.cosine,
-        config.lr_decay_rate,
-        config.lr_decay_epochs.clone(),
-        config.warm,
-    );
+    // Warm-up only when asked for (main_linear.py has no automatic switch).
+    let schedule = config.optim.schedule(false);
     let batches = train_loader.len();
     let mut epochs = Vec::new();
-    for epoch in 1..=config.epochs {
+    for epoch in 1..=config.optim.epochs {
         let started = Instant::now();
         let train_backbone = train_pass(
             &train_loader,
@@ -198,10 +181,10 @@ pub fn linear_eval_model(
         epochs.push(EpochAccuracy { epoch, backbone: b, sub: s, ensemble: e, train_backbone, train_sub, val_backbone });
     }
     let entry = results_entry(&epochs, config.val_split > 0.0);
-    let results_path = config.save_dir.join("results.json");
+    let results_path = config.optim.save_dir.join("results.json");
     let mut key = config.ckpt.display().to_string();
-    if !config.exp_name.is_empty() {
-        key = format!("{key}_{}", config.exp_name);
+    if !config.optim.exp_name.is_empty() {
+        key = format!("{key}_{}", config.optim.exp_name);
     }
     write_results(&results_path, &key, &entry)?;
     Ok(LinearResult { epochs, entry, results_path })

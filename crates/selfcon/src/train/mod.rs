@@ -2,6 +2,7 @@
 
 mod ce;
 mod linear;
+mod optim_config;
 mod optimizer;
 mod pretrain;
 mod probe;
@@ -10,6 +11,7 @@ mod schedule;
 
 pub use ce::{kd_loss, train_ce, CeConfig, CeMethod, CeResult};
 pub use linear::{linear_eval, linear_eval_model, Accuracy, EpochAccuracy, LinearConfig, LinearResult};
+pub use optim_config::OptimConfig;
 pub use optimizer::Sgd;
 pub use pretrain::{pretrain, PretrainConfig, PretrainResult, Progress, Quiet};
 pub use probe::{extract_features, linear_probe, CachedFeatures, ProbeResult};

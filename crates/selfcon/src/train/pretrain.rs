@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tch::Device;
 
+use super::optim_config::OptimConfig;
 use super::optimizer::Sgd;
 use super::run_name::{python_bool, python_float};
 use super::schedule::LrSchedule;
@@ -23,38 +24,26 @@ use crate::model::{ConModel, ModelConfig};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PretrainConfig {
     pub model: ModelConfig,
+    pub optim: OptimConfig,
     pub method: Method,
     pub multiview: bool,
     /// Labels used (the official `opt.label`; `--label` turns it off).
     pub label: bool,
     pub alpha: f64,
     pub temp: f64,
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub learning_rate: f64,
-    pub lr_decay_epochs: Vec<usize>,
-    pub lr_decay_rate: f64,
-    pub weight_decay: f64,
-    pub momentum: f64,
-    pub cosine: bool,
-    /// Warm-up as given; it is switched on anyway for batch sizes ≥ 1024.
-    pub warm: bool,
     pub weakaug: bool,
     pub randaug: bool,
-    pub seed: u64,
-    pub num_workers: usize,
     pub print_freq: usize,
     pub save_freq: usize,
-    pub save_dir: PathBuf,
-    pub exp_name: String,
     /// Dataset name as given (`--dataset`), for the run name.
     pub dataset_name: String,
     pub image_size: usize,
 }
 
 impl PretrainConfig {
+    /// Warm-up when asked for, and automatically for batch sizes ≥ 1024 (official).
     pub fn warmup_on(&self) -> bool {
-        self.warm || self.batch_size >= 1024
+        self.optim.warmup_on(true)
     }
 
     pub fn objective(&self) -> MethodLoss {
@@ -68,14 +57,7 @@ impl PretrainConfig {
     }
 
     pub fn schedule(&self) -> LrSchedule {
-        LrSchedule::new(
-            self.learning_rate,
-            self.epochs,
-            self.cosine,
-            self.lr_decay_rate,
-            self.lr_decay_epochs.clone(),
-            self.warmup_on(),
-        )
+        self.optim.schedule(true)
     }
 
     /// `{method}_{dataset}_{model}_lr_{lr}_multiview_{mv}_label_{label}_decay_{wd}_bsz_{bsz}_temp_{temp}_seed_{seed}[_cosine][_warm][_{exp_name}]`
@@ -85,43 +67,43 @@ impl PretrainConfig {
             self.method,
             self.dataset_name,
             self.model.architecture,
-            python_float(self.learning_rate),
+            python_float(self.optim.learning_rate),
             python_bool(self.multiview),
             python_bool(self.label),
-            python_float(self.weight_decay),
-            self.batch_size,
+            python_float(self.optim.weight_decay),
+            self.optim.batch_size,
             python_float(self.temp),
-            self.seed
+            self.optim.seed
         );
-        if self.cosine {
+        if self.optim.cosine {
             name.push_str("_cosine");
         }
         if self.warmup_on() {
             name.push_str("_warm");
         }
-        if !self.exp_name.is_empty() {
+        if !self.optim.exp_name.is_empty() {
             name.push('_');
-            name.push_str(&self.exp_name);
+            name.push_str(&self.optim.exp_name);
         }
         name
     }
 
     /// `{save_dir}/{method}/{dataset}_models/{run_name}/`
     pub fn run_dir(&self) -> PathBuf {
-        self.save_dir.join(self.method.name()).join(format!("{}_models", self.dataset_name)).join(self.run_name())
+        self.optim.save_dir.join(self.method.name()).join(format!("{}_models", self.dataset_name)).join(self.run_name())
     }
 
     pub fn validate(&self) -> Result<()> {
         self.model.validate()?;
         self.objective().validate(self.model.exits.count())?;
-        if self.epochs == 0 {
+        if self.optim.epochs == 0 {
             return Err(Error::option("epochs", "must be at least 1"));
         }
         if !(self.temp > 0.0) {
             return Err(Error::option("temp", format!("must be positive, got {}", self.temp)));
         }
-        if !(self.learning_rate > 0.0) {
-            return Err(Error::option("learning_rate", format!("must be positive, got {}", self.learning_rate)));
+        if !(self.optim.learning_rate > 0.0) {
+            return Err(Error::option("learning_rate", format!("must be positive, got {}", self.optim.learning_rate)));
         }
         Ok(())
     }
@@ -158,9 +140,9 @@ pub fn pretrain(
     progress: &mut dyn Progress,
 ) -> Result<PretrainResult> {
     config.validate()?;
-    tch::manual_seed(config.seed as i64);
+    tch::manual_seed(config.optim.seed as i64);
     let (vs, model) = ConModel::build(&config.model, device)?;
-    let mut optimizer = Sgd::new(&vs, config.momentum, config.weight_decay);
+    let mut optimizer = Sgd::new(&vs, config.optim.momentum, config.optim.weight_decay);
     let mut start_epoch = 1;
     if let Some(path) = resume {
         start_epoch = restore(path, config, &vs, &mut optimizer)? + 1;
@@ -182,11 +164,11 @@ pub fn pretrain(
         data.train.clone(),
         Transform::Train { transform, views },
         LoaderConfig {
-            batch_size: config.batch_size,
-            threads: config.num_workers.max(1),
+            batch_size: config.optim.batch_size,
+            threads: config.optim.num_workers.max(1),
             prefetch: 2,
             shuffle: true,
-            seed: config.seed,
+            seed: config.optim.seed,
             drop_last: false,
             mean: data.mean,
             std: data.std,
@@ -199,7 +181,7 @@ pub fn pretrain(
     let last = run_dir.join("last.safetensors");
     let mut epoch_losses = Vec::new();
 
-    for epoch in start_epoch..=config.epochs {
+    for epoch in start_epoch..=config.optim.epochs {
         progress.epoch_started(epoch, batches);
         let started = Instant::now();
         let (mut loss_sum, mut images) = (0.0, 0usize);
