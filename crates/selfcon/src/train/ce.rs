@@ -11,12 +11,12 @@ use serde_json::json;
 use tch::{nn, Device, Kind, Tensor};
 
 use super::linear::Accuracy;
-use super::optim_config::OptimConfig;
+use super::optim_config::{prepare_run_dir, OptimConfig};
 use super::optimizer::Sgd;
 use super::run_name::python_float;
 use crate::checkpoint::{self, Metadata};
 use crate::data::augment::{EvalTransform, TrainTransform};
-use crate::data::{DataLoader, LoaderConfig, OpenedDataset, Transform};
+use crate::data::{DataLoader, OpenedDataset, Transform};
 use crate::error::{Error, Result};
 use crate::loss::{ConLoss, ConLossFlags, Positives};
 use crate::metrics::MetricsLog;
@@ -143,22 +143,9 @@ pub fn train_ce(config: &CeConfig, data: &OpenedDataset, device: Device) -> Resu
     let model = CeModel::new(&vs.root(), &config.model, n_cls, config.dim_out)?;
     let mut optimizer = Sgd::new(&vs, config.optim.momentum, config.optim.weight_decay);
     let run_dir = config.run_dir();
-    std::fs::create_dir_all(&run_dir)
-        .map_err(|e| Error::file(&run_dir, format!("cannot create the run folder: {e}")))?;
-    let config_json = serde_json::to_string_pretty(config).expect("config serialises");
-    std::fs::write(run_dir.join("config.json"), &config_json)
-        .map_err(|e| Error::file(run_dir.join("config.json"), e.to_string()))?;
+    let config_json = prepare_run_dir(&run_dir, config)?;
     let mut log = MetricsLog::open(&run_dir, &["kind", "epoch", "loss", "lr", "top1", "sub_top1"])?;
-    let loader_config = |batch_size: usize, shuffle: bool| LoaderConfig {
-        batch_size,
-        threads: config.optim.num_workers.max(1),
-        prefetch: 2,
-        shuffle,
-        seed: config.optim.seed,
-        drop_last: false,
-        mean: data.mean,
-        std: data.std,
-    };
+    let loader_config = |batch_size: usize, shuffle: bool| config.optim.loader(data, batch_size, shuffle);
     let train = DataLoader::new(
         data.train.clone(),
         Transform::Train { transform: TrainTransform::crop_flip(config.image_size), views: 1 },

@@ -17,7 +17,7 @@ use super::optimizer::Sgd;
 use super::schedule::LrSchedule;
 use crate::checkpoint::{self, OPTIMIZER_PREFIX};
 use crate::data::augment::{EvalTransform, TrainTransform};
-use crate::data::{DataLoader, Dataset, LoaderConfig, OpenedDataset, Subset, Transform};
+use crate::data::{DataLoader, Dataset, OpenedDataset, Subset, Transform};
 use crate::error::{Error, Result};
 use crate::model::{ConModel, ModelConfig};
 
@@ -111,16 +111,7 @@ pub fn linear_eval_model(
     } else {
         (data.train.clone(), None)
     };
-    let loader_config = |batch_size: usize, shuffle: bool| LoaderConfig {
-        batch_size,
-        threads: config.optim.num_workers.max(1),
-        prefetch: 2,
-        shuffle,
-        seed: config.optim.seed,
-        drop_last: false,
-        mean: data.mean,
-        std: data.std,
-    };
+    let loader_config = |batch_size: usize, shuffle: bool| config.optim.loader(data, batch_size, shuffle);
     let train_loader = DataLoader::new(
         train_set,
         Transform::Train { transform: TrainTransform::crop_flip(config.image_size), views: 1 },

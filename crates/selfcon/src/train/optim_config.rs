@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::schedule::LrSchedule;
+use crate::data::{LoaderConfig, OpenedDataset};
+use crate::error::{Error, Result};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OptimConfig {
@@ -42,4 +44,29 @@ impl OptimConfig {
     pub fn warmup_on(&self, auto_warm: bool) -> bool {
         self.warm || (auto_warm && self.batch_size >= 1024)
     }
+}
+
+impl OptimConfig {
+    /// Loader settings for `data` with this run's seed and workers.
+    pub fn loader(&self, data: &OpenedDataset, batch_size: usize, shuffle: bool) -> LoaderConfig {
+        LoaderConfig {
+            batch_size,
+            threads: self.num_workers.max(1),
+            prefetch: 2,
+            shuffle,
+            seed: self.seed,
+            drop_last: false,
+            mean: data.mean,
+            std: data.std,
+        }
+    }
+}
+
+/// Creates the run folder and writes `config.json` there; returns that JSON (checkpoints embed it).
+pub fn prepare_run_dir(run_dir: &std::path::Path, config: &impl Serialize) -> Result<String> {
+    std::fs::create_dir_all(run_dir).map_err(|e| Error::file(run_dir, format!("cannot create the run folder: {e}")))?;
+    let json = serde_json::to_string_pretty(config).expect("configs serialise");
+    let path = run_dir.join("config.json");
+    std::fs::write(&path, &json).map_err(|e| Error::file(&path, e.to_string()))?;
+    Ok(json)
 }

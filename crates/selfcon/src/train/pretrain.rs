@@ -8,13 +8,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tch::Device;
 
-use super::optim_config::OptimConfig;
+use super::optim_config::{prepare_run_dir, OptimConfig};
 use super::optimizer::Sgd;
 use super::run_name::{python_bool, python_float};
 use super::schedule::LrSchedule;
 use crate::checkpoint::{self, Metadata, OPTIMIZER_PREFIX};
 use crate::data::augment::TrainTransform;
-use crate::data::{DataLoader, LoaderConfig, OpenedDataset, Transform};
+use crate::data::{DataLoader, OpenedDataset, Transform};
 use crate::error::{Error, Result};
 use crate::loss::{ConLoss, Method, MethodLoss};
 use crate::metrics::MetricsLog;
@@ -148,11 +148,7 @@ pub fn pretrain(
         start_epoch = restore(path, config, &vs, &mut optimizer)? + 1;
     }
     let run_dir = config.run_dir();
-    std::fs::create_dir_all(&run_dir)
-        .map_err(|e| Error::file(&run_dir, format!("cannot create the run folder: {e}")))?;
-    let config_json = serde_json::to_string_pretty(config).expect("config serialises");
-    std::fs::write(run_dir.join("config.json"), &config_json)
-        .map_err(|e| Error::file(run_dir.join("config.json"), e.to_string()))?;
+    let config_json = prepare_run_dir(&run_dir, config)?;
     let mut log = MetricsLog::open(&run_dir, &["kind", "epoch", "step", "loss", "lr", "images_per_s"])?;
 
     let mut transform = TrainTransform::pretrain(config.image_size, config.weakaug);
@@ -163,16 +159,7 @@ pub fn pretrain(
     let loader = DataLoader::new(
         data.train.clone(),
         Transform::Train { transform, views },
-        LoaderConfig {
-            batch_size: config.optim.batch_size,
-            threads: config.optim.num_workers.max(1),
-            prefetch: 2,
-            shuffle: true,
-            seed: config.optim.seed,
-            drop_last: false,
-            mean: data.mean,
-            std: data.std,
-        },
+        config.optim.loader(data, config.optim.batch_size, true),
     )?;
     progress.run_started(&run_dir, start_epoch, data.train.len());
     let schedule = config.schedule();
