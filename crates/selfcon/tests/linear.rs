@@ -88,3 +88,50 @@ fn pretrain_then_linear_with_subnet_writes_official_results() {
         assert!(err.contains(want), "{err}");
     }
 }
+
+#[test]
+fn linear_resume_continues_where_it_stopped() {
+    let d = tempfile::tempdir().unwrap();
+    common::tiny_fashion_mnist(d.path(), 24, 12);
+    let save = tempfile::tempdir().unwrap();
+    let (data, out) = (d.path().to_str().unwrap(), save.path().to_str().unwrap());
+    let model = ["--model", "resnet18", "--selfcon_pos", "[False,True,False]", "--selfcon_size", "fc"];
+    let flags = ["--dataset", "fashionmnist", "--data_folder", data, "--num_workers", "2", "--batch_size", "12"];
+    let o = selfcon(
+        &[&["pretrain", "--method", "SelfCon", "--epochs", "1", "--save_dir", out][..], &flags, &model].concat(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ckpt = String::from_utf8_lossy(&o.stdout).trim().to_string();
+
+    let run = |save_dir: &str, extra: &[&str]| {
+        let o = selfcon(
+            &[&["linear", "--ckpt", &ckpt, "--subnet", "--save_dir", save_dir][..], extra, &flags, &model].concat(),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()
+    };
+    let straight_dir = tempfile::tempdir().unwrap();
+    let straight = run(straight_dir.path().to_str().unwrap(), &["--epochs", "2"]);
+
+    let split_dir = tempfile::tempdir().unwrap();
+    let split = split_dir.path().to_str().unwrap();
+    run(split, &["--epochs", "1", "--exp_name", "first"]);
+    let last = std::fs::read_dir(split_dir.path().join("linear"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("last.safetensors");
+    assert!(last.is_file());
+    let resumed = run(split, &["--epochs", "2", "--resume", last.to_str().unwrap()]);
+    assert_eq!(straight, resumed, "resumed linear evaluation reproduces the uninterrupted one");
+
+    let o = selfcon(
+        &[&["linear", "--ckpt", &ckpt, "--save_dir", split, "--epochs", "2", "--resume", &ckpt][..], &flags, &model]
+            .concat(),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("is not a linear-evaluation checkpoint"), "{err}");
+}

@@ -24,6 +24,10 @@ pub struct LinearArgs {
     #[arg(long)]
     pub subnet: bool,
 
+    /// A linear-evaluation checkpoint ({save_dir}/linear/<run>/last.safetensors) to continue from.
+    #[arg(long, value_name = "PATH")]
+    pub resume: Option<PathBuf>,
+
     /// cifar10, cifar100, tinyimagenet, imagenet, imagenet100, mnist or fashionmnist (official default imagenet).
     #[arg(long, default_value = "imagenet")]
     pub dataset: String,
@@ -60,8 +64,8 @@ pub fn run(a: LinearArgs) -> anyhow::Result<()> {
         eval: EvalTransform::for_dataset(kind),
         val_split: a.val_split,
     };
-    let result = linear_eval(&config, &data, device)?;
+    let result = linear_eval(&config, &data, device, a.resume.as_deref())?;
     println!("{}", serde_json::to_string(&result.entry)?);
-    eprintln!("results written to {}", result.results_path.display());
+    eprintln!("results written to {}; classifiers in {}", result.results_path.display(), result.run_dir.display());
     Ok(())
 }

@@ -19,6 +19,7 @@ use crate::checkpoint::{self, OPTIMIZER_PREFIX};
 use crate::data::augment::{EvalTransform, TrainTransform};
 use crate::data::{DataLoader, Dataset, OpenedDataset, Subset, Transform};
 use crate::error::{Error, Result};
+use crate::metrics::MetricsLog;
 use crate::model::{ConModel, ModelConfig};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -35,13 +36,13 @@ pub struct LinearConfig {
 }
 
 /// Top-1/top-5 (percent) of one classifier.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Accuracy {
     pub top1: f64,
     pub top5: f64,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct EpochAccuracy {
     pub epoch: usize,
     pub backbone: Accuracy,
@@ -57,6 +58,8 @@ pub struct EpochAccuracy {
 #[derive(Clone, Debug, Serialize)]
 pub struct LinearResult {
     pub epochs: Vec<EpochAccuracy>,
+    /// Folder of the classifiers' checkpoint (`last.safetensors`, resumable with `--resume`).
+    pub run_dir: PathBuf,
     /// The official `results.json` entry (best epoch per head).
     pub entry: Value,
     pub results_path: PathBuf,
@@ -75,9 +78,38 @@ impl Head {
         let optimizer = Sgd::new(&vs, c.optim.momentum, c.optim.weight_decay);
         Head { linear, optimizer, _vs: vs }
     }
+
+    /// Weights as `{name}.weight/bias` and momentum buffers as `optimizer.{name}.…`.
+    fn tensors(&self, name: &str) -> Vec<(String, Tensor)> {
+        let mut out: Vec<(String, Tensor)> =
+            self._vs.variables().into_iter().map(|(k, t)| (format!("{name}.{k}"), t)).collect();
+        out.extend(self.optimizer.state().into_iter().map(|(k, t)| (format!("{OPTIMIZER_PREFIX}{name}.{k}"), t)));
+        out
+    }
+
+    fn restore(&mut self, name: &str, path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+        let prefix = format!("{name}.");
+        let weights = tensors
+            .iter()
+            .filter_map(|(k, t)| k.strip_prefix(&prefix).map(|k| (k.to_string(), t.shallow_clone())))
+            .collect();
+        checkpoint::load_into_var_store(path, &self._vs, &weights)?;
+        let opt_prefix = format!("{OPTIMIZER_PREFIX}{name}.");
+        self.optimizer.load_state(
+            tensors
+                .iter()
+                .filter_map(|(k, t)| k.strip_prefix(&opt_prefix).map(|k| (k.to_string(), t.shallow_clone())))
+                .collect(),
+        )
+    }
 }
 
-pub fn linear_eval(config: &LinearConfig, data: &OpenedDataset, device: Device) -> Result<LinearResult> {
+pub fn linear_eval(
+    config: &LinearConfig,
+    data: &OpenedDataset,
+    device: Device,
+    resume: Option<&Path>,
+) -> Result<LinearResult> {
     let test_set =
         data.test.clone().ok_or_else(|| Error::option("dataset", "linear evaluation needs a test split (val/)"))?;
     if config.subnet && config.model.exits.count() == 0 {
@@ -92,7 +124,25 @@ pub fn linear_eval(config: &LinearConfig, data: &OpenedDataset, device: Device) 
     let weights: BTreeMap<String, Tensor> =
         loaded.tensors.into_iter().filter(|(k, _)| !k.starts_with(OPTIMIZER_PREFIX)).collect();
     checkpoint::load_into_var_store(&config.ckpt, &vs, &weights)?;
-    linear_eval_model(config, data, &test_set, &model, device)
+    linear_eval_model(config, data, &test_set, &model, device, resume)
+}
+
+impl LinearConfig {
+    /// `{save_dir}/linear/{pre-training run}[_{exp_name}]/`: the classifiers' checkpoint and logs.
+    pub fn run_dir(&self) -> PathBuf {
+        let run = self
+            .ckpt
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run".into());
+        let stem = self.ckpt.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut name = format!("{run}_{stem}");
+        if !self.optim.exp_name.is_empty() {
+            name = format!("{name}_{}", self.optim.exp_name);
+        }
+        self.optim.save_dir.join("linear").join(name)
+    }
 }
 
 /// Linear evaluation of an already-built encoder (also used for the random-init baseline).
@@ -102,6 +152,7 @@ pub fn linear_eval_model(
     test_set: &Arc<dyn Dataset>,
     model: &ConModel,
     device: Device,
+    resume: Option<&Path>,
 ) -> Result<LinearResult> {
     let n_cls = data.train.num_classes();
     let d = config.model.feature_dim();
@@ -127,8 +178,14 @@ pub fn linear_eval_model(
     // Warm-up only when asked for (main_linear.py has no automatic switch).
     let schedule = config.optim.schedule(false);
     let batches = train_loader.len();
-    let mut epochs = Vec::new();
-    for epoch in 1..=config.optim.epochs {
+    let mut epochs: Vec<EpochAccuracy> = Vec::new();
+    let run_dir = config.run_dir();
+    let config_json = super::optim_config::prepare_run_dir(&run_dir, config)?;
+    if let Some(path) = resume {
+        epochs = restore(path, config, &mut backbone, sub.as_mut())?;
+    }
+    let mut log = MetricsLog::open(&run_dir, &["epoch", "backbone_top1", "sub_top1", "ensemble_top1", "train_top1"])?;
+    for epoch in epochs.len() + 1..=config.optim.epochs {
         let started = Instant::now();
         let train_backbone = train_pass(
             &train_loader,
@@ -170,6 +227,29 @@ pub fn linear_eval_model(
             started.elapsed().as_secs_f64()
         );
         epochs.push(EpochAccuracy { epoch, backbone: b, sub: s, ensemble: e, train_backbone, train_sub, val_backbone });
+        let serde_json::Value::Object(record) = json!({"epoch": epoch, "backbone_top1": b.top1, "sub_top1": s.map(|a| a.top1),
+            "ensemble_top1": e.map(|a| a.top1), "train_top1": train_backbone})
+        else {
+            unreachable!("object literal")
+        };
+        log.record(record)?;
+        let mut tensors = backbone.tensors("backbone");
+        if let Some(head) = &sub {
+            tensors.extend(head.tensors("sub"));
+        }
+        let mut meta = checkpoint::Metadata::new();
+        meta.insert("format".into(), "selfcon-checkpoint-1".into());
+        meta.insert("stage".into(), "linear".into());
+        meta.insert("epoch".into(), epoch.to_string());
+        meta.insert("config".into(), config_json.clone());
+        meta.insert("history".into(), serde_json::to_string(&epochs).expect("accuracies serialise"));
+        checkpoint::save(&run_dir.join("last.safetensors"), &tensors, &meta)?;
+    }
+    if epochs.is_empty() {
+        return Err(Error::option(
+            "resume",
+            format!("the checkpoint already covers all {} epochs", config.optim.epochs),
+        ));
     }
     let entry = results_entry(&epochs, config.val_split > 0.0);
     let results_path = config.optim.save_dir.join("results.json");
@@ -178,7 +258,7 @@ pub fn linear_eval_model(
         key = format!("{key}_{}", config.optim.exp_name);
     }
     write_results(&results_path, &key, &entry)?;
-    Ok(LinearResult { epochs, entry, results_path })
+    Ok(LinearResult { epochs, run_dir, entry, results_path })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -264,6 +344,39 @@ fn topk_correct(logits: &Tensor, labels: &Tensor) -> (i64, i64) {
     let top1 = hits.narrow(1, 0, 1).sum(Kind::Int64).int64_value(&[]);
     let top5 = hits.sum(Kind::Int64).int64_value(&[]);
     (top1, top5)
+}
+
+/// Restores the classifiers and the accuracy history from a linear-evaluation checkpoint.
+fn restore(
+    path: &Path,
+    config: &LinearConfig,
+    backbone: &mut Head,
+    sub: Option<&mut Head>,
+) -> Result<Vec<EpochAccuracy>> {
+    if !path.is_file() {
+        return Err(Error::option("resume", format!("{} does not exist", path.display())));
+    }
+    let loaded = checkpoint::load(path)?;
+    if loaded.metadata.get("stage").map(String::as_str) != Some("linear") {
+        return Err(Error::file(path, "is not a linear-evaluation checkpoint"));
+    }
+    let saved: LinearConfig = loaded
+        .metadata
+        .get("config")
+        .and_then(|c| serde_json::from_str(c).ok())
+        .ok_or_else(|| Error::file(path, "has no readable config"))?;
+    if saved.model != config.model || saved.subnet != config.subnet {
+        return Err(Error::file(path, "was made for another model or --subnet setting"));
+    }
+    backbone.restore("backbone", path, &loaded.tensors)?;
+    if let Some(head) = sub {
+        head.restore("sub", path, &loaded.tensors)?;
+    }
+    loaded
+        .metadata
+        .get("history")
+        .and_then(|h| serde_json::from_str(h).ok())
+        .ok_or_else(|| Error::file(path, "has no accuracy history"))
 }
 
 fn round2(x: f64) -> f64 {
