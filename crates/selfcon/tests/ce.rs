@@ -102,3 +102,56 @@ fn every_ce_method_trains_and_reports() {
         assert!(err.contains(want), "{err}");
     }
 }
+
+#[test]
+fn ce_resume_reproduces_the_uninterrupted_run() {
+    let d = tempfile::tempdir().unwrap();
+    common::tiny_fashion_mnist(d.path(), 24, 12);
+    let data = d.path().to_str().unwrap();
+    let run = |save: &str, extra: &[&str]| {
+        let o = selfcon(
+            &[
+                &[
+                    "ce",
+                    "--method",
+                    "subnet_ce",
+                    "--dataset",
+                    "fashionmnist",
+                    "--data_folder",
+                    data,
+                    "--save_dir",
+                    save,
+                    "--model",
+                    "resnet18",
+                ][..],
+                &[
+                    "--selfcon_pos",
+                    "[False,True,False]",
+                    "--selfcon_size",
+                    "fc",
+                    "--batch_size",
+                    "12",
+                    "--num_workers",
+                    "2",
+                ],
+                extra,
+            ]
+            .concat(),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let run_dir = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        let results: Value =
+            serde_json::from_str(&std::fs::read_to_string(std::path::Path::new(save).join("results.json")).unwrap())
+                .unwrap();
+        (run_dir, results)
+    };
+    let a = tempfile::tempdir().unwrap();
+    let (_, straight) = run(a.path().to_str().unwrap(), &["--epochs", "2"]);
+    let b = tempfile::tempdir().unwrap();
+    let b_path = b.path().to_str().unwrap();
+    let (dir, _) = run(b_path, &["--epochs", "1"]);
+    let last = format!("{dir}/last.safetensors");
+    let (_, resumed) = run(b_path, &["--epochs", "2", "--resume", &last]);
+    let key = "subnet_ce_fashionmnist_resnet18_lr_0.2_decay_0.0001_bsz_12_seed_0";
+    assert_eq!(straight[key], resumed[key]);
+}

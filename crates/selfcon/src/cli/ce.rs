@@ -8,7 +8,6 @@ use selfcon::data::augment::EvalTransform;
 use selfcon::data::DatasetKind;
 use selfcon::engine::{select_device, DeviceRequest};
 use selfcon::train::{train_ce, CeConfig, CeMethod};
-use selfcon::Error;
 
 use super::data_args::DataArgs;
 use super::model_args::ModelArgs;
@@ -47,7 +46,7 @@ pub struct CeArgs {
     #[arg(long, default_value_t = 3.0)]
     pub temperature: f64,
 
-    /// Not supported for 1-stage training yet.
+    /// A `ce` checkpoint (last.safetensors of a run folder) to continue from.
     #[arg(long, value_name = "PATH")]
     pub resume: Option<PathBuf>,
 
@@ -57,9 +56,6 @@ pub struct CeArgs {
 
 pub fn run(a: CeArgs) -> anyhow::Result<()> {
     let method: CeMethod = a.method.parse()?;
-    if a.resume.is_some() {
-        return Err(Error::NotImplemented("--resume for selfcon ce".into()).into());
-    }
     let (alpha, beta, gamma) = method.weights();
     if (a.alpha, a.beta, a.gamma) != (0.0, 0.0, 0.0) && (a.alpha, a.beta, a.gamma) != (alpha, beta, gamma) {
         eprintln!("warning: --method {method} sets alpha, beta, gamma = {alpha}, {beta}, {gamma}; the values given are ignored (as in main_ce.py)");
@@ -78,7 +74,7 @@ pub fn run(a: CeArgs) -> anyhow::Result<()> {
         image_size,
         eval: EvalTransform::for_dataset(kind),
     };
-    let result = train_ce(&config, &data, device)?;
+    let result = train_ce(&config, &data, device, a.resume.as_deref())?;
     println!("{}", result.run_dir.display());
     Ok(())
 }

@@ -14,7 +14,7 @@ use super::linear::Accuracy;
 use super::optim_config::{prepare_run_dir, OptimConfig};
 use super::optimizer::Sgd;
 use super::run_name::python_float;
-use crate::checkpoint::{self, Metadata};
+use crate::checkpoint::{self, Metadata, OPTIMIZER_PREFIX};
 use crate::data::augment::{EvalTransform, TrainTransform};
 use crate::data::{DataLoader, OpenedDataset, Transform};
 use crate::error::{Error, Result};
@@ -123,7 +123,12 @@ pub fn kd_loss(student: &Tensor, teacher: &Tensor, t: f64) -> Tensor {
     (target * log_p).sum_dim_intlist(1, false, Kind::Float).mean(Kind::Float) * (-t * t)
 }
 
-pub fn train_ce(config: &CeConfig, data: &OpenedDataset, device: Device) -> Result<CeResult> {
+pub fn train_ce(
+    config: &CeConfig,
+    data: &OpenedDataset,
+    device: Device,
+    resume: Option<&std::path::Path>,
+) -> Result<CeResult> {
     let test_set = data.test.clone().ok_or_else(|| Error::option("dataset", "1-stage training needs a test split"))?;
     let (alpha, beta, gamma) = config.method.weights();
     let exits = config.model.exits.count();
@@ -155,8 +160,11 @@ pub fn train_ce(config: &CeConfig, data: &OpenedDataset, device: Device) -> Resu
     let schedule = config.optim.schedule(true);
     let con = ConLoss::new(config.temperature);
     let batches = train.len();
-    let mut epochs = Vec::new();
-    for epoch in 1..=config.optim.epochs {
+    let mut epochs: Vec<(Accuracy, Vec<Accuracy>)> = Vec::new();
+    if let Some(path) = resume {
+        epochs = restore(path, config, &vs, &mut optimizer)?;
+    }
+    for epoch in epochs.len() + 1..=config.optim.epochs {
         let started = Instant::now();
         let (mut loss_sum, mut seen) = (0.0, 0usize);
         let mut lr = schedule.epoch_lr(epoch);
@@ -206,9 +214,11 @@ pub fn train_ce(config: &CeConfig, data: &OpenedDataset, device: Device) -> Resu
         meta.insert("stage".into(), "ce".into());
         meta.insert("epoch".into(), epoch.to_string());
         meta.insert("config".into(), config_json.clone());
-        let tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-        checkpoint::save(&run_dir.join("last.safetensors"), &tensors, &meta)?;
         epochs.push((top, sub));
+        meta.insert("history".into(), serde_json::to_string(&epochs).expect("accuracies serialise"));
+        let mut tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        tensors.extend(optimizer.state().into_iter().map(|(k, t)| (format!("{OPTIMIZER_PREFIX}{k}"), t)));
+        checkpoint::save(&run_dir.join("last.safetensors"), &tensors, &meta)?;
     }
     let best_epoch = epochs
         .iter()
@@ -224,6 +234,39 @@ pub fn train_ce(config: &CeConfig, data: &OpenedDataset, device: Device) -> Resu
     let key = run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     super::linear::write_results(&config.optim.save_dir.join("results.json"), &key, &entry)?;
     Ok(CeResult { run_dir, epochs, best_epoch })
+}
+
+/// Restores model, optimiser and accuracy history from a `ce` checkpoint.
+fn restore(
+    path: &std::path::Path,
+    config: &CeConfig,
+    vs: &nn::VarStore,
+    optimizer: &mut Sgd,
+) -> Result<Vec<(Accuracy, Vec<Accuracy>)>> {
+    if !path.is_file() {
+        return Err(Error::option("resume", format!("{} does not exist", path.display())));
+    }
+    let loaded = checkpoint::load(path)?;
+    if loaded.metadata.get("stage").map(String::as_str) != Some("ce") {
+        return Err(Error::file(path, "is not a selfcon ce checkpoint"));
+    }
+    let saved: CeConfig = loaded
+        .metadata
+        .get("config")
+        .and_then(|c| serde_json::from_str(c).ok())
+        .ok_or_else(|| Error::file(path, "has no readable config"))?;
+    if saved.model != config.model || saved.method != config.method || saved.dim_out != config.dim_out {
+        return Err(Error::file(path, "was made for another model, --method or --dim_out"));
+    }
+    let (weights, optim): (Vec<_>, Vec<_>) =
+        loaded.tensors.into_iter().partition(|(k, _)| !k.starts_with(OPTIMIZER_PREFIX));
+    checkpoint::load_into_var_store(path, vs, &weights.into_iter().collect())?;
+    optimizer.load_state(optim.into_iter().map(|(k, t)| (k[OPTIMIZER_PREFIX.len()..].to_string(), t)).collect())?;
+    loaded
+        .metadata
+        .get("history")
+        .and_then(|h| serde_json::from_str(h).ok())
+        .ok_or_else(|| Error::file(path, "has no accuracy history"))
 }
 
 fn evaluate(model: &CeModel, loader: &DataLoader, exits: usize, device: Device) -> Result<(Accuracy, Vec<Accuracy>)> {
