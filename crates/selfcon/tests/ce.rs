@@ -2,16 +2,12 @@
 
 mod common;
 
-use std::process::Command;
+use common::{assert_usage_error, selfcon};
 
 use serde_json::Value;
 use tch::{Kind, Tensor};
 
 use selfcon::train::kd_loss;
-
-fn selfcon(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_selfcon")).args(args).output().unwrap()
-}
 
 #[test]
 fn kd_is_soft_target_cross_entropy_times_t_squared() {
@@ -78,7 +74,7 @@ fn every_ce_method_trains_and_reports() {
             "--selfcon_pos: --method kd needs a sub-network exit",
         ),
     ] {
-        let o = selfcon(
+        assert_usage_error(
             &[
                 &[
                     "ce",
@@ -96,10 +92,8 @@ fn every_ce_method_trains_and_reports() {
                 args,
             ]
             .concat(),
+            want,
         );
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{err}");
-        assert!(err.contains(want), "{err}");
     }
 }
 

@@ -1,25 +1,14 @@
 //! The `selfcon` binary as a user runs it.
 
-use std::process::{Command, Output};
+mod common;
 
+use std::process::Output;
+
+use common::{assert_usage_error, selfcon};
 use serde_json::Value;
-
-fn selfcon(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_selfcon")).args(args).output().expect("run selfcon")
-}
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Runs `args`, expecting exit code 2 and one stderr line containing `want`.
-fn assert_usage_error(args: &[&str], want: &str) {
-    let o = selfcon(args);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: not one line: {err}");
-    assert!(err.starts_with("selfcon: error: ") && err.contains(want), "{args:?}: {err}");
-    assert!(o.stdout.is_empty(), "{args:?}");
 }
 
 fn golden_entry(model: &str, dataset: &str, pos: &[bool], size: &str) -> Value {

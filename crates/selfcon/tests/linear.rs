@@ -3,13 +3,9 @@
 
 mod common;
 
-use std::process::Command;
+use common::{assert_usage_error, selfcon};
 
 use serde_json::Value;
-
-fn selfcon(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_selfcon")).args(args).output().unwrap()
-}
 
 #[test]
 fn pretrain_then_linear_with_subnet_writes_official_results() {
@@ -82,10 +78,7 @@ fn pretrain_then_linear_with_subnet_writes_official_results() {
         (&["--ckpt", "/nonexistent.safetensors"][..], "--ckpt: /nonexistent.safetensors does not exist"),
         (&["--ckpt", &ckpt, "--val_split", "1.5"][..], "--val_split: must be in [0, 1)"),
     ] {
-        let o = selfcon(&[&["linear", "--epochs", "1"][..], extra, &common_flags, &model].concat());
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{err}");
-        assert!(err.contains(want), "{err}");
+        assert_usage_error(&[&["linear", "--epochs", "1"][..], extra, &common_flags, &model].concat(), want);
     }
 }
 

@@ -3,8 +3,9 @@
 
 mod common;
 
+use common::{assert_usage_error, selfcon};
+
 use std::path::Path;
-use std::process::Command;
 
 use selfcon::checkpoint;
 use selfcon::data::{open_dataset, DatasetKind};
@@ -169,10 +170,6 @@ fn diverging_loss_stops_with_epoch_and_step() {
     assert!(e.starts_with("loss is") && e.contains("at epoch 1, step 1"), "{e}");
 }
 
-fn selfcon(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_selfcon")).args(args).output().unwrap()
-}
-
 #[test]
 fn cli_pretrain_and_its_errors() {
     let d = tempfile::tempdir().unwrap();
@@ -225,11 +222,7 @@ fn cli_pretrain_and_its_errors() {
         (&["--method", "SupCon", "--precision"], "--precision (mixed precision) is not implemented yet"),
     ];
     for (extra, want) in cases {
-        let o = run(extra);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{extra:?}: {err}");
-        assert!(err.contains(want), "{extra:?}: {err}");
+        assert_usage_error(&[&base[..], extra].concat(), want);
     }
 
     // An unwritable save dir (a file where the folder should be).

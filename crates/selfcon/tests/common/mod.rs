@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 
 /// The error of `r`, checked to be a user error rendered as one line.
+#[allow(dead_code)]
 pub fn user_error<T>(r: selfcon::Result<T>) -> String {
     let e = r.err().expect("should fail");
     assert!(e.is_user_error(), "{e}");
@@ -32,4 +33,21 @@ pub fn tiny_fashion_mnist(dir: &std::path::Path, n_train: usize, n_test: usize) 
         let lab: Vec<u8> = pick.iter().map(|&i| labels.data[i]).collect();
         write(format!("{split}-labels-idx1-ubyte"), &[n as u32], &lab);
     }
+}
+
+/// Runs the `selfcon` binary built for these tests.
+#[allow(dead_code)]
+pub fn selfcon(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_selfcon")).args(args).output().expect("run selfcon")
+}
+
+/// Runs `args`, expecting exit code 2 and one stderr line containing `want`.
+#[allow(dead_code)]
+pub fn assert_usage_error(args: &[&str], want: &str) {
+    let o = selfcon(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: not one line: {err}");
+    assert!(err.starts_with("selfcon: error: ") && err.contains(want), "{args:?}: {err}");
+    assert!(o.stdout.is_empty(), "{args:?}");
 }
