@@ -71,25 +71,15 @@ fn apply_case(op: &str, input: &Image, p: &Value) -> Image {
         }
         "randaug" => {
             let v = f(&p["value"]);
-            let op = match p["name"].as_str().unwrap() {
-                "AutoContrast" => RandOp::AutoContrast,
-                "Equalize" => RandOp::Equalize,
-                "Invert" => RandOp::Invert,
-                "Rotate" => RandOp::Rotate(v),
-                "Posterize" => RandOp::Posterize(v as u32),
-                "Solarize" => RandOp::Solarize(v),
-                "SolarizeAdd" => RandOp::SolarizeAdd(v as i32),
-                "Color" => RandOp::Color(v),
-                "Contrast" => RandOp::Contrast(v),
-                "Brightness" => RandOp::Brightness(v),
-                "Sharpness" => RandOp::Sharpness(v),
-                "ShearX" => RandOp::ShearX(v),
-                "ShearY" => RandOp::ShearY(v),
-                "TranslateX" => RandOp::TranslateX(v),
-                "TranslateY" => RandOp::TranslateY(v),
-                "Cutout" => RandOp::Cutout { size: v, cx: f(&p["cx"]), cy: f(&p["cy"]) },
-                other => panic!("unknown RandAugment op {other}"),
+            // The reference names the translations and the cutout without the package's "abs".
+            let name = match p["name"].as_str().unwrap() {
+                "TranslateX" => "TranslateXabs",
+                "TranslateY" => "TranslateYabs",
+                "Cutout" => "CutoutAbs",
+                other => other,
             };
+            let centre = (p["cx"].as_f64().unwrap_or(0.0), p["cy"].as_f64().unwrap_or(0.0));
+            let op = RandOp::named(name, v, centre).unwrap_or_else(|| panic!("unknown RandAugment op {name}"));
             img = op.apply(input);
         }
         other => panic!("unknown op {other}"),

@@ -73,30 +73,19 @@ impl RandAugment {
         (0..self.n)
             .map(|_| {
                 let (name, lo, hi) = OPS[rng.gen_range(0..OPS.len())];
-                let v = self.m as f64 / 30.0 * (hi - lo) + lo;
-                let mut signed = |v: f64| if rng.gen::<f64>() > 0.5 { -v } else { v };
-                match name {
-                    "AutoContrast" => RandOp::AutoContrast,
-                    "Equalize" => RandOp::Equalize,
-                    "Invert" => RandOp::Invert,
-                    "Rotate" => RandOp::Rotate(signed(v)),
-                    "Posterize" => RandOp::Posterize(v as u32),
-                    "Solarize" => RandOp::Solarize(v),
-                    "SolarizeAdd" => RandOp::SolarizeAdd(v as i32),
-                    "Color" => RandOp::Color(v),
-                    "Contrast" => RandOp::Contrast(v),
-                    "Brightness" => RandOp::Brightness(v),
-                    "Sharpness" => RandOp::Sharpness(v),
-                    "ShearX" => RandOp::ShearX(signed(v)),
-                    "ShearY" => RandOp::ShearY(signed(v)),
-                    "CutoutAbs" => RandOp::Cutout {
-                        size: v,
-                        cx: rng.gen_range(0.0..width as f64),
-                        cy: rng.gen_range(0.0..height as f64),
-                    },
-                    "TranslateXabs" => RandOp::TranslateX(signed(v)),
-                    _ => RandOp::TranslateY(signed(v)),
+                let mut v = self.m as f64 / 30.0 * (hi - lo) + lo;
+                // The geometric operations flip their sign with probability ½.
+                if matches!(name, "Rotate" | "ShearX" | "ShearY" | "TranslateXabs" | "TranslateYabs")
+                    && rng.gen::<f64>() > 0.5
+                {
+                    v = -v;
                 }
+                let centre = if name == "CutoutAbs" {
+                    (rng.gen_range(0.0..width as f64), rng.gen_range(0.0..height as f64))
+                } else {
+                    (0.0, 0.0)
+                };
+                RandOp::named(name, v, centre).expect("OPS lists only known operations")
             })
             .collect()
     }
@@ -111,6 +100,30 @@ impl RandAugment {
 }
 
 impl RandOp {
+    /// The operation the package calls `name`, at value `v` (already signed); `centre` is the
+    /// Cutout square's centre.
+    pub fn named(name: &str, v: f64, centre: (f64, f64)) -> Option<RandOp> {
+        Some(match name {
+            "AutoContrast" => RandOp::AutoContrast,
+            "Equalize" => RandOp::Equalize,
+            "Invert" => RandOp::Invert,
+            "Rotate" => RandOp::Rotate(v),
+            "Posterize" => RandOp::Posterize(v as u32),
+            "Solarize" => RandOp::Solarize(v),
+            "SolarizeAdd" => RandOp::SolarizeAdd(v as i32),
+            "Color" => RandOp::Color(v),
+            "Contrast" => RandOp::Contrast(v),
+            "Brightness" => RandOp::Brightness(v),
+            "Sharpness" => RandOp::Sharpness(v),
+            "ShearX" => RandOp::ShearX(v),
+            "ShearY" => RandOp::ShearY(v),
+            "CutoutAbs" => RandOp::Cutout { size: v, cx: centre.0, cy: centre.1 },
+            "TranslateXabs" => RandOp::TranslateX(v),
+            "TranslateYabs" => RandOp::TranslateY(v),
+            _ => return None,
+        })
+    }
+
     pub fn apply(self, img: &Image) -> Image {
         let mut out = img.clone();
         match self {
