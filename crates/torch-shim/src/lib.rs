@@ -1,0 +1,214 @@
+//! The few libtorch C++ APIs that tch 0.24 does not expose, reached through a small C++ file
+//! (`src/shim.cpp`) compiled against the headers of the same libtorch tch links:
+//!
+//! - autocast for any device and dtype (tch's `autocast` is CUDA-only and fp16-only);
+//! - memory formats (channels-last);
+//! - caching-allocator statistics of the accelerator (peak memory), without CUDA headers.
+
+use std::ffi::{c_char, c_int, CStr};
+
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug, thiserror::Error)]
+#[error("libtorch: {0}")]
+pub struct ShimError(pub String);
+
+pub type Result<T> = std::result::Result<T, ShimError>;
+
+mod ffi {
+    use std::ffi::{c_char, c_int};
+
+    // Tensors are passed as tch's `C_tensor` pointers, which are `at::Tensor*`.
+    extern "C" {
+        pub fn selfcon_shim_free_error(err: *mut c_char);
+        pub fn selfcon_shim_autocast_get(
+            device_type: c_int,
+            enabled: *mut c_int,
+            dtype: *mut c_int,
+            err: *mut *mut c_char,
+        ) -> c_int;
+        pub fn selfcon_shim_autocast_set(device_type: c_int, enabled: c_int, dtype: c_int, err: *mut *mut c_char)
+            -> c_int;
+        pub fn selfcon_shim_autocast_increment_nesting() -> c_int;
+        pub fn selfcon_shim_autocast_decrement_nesting() -> c_int;
+        pub fn selfcon_shim_contiguous(tensor: *const u8, memory_format: c_int, err: *mut *mut c_char) -> *mut u8;
+        pub fn selfcon_shim_is_contiguous(tensor: *const u8, memory_format: c_int, err: *mut *mut c_char) -> c_int;
+        pub fn selfcon_shim_device_memory_stats(device_index: c_int, out: *mut i64, err: *mut *mut c_char) -> c_int;
+        pub fn selfcon_shim_device_reset_peak(device_index: c_int, err: *mut *mut c_char) -> c_int;
+        pub fn selfcon_shim_device_synchronize(device_index: c_int, err: *mut *mut c_char) -> c_int;
+    }
+}
+
+/// Calls a shim function that reports failure through an error string.
+fn checked<T>(call: impl FnOnce(*mut *mut c_char) -> T) -> Result<T> {
+    let mut err: *mut c_char = std::ptr::null_mut();
+    let value = call(&mut err);
+    if err.is_null() {
+        return Ok(value);
+    }
+    // SAFETY: the shim wrote a NUL-terminated malloc'ed string, freed here exactly once.
+    let message = unsafe { CStr::from_ptr(err) }.to_string_lossy().lines().next().unwrap_or_default().to_string();
+    unsafe { ffi::selfcon_shim_free_error(err) };
+    Err(ShimError(message))
+}
+
+/// `c10::DeviceType` of a tch device.
+fn device_type(device: Device) -> c_int {
+    match device {
+        Device::Cpu => 0,
+        Device::Cuda(_) => 1,
+        Device::Mps => 13,
+        Device::Vulkan => 10,
+    }
+}
+
+/// `c10::ScalarType` of the dtypes autocast can use.
+fn scalar_type(kind: Kind) -> Result<c_int> {
+    match kind {
+        Kind::Half => Ok(5),
+        Kind::Float => Ok(6),
+        Kind::BFloat16 => Ok(15),
+        other => Err(ShimError(format!("autocast cannot compute in {other:?}"))),
+    }
+}
+
+/// Autocast (automatic mixed precision) for one device type while the guard lives, like
+/// `with torch.autocast(device_type, dtype):`. Dropping it restores the previous state.
+#[must_use = "autocast is active only while the guard lives"]
+pub struct AutocastGuard {
+    device_type: c_int,
+    previous_enabled: c_int,
+    previous_dtype: c_int,
+}
+
+impl AutocastGuard {
+    pub fn new(device: Device, dtype: Kind) -> Result<Self> {
+        let device_type = device_type(device);
+        let dtype = scalar_type(dtype)?;
+        let (mut previous_enabled, mut previous_dtype) = (0, 0);
+        // SAFETY: plain C calls with valid out-pointers.
+        let rc = checked(|err| unsafe {
+            ffi::selfcon_shim_autocast_get(device_type, &mut previous_enabled, &mut previous_dtype, err)
+        })?;
+        debug_assert_eq!(rc, 0);
+        checked(|err| unsafe { ffi::selfcon_shim_autocast_set(device_type, 1, dtype, err) })?;
+        unsafe { ffi::selfcon_shim_autocast_increment_nesting() };
+        Ok(AutocastGuard { device_type, previous_enabled, previous_dtype })
+    }
+}
+
+impl Drop for AutocastGuard {
+    fn drop(&mut self) {
+        // SAFETY: restores the values read in `new`, which libtorch accepted then.
+        unsafe { ffi::selfcon_shim_autocast_decrement_nesting() };
+        let _ = checked(|err| unsafe {
+            ffi::selfcon_shim_autocast_set(self.device_type, self.previous_enabled, self.previous_dtype, err)
+        });
+    }
+}
+
+/// Whether autocast is on for `device`'s type, and in which dtype.
+pub fn autocast_state(device: Device) -> Result<(bool, Kind)> {
+    let (mut enabled, mut dtype) = (0, 0);
+    checked(|err| unsafe { ffi::selfcon_shim_autocast_get(device_type(device), &mut enabled, &mut dtype, err) })?;
+    let kind = match dtype {
+        5 => Kind::Half,
+        15 => Kind::BFloat16,
+        _ => Kind::Float,
+    };
+    Ok((enabled != 0, kind))
+}
+
+/// `c10::MemoryFormat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryFormat {
+    Contiguous = 0,
+    ChannelsLast = 2,
+}
+
+/// `tensor.contiguous(memory_format)`: a copy in that layout (the tensor itself when it already is).
+pub fn contiguous(tensor: &Tensor, format: MemoryFormat) -> Result<Tensor> {
+    let ptr = checked(|err| unsafe { ffi::selfcon_shim_contiguous(tensor.as_ptr() as *const u8, format as c_int, err) })?;
+    // SAFETY: on success the shim returned a new heap `at::Tensor*`, now owned by the tch Tensor.
+    Ok(unsafe { Tensor::from_ptr(ptr as *mut _) })
+}
+
+pub fn is_contiguous(tensor: &Tensor, format: MemoryFormat) -> Result<bool> {
+    checked(|err| unsafe { ffi::selfcon_shim_is_contiguous(tensor.as_ptr() as *const u8, format as c_int, err) })
+        .map(|v| v == 1)
+}
+
+/// Bytes held by the accelerator's caching allocator (all pools).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    pub allocated: i64,
+    pub peak_allocated: i64,
+    pub reserved: i64,
+    pub peak_reserved: i64,
+}
+
+/// Caching-allocator statistics of accelerator `index` (an error on CPU-only builds/machines).
+pub fn device_memory_stats(index: usize) -> Result<MemoryStats> {
+    let mut out = [0i64; 4];
+    checked(|err| unsafe { ffi::selfcon_shim_device_memory_stats(index as c_int, out.as_mut_ptr(), err) })?;
+    Ok(MemoryStats { allocated: out[0], peak_allocated: out[1], reserved: out[2], peak_reserved: out[3] })
+}
+
+pub fn reset_peak_memory(index: usize) -> Result<()> {
+    checked(|err| unsafe { ffi::selfcon_shim_device_reset_peak(index as c_int, err) }).map(|_| ())
+}
+
+/// Waits for all queued work on accelerator `index` (for honest timings).
+pub fn synchronize(index: usize) -> Result<()> {
+    checked(|err| unsafe { ffi::selfcon_shim_device_synchronize(index as c_int, err) }).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_autocast_runs_matmul_in_bf16_and_restores_state() {
+        let a = Tensor::ones([4, 4], (Kind::Float, Device::Cpu));
+        assert_eq!(a.matmul(&a).kind(), Kind::Float);
+        {
+            let _guard = AutocastGuard::new(Device::Cpu, Kind::BFloat16).unwrap();
+            assert_eq!(autocast_state(Device::Cpu).unwrap(), (true, Kind::BFloat16));
+            assert_eq!(a.matmul(&a).kind(), Kind::BFloat16);
+            // Nested regions restore the outer one.
+            {
+                let _inner = AutocastGuard::new(Device::Cpu, Kind::Half).unwrap();
+                assert_eq!(a.matmul(&a).kind(), Kind::Half);
+            }
+            assert_eq!(a.matmul(&a).kind(), Kind::BFloat16);
+        }
+        assert!(!autocast_state(Device::Cpu).unwrap().0);
+        assert_eq!(a.matmul(&a).kind(), Kind::Float);
+    }
+
+    #[test]
+    fn autocast_refuses_integer_dtypes() {
+        assert!(AutocastGuard::new(Device::Cpu, Kind::Int64).is_err());
+    }
+
+    #[test]
+    fn channels_last_copy_keeps_values() {
+        let x = Tensor::arange(2 * 3 * 4 * 5, (Kind::Float, Device::Cpu)).reshape([2, 3, 4, 5]);
+        assert!(!is_contiguous(&x, MemoryFormat::ChannelsLast).unwrap());
+        let y = contiguous(&x, MemoryFormat::ChannelsLast).unwrap();
+        assert!(is_contiguous(&y, MemoryFormat::ChannelsLast).unwrap());
+        assert_eq!(y.stride(), vec![60, 1, 15, 3]);
+        assert!(y.equal(&x));
+        // A 2-d tensor has no channels-last layout: libtorch's error comes back as a value.
+        let err = contiguous(&Tensor::ones([2, 2], (Kind::Float, Device::Cpu)), MemoryFormat::ChannelsLast).unwrap_err();
+        assert!(err.0.contains("rank"), "{err}");
+    }
+
+    #[test]
+    fn memory_stats_fail_cleanly_without_an_accelerator() {
+        if tch::Cuda::is_available() {
+            return;
+        }
+        assert!(device_memory_stats(0).is_err());
+    }
+}

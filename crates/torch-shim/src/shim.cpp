@@ -1,0 +1,114 @@
+// The libtorch C++ APIs that tch 0.24 does not expose, as a C ABI for src/lib.rs.
+// Tensors cross the boundary as tch does it: `at::Tensor*` owned by the caller.
+// Every function that can throw reports the exception text through `err` (malloc'ed, freed by
+// selfcon_shim_free_error) instead of unwinding into Rust.
+#include <ATen/ATen.h>
+#include <ATen/DeviceAccelerator.h>
+#include <ATen/autocast_mode.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <string>
+
+namespace {
+
+void set_error(char** err, const char* what) {
+  if (err == nullptr) return;
+  *err = static_cast<char*>(std::malloc(std::strlen(what) + 1));
+  if (*err != nullptr) std::strcpy(*err, what);
+}
+
+#define SHIM_TRY(err, fail) \
+  try {
+#define SHIM_CATCH(err, fail)          \
+  }                                    \
+  catch (const std::exception& e) {    \
+    set_error(err, e.what());          \
+    return fail;                       \
+  }                                    \
+  catch (...) {                        \
+    set_error(err, "unknown C++ exception"); \
+    return fail;                       \
+  }
+
+}  // namespace
+
+extern "C" {
+
+void selfcon_shim_free_error(char* err) { std::free(err); }
+
+// ---- autocast -------------------------------------------------------------------------------
+
+int selfcon_shim_autocast_get(int device_type, int* enabled, int* dtype, char** err) {
+  SHIM_TRY(err, -1)
+  const auto device = static_cast<c10::DeviceType>(device_type);
+  *enabled = at::autocast::is_autocast_enabled(device) ? 1 : 0;
+  *dtype = static_cast<int>(at::autocast::get_autocast_dtype(device));
+  return 0;
+  SHIM_CATCH(err, -1)
+}
+
+int selfcon_shim_autocast_set(int device_type, int enabled, int dtype, char** err) {
+  SHIM_TRY(err, -1)
+  const auto device = static_cast<c10::DeviceType>(device_type);
+  at::autocast::set_autocast_dtype(device, static_cast<at::ScalarType>(dtype));
+  at::autocast::set_autocast_enabled(device, enabled != 0);
+  return 0;
+  SHIM_CATCH(err, -1)
+}
+
+int selfcon_shim_autocast_increment_nesting() { return at::autocast::increment_nesting(); }
+
+// Leaving the outermost autocast region drops the cached low-precision weight copies, as
+// torch.autocast.__exit__ does.
+int selfcon_shim_autocast_decrement_nesting() {
+  const int depth = at::autocast::decrement_nesting();
+  if (depth == 0) at::autocast::clear_cache();
+  return depth;
+}
+
+// ---- memory formats -------------------------------------------------------------------------
+
+at::Tensor* selfcon_shim_contiguous(const at::Tensor* tensor, int memory_format, char** err) {
+  SHIM_TRY(err, nullptr)
+  return new at::Tensor(tensor->contiguous(static_cast<c10::MemoryFormat>(memory_format)));
+  SHIM_CATCH(err, nullptr)
+}
+
+int selfcon_shim_is_contiguous(const at::Tensor* tensor, int memory_format, char** err) {
+  SHIM_TRY(err, -1)
+  return tensor->is_contiguous(static_cast<c10::MemoryFormat>(memory_format)) ? 1 : 0;
+  SHIM_CATCH(err, -1)
+}
+
+// ---- accelerator memory statistics (caching allocator, any accelerator) ---------------------
+
+// out: allocated current, allocated peak, reserved current, reserved peak (bytes, all pools).
+int selfcon_shim_device_memory_stats(int device_index, int64_t* out, char** err) {
+  SHIM_TRY(err, -1)
+  const auto stats = at::accelerator::getDeviceStats(static_cast<c10::DeviceIndex>(device_index));
+  const auto aggregate = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+  out[0] = stats.allocated_bytes[aggregate].current;
+  out[1] = stats.allocated_bytes[aggregate].peak;
+  out[2] = stats.reserved_bytes[aggregate].current;
+  out[3] = stats.reserved_bytes[aggregate].peak;
+  return 0;
+  SHIM_CATCH(err, -1)
+}
+
+int selfcon_shim_device_reset_peak(int device_index, char** err) {
+  SHIM_TRY(err, -1)
+  at::accelerator::resetPeakStats(static_cast<c10::DeviceIndex>(device_index));
+  return 0;
+  SHIM_CATCH(err, -1)
+}
+
+int selfcon_shim_device_synchronize(int device_index, char** err) {
+  SHIM_TRY(err, -1)
+  at::accelerator::synchronizeDevice(static_cast<c10::DeviceIndex>(device_index));
+  return 0;
+  SHIM_CATCH(err, -1)
+}
+
+}  // extern "C"
