@@ -17,6 +17,11 @@ use crate::error::{Error, Result};
 
 pub const OPTIMIZER_PREFIX: &str = "optimizer.momentum_buffer.";
 
+/// The model weights of a loaded checkpoint (optimiser state left out).
+pub fn model_weights(tensors: BTreeMap<String, Tensor>) -> BTreeMap<String, Tensor> {
+    tensors.into_iter().filter(|(k, _)| !k.starts_with(OPTIMIZER_PREFIX)).collect()
+}
+
 /// A tensor copied to host memory in safetensors' terms.
 struct HostTensor {
     dtype: Dtype,

@@ -153,3 +153,60 @@ fn imagenet_folders_and_class_count() {
     let e = user_error(open_dataset(DatasetKind::ImageNet, Some(root)));
     assert!(e.contains("999 classes found, imagenet has 1000"), "{e}");
 }
+
+/// `--dataset folder` through pre-training, linear evaluation and 1-stage CE, with the CIFAR stem
+/// chosen for small images.
+#[test]
+fn folder_dataset_trains_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (split, n) in [("train", 6u8), ("val", 2)] {
+        for class in ["ant", "bee"] {
+            for i in 0..n {
+                write_png(
+                    &tmp.path().join(split).join(class).join(format!("{i}.png")),
+                    20,
+                    18,
+                    i * 7 + class.len() as u8,
+                );
+            }
+        }
+    }
+    let save = tempfile::tempdir().unwrap();
+    let (root, out) = (tmp.path().to_str().unwrap(), save.path().to_str().unwrap());
+    let data = [
+        "--dataset",
+        "folder",
+        "--data_folder",
+        root,
+        "--size",
+        "16",
+        "--mean",
+        "(0.5, 0.5, 0.5)",
+        "--std",
+        "0.25,0.25,0.25",
+        "--num_workers",
+        "1",
+        "--epochs",
+        "1",
+        "--batch_size",
+        "6",
+        "--save_dir",
+        out,
+    ];
+    let model = ["--model", "resnet18", "--selfcon_pos", "[False,True,False]", "--selfcon_size", "fc"];
+    let o = common::selfcon(&[&["pretrain", "--method", "SelfCon"][..], &data, &model].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ckpt = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(ckpt.contains("SelfCon/folder_models/SelfCon_folder_resnet18_"), "{ckpt}");
+    let o = common::selfcon(&[&["linear", "--ckpt", &ckpt, "--subnet"][..], &data, &model].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let entry: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(entry["ensemble"][0].as_f64().is_some(), "{entry}");
+    let o = common::selfcon(&[&["ce", "--method", "subnet_ce"][..], &data, &model].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Without --size the folder cannot be used.
+    common::assert_usage_error(
+        &["pretrain", "--method", "SupCon", "--dataset", "folder", "--data_folder", root],
+        "--size: --dataset folder needs --size",
+    );
+}

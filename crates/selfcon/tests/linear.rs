@@ -126,5 +126,5 @@ fn linear_resume_continues_where_it_stopped() {
     );
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("is not a linear-evaluation checkpoint"), "{err}");
+    assert!(err.contains("is a pretrain checkpoint, not a selfcon linear checkpoint"), "{err}");
 }

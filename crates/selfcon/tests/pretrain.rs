@@ -11,7 +11,7 @@ use selfcon::checkpoint;
 use selfcon::data::{open_dataset, DatasetKind};
 use selfcon::loss::Method;
 use selfcon::model::{ExitPositions, ModelConfig, SubNetworkSize};
-use selfcon::train::{pretrain, OptimConfig, PretrainConfig, Quiet};
+use selfcon::train::{pretrain, OptimConfig, Precision, PretrainConfig, Quiet};
 use tch::Device;
 
 fn config(
@@ -46,6 +46,7 @@ fn config(
             num_workers: 2,
             save_dir: save_dir.to_path_buf(),
             exp_name: "test".into(),
+            precision: Precision::Fp32,
         },
         weakaug: false,
         randaug: false,
@@ -91,7 +92,7 @@ fn selfcon_run_writes_the_official_tree_and_resumes_exactly() {
         "2 steps × 2 epochs at print_freq 1"
     );
     let csv = std::fs::read_to_string(full.run_dir.join("metrics.csv")).unwrap();
-    assert!(csv.starts_with("kind,epoch,step,loss,lr,images_per_s\n"));
+    assert!(csv.starts_with("kind,stage,epoch,step,loss,lr,images_per_s\n"));
 
     // The checkpoint holds the official keys and the optimizer state.
     let ckpt = checkpoint::load(&full.last_checkpoint).unwrap();
@@ -167,7 +168,7 @@ fn diverging_loss_stops_with_epoch_and_step() {
     c.optim.learning_rate = 1e30;
     c.optim.cosine = false;
     let e = pretrain(&c, &data, Device::Cpu, None, &mut Quiet).unwrap_err().to_string();
-    assert!(e.starts_with("loss is") && e.contains("at epoch 1, step 1"), "{e}");
+    assert!(e.starts_with("pretrain loss is") && e.contains("at epoch 1, step 2"), "{e}");
 }
 
 #[test]
@@ -219,7 +220,7 @@ fn cli_pretrain_and_its_errors() {
             "--resume: /nonexistent/last.safetensors does not exist",
         ),
         (&["--method", "SupCon", "--lr_decay_epochs", "7,x"], "--lr_decay_epochs: '7,x' is not a comma-separated list"),
-        (&["--method", "SupCon", "--precision"], "--precision (mixed precision) is not implemented yet"),
+        (&["--method", "SupCon", "--precision", "fp8"], "--precision: unknown precision 'fp8'"),
     ];
     for (extra, want) in cases {
         assert_usage_error(&[&base[..], extra].concat(), want);
@@ -250,4 +251,93 @@ fn cli_pretrain_and_its_errors() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("cannot create the run folder"), "{err}");
+}
+
+#[test]
+fn mixed_precision_trains_on_cpu() {
+    let (_d, data) = data(24);
+    let mut losses = Vec::new();
+    for precision in [Precision::Fp32, Precision::Bf16, Precision::Fp16] {
+        let save = tempfile::tempdir().unwrap();
+        let mut c = config(save.path(), Method::SelfCon, [false, true, false], false, true, 0.0);
+        c.optim.epochs = 1;
+        c.optim.precision = precision;
+        let r = pretrain(&c, &data, Device::Cpu, None, &mut Quiet).unwrap_or_else(|e| panic!("{precision}: {e}"));
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(r.run_dir.join("config.json")).unwrap()).unwrap();
+        assert_eq!(config["optim"]["precision"], precision.name());
+        losses.push(r.epoch_losses[0]);
+    }
+    // Same weights, same batches: the low-precision forward passes give nearly the fp32 loss
+    // (fp16 on CPU goes through the loss scaler).
+    for (loss, precision) in losses[1..].iter().zip(["bf16", "fp16"]) {
+        assert!(
+            loss.is_finite() && (loss - losses[0]).abs() < 0.05 * losses[0],
+            "{precision} {loss} vs fp32 {}",
+            losses[0]
+        );
+        assert_ne!(*loss, losses[0], "{precision} must actually run in low precision");
+    }
+}
+
+/// A full disk while a checkpoint is written: one-line error, exit 2, the previous checkpoint
+/// intact and no partial file left. The full disk is simulated with a file-size limit
+/// (RLIMIT_FSIZE, writes fail with EFBIG), which needs no root and no special file system.
+#[test]
+fn disk_full_while_saving_keeps_the_last_good_checkpoint() {
+    use std::os::unix::process::CommandExt;
+    let d = tempfile::tempdir().unwrap();
+    common::tiny_fashion_mnist(d.path(), 12, 4);
+    let save = tempfile::tempdir().unwrap();
+    let args = |epochs: &'static str| {
+        vec![
+            "pretrain".to_string(),
+            "--method".into(),
+            "SupCon".into(),
+            "--dataset".into(),
+            "fashionmnist".into(),
+            "--data_folder".into(),
+            d.path().display().to_string(),
+            "--save_dir".into(),
+            save.path().display().to_string(),
+            "--model".into(),
+            "resnet18".into(),
+            "--batch_size".into(),
+            "12".into(),
+            "--num_workers".into(),
+            "1".into(),
+            "--epochs".into(),
+            epochs.into(),
+        ]
+    };
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_selfcon")).args(args("1")).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let last = std::path::PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    let before = std::fs::read(&last).unwrap();
+
+    let mut resume = std::process::Command::new(env!("CARGO_BIN_EXE_selfcon"));
+    resume.args(args("2")).args(["--resume", last.to_str().unwrap()]);
+    // SAFETY: only async-signal-safe libc calls between fork and exec.
+    unsafe {
+        resume.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit { rlim_cur: 1 << 20, rlim_max: 1 << 20 };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = resume.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let message = err.lines().last().unwrap();
+    assert!(message.starts_with("selfcon: error: ") && message.contains("cannot write checkpoint"), "{err}");
+    assert_eq!(std::fs::read(&last).unwrap(), before, "the epoch-1 checkpoint is untouched");
+    let leftovers: Vec<_> = std::fs::read_dir(last.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !["last.safetensors", "config.json", "metrics.jsonl", "metrics.csv"].contains(&n.as_str()))
+        .collect();
+    assert!(leftovers.is_empty(), "partial files left: {leftovers:?}");
 }

@@ -27,12 +27,23 @@ mod ffi {
             dtype: *mut c_int,
             err: *mut *mut c_char,
         ) -> c_int;
-        pub fn selfcon_shim_autocast_set(device_type: c_int, enabled: c_int, dtype: c_int, err: *mut *mut c_char)
-            -> c_int;
+        pub fn selfcon_shim_autocast_set(
+            device_type: c_int,
+            enabled: c_int,
+            dtype: c_int,
+            err: *mut *mut c_char,
+        ) -> c_int;
         pub fn selfcon_shim_autocast_increment_nesting() -> c_int;
         pub fn selfcon_shim_autocast_decrement_nesting() -> c_int;
         pub fn selfcon_shim_contiguous(tensor: *const u8, memory_format: c_int, err: *mut *mut c_char) -> *mut u8;
         pub fn selfcon_shim_is_contiguous(tensor: *const u8, memory_format: c_int, err: *mut *mut c_char) -> c_int;
+        pub fn selfcon_shim_amp_unscale(
+            grads: *const *const u8,
+            n: i64,
+            found_inf: *mut u8,
+            inv_scale: *const u8,
+            err: *mut *mut c_char,
+        ) -> c_int;
         pub fn selfcon_shim_device_memory_stats(device_index: c_int, out: *mut i64, err: *mut *mut c_char) -> c_int;
         pub fn selfcon_shim_device_reset_peak(device_index: c_int, err: *mut *mut c_char) -> c_int;
         pub fn selfcon_shim_device_synchronize(device_index: c_int, err: *mut *mut c_char) -> c_int;
@@ -128,7 +139,8 @@ pub enum MemoryFormat {
 
 /// `tensor.contiguous(memory_format)`: a copy in that layout (the tensor itself when it already is).
 pub fn contiguous(tensor: &Tensor, format: MemoryFormat) -> Result<Tensor> {
-    let ptr = checked(|err| unsafe { ffi::selfcon_shim_contiguous(tensor.as_ptr() as *const u8, format as c_int, err) })?;
+    let ptr =
+        checked(|err| unsafe { ffi::selfcon_shim_contiguous(tensor.as_ptr() as *const u8, format as c_int, err) })?;
     // SAFETY: on success the shim returned a new heap `at::Tensor*`, now owned by the tch Tensor.
     Ok(unsafe { Tensor::from_ptr(ptr as *mut _) })
 }
@@ -136,6 +148,26 @@ pub fn contiguous(tensor: &Tensor, format: MemoryFormat) -> Result<Tensor> {
 pub fn is_contiguous(tensor: &Tensor, format: MemoryFormat) -> Result<bool> {
     checked(|err| unsafe { ffi::selfcon_shim_is_contiguous(tensor.as_ptr() as *const u8, format as c_int, err) })
         .map(|v| v == 1)
+}
+
+/// Multiplies every gradient by `inv_scale` in place, in one fused kernel per device and dtype
+/// (`torch._amp_foreach_non_finite_check_and_unscale_`), and sets `found_inf` (a one-element
+/// float tensor) to 1 when any of them holds an inf or NaN.
+pub fn amp_unscale_(grads: &[Tensor], found_inf: &mut Tensor, inv_scale: &Tensor) -> Result<()> {
+    if grads.is_empty() {
+        return Ok(());
+    }
+    let ptrs: Vec<*const u8> = grads.iter().map(|g| g.as_ptr() as *const u8).collect();
+    checked(|err| unsafe {
+        ffi::selfcon_shim_amp_unscale(
+            ptrs.as_ptr(),
+            ptrs.len() as i64,
+            found_inf.as_mut_ptr() as *mut u8,
+            inv_scale.as_ptr() as *const u8,
+            err,
+        )
+    })
+    .map(|_| ())
 }
 
 /// Bytes held by the accelerator's caching allocator (all pools).
@@ -200,8 +232,24 @@ mod tests {
         assert_eq!(y.stride(), vec![60, 1, 15, 3]);
         assert!(y.equal(&x));
         // A 2-d tensor has no channels-last layout: libtorch's error comes back as a value.
-        let err = contiguous(&Tensor::ones([2, 2], (Kind::Float, Device::Cpu)), MemoryFormat::ChannelsLast).unwrap_err();
+        let err =
+            contiguous(&Tensor::ones([2, 2], (Kind::Float, Device::Cpu)), MemoryFormat::ChannelsLast).unwrap_err();
         assert!(err.0.contains("rank"), "{err}");
+    }
+
+    #[test]
+    fn amp_unscale_multiplies_and_flags_non_finite_values() {
+        let opts = (Kind::Float, Device::Cpu);
+        let inv = Tensor::from_slice(&[0.5f32]);
+        let mut found = Tensor::zeros([1], opts);
+        let grads = [Tensor::from_slice(&[2.0f32, 4.0]), Tensor::from_slice(&[8.0f32])];
+        amp_unscale_(&grads, &mut found, &inv).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&grads[0]).unwrap(), vec![1.0, 2.0]);
+        assert_eq!(Vec::<f32>::try_from(&grads[1]).unwrap(), vec![4.0]);
+        assert_eq!(found.double_value(&[0]), 0.0);
+        let bad = [Tensor::from_slice(&[1.0f32, f32::INFINITY])];
+        amp_unscale_(&bad, &mut found, &inv).unwrap();
+        assert_eq!(found.double_value(&[0]), 1.0);
     }
 
     #[test]

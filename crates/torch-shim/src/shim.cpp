@@ -10,6 +10,7 @@
 #include <cstring>
 #include <exception>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -79,6 +80,21 @@ at::Tensor* selfcon_shim_contiguous(const at::Tensor* tensor, int memory_format,
 int selfcon_shim_is_contiguous(const at::Tensor* tensor, int memory_format, char** err) {
   SHIM_TRY(err, -1)
   return tensor->is_contiguous(static_cast<c10::MemoryFormat>(memory_format)) ? 1 : 0;
+  SHIM_CATCH(err, -1)
+}
+
+// ---- loss scaling ---------------------------------------------------------------------------
+
+// One fused `_amp_foreach_non_finite_check_and_unscale_` over all gradients (tch only wraps the
+// one-tensor form, i.e. one kernel launch per parameter).
+int selfcon_shim_amp_unscale(const at::Tensor* const* grads, int64_t n, at::Tensor* found_inf,
+                             const at::Tensor* inv_scale, char** err) {
+  SHIM_TRY(err, -1)
+  std::vector<at::Tensor> list;
+  list.reserve(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) list.push_back(*grads[i]);
+  at::_amp_foreach_non_finite_check_and_unscale_(list, *found_inf, *inv_scale);
+  return 0;
   SHIM_CATCH(err, -1)
 }
 

@@ -4,14 +4,13 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use selfcon::data::augment::EvalTransform;
-use selfcon::data::DatasetKind;
 use selfcon::engine::{select_device, DeviceRequest};
 use selfcon::train::{train_ce, CeConfig, CeMethod};
 
 use super::data_args::DataArgs;
 use super::model_args::ModelArgs;
 use super::optim_args::OptimArgs;
+use super::progress::TerminalProgress;
 
 #[derive(Args, Debug)]
 pub struct CeArgs {
@@ -60,8 +59,7 @@ pub fn run(a: CeArgs) -> anyhow::Result<()> {
     if (a.alpha, a.beta, a.gamma) != (0.0, 0.0, 0.0) && (a.alpha, a.beta, a.gamma) != (alpha, beta, gamma) {
         eprintln!("warning: --method {method} sets alpha, beta, gamma = {alpha}, {beta}, {gamma}; the values given are ignored (as in main_ce.py)");
     }
-    let kind: DatasetKind = a.dataset.parse()?;
-    let model = a.model.to_config(&a.dataset)?;
+    let model = a.model.to_config(&a.dataset, a.data.image_size(&a.dataset)?)?;
     let device = select_device(a.optim.device.parse::<DeviceRequest>()?)?;
     let (data, image_size) = a.data.open(&a.dataset)?;
     let config = CeConfig {
@@ -72,9 +70,11 @@ pub fn run(a: CeArgs) -> anyhow::Result<()> {
         optim: a.optim.to_config()?,
         dataset_name: a.dataset.clone(),
         image_size,
-        eval: EvalTransform::for_dataset(kind),
+        eval: a.data.eval_transform(&a.dataset)?,
+        print_freq: a.optim.print_freq,
     };
-    let result = train_ce(&config, &data, device, a.resume.as_deref())?;
+    let mut progress = TerminalProgress::new(a.optim.print_freq);
+    let result = train_ce(&config, &data, device, a.resume.as_deref(), &mut progress)?;
     println!("{}", result.run_dir.display());
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::Args;
+use selfcon::data::augment::EvalTransform;
 use selfcon::data::{ensure_downloaded, open_dataset, open_image_folder, ArchiveSource, DatasetKind, OpenedDataset};
 use selfcon::Error;
 
@@ -35,6 +36,27 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
+    /// The training crop size of `dataset` (`--size` for a folder), known before any file is read.
+    pub fn image_size(&self, dataset: &str) -> selfcon::Result<usize> {
+        if dataset == "folder" {
+            return match self.size {
+                None => Err(Error::option("size", "--dataset folder needs --size")),
+                Some(0) => Err(Error::option("size", "must be positive")),
+                Some(size) => Ok(size),
+            };
+        }
+        Ok(dataset.parse::<DatasetKind>()?.image_size() as usize)
+    }
+
+    /// The test-time transform: the official one of a dataset; for a folder, resize to
+    /// `--size`/0.875 and centre-crop `--size`.
+    pub fn eval_transform(&self, dataset: &str) -> selfcon::Result<EvalTransform> {
+        if dataset == "folder" {
+            return Ok(EvalTransform::for_folder(self.image_size(dataset)?));
+        }
+        Ok(EvalTransform::for_dataset(dataset.parse()?))
+    }
+
     /// Opens `dataset` (cifar10, cifar100, tinyimagenet, imagenet, imagenet100, mnist,
     /// fashionmnist or folder); returns it with the training crop size.
     pub fn open(&self, dataset: &str) -> selfcon::Result<(OpenedDataset, usize)> {
@@ -48,10 +70,7 @@ impl DataArgs {
             if std.iter().any(|s| *s <= 0.0) {
                 return Err(Error::option("std", "every entry must be positive"));
             }
-            let size = self.size.ok_or_else(|| Error::option("size", "--dataset folder needs --size"))?;
-            if size == 0 {
-                return Err(Error::option("size", "must be positive"));
-            }
+            let size = self.image_size(dataset)?;
             return Ok((open_image_folder(root, mean, std)?, size));
         }
         for (flag, given) in [("mean", self.mean.is_some()), ("std", self.std.is_some()), ("size", self.size.is_some())]

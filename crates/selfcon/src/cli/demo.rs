@@ -17,7 +17,7 @@ use selfcon::loss::Method;
 use selfcon::model::{ConModel, ModelConfig};
 use selfcon::train::{extract_features, linear_probe, pretrain, Accuracy, OptimConfig, PretrainConfig, ProbeResult};
 
-use super::pretrain::TerminalProgress;
+use super::progress::TerminalProgress;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -44,6 +44,9 @@ pub struct DemoArgs {
 
     #[arg(long, default_value_t = 0.1)]
     pub temp: f64,
+
+    #[arg(long = "weight_decay", visible_alias = "weight-decay", default_value_t = 1e-4)]
+    pub weight_decay: f64,
 
     /// Training images the linear probes are fitted on.
     #[arg(long = "probe_images", visible_alias = "probe-images", default_value_t = 3000)]
@@ -92,7 +95,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
             learning_rate: a.learning_rate,
             lr_decay_epochs: vec![],
             lr_decay_rate: 0.1,
-            weight_decay: 1e-4,
+            weight_decay: a.weight_decay,
             momentum: 0.9,
             // A constant rate: with a handful of epochs the official cosine would spend the last
             // one at its floor (lr·0.001).
@@ -102,6 +105,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
             num_workers: a.num_workers,
             save_dir: a.save_dir.clone(),
             exp_name: "demo".into(),
+            precision: selfcon::train::Precision::Fp32,
         },
         weakaug: false,
         randaug: false,

@@ -4,8 +4,6 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use selfcon::data::augment::EvalTransform;
-use selfcon::data::DatasetKind;
 use selfcon::engine::{select_device, DeviceRequest};
 use selfcon::train::{linear_eval, LinearConfig};
 use selfcon::Error;
@@ -13,6 +11,7 @@ use selfcon::Error;
 use super::data_args::DataArgs;
 use super::model_args::ModelArgs;
 use super::optim_args::OptimArgs;
+use super::progress::TerminalProgress;
 
 #[derive(Args, Debug)]
 pub struct LinearArgs {
@@ -51,8 +50,7 @@ pub fn run(a: LinearArgs) -> anyhow::Result<()> {
     if !a.ckpt.is_file() {
         return Err(Error::option("ckpt", format!("{} does not exist", a.ckpt.display())).into());
     }
-    let kind: DatasetKind = a.dataset.parse()?;
-    let model = a.model.to_config(&a.dataset)?;
+    let model = a.model.to_config(&a.dataset, a.data.image_size(&a.dataset)?)?;
     let device = select_device(a.optim.device.parse::<DeviceRequest>()?)?;
     let (data, image_size) = a.data.open(&a.dataset)?;
     let config = LinearConfig {
@@ -61,10 +59,12 @@ pub fn run(a: LinearArgs) -> anyhow::Result<()> {
         subnet: a.subnet,
         optim: a.optim.to_config()?,
         image_size,
-        eval: EvalTransform::for_dataset(kind),
+        eval: a.data.eval_transform(&a.dataset)?,
         val_split: a.val_split,
+        print_freq: a.optim.print_freq,
     };
-    let result = linear_eval(&config, &data, device, a.resume.as_deref())?;
+    let mut progress = TerminalProgress::new(a.optim.print_freq);
+    let result = linear_eval(&config, &data, device, a.resume.as_deref(), &mut progress)?;
     println!("{}", serde_json::to_string(&result.entry)?);
     eprintln!("results written to {}; classifiers in {}", result.results_path.display(), result.run_dir.display());
     Ok(())

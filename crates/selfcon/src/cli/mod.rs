@@ -9,6 +9,7 @@ mod linear;
 mod model_args;
 mod optim_args;
 mod pretrain;
+mod progress;
 mod summary;
 
 use clap::{Parser, Subcommand};

@@ -39,11 +39,13 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     /// The model for `dataset`, which sets the classes and the stem (CIFAR stem for cifar10,
-    /// cifar100, tinyimagenet, mnist, fashionmnist; 7×7 stem with max-pool for imagenet, imagenet100).
-    pub fn to_config(&self, dataset: &str) -> selfcon::Result<ModelConfig> {
+    /// cifar100, tinyimagenet, mnist, fashionmnist; 7×7 stem with max-pool for imagenet, imagenet100;
+    /// for `folder` chosen by the training size `image_size`, see [`DatasetKind::for_folder`]).
+    pub fn to_config(&self, dataset: &str, image_size: usize) -> selfcon::Result<ModelConfig> {
+        let kind = if dataset == "folder" { DatasetKind::for_folder(image_size) } else { dataset.parse()? };
         ModelConfig::new(
             self.model.parse::<Architecture>()?,
-            dataset.parse::<DatasetKind>()?,
+            kind,
             self.selfcon_pos.parse::<ExitPositions>()?,
             self.selfcon_arch.parse::<SubNetworkArch>()?,
             self.selfcon_size.parse::<SubNetworkSize>()?,

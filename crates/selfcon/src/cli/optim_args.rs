@@ -69,6 +69,11 @@ pub struct OptimArgs {
     /// auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+
+    /// Mixed precision: the bare flag (official) is `auto` = fp16 autocast with dynamic loss scaling
+    /// on CUDA, bf16 autocast on CPU; or name it: fp16, bf16, fp32. Losses stay in fp32.
+    #[arg(long, num_args = 0..=1, default_value = "fp32", default_missing_value = "auto", value_name = "KIND")]
+    pub precision: String,
 }
 
 impl OptimArgs {
@@ -87,6 +92,7 @@ impl OptimArgs {
             num_workers: self.num_workers,
             save_dir: self.save_dir.clone(),
             exp_name: self.exp_name.clone(),
+            precision: self.precision.parse()?,
         })
     }
 

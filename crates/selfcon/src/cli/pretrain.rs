@@ -1,19 +1,17 @@
 //! `selfcon pretrain`: `main_represent.py` with the same flags and defaults.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use selfcon::engine::{select_device, DeviceRequest};
 use selfcon::loss::Method;
-use selfcon::train::{pretrain, PretrainConfig, Progress};
-use selfcon::Error;
+use selfcon::train::{pretrain, PretrainConfig};
 
 use super::data_args::DataArgs;
 use super::model_args::ModelArgs;
 use super::optim_args::OptimArgs;
+use super::progress::TerminalProgress;
 
 #[derive(Args, Debug)]
 pub struct PretrainArgs {
@@ -48,10 +46,6 @@ pub struct PretrainArgs {
     #[arg(long, default_value_t = 0.07)]
     pub temp: f64,
 
-    /// Mixed precision (fp16 autocast + loss scaling on CUDA, bf16 on CPU).
-    #[arg(long)]
-    pub precision: bool,
-
     /// Drop colour jitter and grayscale from the augmentation.
     #[arg(long)]
     pub weakaug: bool,
@@ -74,13 +68,7 @@ pub struct PretrainArgs {
 
 pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
     let method: Method = a.method.parse()?;
-    if a.precision {
-        return Err(Error::NotImplemented("--precision (mixed precision)".into()).into());
-    }
-    if a.dataset == "folder" {
-        return Err(Error::NotImplemented("--dataset folder for training".into()).into());
-    }
-    let model = a.model.to_config(&a.dataset)?;
+    let model = a.model.to_config(&a.dataset, a.data.image_size(&a.dataset)?)?;
     let device = select_device(a.optim.device.parse::<DeviceRequest>()?)?;
     let (data, image_size) = a.data.open(&a.dataset)?;
     let config = PretrainConfig {
@@ -111,61 +99,4 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
     let result = pretrain(&config, &data, device, a.resume.as_deref(), &mut progress)?;
     println!("{}", result.last_checkpoint.display());
     Ok(())
-}
-
-/// A bar per epoch on a terminal, plain lines otherwise.
-pub struct TerminalProgress {
-    /// Printed once training starts.
-    pub banner: String,
-    bar: Option<ProgressBar>,
-    print_freq: usize,
-    tty: bool,
-}
-
-impl TerminalProgress {
-    pub fn new(print_freq: usize) -> Self {
-        TerminalProgress { banner: String::new(), bar: None, print_freq, tty: std::io::stderr().is_terminal() }
-    }
-}
-
-impl Progress for TerminalProgress {
-    fn run_started(&mut self, run_dir: &std::path::Path, first_epoch: usize, train_images: usize) {
-        eprintln!(
-            "{} · {train_images} training images · from epoch {first_epoch} · run folder {}",
-            self.banner,
-            run_dir.display()
-        );
-    }
-
-    fn epoch_started(&mut self, epoch: usize, batches: usize) {
-        if self.tty {
-            let bar = ProgressBar::new(batches as u64);
-            bar.set_style(
-                ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {msg} ETA {eta}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar.set_prefix(epoch.to_string());
-            self.bar = Some(bar);
-        }
-    }
-
-    fn step(&mut self, epoch: usize, step: usize, loss: f64, lr: f64, images_per_s: f64) {
-        match &self.bar {
-            Some(bar) => {
-                bar.set_message(format!("loss {loss:.4} lr {lr:.5} {images_per_s:.0} img/s"));
-                bar.inc(1);
-            }
-            None if self.print_freq > 0 && (step + 1) % self.print_freq == 0 => {
-                eprintln!("epoch {epoch} step {} loss {loss:.4} lr {lr:.5} {images_per_s:.0} img/s", step + 1)
-            }
-            None => {}
-        }
-    }
-
-    fn epoch_finished(&mut self, epoch: usize, loss: f64, lr: f64, images_per_s: f64, seconds: f64) {
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-        }
-        eprintln!("epoch {epoch}: loss {loss:.4} · lr {lr:.5} · {images_per_s:.0} images/s · {seconds:.1} s");
-    }
 }

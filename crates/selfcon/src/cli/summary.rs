@@ -29,7 +29,8 @@ pub struct SummaryArgs {
 const PROBE_BATCH: i64 = 2;
 
 pub fn run(args: SummaryArgs) -> anyhow::Result<()> {
-    let config = args.model.to_config(&args.dataset)?;
+    let kind: selfcon::data::DatasetKind = args.dataset.parse()?;
+    let config = args.model.to_config(&args.dataset, kind.image_size() as usize)?;
     let (vs, model) = ConModel::build(&config, Device::Cpu)?;
     let summary = ModelSummary::of(&vs, &config);
     let size = config.dataset.image_size();

@@ -30,6 +30,16 @@ impl DatasetKind {
         DatasetKind::FashionMnist,
     ];
 
+    /// For `--dataset folder`: the official dataset whose model fits images of side `size` — the
+    /// CIFAR stem up to 64 px (as for Tiny-ImageNet), the ImageNet stem (7×7, max-pool) above.
+    pub fn for_folder(size: usize) -> DatasetKind {
+        if size <= 64 {
+            DatasetKind::TinyImageNet
+        } else {
+            DatasetKind::ImageNet
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             DatasetKind::Cifar10 => "cifar10",

@@ -116,6 +116,10 @@ impl MethodLoss {
     /// each `[rows, D]` with rows = B (or 2B with multiview); `labels`: the B image labels.
     pub fn compute(&self, exits: &[Tensor], backbone: &Tensor, labels: &Tensor) -> Result<LossTerms> {
         self.validate(exits.len())?;
+        // Projections from an autocast forward pass arrive in fp16/bf16; the similarities, exp,
+        // log and sums run in fp32 (f64 inputs stay f64).
+        let exits: Vec<Tensor> = exits.iter().map(full_precision).collect();
+        let (exits, backbone) = (&exits[..], &full_precision(backbone));
         let rows = backbone.size().first().copied().unwrap_or(0);
         let images = labels.size().first().copied().unwrap_or(-1);
         let expected_rows = if self.multiview { 2 * images } else { images };
@@ -207,6 +211,14 @@ pub fn stack_views(exits: &[Tensor], backbone: &Tensor) -> Tensor {
 pub fn pair_views(rows: &Tensor) -> Tensor {
     let size = rows.size();
     rows.view([2, size[0] / 2, size[1]]).transpose(0, 1)
+}
+
+/// `t` in fp32 when it is fp16/bf16, else unchanged.
+fn full_precision(t: &Tensor) -> Tensor {
+    match t.kind() {
+        tch::Kind::Half | tch::Kind::BFloat16 => t.to_kind(tch::Kind::Float),
+        _ => t.shallow_clone(),
+    }
 }
 
 #[cfg(test)]

@@ -4,17 +4,18 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tch::{nn, Device, Kind, Tensor};
 
+use super::epoch_loop::{Pass, TrainLoop};
 use super::linear::Accuracy;
 use super::optim_config::{prepare_run_dir, OptimConfig};
 use super::optimizer::Sgd;
+use super::progress::Progress;
 use super::run_name::python_float;
-use crate::checkpoint::{self, Metadata, OPTIMIZER_PREFIX};
+use super::train_checkpoint::{Resumed, TrainingState};
 use crate::data::augment::{EvalTransform, TrainTransform};
 use crate::data::{DataLoader, OpenedDataset, Transform};
 use crate::error::{Error, Result};
@@ -82,6 +83,9 @@ pub struct CeConfig {
     pub dataset_name: String,
     pub image_size: usize,
     pub eval: EvalTransform,
+    /// Step records every N steps in metrics.jsonl (0: none).
+    #[serde(default)]
+    pub print_freq: usize,
 }
 
 impl CeConfig {
@@ -128,6 +132,7 @@ pub fn train_ce(
     data: &OpenedDataset,
     device: Device,
     resume: Option<&std::path::Path>,
+    progress: &mut dyn Progress,
 ) -> Result<CeResult> {
     let test_set = data.test.clone().ok_or_else(|| Error::option("dataset", "1-stage training needs a test split"))?;
     let (alpha, beta, gamma) = config.method.weights();
@@ -149,76 +154,78 @@ pub fn train_ce(
     let mut optimizer = Sgd::new(&vs, config.optim.momentum, config.optim.weight_decay);
     let run_dir = config.run_dir();
     let config_json = prepare_run_dir(&run_dir, config)?;
-    let mut log = MetricsLog::open(&run_dir, &["kind", "epoch", "loss", "lr", "top1", "sub_top1"])?;
+    let mut log = MetricsLog::open(&run_dir, &["kind", "stage", "epoch", "step", "loss", "lr", "top1", "sub_top1"])?;
     let loader_config = |batch_size: usize, shuffle: bool| config.optim.loader(data, batch_size, shuffle);
-    let train = DataLoader::new(
+    let train_loader = DataLoader::new(
         data.train.clone(),
         Transform::Train { transform: TrainTransform::crop_flip(config.image_size), views: 1 },
         loader_config(config.optim.batch_size, true),
     )?;
     let test = DataLoader::new(test_set, Transform::Eval(config.eval), loader_config(512, false))?;
-    let schedule = config.optim.schedule(true);
     let con = ConLoss::new(config.temperature);
-    let batches = train.len();
     let mut epochs: Vec<(Accuracy, Vec<Accuracy>)> = Vec::new();
     if let Some(path) = resume {
         epochs = restore(path, config, &vs, &mut optimizer)?;
     }
+    let last = run_dir.join("last.safetensors");
+    let mut train = TrainLoop::new("ce", device, config.optim.precision, config.optim.schedule(true));
+    train.print_freq = config.print_freq;
+    train.last_checkpoint = Some(last.clone());
+    progress.run_started("ce", &run_dir, epochs.len() + 1, data.train.len());
     for epoch in epochs.len() + 1..=config.optim.epochs {
-        let started = Instant::now();
-        let (mut loss_sum, mut seen) = (0.0, 0usize);
-        let mut lr = schedule.epoch_lr(epoch);
-        for (step, batch) in train.epoch(epoch as u64).enumerate() {
-            let batch = batch?;
-            lr = schedule.lr(epoch, step, batches);
-            let y = batch.labels.to_device(device);
-            let out = model.forward_t(&batch.images.to_device(device), true);
-            let mut loss = out.logits.cross_entropy_for_logits(&y);
-            for (j, exit_logits) in out.exit_logits.iter().enumerate() {
-                if alpha != 0.0 {
-                    loss = loss + exit_logits.cross_entropy_for_logits(&y) * alpha;
+        let pass = Pass { loader: &train_loader, order: epoch as u64, epoch, what: format!("epoch {epoch}") };
+        let stats = train.run_pass(
+            pass,
+            &mut optimizer,
+            progress,
+            &mut log,
+            |images| Ok(model.forward_t(images, true)),
+            |out, y| {
+                let float = |t: &Tensor| t.to_kind(Kind::Float);
+                let logits = float(&out.logits);
+                let mut loss = logits.cross_entropy_for_logits(y);
+                for (j, exit_logits) in out.exit_logits.iter().map(float).enumerate() {
+                    if alpha != 0.0 {
+                        loss = loss + exit_logits.cross_entropy_for_logits(y) * alpha;
+                    }
+                    if beta != 0.0 {
+                        loss = loss + kd_loss(&exit_logits, &logits, config.temperature) * beta;
+                    }
+                    if gamma != 0.0 {
+                        let pair = Tensor::stack(&[float(&out.exit_projections[j]), float(&out.projection)], 1);
+                        loss = loss + con.forward(&pair, Positives::Labels(y), ConLossFlags::default())? * gamma;
+                    }
                 }
-                if beta != 0.0 {
-                    loss = loss + kd_loss(exit_logits, &out.logits, config.temperature) * beta;
-                }
-                if gamma != 0.0 {
-                    let pair = Tensor::stack(&[&out.exit_projections[j], &out.projection], 1);
-                    loss = loss + con.forward(&pair, Positives::Labels(&y), ConLossFlags::default())? * gamma;
-                }
-            }
-            let value = loss.double_value(&[]);
-            if !value.is_finite() {
-                return Err(Error::input(format!("loss is {value} at epoch {epoch}, step {step}: training stopped")));
-            }
-            optimizer.zero_grad();
-            loss.backward();
-            optimizer.step(lr);
-            loss_sum += value * batch.indices.len() as f64;
-            seen += batch.indices.len();
-        }
+                Ok(loss)
+            },
+        )?;
         let (top, sub) = evaluate(&model, &test, exits, device)?;
-        let mean_loss = loss_sum / seen.max(1) as f64;
-        eprintln!(
-            "ce epoch {epoch}: loss {mean_loss:.4} · lr {lr:.5} · test top-1 {:.2}{} · {:.1} s",
+        progress.epoch_finished(&format!(
+            "ce epoch {epoch}: loss {:.4} · lr {:.5} · test top-1 {:.2}{} · {:.0} images/s · {:.1} s{}",
+            stats.loss,
+            stats.lr,
             top.top1,
             sub.iter().map(|s| format!(" · exit {:.2}", s.top1)).collect::<String>(),
-            started.elapsed().as_secs_f64()
-        );
-        let serde_json::Value::Object(record) = json!({"kind": "epoch", "epoch": epoch, "loss": mean_loss, "lr": lr, "top1": top.top1, "sub_top1": sub.last().map(|s| s.top1)})
+            stats.images_per_s(),
+            stats.seconds,
+            super::pretrain::skipped(&stats)
+        ));
+        let serde_json::Value::Object(record) = json!({"kind": "epoch", "stage": "ce", "epoch": epoch, "loss": stats.loss,
+            "lr": stats.lr, "top1": top.top1, "sub_top1": sub.last().map(|s| s.top1)})
         else {
             unreachable!("object literal")
         };
         log.record(record)?;
-        let mut meta = Metadata::new();
-        meta.insert("format".into(), "selfcon-checkpoint-1".into());
-        meta.insert("stage".into(), "ce".into());
-        meta.insert("epoch".into(), epoch.to_string());
-        meta.insert("config".into(), config_json.clone());
         epochs.push((top, sub));
-        meta.insert("history".into(), serde_json::to_string(&epochs).expect("accuracies serialise"));
-        let mut tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-        tensors.extend(optimizer.state().into_iter().map(|(k, t)| (format!("{OPTIMIZER_PREFIX}{k}"), t)));
-        checkpoint::save(&run_dir.join("last.safetensors"), &tensors, &meta)?;
+        TrainingState {
+            stage: "ce",
+            epoch,
+            config_json: &config_json,
+            history: Some(serde_json::to_string(&epochs).expect("accuracies serialise")),
+            weights: vs.variables().into_iter().collect(),
+            optimizers: vec![("", &optimizer)],
+        }
+        .save(&last)?;
     }
     let best_epoch = epochs
         .iter()
@@ -243,30 +250,14 @@ fn restore(
     vs: &nn::VarStore,
     optimizer: &mut Sgd,
 ) -> Result<Vec<(Accuracy, Vec<Accuracy>)>> {
-    if !path.is_file() {
-        return Err(Error::option("resume", format!("{} does not exist", path.display())));
-    }
-    let loaded = checkpoint::load(path)?;
-    if loaded.metadata.get("stage").map(String::as_str) != Some("ce") {
-        return Err(Error::file(path, "is not a selfcon ce checkpoint"));
-    }
-    let saved: CeConfig = loaded
-        .metadata
-        .get("config")
-        .and_then(|c| serde_json::from_str(c).ok())
-        .ok_or_else(|| Error::file(path, "has no readable config"))?;
+    let resumed = Resumed::open(path, "ce")?;
+    let saved: CeConfig = resumed.config()?;
     if saved.model != config.model || saved.method != config.method || saved.dim_out != config.dim_out {
         return Err(Error::file(path, "was made for another model, --method or --dim_out"));
     }
-    let (weights, optim): (Vec<_>, Vec<_>) =
-        loaded.tensors.into_iter().partition(|(k, _)| !k.starts_with(OPTIMIZER_PREFIX));
-    checkpoint::load_into_var_store(path, vs, &weights.into_iter().collect())?;
-    optimizer.load_state(optim.into_iter().map(|(k, t)| (k[OPTIMIZER_PREFIX.len()..].to_string(), t)).collect())?;
-    loaded
-        .metadata
-        .get("history")
-        .and_then(|h| serde_json::from_str(h).ok())
-        .ok_or_else(|| Error::file(path, "has no accuracy history"))
+    resumed.restore_weights("", vs)?;
+    resumed.restore_optimizer("", optimizer)?;
+    resumed.history()
 }
 
 fn evaluate(model: &CeModel, loader: &DataLoader, exits: usize, device: Device) -> Result<(Accuracy, Vec<Accuracy>)> {

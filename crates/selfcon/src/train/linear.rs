@@ -3,7 +3,6 @@
 //! last exit's features; each epoch reports top-1/top-5 of backbone, sub-network and ensemble
 //! (mean of the two classifiers' logits).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,10 +11,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tch::{nn, Device, Kind, Tensor};
 
+use super::epoch_loop::{Pass, TrainLoop};
 use super::optim_config::OptimConfig;
 use super::optimizer::Sgd;
-use super::schedule::LrSchedule;
-use crate::checkpoint::{self, OPTIMIZER_PREFIX};
+use super::progress::Progress;
+use super::train_checkpoint::{Resumed, TrainingState};
+use crate::checkpoint;
 use crate::data::augment::{EvalTransform, TrainTransform};
 use crate::data::{DataLoader, Dataset, OpenedDataset, Subset, Transform};
 use crate::error::{Error, Result};
@@ -33,6 +34,9 @@ pub struct LinearConfig {
     /// Fraction of the training set held out to pick the best epoch (0 = official protocol:
     /// best test accuracy).
     pub val_split: f64,
+    /// Step records every N steps in metrics.jsonl (0: none).
+    #[serde(default)]
+    pub print_freq: usize,
 }
 
 /// Top-1/top-5 (percent) of one classifier.
@@ -65,42 +69,34 @@ pub struct LinearResult {
     pub results_path: PathBuf,
 }
 
+/// One linear classifier with its own optimiser (the backbone's, and with `--subnet` the exit's).
 struct Head {
     linear: crate::model::LinearClassifier,
     optimizer: Sgd,
-    _vs: nn::VarStore,
+    vs: nn::VarStore,
+    /// Its name in checkpoints: `backbone.weight`, `optimizer.momentum_buffer.sub.bias`, ...
+    name: &'static str,
 }
 
 impl Head {
-    fn new(d: i64, n_cls: i64, device: Device, c: &LinearConfig) -> Self {
+    fn new(name: &'static str, d: i64, n_cls: i64, device: Device, c: &LinearConfig) -> Self {
         let vs = nn::VarStore::new(device);
         let linear = crate::model::LinearClassifier::new(&vs.root(), d, n_cls);
         let optimizer = Sgd::new(&vs, c.optim.momentum, c.optim.weight_decay);
-        Head { linear, optimizer, _vs: vs }
+        Head { linear, optimizer, vs, name }
     }
 
-    /// Weights as `{name}.weight/bias` and momentum buffers as `optimizer.{name}.…`.
-    fn tensors(&self, name: &str) -> Vec<(String, Tensor)> {
-        let mut out: Vec<(String, Tensor)> =
-            self._vs.variables().into_iter().map(|(k, t)| (format!("{name}.{k}"), t)).collect();
-        out.extend(self.optimizer.state().into_iter().map(|(k, t)| (format!("{OPTIMIZER_PREFIX}{name}.{k}"), t)));
-        out
+    fn prefix(&self) -> String {
+        format!("{}.", self.name)
     }
 
-    fn restore(&mut self, name: &str, path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
-        let prefix = format!("{name}.");
-        let weights = tensors
-            .iter()
-            .filter_map(|(k, t)| k.strip_prefix(&prefix).map(|k| (k.to_string(), t.shallow_clone())))
-            .collect();
-        checkpoint::load_into_var_store(path, &self._vs, &weights)?;
-        let opt_prefix = format!("{OPTIMIZER_PREFIX}{name}.");
-        self.optimizer.load_state(
-            tensors
-                .iter()
-                .filter_map(|(k, t)| k.strip_prefix(&opt_prefix).map(|k| (k.to_string(), t.shallow_clone())))
-                .collect(),
-        )
+    fn weights(&self) -> Vec<(String, Tensor)> {
+        self.vs.variables().into_iter().map(|(k, t)| (format!("{}.{k}", self.name), t)).collect()
+    }
+
+    fn restore(&mut self, resumed: &Resumed) -> Result<()> {
+        resumed.restore_weights(&self.prefix(), &self.vs)?;
+        resumed.restore_optimizer(&self.prefix(), &mut self.optimizer)
     }
 }
 
@@ -109,6 +105,7 @@ pub fn linear_eval(
     data: &OpenedDataset,
     device: Device,
     resume: Option<&Path>,
+    progress: &mut dyn Progress,
 ) -> Result<LinearResult> {
     let test_set =
         data.test.clone().ok_or_else(|| Error::option("dataset", "linear evaluation needs a test split (val/)"))?;
@@ -121,10 +118,9 @@ pub fn linear_eval(
     tch::manual_seed(config.optim.seed as i64);
     let (vs, model) = ConModel::build(&config.model, device)?;
     let loaded = checkpoint::load(&config.ckpt)?;
-    let weights: BTreeMap<String, Tensor> =
-        loaded.tensors.into_iter().filter(|(k, _)| !k.starts_with(OPTIMIZER_PREFIX)).collect();
+    let weights = checkpoint::model_weights(loaded.tensors);
     checkpoint::load_into_var_store(&config.ckpt, &vs, &weights)?;
-    linear_eval_model(config, data, &test_set, &model, device, resume)
+    linear_eval_model(config, data, &test_set, &model, device, resume, progress)
 }
 
 impl LinearConfig {
@@ -153,6 +149,7 @@ pub fn linear_eval_model(
     model: &ConModel,
     device: Device,
     resume: Option<&Path>,
+    progress: &mut dyn Progress,
 ) -> Result<LinearResult> {
     let n_cls = data.train.num_classes();
     let d = config.model.feature_dim();
@@ -173,77 +170,92 @@ pub fn linear_eval_model(
     let test_loader = eval(test_set)?;
     let val_loader = val_set.as_ref().map(eval).transpose()?;
 
-    let mut backbone = Head::new(d, n_cls, device, config);
-    let mut sub = config.subnet.then(|| Head::new(d, n_cls, device, config));
-    // Warm-up only when asked for (main_linear.py has no automatic switch).
-    let schedule = config.optim.schedule(false);
-    let batches = train_loader.len();
+    let mut backbone = Head::new("backbone", d, n_cls, device, config);
+    let mut sub = config.subnet.then(|| Head::new("sub", d, n_cls, device, config));
     let mut epochs: Vec<EpochAccuracy> = Vec::new();
     let run_dir = config.run_dir();
     let config_json = super::optim_config::prepare_run_dir(&run_dir, config)?;
     if let Some(path) = resume {
         epochs = restore(path, config, &mut backbone, sub.as_mut())?;
     }
-    let mut log = MetricsLog::open(&run_dir, &["epoch", "backbone_top1", "sub_top1", "ensemble_top1", "train_top1"])?;
+    let mut log = MetricsLog::open(
+        &run_dir,
+        &["kind", "stage", "epoch", "step", "loss", "lr", "backbone_top1", "sub_top1", "ensemble_top1", "train_top1"],
+    )?;
+    let last = run_dir.join("last.safetensors");
+    // Warm-up only when asked for (main_linear.py has no automatic switch).
+    let mut train = TrainLoop::new("linear", device, config.optim.precision, config.optim.schedule(false));
+    train.print_freq = config.print_freq;
+    train.last_checkpoint = Some(last.clone());
+    progress.run_started("linear", &run_dir, epochs.len() + 1, train_loader.dataset().len());
     for epoch in epochs.len() + 1..=config.optim.epochs {
         let started = Instant::now();
-        let train_backbone = train_pass(
-            &train_loader,
-            2 * epoch as u64,
-            model,
-            &mut backbone,
-            false,
-            &schedule,
-            epoch,
-            batches,
-            device,
-        )?;
-        let train_sub = match sub.as_mut() {
-            Some(head) => Some(train_pass(
-                &train_loader,
-                2 * epoch as u64 + 1,
-                model,
-                head,
-                true,
-                &schedule,
+        let mut heads = vec![&mut backbone];
+        heads.extend(sub.as_mut());
+        let mut train_top1 = Vec::new();
+        // Each classifier sees its own shuffle of the training set, as two official loops would.
+        for (k, head) in heads.into_iter().enumerate() {
+            let use_exit = k == 1;
+            let pass = Pass {
+                loader: &train_loader,
+                order: 2 * epoch as u64 + k as u64,
                 epoch,
-                batches,
-                device,
-            )?),
-            None => None,
-        };
+                what: format!("epoch {epoch} · {} classifier", head.name),
+            };
+            let (mut correct, mut seen) = (0i64, 0i64);
+            let linear = &head.linear;
+            train.run_pass(
+                pass,
+                &mut head.optimizer,
+                progress,
+                &mut log,
+                |images| Ok(linear.forward(&features(model, images, use_exit)?)),
+                |logits, labels| {
+                    correct += logits.argmax(1, false).eq_tensor(labels).sum(Kind::Int64).int64_value(&[]);
+                    seen += labels.size()[0];
+                    Ok(logits.to_kind(Kind::Float).cross_entropy_for_logits(labels))
+                },
+            )?;
+            train_top1.push(100.0 * correct as f64 / seen.max(1) as f64);
+        }
+        let (train_backbone, train_sub) = (train_top1[0], train_top1.get(1).copied());
         let (b, s, e) = evaluate(&test_loader, model, &backbone, sub.as_ref(), device)?;
         let val_backbone = match &val_loader {
             Some(l) => Some(evaluate(l, model, &backbone, None, device)?.0),
             None => None,
         };
-        eprintln!(
-            "linear epoch {epoch}: backbone {:.2}/{:.2}{}{} (train {:.2}) · {:.1} s",
+        progress.epoch_finished(&format!(
+            "linear epoch {epoch}: backbone {:.2}/{:.2}{}{} (train {:.2}) · lr {:.5} · {:.1} s",
             b.top1,
             b.top5,
             s.map(|s| format!(" · sub {:.2}/{:.2}", s.top1, s.top5)).unwrap_or_default(),
             e.map(|e| format!(" · ensemble {:.2}/{:.2}", e.top1, e.top5)).unwrap_or_default(),
             train_backbone,
+            train.schedule.epoch_lr(epoch),
             started.elapsed().as_secs_f64()
-        );
+        ));
         epochs.push(EpochAccuracy { epoch, backbone: b, sub: s, ensemble: e, train_backbone, train_sub, val_backbone });
-        let serde_json::Value::Object(record) = json!({"epoch": epoch, "backbone_top1": b.top1, "sub_top1": s.map(|a| a.top1),
-            "ensemble_top1": e.map(|a| a.top1), "train_top1": train_backbone})
+        let serde_json::Value::Object(record) = json!({"kind": "epoch", "stage": "linear", "epoch": epoch,
+            "backbone_top1": b.top1, "sub_top1": s.map(|a| a.top1), "ensemble_top1": e.map(|a| a.top1), "train_top1": train_backbone})
         else {
             unreachable!("object literal")
         };
         log.record(record)?;
-        let mut tensors = backbone.tensors("backbone");
+        let mut weights = backbone.weights();
+        let mut optimizers = vec![("backbone.", &backbone.optimizer)];
         if let Some(head) = &sub {
-            tensors.extend(head.tensors("sub"));
+            weights.extend(head.weights());
+            optimizers.push(("sub.", &head.optimizer));
         }
-        let mut meta = checkpoint::Metadata::new();
-        meta.insert("format".into(), "selfcon-checkpoint-1".into());
-        meta.insert("stage".into(), "linear".into());
-        meta.insert("epoch".into(), epoch.to_string());
-        meta.insert("config".into(), config_json.clone());
-        meta.insert("history".into(), serde_json::to_string(&epochs).expect("accuracies serialise"));
-        checkpoint::save(&run_dir.join("last.safetensors"), &tensors, &meta)?;
+        TrainingState {
+            stage: "linear",
+            epoch,
+            config_json: &config_json,
+            history: Some(serde_json::to_string(&epochs).expect("accuracies serialise")),
+            weights,
+            optimizers,
+        }
+        .save(&last)?;
     }
     if epochs.is_empty() {
         return Err(Error::option(
@@ -259,38 +271,6 @@ pub fn linear_eval_model(
     }
     write_results(&results_path, &key, &entry)?;
     Ok(LinearResult { epochs, run_dir, entry, results_path })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn train_pass(
-    loader: &DataLoader,
-    order: u64,
-    model: &ConModel,
-    head: &mut Head,
-    use_exit: bool,
-    schedule: &LrSchedule,
-    epoch: usize,
-    batches: usize,
-    device: Device,
-) -> Result<f64> {
-    let (mut correct, mut seen) = (0i64, 0i64);
-    for (step, batch) in loader.epoch(order).enumerate() {
-        let batch = batch?;
-        let labels = batch.labels.to_device(device);
-        let features = features(model, &batch.images.to_device(device), use_exit)?;
-        let logits = head.linear.forward(&features);
-        let loss = logits.cross_entropy_for_logits(&labels);
-        let value = loss.double_value(&[]);
-        if !value.is_finite() {
-            return Err(Error::input(format!("linear classifier loss is {value} at epoch {epoch}, step {step}")));
-        }
-        head.optimizer.zero_grad();
-        loss.backward();
-        head.optimizer.step(schedule.lr(epoch, step, batches));
-        correct += logits.argmax(1, false).eq_tensor(&labels).sum(Kind::Int64).int64_value(&[]);
-        seen += labels.size()[0];
-    }
-    Ok(100.0 * correct as f64 / seen.max(1) as f64)
 }
 
 fn features(model: &ConModel, images: &Tensor, use_exit: bool) -> Result<Tensor> {
@@ -353,30 +333,16 @@ fn restore(
     backbone: &mut Head,
     sub: Option<&mut Head>,
 ) -> Result<Vec<EpochAccuracy>> {
-    if !path.is_file() {
-        return Err(Error::option("resume", format!("{} does not exist", path.display())));
-    }
-    let loaded = checkpoint::load(path)?;
-    if loaded.metadata.get("stage").map(String::as_str) != Some("linear") {
-        return Err(Error::file(path, "is not a linear-evaluation checkpoint"));
-    }
-    let saved: LinearConfig = loaded
-        .metadata
-        .get("config")
-        .and_then(|c| serde_json::from_str(c).ok())
-        .ok_or_else(|| Error::file(path, "has no readable config"))?;
+    let resumed = Resumed::open(path, "linear")?;
+    let saved: LinearConfig = resumed.config()?;
     if saved.model != config.model || saved.subnet != config.subnet {
         return Err(Error::file(path, "was made for another model or --subnet setting"));
     }
-    backbone.restore("backbone", path, &loaded.tensors)?;
+    backbone.restore(&resumed)?;
     if let Some(head) = sub {
-        head.restore("sub", path, &loaded.tensors)?;
+        head.restore(&resumed)?;
     }
-    loaded
-        .metadata
-        .get("history")
-        .and_then(|h| serde_json::from_str(h).ok())
-        .ok_or_else(|| Error::file(path, "has no accuracy history"))
+    resumed.history()
 }
 
 fn round2(x: f64) -> f64 {

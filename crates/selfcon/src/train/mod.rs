@@ -1,19 +1,27 @@
 //! Training pieces shared by pre-training, linear evaluation and 1-stage CE.
 
 mod ce;
+mod epoch_loop;
 mod linear;
 mod optim_config;
 mod optimizer;
+mod precision;
 mod pretrain;
 mod probe;
+mod progress;
 mod run_name;
 mod schedule;
+mod train_checkpoint;
 
 pub use ce::{kd_loss, train_ce, CeConfig, CeMethod, CeResult};
+pub use epoch_loop::{EpochStats, Pass, TrainLoop};
 pub use linear::{linear_eval, linear_eval_model, Accuracy, EpochAccuracy, LinearConfig, LinearResult};
 pub use optim_config::OptimConfig;
 pub use optimizer::Sgd;
-pub use pretrain::{pretrain, PretrainConfig, PretrainResult, Progress, Quiet};
+pub use precision::{GradScaler, Precision};
+pub use pretrain::{pretrain, PretrainConfig, PretrainResult};
 pub use probe::{extract_features, linear_probe, CachedFeatures, ProbeResult};
+pub use progress::{Progress, Quiet};
 pub use run_name::{python_bool, python_float};
 pub use schedule::{LrSchedule, Warmup};
+pub use train_checkpoint::{Resumed, TrainingState};

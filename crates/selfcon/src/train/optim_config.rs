@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::precision::Precision;
 use super::schedule::LrSchedule;
 use crate::data::{LoaderConfig, OpenedDataset};
 use crate::error::{Error, Result};
@@ -26,6 +27,9 @@ pub struct OptimConfig {
     pub num_workers: usize,
     pub save_dir: PathBuf,
     pub exp_name: String,
+    /// `--precision`: autocast for the forward pass (fp16 + loss scaling on CUDA, bf16 on CPU).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl OptimConfig {

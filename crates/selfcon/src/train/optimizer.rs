@@ -32,6 +32,12 @@ impl Sgd {
         }
     }
 
+    /// The gradients of the parameters that have one (shallow handles: changing them changes
+    /// the gradients, as loss scaling does).
+    pub fn grads(&self) -> Vec<Tensor> {
+        self.params.iter().map(|(_, p)| p.grad()).filter(Tensor::defined).collect()
+    }
+
     /// One update at learning rate `lr`.
     pub fn step(&mut self, lr: f64) {
         tch::no_grad(|| {

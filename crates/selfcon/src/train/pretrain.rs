@@ -2,17 +2,18 @@
 //! every variant, the official optimiser and schedule, checkpoints every epoch and exact resume.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tch::Device;
 
+use super::epoch_loop::{EpochStats, Pass, TrainLoop};
 use super::optim_config::{prepare_run_dir, OptimConfig};
 use super::optimizer::Sgd;
+use super::progress::Progress;
 use super::run_name::{python_bool, python_float};
 use super::schedule::LrSchedule;
-use crate::checkpoint::{self, Metadata, OPTIMIZER_PREFIX};
+use super::train_checkpoint::{Resumed, TrainingState};
 use crate::data::augment::TrainTransform;
 use crate::data::{DataLoader, OpenedDataset, Transform};
 use crate::error::{Error, Result};
@@ -119,18 +120,6 @@ pub struct PretrainResult {
     pub epoch_losses: Vec<f64>,
 }
 
-/// Progress reporting of the loop (the CLI prints; tests stay quiet).
-pub trait Progress {
-    /// Set-up is done (checkpoint restored, run folder created); training starts at `first_epoch`.
-    fn run_started(&mut self, _run_dir: &Path, _first_epoch: usize, _train_images: usize) {}
-    fn epoch_started(&mut self, _epoch: usize, _batches: usize) {}
-    fn step(&mut self, _epoch: usize, _step: usize, _loss: f64, _lr: f64, _images_per_s: f64) {}
-    fn epoch_finished(&mut self, _epoch: usize, _loss: f64, _lr: f64, _images_per_s: f64, _seconds: f64) {}
-}
-
-pub struct Quiet;
-impl Progress for Quiet {}
-
 /// Runs (or resumes) pre-training.
 pub fn pretrain(
     config: &PretrainConfig,
@@ -149,7 +138,7 @@ pub fn pretrain(
     }
     let run_dir = config.run_dir();
     let config_json = prepare_run_dir(&run_dir, config)?;
-    let mut log = MetricsLog::open(&run_dir, &["kind", "epoch", "step", "loss", "lr", "images_per_s"])?;
+    let mut log = MetricsLog::open(&run_dir, &["kind", "stage", "epoch", "step", "loss", "lr", "images_per_s"])?;
 
     let mut transform = TrainTransform::pretrain(config.image_size, config.weakaug);
     if config.randaug {
@@ -161,107 +150,73 @@ pub fn pretrain(
         Transform::Train { transform, views },
         config.optim.loader(data, config.optim.batch_size, true),
     )?;
-    progress.run_started(&run_dir, start_epoch, data.train.len());
-    let schedule = config.schedule();
-    let objective = config.objective();
-    let batches = loader.len();
+    progress.run_started("pretrain", &run_dir, start_epoch, data.train.len());
     let last = run_dir.join("last.safetensors");
+    let mut train = TrainLoop::new("pretrain", device, config.optim.precision, config.schedule());
+    train.print_freq = config.print_freq;
+    train.last_checkpoint = Some(last.clone());
+    train.nan_hint = "without labels, or with --label, an anchor with no positive makes the official loss NaN; check --method/--multiview/--batch_size";
+    let objective = config.objective();
     let mut epoch_losses = Vec::new();
 
     for epoch in start_epoch..=config.optim.epochs {
-        progress.epoch_started(epoch, batches);
-        let started = Instant::now();
-        let (mut loss_sum, mut images) = (0.0, 0usize);
-        let mut lr = schedule.epoch_lr(epoch);
-        for (step, batch) in loader.epoch(epoch as u64).enumerate() {
-            let batch = batch?;
-            lr = schedule.lr(epoch, step, batches);
-            let out = model.forward_t(&batch.images.to_device(device), true)?;
-            let terms =
-                objective.compute(&out.exit_projections, &out.backbone_projection, &batch.labels.to_device(device))?;
-            let loss = terms.total.double_value(&[]);
-            if !loss.is_finite() {
-                return Err(Error::input(format!(
-                    "loss is {loss} at epoch {epoch}, step {step}: training stopped, {} kept. (Without labels, or with --label off, an anchor with no positive makes the official loss NaN; check --method/--multiview/--batch_size.)",
-                    if last.exists() { format!("last good checkpoint {}", last.display()) } else { "no checkpoint was written yet".to_string() }
-                )));
-            }
-            optimizer.zero_grad();
-            terms.total.backward();
-            optimizer.step(lr);
-            let n = batch.indices.len();
-            loss_sum += loss * n as f64;
-            images += n;
-            let rate = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            progress.step(epoch, step, loss, lr, rate);
-            if config.print_freq > 0 && (step + 1) % config.print_freq == 0 {
-                log.record(record("step", epoch, Some(step), loss, lr, rate))?;
-            }
-        }
-        let seconds = started.elapsed().as_secs_f64();
-        let mean_loss = loss_sum / images.max(1) as f64;
-        let rate = images as f64 / seconds.max(1e-9);
-        epoch_losses.push(mean_loss);
-        log.record(record("epoch", epoch, None, mean_loss, lr, rate))?;
-        save_checkpoint(&last, &vs, &optimizer, epoch, &config_json)?;
+        let pass = Pass { loader: &loader, order: epoch as u64, epoch, what: format!("epoch {epoch}") };
+        let stats = train.run_pass(
+            pass,
+            &mut optimizer,
+            progress,
+            &mut log,
+            |images| model.forward_t(images, true),
+            |out, labels| objective.compute(&out.exit_projections, &out.backbone_projection, labels).map(|t| t.total),
+        )?;
+        epoch_losses.push(stats.loss);
+        log.record(epoch_record(epoch, &stats))?;
+        let state = |epoch| TrainingState {
+            stage: "pretrain",
+            epoch,
+            config_json: &config_json,
+            history: None,
+            weights: vs.variables().into_iter().collect(),
+            optimizers: vec![("", &optimizer)],
+        };
+        state(epoch).save(&last)?;
         if config.save_freq > 0 && epoch % config.save_freq == 0 {
-            save_checkpoint(
-                &run_dir.join(format!("ckpt_epoch_{epoch}.safetensors")),
-                &vs,
-                &optimizer,
-                epoch,
-                &config_json,
-            )?;
+            state(epoch).save(&run_dir.join(format!("ckpt_epoch_{epoch}.safetensors")))?;
         }
-        progress.epoch_finished(epoch, mean_loss, lr, rate, seconds);
+        progress.epoch_finished(&format!(
+            "epoch {epoch}: loss {:.4} · lr {:.5} · {:.0} images/s · {:.1} s{}",
+            stats.loss,
+            stats.lr,
+            stats.images_per_s(),
+            stats.seconds,
+            skipped(&stats)
+        ));
     }
     Ok(PretrainResult { run_dir, last_checkpoint: last, epochs_run: epoch_losses.len(), epoch_losses })
 }
 
-fn record(
-    kind: &str,
-    epoch: usize,
-    step: Option<usize>,
-    loss: f64,
-    lr: f64,
-    rate: f64,
-) -> serde_json::Map<String, serde_json::Value> {
-    let serde_json::Value::Object(m) =
-        json!({"kind": kind, "epoch": epoch, "step": step, "loss": loss, "lr": lr, "images_per_s": rate})
+/// " · N steps skipped (fp16 overflow)" when the loss scaler skipped any.
+pub(super) fn skipped(stats: &EpochStats) -> String {
+    if stats.skipped_steps == 0 {
+        String::new()
+    } else {
+        format!(" · {} steps skipped (fp16 overflow)", stats.skipped_steps)
+    }
+}
+
+fn epoch_record(epoch: usize, stats: &EpochStats) -> serde_json::Map<String, serde_json::Value> {
+    let serde_json::Value::Object(m) = json!({"kind": "epoch", "stage": "pretrain", "epoch": epoch, "loss": stats.loss,
+        "lr": stats.lr, "images_per_s": stats.images_per_s(), "seconds": stats.seconds, "skipped_steps": stats.skipped_steps})
     else {
         unreachable!("json! of an object literal")
     };
     m
 }
 
-fn save_checkpoint(
-    path: &Path,
-    vs: &tch::nn::VarStore,
-    optimizer: &Sgd,
-    epoch: usize,
-    config_json: &str,
-) -> Result<()> {
-    let mut tensors: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
-    tensors.extend(optimizer.state().into_iter().map(|(k, t)| (format!("{OPTIMIZER_PREFIX}{k}"), t)));
-    let mut meta = Metadata::new();
-    meta.insert("format".into(), "selfcon-checkpoint-1".into());
-    meta.insert("stage".into(), "pretrain".into());
-    meta.insert("epoch".into(), epoch.to_string());
-    meta.insert("config".into(), config_json.to_string());
-    checkpoint::save(path, &tensors, &meta)
-}
-
 /// Loads a checkpoint for resuming; returns the epoch it finished.
 fn restore(path: &Path, config: &PretrainConfig, vs: &tch::nn::VarStore, optimizer: &mut Sgd) -> Result<usize> {
-    if !path.is_file() {
-        return Err(Error::option("resume", format!("{} does not exist", path.display())));
-    }
-    let loaded = checkpoint::load(path)?;
-    let saved: PretrainConfig = loaded
-        .metadata
-        .get("config")
-        .and_then(|c| serde_json::from_str(c).ok())
-        .ok_or_else(|| Error::file(path, "is not a selfcon pre-training checkpoint (no config)"))?;
+    let resumed = Resumed::open(path, "pretrain")?;
+    let saved: PretrainConfig = resumed.config()?;
     if saved.model != config.model {
         return Err(Error::file(
             path,
@@ -271,11 +226,7 @@ fn restore(path: &Path, config: &PretrainConfig, vs: &tch::nn::VarStore, optimiz
             ),
         ));
     }
-    let epoch: usize =
-        loaded.metadata.get("epoch").and_then(|e| e.parse().ok()).ok_or_else(|| Error::file(path, "has no epoch"))?;
-    let (model_tensors, optim): (Vec<_>, Vec<_>) =
-        loaded.tensors.into_iter().partition(|(k, _)| !k.starts_with(OPTIMIZER_PREFIX));
-    checkpoint::load_into_var_store(path, vs, &model_tensors.into_iter().collect())?;
-    optimizer.load_state(optim.into_iter().map(|(k, t)| (k[OPTIMIZER_PREFIX.len()..].to_string(), t)).collect())?;
-    Ok(epoch)
+    resumed.restore_weights("", vs)?;
+    resumed.restore_optimizer("", optimizer)?;
+    Ok(resumed.epoch)
 }

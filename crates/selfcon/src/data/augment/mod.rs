@@ -168,6 +168,12 @@ impl EvalTransform {
         }
     }
 
+    /// For `--dataset folder` at training size `size`: resize the shorter side to size/0.875,
+    /// centre-crop `size` (the usual ImageNet ratio, 256 → 224).
+    pub fn for_folder(size: usize) -> Self {
+        EvalTransform::ResizeCenterCrop { resize: (size as f64 / 0.875).round() as usize, crop: size }
+    }
+
     pub fn apply(&self, img: &Image) -> Image {
         match *self {
             EvalTransform::Identity => img.clone(),

@@ -1,0 +1,67 @@
+//! Training progress on the terminal: a bar per pass (loss, lr, images/s, ETA) when stderr is a
+//! terminal, a plain line every `--print_freq` steps otherwise; one summary line per epoch.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use selfcon::train::Progress;
+
+pub struct TerminalProgress {
+    /// Printed once training starts.
+    pub banner: String,
+    bar: Option<ProgressBar>,
+    print_freq: usize,
+    tty: bool,
+}
+
+impl TerminalProgress {
+    pub fn new(print_freq: usize) -> Self {
+        TerminalProgress { banner: String::new(), bar: None, print_freq, tty: std::io::stderr().is_terminal() }
+    }
+}
+
+impl Progress for TerminalProgress {
+    fn run_started(&mut self, stage: &str, run_dir: &Path, first_epoch: usize, train_images: usize) {
+        let banner = if self.banner.is_empty() { stage } else { &self.banner };
+        eprintln!(
+            "{banner} · {train_images} training images · from epoch {first_epoch} · run folder {}",
+            run_dir.display()
+        );
+    }
+
+    fn pass_started(&mut self, what: &str, batches: usize) {
+        if self.tty {
+            let bar = ProgressBar::new(batches as u64);
+            bar.set_style(
+                ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} {msg} ETA {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.set_prefix(what.to_string());
+            self.bar = Some(bar);
+        }
+    }
+
+    fn step(&mut self, epoch: usize, step: usize, loss: f64, lr: f64, images_per_s: f64) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_message(format!("loss {loss:.4} lr {lr:.5} {images_per_s:.0} img/s"));
+                bar.inc(1);
+            }
+            None if self.print_freq > 0 && (step + 1) % self.print_freq == 0 => {
+                eprintln!("epoch {epoch} step {} loss {loss:.4} lr {lr:.5} {images_per_s:.0} img/s", step + 1)
+            }
+            None => {}
+        }
+    }
+
+    fn pass_finished(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn epoch_finished(&mut self, summary: &str) {
+        eprintln!("{summary}");
+    }
+}

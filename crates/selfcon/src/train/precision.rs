@@ -1,0 +1,176 @@
+//! Mixed precision: `--precision` runs the forward pass under autocast (fp16 with dynamic loss
+//! scaling on CUDA, as the official `torch.cuda.amp` code does; bf16 on CPU), while the losses are
+//! computed in fp32 outside the autocast region.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+use torch_shim::AutocastGuard;
+
+use crate::error::{Error, Result};
+
+/// `--precision [auto|fp16|bf16|fp32]`; the bare flag (official `--precision`) means `auto`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    /// fp16 on CUDA (the official choice), bf16 on CPU.
+    Auto,
+    Fp16,
+    Bf16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Auto => "auto",
+            Precision::Fp16 => "fp16",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// The precision actually used on `device` (never `Auto`).
+    pub fn resolve(self, device: Device) -> Precision {
+        match (self, device) {
+            (Precision::Auto, Device::Cuda(_)) => Precision::Fp16,
+            (Precision::Auto, _) => Precision::Bf16,
+            (other, _) => other,
+        }
+    }
+
+    /// The autocast dtype, `None` for fp32.
+    pub fn autocast_kind(self, device: Device) -> Option<Kind> {
+        match self.resolve(device) {
+            Precision::Fp16 => Some(Kind::Half),
+            Precision::Bf16 => Some(Kind::BFloat16),
+            _ => None,
+        }
+    }
+
+    /// Turns autocast on for `device` until the returned guard is dropped (no-op for fp32).
+    pub fn autocast(self, device: Device) -> Result<Option<AutocastGuard>> {
+        self.autocast_kind(device)
+            .map(|kind| AutocastGuard::new(device, kind).map_err(|e| Error::option("precision", e.to_string())))
+            .transpose()
+    }
+
+    /// fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
+    pub fn needs_loss_scaling(self, device: Device) -> bool {
+        self.resolve(device) == Precision::Fp16
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Precision {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "fp32" | "float32" | "no" | "false" => Ok(Precision::Fp32),
+            "auto" | "true" | "amp" => Ok(Precision::Auto),
+            "fp16" | "float16" | "half" => Ok(Precision::Fp16),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            _ => {
+                Err(Error::option("precision", format!("unknown precision '{s}' (choose from auto, fp16, bf16, fp32)")))
+            }
+        }
+    }
+}
+
+/// Dynamic loss scaling, as `torch.cuda.amp.GradScaler()` with its defaults: the loss is multiplied
+/// by `scale` before backward; gradients are unscaled before the step; a step whose gradients hold
+/// inf/NaN is skipped and the scale halved; after 2000 clean steps in a row the scale doubles.
+pub struct GradScaler {
+    scale: Tensor,
+    growth_tracker: Tensor,
+    found_inf: Tensor,
+}
+
+impl GradScaler {
+    pub const INIT_SCALE: f64 = 65536.0;
+    pub const GROWTH_FACTOR: f64 = 2.0;
+    pub const BACKOFF_FACTOR: f64 = 0.5;
+    pub const GROWTH_INTERVAL: i64 = 2000;
+
+    pub fn new(device: Device) -> Self {
+        GradScaler {
+            scale: Tensor::full([1], Self::INIT_SCALE, (Kind::Float, device)),
+            growth_tracker: Tensor::zeros([1], (Kind::Int, device)),
+            found_inf: Tensor::zeros([1], (Kind::Float, device)),
+        }
+    }
+
+    pub fn scale_value(&self) -> f64 {
+        self.scale.double_value(&[0])
+    }
+
+    /// `loss · scale` (in fp32).
+    pub fn scale(&self, loss: &Tensor) -> Tensor {
+        loss.to_kind(Kind::Float) * &self.scale
+    }
+
+    /// Divides the gradients by the scale in place; returns whether they are all finite (the step
+    /// may be taken).
+    pub fn unscale(&mut self, grads: &[Tensor]) -> Result<bool> {
+        let _ = self.found_inf.zero_();
+        let inv_scale = self.scale.to_kind(Kind::Double).reciprocal().to_kind(Kind::Float);
+        // The fused kernel wants one dtype per call; gradients are fp32 (parameters stay fp32).
+        torch_shim::amp_unscale_(grads, &mut self.found_inf, &inv_scale)
+            .map_err(|e| Error::input(format!("loss scaling: {e}")))?;
+        Ok(self.found_inf.double_value(&[0]) == 0.0)
+    }
+
+    /// Backs off after a skipped step, grows after `GROWTH_INTERVAL` clean ones.
+    pub fn update(&mut self) {
+        let _ = self.scale.internal_amp_update_scale_(
+            &self.growth_tracker,
+            &self.found_inf,
+            Self::GROWTH_FACTOR,
+            Self::BACKOFF_FACTOR,
+            Self::GROWTH_INTERVAL,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_auto_resolves_per_device() {
+        for p in [Precision::Fp32, Precision::Auto, Precision::Fp16, Precision::Bf16] {
+            assert_eq!(p.name().parse::<Precision>().unwrap(), p);
+        }
+        assert!("fp8".parse::<Precision>().is_err());
+        assert_eq!(Precision::Auto.resolve(Device::Cpu), Precision::Bf16);
+        assert_eq!(Precision::Auto.resolve(Device::Cuda(0)), Precision::Fp16);
+        assert!(Precision::Auto.needs_loss_scaling(Device::Cuda(0)));
+        assert!(!Precision::Auto.needs_loss_scaling(Device::Cpu));
+        assert!(Precision::Fp32.autocast(Device::Cpu).unwrap().is_none());
+    }
+
+    #[test]
+    fn scaler_skips_overflowing_steps_and_backs_off() {
+        let mut scaler = GradScaler::new(Device::Cpu);
+        let loss = Tensor::from(2.0f32);
+        assert_eq!(scaler.scale(&loss).double_value(&[]), 2.0 * GradScaler::INIT_SCALE);
+        let grads = [Tensor::from_slice(&[65536.0f32, -131072.0])];
+        assert!(scaler.unscale(&grads).unwrap());
+        assert_eq!(Vec::<f32>::try_from(&grads[0]).unwrap(), vec![1.0, -2.0]);
+        scaler.update();
+        assert_eq!(scaler.scale_value(), GradScaler::INIT_SCALE);
+        let bad = [Tensor::from_slice(&[f32::NAN])];
+        assert!(!scaler.unscale(&bad).unwrap());
+        scaler.update();
+        assert_eq!(scaler.scale_value(), GradScaler::INIT_SCALE * GradScaler::BACKOFF_FACTOR);
+    }
+}

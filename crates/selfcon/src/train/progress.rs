@@ -1,0 +1,18 @@
+//! How the training loop reports to its caller: the CLI draws bars and prints summaries, tests
+//! and library users stay quiet.
+
+use std::path::Path;
+
+pub trait Progress {
+    /// Set-up is done (checkpoint restored, run folder created); training starts at `first_epoch`.
+    fn run_started(&mut self, _stage: &str, _run_dir: &Path, _first_epoch: usize, _train_images: usize) {}
+    /// One pass over the training data starts (`what`: "epoch 3", "epoch 3 · sub-network head").
+    fn pass_started(&mut self, _what: &str, _batches: usize) {}
+    fn step(&mut self, _epoch: usize, _step: usize, _loss: f64, _lr: f64, _images_per_s: f64) {}
+    fn pass_finished(&mut self) {}
+    /// The epoch's one-line summary (loss, lr, speed, accuracies).
+    fn epoch_finished(&mut self, _summary: &str) {}
+}
+
+pub struct Quiet;
+impl Progress for Quiet {}

@@ -1,0 +1,119 @@
+//! The checkpoint every training command writes each epoch and `--resume` reads: weights under
+//! their state-dict names, each optimiser's momentum buffers, and metadata
+//! (stage, finished epoch, the run's full config, the accuracy history). Data order and
+//! augmentation are derived from (seed, epoch, sample), so no RNG state is needed to continue
+//! exactly, and the fp16 loss scaler starts afresh every epoch (official behaviour).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use tch::Tensor;
+
+use super::optimizer::Sgd;
+use crate::checkpoint::{self, Metadata, OPTIMIZER_PREFIX};
+use crate::error::{Error, Result};
+
+pub const FORMAT: &str = "selfcon-checkpoint-1";
+
+/// What goes into one training checkpoint.
+pub struct TrainingState<'a> {
+    pub stage: &'static str,
+    /// The epoch just finished.
+    pub epoch: usize,
+    pub config_json: &'a str,
+    /// JSON of the per-epoch results so far (linear, ce).
+    pub history: Option<String>,
+    /// Weights, already under their final names.
+    pub weights: Vec<(String, Tensor)>,
+    /// Optimisers with the prefix their parameter names get ("" or "backbone.").
+    pub optimizers: Vec<(&'a str, &'a Sgd)>,
+}
+
+impl TrainingState<'_> {
+    /// Writes the checkpoint atomically.
+    pub fn save(self, path: &Path) -> Result<()> {
+        let mut tensors = self.weights;
+        for (prefix, optimizer) in &self.optimizers {
+            tensors.extend(optimizer.state().into_iter().map(|(k, t)| (format!("{OPTIMIZER_PREFIX}{prefix}{k}"), t)));
+        }
+        let mut meta = Metadata::new();
+        meta.insert("format".into(), FORMAT.into());
+        meta.insert("stage".into(), self.stage.into());
+        meta.insert("epoch".into(), self.epoch.to_string());
+        meta.insert("config".into(), self.config_json.to_string());
+        if let Some(history) = self.history {
+            meta.insert("history".into(), history);
+        }
+        checkpoint::save(path, &tensors, &meta)
+    }
+}
+
+/// A training checkpoint opened for `--resume`.
+pub struct Resumed {
+    pub path: std::path::PathBuf,
+    pub epoch: usize,
+    tensors: BTreeMap<String, Tensor>,
+    metadata: Metadata,
+}
+
+impl Resumed {
+    /// Opens `path`, which must be a checkpoint of `stage`.
+    pub fn open(path: &Path, stage: &str) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::option("resume", format!("{} does not exist", path.display())));
+        }
+        let loaded = checkpoint::load(path)?;
+        let found = loaded.metadata.get("stage").map(String::as_str).unwrap_or("unknown");
+        if found != stage {
+            return Err(Error::file(path, format!("is a {found} checkpoint, not a selfcon {stage} checkpoint")));
+        }
+        let epoch = loaded
+            .metadata
+            .get("epoch")
+            .and_then(|e| e.parse().ok())
+            .ok_or_else(|| Error::file(path, "has no epoch"))?;
+        Ok(Resumed { path: path.to_path_buf(), epoch, tensors: loaded.tensors, metadata: loaded.metadata })
+    }
+
+    /// The run configuration the checkpoint was written with.
+    pub fn config<C: DeserializeOwned>(&self) -> Result<C> {
+        self.json("config")
+    }
+
+    pub fn history<H: DeserializeOwned>(&self) -> Result<H> {
+        self.json("history")
+    }
+
+    fn json<T: DeserializeOwned>(&self, key: &str) -> Result<T> {
+        let text = self.metadata.get(key).ok_or_else(|| Error::file(&self.path, format!("has no {key}")))?;
+        serde_json::from_str(text).map_err(|e| Error::file(&self.path, format!("has an unreadable {key}: {e}")))
+    }
+
+    /// Weights whose names start with `prefix`, with the prefix removed (training state excluded).
+    pub fn weights(&self, prefix: &str) -> BTreeMap<String, Tensor> {
+        self.tensors
+            .iter()
+            .filter(|(k, _)| !k.starts_with(OPTIMIZER_PREFIX))
+            .filter_map(|(k, t)| k.strip_prefix(prefix).map(|k| (k.to_string(), t.shallow_clone())))
+            .collect()
+    }
+
+    /// Copies the weights under `prefix` strictly into `vs`.
+    pub fn restore_weights(&self, prefix: &str, vs: &tch::nn::VarStore) -> Result<()> {
+        checkpoint::load_into_var_store(&self.path, vs, &self.weights(prefix))
+    }
+
+    /// Restores the momentum buffers saved under `prefix`.
+    pub fn restore_optimizer(&self, prefix: &str, optimizer: &mut Sgd) -> Result<()> {
+        let full = format!("{OPTIMIZER_PREFIX}{prefix}");
+        optimizer
+            .load_state(
+                self.tensors
+                    .iter()
+                    .filter_map(|(k, t)| k.strip_prefix(&full).map(|k| (k.to_string(), t.shallow_clone())))
+                    .collect(),
+            )
+            .map_err(|e| Error::file(&self.path, e.to_string()))
+    }
+}
