@@ -47,6 +47,7 @@ fn config(
             save_dir: save_dir.to_path_buf(),
             exp_name: "test".into(),
             precision: Precision::Fp32,
+            channels_last: false,
         },
         weakaug: false,
         randaug: false,

@@ -21,6 +21,10 @@ pub struct BenchArgs {
 pub enum BenchKind {
     /// Images per second of the pre-training input pipeline (decode, augment, normalise, batch).
     Loader(LoaderBenchArgs),
+    /// Pre-training step throughput and peak memory: compute only (synthetic batch on the device)
+    /// or --end_to_end (real loader). Takes every `pretrain` flag; --epochs/--resume/--save_freq
+    /// are ignored and the learning rate stays at --learning_rate.
+    Train(Box<super::bench_train::TrainBenchArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -67,6 +71,7 @@ pub struct LoaderBenchArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
         BenchKind::Loader(a) => loader(a),
+        BenchKind::Train(a) => super::bench_train::run(*a),
     }
 }
 

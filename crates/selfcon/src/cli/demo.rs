@@ -106,6 +106,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
             save_dir: a.save_dir.clone(),
             exp_name: "demo".into(),
             precision: selfcon::train::Precision::Fp32,
+            channels_last: false,
         },
         weakaug: false,
         randaug: false,

@@ -74,6 +74,11 @@ pub struct OptimArgs {
     /// on CUDA, bf16 autocast on CPU; or name it: fp16, bf16, fp32. Losses stay in fp32.
     #[arg(long, num_args = 0..=1, default_value = "fp32", default_missing_value = "auto", value_name = "KIND")]
     pub precision: String,
+
+    /// Channels-last (NHWC) weights and batches: cuDNN's fast convolution layout under mixed
+    /// precision on GPUs (same results up to summation order).
+    #[arg(long = "channels_last", visible_alias = "channels-last")]
+    pub channels_last: bool,
 }
 
 impl OptimArgs {
@@ -93,6 +98,7 @@ impl OptimArgs {
             save_dir: self.save_dir.clone(),
             exp_name: self.exp_name.clone(),
             precision: self.precision.parse()?,
+            channels_last: self.channels_last,
         })
     }
 

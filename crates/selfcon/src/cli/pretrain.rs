@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use clap::Args;
 
 use selfcon::engine::{select_device, DeviceRequest};
-use selfcon::loss::Method;
 use selfcon::train::{pretrain, PretrainConfig};
 
 use super::data_args::DataArgs;
@@ -67,26 +66,9 @@ pub struct PretrainArgs {
 }
 
 pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
-    let method: Method = a.method.parse()?;
-    let model = a.model.to_config(&a.dataset, a.data.image_size(&a.dataset)?)?;
+    let config = a.to_config()?;
     let device = select_device(a.optim.device.parse::<DeviceRequest>()?)?;
-    let (data, image_size) = a.data.open(&a.dataset)?;
-    let config = PretrainConfig {
-        model,
-        method,
-        multiview: a.multiview,
-        label: !a.label,
-        alpha: a.alpha,
-        temp: a.temp,
-        optim: a.optim.to_config()?,
-        weakaug: a.weakaug,
-        randaug: a.randaug,
-        print_freq: a.optim.print_freq,
-        save_freq: a.save_freq,
-        dataset_name: a.dataset.clone(),
-        image_size,
-    };
-    config.validate()?;
+    let (data, _) = a.data.open(&a.dataset)?;
     let mut progress = TerminalProgress::new(a.optim.print_freq);
     progress.banner = format!(
         "pretrain {} on {} from {} · {} · device {:?}",
@@ -99,4 +81,29 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
     let result = pretrain(&config, &data, device, a.resume.as_deref(), &mut progress)?;
     println!("{}", result.last_checkpoint.display());
     Ok(())
+}
+
+impl PretrainArgs {
+    /// The validated run configuration (no file is read).
+    pub fn to_config(&self) -> selfcon::Result<PretrainConfig> {
+        let a = self;
+        let image_size = a.data.image_size(&a.dataset)?;
+        let config = PretrainConfig {
+            model: a.model.to_config(&a.dataset, image_size)?,
+            method: a.method.parse()?,
+            multiview: a.multiview,
+            label: !a.label,
+            alpha: a.alpha,
+            temp: a.temp,
+            optim: a.optim.to_config()?,
+            weakaug: a.weakaug,
+            randaug: a.randaug,
+            print_freq: a.optim.print_freq,
+            save_freq: a.save_freq,
+            dataset_name: a.dataset.clone(),
+            image_size,
+        };
+        config.validate()?;
+        Ok(config)
+    }
 }

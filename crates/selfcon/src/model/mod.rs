@@ -7,6 +7,7 @@ mod config;
 mod encoder;
 mod head;
 mod layers;
+mod memory_format;
 mod resnet;
 mod subnetwork;
 mod summary;
@@ -17,5 +18,6 @@ pub use config::{Architecture, ExitPositions, ModelConfig, Stem, SubNetworkArch,
 pub use encoder::EncoderOutput;
 pub use head::LinearClassifier;
 pub use layers::l2_normalize;
+pub use memory_format::{channels_last, is_channels_last, to_channels_last};
 pub use resnet::BlockKind;
 pub use summary::{state_dict_shapes, ModelSummary};

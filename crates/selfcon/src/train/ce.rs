@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tch::{nn, Device, Kind, Tensor};
 
-use super::epoch_loop::{Pass, TrainLoop};
+use super::epoch_loop::Pass;
 use super::linear::Accuracy;
 use super::optim_config::{prepare_run_dir, OptimConfig};
 use super::optimizer::Sgd;
@@ -168,7 +168,7 @@ pub fn train_ce(
         epochs = restore(path, config, &vs, &mut optimizer)?;
     }
     let last = run_dir.join("last.safetensors");
-    let mut train = TrainLoop::new("ce", device, config.optim.precision, config.optim.schedule(true));
+    let mut train = config.optim.train_loop("ce", device, config.optim.schedule(true), &vs)?;
     train.print_freq = config.print_freq;
     train.last_checkpoint = Some(last.clone());
     progress.run_started("ce", &run_dir, epochs.len() + 1, data.train.len());

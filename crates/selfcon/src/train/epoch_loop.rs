@@ -49,6 +49,18 @@ pub struct TrainLoop {
     pub nan_hint: &'static str,
     /// Named in the NaN/inf message as the last good state, when it exists.
     pub last_checkpoint: Option<PathBuf>,
+    /// Input batches in channels-last layout (the model's weights are converted by the caller).
+    pub channels_last: bool,
+}
+
+/// What [`TrainLoop::step`] did; each carries the loss value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StepResult {
+    Taken(f64),
+    /// fp16 gradients overflowed: no update, the loss scale was lowered.
+    Skipped(f64),
+    /// The loss itself is NaN/inf: nothing was updated.
+    NonFinite(f64),
 }
 
 /// One pass: which loader, which shuffle order, which epoch, what to call it.
@@ -69,6 +81,7 @@ impl TrainLoop {
             print_freq: 0,
             nan_hint: "",
             last_checkpoint: None,
+            channels_last: false,
         }
     }
 
@@ -91,37 +104,22 @@ impl TrainLoop {
         let mut loss_sum = 0.0;
         // As the official code: a fresh GradScaler (scale 65536) at the start of every epoch, so
         // checkpoints need no scaler state.
-        let mut scaler = self.precision.needs_loss_scaling(self.device).then(|| GradScaler::new(self.device));
+        let mut scaler = self.new_scaler();
         for (step, batch) in pass.loader.epoch(pass.order).enumerate() {
             let batch = batch?;
             stats.lr = self.schedule.lr(pass.epoch, step, batches);
-            let images = batch.images.to_device(self.device);
-            let labels = batch.labels.to_device(self.device);
-            let outputs = {
-                let _autocast = self.precision.autocast(self.device)?;
-                forward(&images)?
+            let images = self.images_to_device(&batch.images)?;
+            let labels = self.to_device(&batch.labels);
+            let step_result =
+                self.step(&images, &labels, optimizer, scaler.as_mut(), stats.lr, &mut forward, &mut objective)?;
+            let value = match step_result {
+                StepResult::NonFinite(value) => return Err(self.non_finite(value, pass.epoch, step)),
+                StepResult::Skipped(value) => {
+                    stats.skipped_steps += 1;
+                    value
+                }
+                StepResult::Taken(value) => value,
             };
-            let loss = objective(outputs, &labels)?;
-            let value = loss.double_value(&[]);
-            if !value.is_finite() {
-                return Err(self.non_finite(value, pass.epoch, step));
-            }
-            optimizer.zero_grad();
-            match &mut scaler {
-                Some(scaler) => {
-                    scaler.scale(&loss).backward();
-                    if scaler.unscale(&optimizer.grads())? {
-                        optimizer.step(stats.lr);
-                    } else {
-                        stats.skipped_steps += 1;
-                    }
-                    scaler.update();
-                }
-                None => {
-                    loss.backward();
-                    optimizer.step(stats.lr);
-                }
-            }
             let n = batch.indices.len();
             loss_sum += value * n as f64;
             stats.images += n;
@@ -140,6 +138,71 @@ impl TrainLoop {
         stats.seconds = started.elapsed().as_secs_f64();
         stats.loss = loss_sum / stats.images.max(1) as f64;
         Ok(stats)
+    }
+
+    /// One SGD step on one batch: forward under autocast, objective in fp32, (scaled) backward,
+    /// update. A non-finite loss stops before any update.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step<T>(
+        &self,
+        images: &Tensor,
+        labels: &Tensor,
+        optimizer: &mut Sgd,
+        scaler: Option<&mut GradScaler>,
+        lr: f64,
+        forward: &mut impl FnMut(&Tensor) -> Result<T>,
+        objective: &mut impl FnMut(T, &Tensor) -> Result<Tensor>,
+    ) -> Result<StepResult> {
+        let outputs = {
+            let _autocast = self.precision.autocast(self.device)?;
+            forward(images)?
+        };
+        let loss = objective(outputs, labels)?;
+        let value = loss.double_value(&[]);
+        if !value.is_finite() {
+            return Ok(StepResult::NonFinite(value));
+        }
+        optimizer.zero_grad();
+        match scaler {
+            Some(scaler) => {
+                scaler.scale(&loss).backward();
+                let finite = scaler.unscale(&optimizer.grads())?;
+                if finite {
+                    optimizer.step(lr);
+                }
+                scaler.update();
+                Ok(if finite { StepResult::Taken(value) } else { StepResult::Skipped(value) })
+            }
+            None => {
+                loss.backward();
+                optimizer.step(lr);
+                Ok(StepResult::Taken(value))
+            }
+        }
+    }
+
+    /// Host → device: on CUDA through pinned memory with an asynchronous copy, so the transfer
+    /// overlaps the work already queued on the GPU.
+    pub fn to_device(&self, t: &Tensor) -> Tensor {
+        match self.device {
+            Device::Cuda(_) => t.pin_memory(self.device).to_device_(self.device, t.kind(), true, false),
+            _ => t.to_device(self.device),
+        }
+    }
+
+    /// An image batch on the device, in the layout the model expects.
+    pub fn images_to_device(&self, images: &Tensor) -> Result<Tensor> {
+        let images = self.to_device(images);
+        if self.channels_last {
+            crate::model::channels_last(&images)
+        } else {
+            Ok(images)
+        }
+    }
+
+    /// A loss scaler for one epoch when the precision needs one (fp16).
+    pub fn new_scaler(&self) -> Option<GradScaler> {
+        self.precision.needs_loss_scaling(self.device).then(|| GradScaler::new(self.device))
     }
 
     fn non_finite(&self, value: f64, epoch: usize, step: usize) -> Error {

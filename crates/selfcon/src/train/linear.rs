@@ -120,6 +120,9 @@ pub fn linear_eval(
     let loaded = checkpoint::load(&config.ckpt)?;
     let weights = checkpoint::model_weights(loaded.tensors);
     checkpoint::load_into_var_store(&config.ckpt, &vs, &weights)?;
+    if config.optim.channels_last {
+        crate::model::to_channels_last(&vs)?;
+    }
     linear_eval_model(config, data, &test_set, &model, device, resume, progress)
 }
 
@@ -185,6 +188,7 @@ pub fn linear_eval_model(
     let last = run_dir.join("last.safetensors");
     // Warm-up only when asked for (main_linear.py has no automatic switch).
     let mut train = TrainLoop::new("linear", device, config.optim.precision, config.optim.schedule(false));
+    train.channels_last = config.optim.channels_last;
     train.print_freq = config.print_freq;
     train.last_checkpoint = Some(last.clone());
     progress.run_started("linear", &run_dir, epochs.len() + 1, train_loader.dataset().len());

@@ -11,10 +11,11 @@ mod probe;
 mod progress;
 mod run_name;
 mod schedule;
+mod throughput;
 mod train_checkpoint;
 
 pub use ce::{kd_loss, train_ce, CeConfig, CeMethod, CeResult};
-pub use epoch_loop::{EpochStats, Pass, TrainLoop};
+pub use epoch_loop::{EpochStats, Pass, StepResult, TrainLoop};
 pub use linear::{linear_eval, linear_eval_model, Accuracy, EpochAccuracy, LinearConfig, LinearResult};
 pub use optim_config::OptimConfig;
 pub use optimizer::Sgd;
@@ -24,4 +25,5 @@ pub use probe::{extract_features, linear_probe, CachedFeatures, ProbeResult};
 pub use progress::{Progress, Quiet};
 pub use run_name::{python_bool, python_float};
 pub use schedule::{LrSchedule, Warmup};
+pub use throughput::{measure_pretrain_steps, BatchSource, Throughput};
 pub use train_checkpoint::{Resumed, TrainingState};

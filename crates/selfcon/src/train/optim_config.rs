@@ -30,6 +30,9 @@ pub struct OptimConfig {
     /// `--precision`: autocast for the forward pass (fp16 + loss scaling on CUDA, bf16 on CPU).
     #[serde(default)]
     pub precision: Precision,
+    /// `--channels_last`: NHWC weights and batches (faster convolutions with mixed precision on GPUs).
+    #[serde(default)]
+    pub channels_last: bool,
 }
 
 impl OptimConfig {
@@ -51,6 +54,23 @@ impl OptimConfig {
 }
 
 impl OptimConfig {
+    /// The shared training loop for `stage` with this run's precision and memory format, after
+    /// converting the model variables in `vs` to channels-last when asked.
+    pub fn train_loop(
+        &self,
+        stage: &'static str,
+        device: tch::Device,
+        schedule: LrSchedule,
+        vs: &tch::nn::VarStore,
+    ) -> Result<super::epoch_loop::TrainLoop> {
+        if self.channels_last {
+            crate::model::to_channels_last(vs)?;
+        }
+        let mut train = super::epoch_loop::TrainLoop::new(stage, device, self.precision, schedule);
+        train.channels_last = self.channels_last;
+        Ok(train)
+    }
+
     /// Loader settings for `data` with this run's seed and workers.
     pub fn loader(&self, data: &OpenedDataset, batch_size: usize, shuffle: bool) -> LoaderConfig {
         LoaderConfig {

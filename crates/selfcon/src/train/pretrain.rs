@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tch::Device;
 
-use super::epoch_loop::{EpochStats, Pass, TrainLoop};
+use super::epoch_loop::{EpochStats, Pass};
 use super::optim_config::{prepare_run_dir, OptimConfig};
 use super::optimizer::Sgd;
 use super::progress::Progress;
@@ -152,7 +152,7 @@ pub fn pretrain(
     )?;
     progress.run_started("pretrain", &run_dir, start_epoch, data.train.len());
     let last = run_dir.join("last.safetensors");
-    let mut train = TrainLoop::new("pretrain", device, config.optim.precision, config.schedule());
+    let mut train = config.optim.train_loop("pretrain", device, config.schedule(), &vs)?;
     train.print_freq = config.print_freq;
     train.last_checkpoint = Some(last.clone());
     train.nan_hint = "without labels, or with --label, an anchor with no positive makes the official loss NaN; check --method/--multiview/--batch_size";

@@ -1,0 +1,169 @@
+//! Training-step throughput of a pre-training configuration, as `selfcon bench train` reports it:
+//! compute only (a fixed synthetic batch already on the device) or end to end (the real loader,
+//! augmentation and host → device copies included). The steps are the ones [`TrainLoop`] takes in
+//! training: autocast forward, fp32 loss, loss scaling, SGD.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use super::epoch_loop::StepResult;
+use super::optimizer::Sgd;
+use super::pretrain::PretrainConfig;
+use crate::data::augment::TrainTransform;
+use crate::data::{DataLoader, OpenedDataset, Transform};
+use crate::error::{Error, Result};
+use crate::model::ConModel;
+
+/// Where the batches come from.
+pub enum BatchSource<'a> {
+    /// One random batch, made once on the device.
+    Synthetic,
+    /// The training split through the pre-training loader.
+    Loader(&'a OpenedDataset),
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Throughput {
+    pub steps: usize,
+    /// Images per step (each seen twice with `--multiview`, counted once, as the official logs do).
+    pub batch_size: usize,
+    pub seconds: f64,
+    pub ms_per_step: f64,
+    pub images_per_s: f64,
+    /// Peak bytes held by the accelerator's caching allocator during the run (CUDA), or the
+    /// process's peak resident memory (CPU, whole process life).
+    pub peak_memory_bytes: Option<i64>,
+    pub peak_memory_kind: &'static str,
+    pub last_loss: f64,
+}
+
+/// Runs `warmup` untimed and then `steps` timed training steps of `config`'s model and objective.
+pub fn measure_pretrain_steps(
+    config: &PretrainConfig,
+    device: Device,
+    source: BatchSource<'_>,
+    warmup: usize,
+    steps: usize,
+) -> Result<Throughput> {
+    config.validate()?;
+    if steps == 0 {
+        return Err(Error::option("steps", "must be at least 1"));
+    }
+    tch::manual_seed(config.optim.seed as i64);
+    if let Device::Cuda(_) = device {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+    let (vs, model) = ConModel::build(&config.model, device)?;
+    let mut optimizer = Sgd::new(&vs, config.optim.momentum, config.optim.weight_decay);
+    let train = config.optim.train_loop("bench", device, config.schedule(), &vs)?;
+    let objective = config.objective();
+    let bsz = config.optim.batch_size;
+    let views = if config.multiview { 2 } else { 1 };
+    let size = config.image_size as i64;
+
+    let synthetic = match source {
+        BatchSource::Synthetic => {
+            let images = Tensor::randn([(bsz * views) as i64, 3, size, size], (Kind::Float, device));
+            let labels = Tensor::randint(config.model.num_classes(), [bsz as i64], (Kind::Int64, device));
+            Some((train.images_to_device(&images)?, labels))
+        }
+        BatchSource::Loader(_) => None,
+    };
+    let loader = match source {
+        BatchSource::Loader(data) => {
+            let mut transform = TrainTransform::pretrain(config.image_size, config.weakaug);
+            if config.randaug {
+                transform = transform.with_randaugment();
+            }
+            let mut loader_config = config.optim.loader(data, bsz, true);
+            loader_config.drop_last = true;
+            Some(DataLoader::new(data.train.clone(), Transform::Train { transform, views }, loader_config)?)
+        }
+        BatchSource::Synthetic => None,
+    };
+    if loader.as_ref().is_some_and(|l| l.is_empty()) {
+        return Err(Error::option("batch_size", format!("{bsz} is larger than the training set")));
+    }
+
+    let mut forward = |images: &Tensor| model.forward_t(images, true);
+    let mut loss_of = |out: crate::model::ModelOutput, labels: &Tensor| {
+        objective.compute(&out.exit_projections, &out.backbone_projection, labels).map(|t| t.total)
+    };
+    let mut scaler = train.new_scaler();
+    let mut epoch = 0u64;
+    let mut batches = loader.as_ref().map(|l| l.epoch(epoch));
+    let mut last_loss = f64::NAN;
+    let mut started = Instant::now();
+    let cuda_index = match device {
+        Device::Cuda(i) => Some(i),
+        _ => None,
+    };
+    for step in 0..warmup + steps {
+        if step == warmup {
+            synchronize(cuda_index)?;
+            if let Some(i) = cuda_index {
+                torch_shim::reset_peak_memory(i).map_err(|e| Error::input(e.to_string()))?;
+            }
+            started = Instant::now();
+        }
+        let (images, labels) = match (&synthetic, &loader) {
+            (Some((x, y)), _) => (x.shallow_clone(), y.shallow_clone()),
+            (None, Some(l)) => {
+                let batch = match batches.as_mut().and_then(Iterator::next) {
+                    Some(b) => b?,
+                    None => {
+                        epoch += 1;
+                        batches = Some(l.epoch(epoch));
+                        batches.as_mut().and_then(Iterator::next).ok_or_else(|| Error::input("empty loader"))??
+                    }
+                };
+                (train.images_to_device(&batch.images)?, train.to_device(&batch.labels))
+            }
+            (None, None) => unreachable!("one source is set"),
+        };
+        let lr = config.optim.learning_rate;
+        last_loss =
+            match train.step(&images, &labels, &mut optimizer, scaler.as_mut(), lr, &mut forward, &mut loss_of)? {
+                StepResult::Taken(v) | StepResult::Skipped(v) => v,
+                StepResult::NonFinite(v) => {
+                    return Err(Error::input(format!("bench loss is {v} at step {}", step + 1)))
+                }
+            };
+    }
+    synchronize(cuda_index)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let (peak_memory_bytes, peak_memory_kind) = match cuda_index {
+        Some(i) => (
+            torch_shim::device_memory_stats(i).ok().map(|s| s.peak_allocated),
+            "cuda caching allocator, peak allocated",
+        ),
+        None => (peak_rss_bytes(), "process peak resident set (VmHWM)"),
+    };
+    Ok(Throughput {
+        steps,
+        batch_size: bsz,
+        seconds,
+        ms_per_step: 1000.0 * seconds / steps as f64,
+        images_per_s: (bsz * steps) as f64 / seconds,
+        peak_memory_bytes,
+        peak_memory_kind,
+        last_loss,
+    })
+}
+
+fn synchronize(cuda_index: Option<usize>) -> Result<()> {
+    match cuda_index {
+        Some(i) => torch_shim::synchronize(i).map_err(|e| Error::input(e.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// VmHWM of /proc/self/status, in bytes.
+fn peak_rss_bytes() -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
