@@ -330,12 +330,14 @@ fn model_config(m: &Value, arch: Architecture) -> Result<ModelConfig, Failed> {
         .map(|b| b.as_bool().ok_or("selfcon_pos entries must be booleans"))
         .collect::<Result<_, _>>()?;
     let err = |e: selfcon::Error| Failed::from(e.to_string());
+    // EfficientNet's entries say "(fixed)" / "(ignored)": the flags do not apply to it.
+    let flag = |key: &str, default: &'static str| text(key).map(|t| if t.starts_with('(') { default } else { t });
     ModelConfig::new(
         arch,
         text("dataset")?.parse::<DatasetKind>().map_err(err)?,
         ExitPositions::new(exits),
-        text("selfcon_arch")?.parse::<SubNetworkArch>().map_err(err)?,
-        text("selfcon_size")?.parse::<SubNetworkSize>().map_err(err)?,
+        flag("selfcon_arch", "resnet")?.parse::<SubNetworkArch>().map_err(err)?,
+        flag("selfcon_size", "same")?.parse::<SubNetworkSize>().map_err(err)?,
         128,
     )
     .map_err(err)

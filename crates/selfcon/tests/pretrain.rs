@@ -342,3 +342,19 @@ fn disk_full_while_saving_keeps_the_last_good_checkpoint() {
         .collect();
     assert!(leftovers.is_empty(), "partial files left: {leftovers:?}");
 }
+
+#[test]
+fn channels_last_gives_the_same_training() {
+    let (_d, data) = data(12);
+    let mut losses = Vec::new();
+    for channels_last in [false, true] {
+        let save = tempfile::tempdir().unwrap();
+        let mut c = config(save.path(), Method::SelfCon, [false, true, false], false, true, 0.0);
+        c.optim.epochs = 2;
+        c.optim.channels_last = channels_last;
+        losses.push(pretrain(&c, &data, Device::Cpu, None, &mut Quiet).unwrap().epoch_losses);
+    }
+    for (a, b) in losses[0].iter().zip(&losses[1]) {
+        assert!((a - b).abs() < 1e-4 * a.abs(), "NCHW {:?} vs channels-last {:?}", losses[0], losses[1]);
+    }
+}

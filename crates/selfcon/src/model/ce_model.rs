@@ -7,7 +7,7 @@
 use tch::{nn, Tensor};
 
 use super::config::ModelConfig;
-use super::encoder::ResNetEncoder;
+use super::encoder::Encoder;
 use super::layers::{l2_normalize, Linear};
 use crate::error::{Error, Result};
 
@@ -22,7 +22,7 @@ pub struct CeOutput {
 
 #[derive(Debug)]
 pub struct CeModel {
-    encoder: ResNetEncoder,
+    encoder: Encoder,
     fc: Linear,
     sub_fc: Vec<Linear>,
     sub_proj: Vec<Linear>,
@@ -37,7 +37,7 @@ impl CeModel {
         }
         let d = config.feature_dim();
         let k = config.exits.count();
-        let encoder = ResNetEncoder::new(&(p / "encoder"), config);
+        let encoder = Encoder::new(&(p / "encoder"), config);
         let fc = Linear::new(&(p / "fc"), d, num_classes);
         let sub_fc = (0..k).map(|j| Linear::new(&(p / "sub_fc" / j), d, num_classes)).collect();
         let sub_proj = (0..k).map(|j| Linear::new(&(p / "sub_proj" / j), d, dim_out)).collect();

@@ -5,7 +5,7 @@
 use tch::{nn, Device, Kind, Tensor};
 
 use super::config::ModelConfig;
-use super::encoder::{EncoderOutput, ResNetEncoder};
+use super::encoder::{Encoder, EncoderOutput};
 use super::head::ProjectionHead;
 use super::layers::l2_normalize;
 use crate::error::{Error, Result};
@@ -23,7 +23,7 @@ pub struct ModelOutput {
 #[derive(Debug)]
 pub struct ConModel {
     config: ModelConfig,
-    encoder: ResNetEncoder,
+    encoder: Encoder,
     head: ProjectionHead,
     sub_heads: Vec<ProjectionHead>,
 }
@@ -33,7 +33,7 @@ impl ConModel {
     pub fn new(p: &nn::Path, config: &ModelConfig) -> Result<Self> {
         config.validate()?;
         let d = config.feature_dim();
-        let encoder = ResNetEncoder::new(&(p / "encoder"), config);
+        let encoder = Encoder::new(&(p / "encoder"), config);
         let head = ProjectionHead::new(&(p / "head"), d, config.feat_dim);
         let sh = p / "sub_heads";
         let sub_heads =

@@ -11,20 +11,51 @@ use crate::error::{Error, Result};
 
 /// Encoder families and depths (`--model`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
 pub enum Architecture {
+    #[serde(rename = "resnet18")]
     ResNet18,
+    #[serde(rename = "resnet34")]
     ResNet34,
+    #[serde(rename = "resnet50")]
     ResNet50,
+    #[serde(rename = "resnet101")]
     ResNet101,
+    #[serde(rename = "vgg13")]
+    Vgg13,
+    #[serde(rename = "vgg13_bn")]
+    Vgg13Bn,
+    #[serde(rename = "vgg16")]
+    Vgg16,
+    #[serde(rename = "vgg16_bn")]
+    Vgg16Bn,
+    #[serde(rename = "wrn_16_8")]
+    Wrn16x8,
+    #[serde(rename = "efficientnet")]
+    EfficientNet,
 }
 
-/// Names the official code accepts whose families are not built yet.
-const PLANNED_ARCHITECTURES: [&str; 6] = ["vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "wrn_16_8", "efficientnet"];
+/// The encoder families of the paper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    ResNet,
+    Vgg,
+    Wrn,
+    EfficientNet,
+}
 
 impl Architecture {
-    pub const ALL: [Architecture; 4] =
-        [Architecture::ResNet18, Architecture::ResNet34, Architecture::ResNet50, Architecture::ResNet101];
+    pub const ALL: [Architecture; 10] = [
+        Architecture::ResNet18,
+        Architecture::ResNet34,
+        Architecture::ResNet50,
+        Architecture::ResNet101,
+        Architecture::Vgg13,
+        Architecture::Vgg13Bn,
+        Architecture::Vgg16,
+        Architecture::Vgg16Bn,
+        Architecture::Wrn16x8,
+        Architecture::EfficientNet,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -32,38 +63,70 @@ impl Architecture {
             Architecture::ResNet34 => "resnet34",
             Architecture::ResNet50 => "resnet50",
             Architecture::ResNet101 => "resnet101",
+            Architecture::Vgg13 => "vgg13",
+            Architecture::Vgg13Bn => "vgg13_bn",
+            Architecture::Vgg16 => "vgg16",
+            Architecture::Vgg16Bn => "vgg16_bn",
+            Architecture::Wrn16x8 => "wrn_16_8",
+            Architecture::EfficientNet => "efficientnet",
+        }
+    }
+
+    pub fn family(self) -> Family {
+        match self {
+            Architecture::ResNet18 | Architecture::ResNet34 | Architecture::ResNet50 | Architecture::ResNet101 => {
+                Family::ResNet
+            }
+            Architecture::Vgg13 | Architecture::Vgg13Bn | Architecture::Vgg16 | Architecture::Vgg16Bn => Family::Vgg,
+            Architecture::Wrn16x8 => Family::Wrn,
+            Architecture::EfficientNet => Family::EfficientNet,
         }
     }
 
     /// Number of exit candidates, i.e. the length `--selfcon_pos` must have.
     pub fn exit_candidates(self) -> usize {
-        3
+        match self.family() {
+            Family::ResNet => 3,
+            Family::Vgg => 4,
+            Family::Wrn => 2,
+            Family::EfficientNet => 1,
+        }
     }
 
-    /// Human name of exit candidate `k` ("after layer2", ...).
+    /// Human name of exit candidate `k` ("layer2", "block3", ...).
     pub fn exit_name(self, k: usize) -> String {
-        format!("layer{}", k + 1)
+        match self.family() {
+            Family::ResNet | Family::Wrn => format!("layer{}", k + 1),
+            Family::Vgg => format!("block{}", k + 1),
+            Family::EfficientNet => "stage 4".to_string(),
+        }
     }
 
-    /// Blocks per stage of the ResNet.
+    /// Blocks per stage of a ResNet (the ResNet family only).
     pub fn blocks_per_stage(self) -> [usize; 4] {
         match self {
             Architecture::ResNet18 => [2, 2, 2, 2],
             Architecture::ResNet34 | Architecture::ResNet50 => [3, 4, 6, 3],
             Architecture::ResNet101 => [3, 4, 23, 3],
+            other => unreachable!("{other} is not a ResNet"),
         }
     }
 
+    /// Block type of a ResNet (the ResNet family only).
     pub fn block(self) -> super::resnet::BlockKind {
         match self {
             Architecture::ResNet18 | Architecture::ResNet34 => super::resnet::BlockKind::Basic,
             Architecture::ResNet50 | Architecture::ResNet101 => super::resnet::BlockKind::Bottleneck,
+            other => unreachable!("{other} is not a ResNet"),
         }
     }
 
     /// Width of the pooled encoder output (backbone and every exit).
     pub fn feature_dim(self) -> i64 {
-        512 * self.block().expansion()
+        match self.family() {
+            Family::ResNet => 512 * self.block().expansion(),
+            _ => 512,
+        }
     }
 }
 
@@ -77,15 +140,10 @@ impl FromStr for Architecture {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        if let Some(a) = Architecture::ALL.into_iter().find(|a| a.name() == s) {
-            return Ok(a);
-        }
-        if PLANNED_ARCHITECTURES.contains(&s) {
-            return Err(Error::NotImplemented(format!("--model {s} (only the ResNet family is built so far)")));
-        }
-        let mut names: Vec<_> = Architecture::ALL.iter().map(|a| a.name()).collect();
-        names.extend(PLANNED_ARCHITECTURES);
-        Err(Error::option("model", format!("unknown model '{s}' (choose from {})", names.join(", "))))
+        Architecture::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| {
+            let names: Vec<_> = Architecture::ALL.iter().map(|a| a.name()).collect();
+            Error::option("model", format!("unknown model '{s}' (choose from {})", names.join(", ")))
+        })
     }
 }
 
@@ -264,6 +322,29 @@ impl FromStr for SubNetworkArch {
     }
 }
 
+/// The official code's silent adjustments per family: VGG and WRN replace the default
+/// `--selfcon_pos` (three Falses) by as many Falses as they have exit candidates and force
+/// `--selfcon_arch` to their own family; EfficientNet reads only `selfcon_pos[0]` and ignores
+/// `--selfcon_arch`/`--selfcon_size`.
+fn official_defaults(
+    arch: Architecture,
+    exits: ExitPositions,
+    sub_arch: SubNetworkArch,
+) -> (ExitPositions, SubNetworkArch) {
+    let default_pos = exits.len() == 3 && exits.count() == 0;
+    match arch.family() {
+        Family::ResNet => (exits, sub_arch),
+        Family::Vgg | Family::Wrn => {
+            let exits = if default_pos { ExitPositions::none(arch.exit_candidates()) } else { exits };
+            (exits, if arch.family() == Family::Vgg { SubNetworkArch::Vgg } else { SubNetworkArch::Wrn })
+        }
+        Family::EfficientNet => {
+            let first = exits.flags().first().copied().unwrap_or(false);
+            (if exits.is_empty() { exits } else { ExitPositions::new(vec![first]) }, SubNetworkArch::Efficientnet)
+        }
+    }
+}
+
 /// A validated model description.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -285,6 +366,7 @@ impl ModelConfig {
         sub_size: SubNetworkSize,
         feat_dim: i64,
     ) -> Result<Self> {
+        let (exits, sub_arch) = official_defaults(architecture, exits, sub_arch);
         let config = ModelConfig { architecture, dataset, exits, sub_arch, sub_size, feat_dim };
         config.validate()?;
         Ok(config)
@@ -304,6 +386,14 @@ impl ModelConfig {
 
     pub fn validate(&self) -> Result<()> {
         let arch = self.architecture;
+        if arch.family() == Family::Wrn && self.stem() == Stem::ImageNet {
+            return Err(Error::option(
+                "model",
+                format!(
+                    "{arch} has no working ImageNet stem in the official code (its conv is declared with 7 input channels); use a 32×32 or 64×64 dataset (cifar10, cifar100, tinyimagenet, ...) with {arch}"
+                ),
+            ));
+        }
         let n = arch.exit_candidates();
         if self.exits.len() != n {
             let names: Vec<_> = (0..n).map(|k| arch.exit_name(k)).collect();
@@ -317,7 +407,7 @@ impl ModelConfig {
                 ),
             ));
         }
-        if self.sub_arch != SubNetworkArch::Resnet {
+        if arch.family() == Family::ResNet && self.sub_arch != SubNetworkArch::Resnet {
             return Err(Error::option(
                 "selfcon_arch",
                 format!("{arch} supports only 'resnet' sub-networks, got '{}'", self.sub_arch),

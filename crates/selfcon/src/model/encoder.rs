@@ -1,12 +1,16 @@
-//! The ResNet encoder with its sub-networks (`encoder.*`): one pass gives the pooled backbone
-//! vector and one pooled vector per enabled exit.
+//! Encoders with their sub-networks (`encoder.*`): one pass gives the pooled backbone vector and
+//! one pooled vector per enabled exit. The ResNet family is here; VGG, WRN and EfficientNet have
+//! their own files.
 
 use tch::{nn, Tensor};
 
-use super::config::{ModelConfig, Stem};
+use super::config::{Family, ModelConfig, Stem};
+use super::efficientnet::EfficientNetEncoder;
 use super::layers::{global_avg_pool, BatchNorm2d, Conv2d};
 use super::resnet::{Stage, STAGE_PLANES, STAGE_STRIDES};
 use super::subnetwork::SubNetwork;
+use super::vgg::VggEncoder;
+use super::wrn::WrnEncoder;
 
 /// Pooled encoder outputs: what linear evaluation classifies.
 #[derive(Debug)]
@@ -15,6 +19,35 @@ pub struct EncoderOutput {
     pub exits: Vec<Tensor>,
     /// `[N, d]`, the backbone's pooled last stage.
     pub backbone: Tensor,
+}
+
+/// The encoder of any family.
+#[derive(Debug)]
+pub enum Encoder {
+    ResNet(ResNetEncoder),
+    Vgg(VggEncoder),
+    Wrn(WrnEncoder),
+    EfficientNet(EfficientNetEncoder),
+}
+
+impl Encoder {
+    pub fn new(p: &nn::Path, config: &ModelConfig) -> Self {
+        match config.architecture.family() {
+            Family::ResNet => Encoder::ResNet(ResNetEncoder::new(p, config)),
+            Family::Vgg => Encoder::Vgg(VggEncoder::new(p, config)),
+            Family::Wrn => Encoder::Wrn(WrnEncoder::new(p, config)),
+            Family::EfficientNet => Encoder::EfficientNet(EfficientNetEncoder::new(p, config)),
+        }
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> EncoderOutput {
+        match self {
+            Encoder::ResNet(e) => e.forward_t(x, train),
+            Encoder::Vgg(e) => e.forward_t(x, train),
+            Encoder::Wrn(e) => e.forward_t(x, train),
+            Encoder::EfficientNet(e) => e.forward_t(x, train),
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -3,6 +3,7 @@
 
 use tch::{nn, Tensor};
 
+use super::config::{Architecture, Family};
 use super::layers::Linear;
 
 #[derive(Debug)]
@@ -22,18 +23,46 @@ impl ProjectionHead {
     }
 }
 
-/// The linear-evaluation classifier `Linear(d, n_cls)` (PyTorch default init).
+/// The linear-evaluation classifier: `Linear(d, n_cls)` (PyTorch default init), or for VGG the
+/// official MLP `Linear(d, 512)-ReLU-Dropout(0.5)-Linear(512, n_cls)` (named `0` and `3`).
 #[derive(Debug)]
-pub struct LinearClassifier {
-    linear: Linear,
+pub enum LinearClassifier {
+    Linear(Linear),
+    Mlp(Linear, Linear),
 }
 
 impl LinearClassifier {
     pub fn new(p: &nn::Path, d: i64, n_classes: i64) -> Self {
-        LinearClassifier { linear: Linear::new(p, d, n_classes) }
+        LinearClassifier::Linear(Linear::new(p, d, n_classes))
+    }
+
+    /// The classifier the official linear evaluation puts on `arch`'s features.
+    pub fn for_architecture(p: &nn::Path, arch: Architecture, d: i64, n_classes: i64) -> Self {
+        match arch.family() {
+            Family::Vgg => {
+                LinearClassifier::Mlp(Linear::new(&(p / "0"), d, 512), Linear::new(&(p / "3"), 512, n_classes))
+            }
+            _ => LinearClassifier::new(p, d, n_classes),
+        }
+    }
+
+    /// Parameters of [`LinearClassifier::for_architecture`].
+    pub fn param_count(arch: Architecture, d: i64, n_classes: i64) -> i64 {
+        match arch.family() {
+            Family::Vgg => d * 512 + 512 + 512 * n_classes + n_classes,
+            _ => d * n_classes + n_classes,
+        }
+    }
+
+    /// Logits (dropout active only when `train`).
+    pub fn forward_t(&self, features: &Tensor, train: bool) -> Tensor {
+        match self {
+            LinearClassifier::Linear(linear) => linear.forward(features),
+            LinearClassifier::Mlp(hidden, out) => out.forward(&hidden.forward(features).relu().dropout(0.5, train)),
+        }
     }
 
     pub fn forward(&self, features: &Tensor) -> Tensor {
-        self.linear.forward(features)
+        self.forward_t(features, false)
     }
 }

@@ -4,24 +4,83 @@
 
 use tch::{nn, Kind, Tensor};
 
-/// A bias-free 2-D convolution, Kaiming-normal (fan_out, ReLU gain) as `networks/resnet_big.py`.
+/// A 2-D convolution (square kernel, symmetric padding, optional bias and groups), with the
+/// initialisations the official encoders use.
 #[derive(Debug)]
 pub struct Conv2d {
     pub weight: Tensor,
+    pub bias: Option<Tensor>,
     stride: i64,
     padding: i64,
+    groups: i64,
+}
+
+/// Shape of a convolution: channels in/out, kernel side, stride, padding, groups.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvShape {
+    pub c_in: i64,
+    pub c_out: i64,
+    pub kernel: i64,
+    pub stride: i64,
+    pub padding: i64,
+    pub groups: i64,
+}
+
+impl ConvShape {
+    pub fn new(c_in: i64, c_out: i64, kernel: i64, stride: i64, padding: i64) -> Self {
+        ConvShape { c_in, c_out, kernel, stride, padding, groups: 1 }
+    }
+
+    fn weight_shape(&self) -> [i64; 4] {
+        [self.c_out, self.c_in / self.groups, self.kernel, self.kernel]
+    }
+
+    fn fan_in(&self) -> f64 {
+        (self.c_in / self.groups * self.kernel * self.kernel) as f64
+    }
+
+    fn fan_out(&self) -> f64 {
+        (self.c_out / self.groups * self.kernel * self.kernel) as f64
+    }
 }
 
 impl Conv2d {
+    /// Bias-free, Kaiming-normal (fan_out, ReLU gain) as `networks/resnet_big.py`.
     pub fn kaiming_fan_out(p: &nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64, padding: i64) -> Self {
-        let fan_out = (c_out * kernel * kernel) as f64;
-        let std = (2.0 / fan_out).sqrt();
-        let weight = p.var("weight", &[c_out, c_in, kernel, kernel], nn::Init::Randn { mean: 0.0, stdev: std });
-        Conv2d { weight, stride, padding }
+        let shape = ConvShape::new(c_in, c_out, kernel, stride, padding);
+        Self::build(p, shape, Self::kaiming(&shape), None)
+    }
+
+    /// Kaiming-normal (fan_out) weight and a zero bias (VGG).
+    pub fn kaiming_fan_out_biased(p: &nn::Path, shape: ConvShape) -> Self {
+        Self::build(p, shape, Self::kaiming(&shape), Some(nn::Init::Const(0.0)))
+    }
+
+    /// Xavier-uniform weight with gain √2 and a zero bias (WRN's `conv_init`).
+    pub fn xavier_biased(p: &nn::Path, shape: ConvShape) -> Self {
+        let bound = 2f64.sqrt() * (6.0 / (shape.fan_in() + shape.fan_out())).sqrt();
+        Self::build(p, shape, nn::Init::Uniform { lo: -bound, up: bound }, Some(nn::Init::Const(0.0)))
+    }
+
+    /// PyTorch's default `nn.Conv2d` init: weight (and bias) ~ U(±1/√fan_in) (EfficientNet).
+    pub fn pytorch_default(p: &nn::Path, shape: ConvShape, bias: bool) -> Self {
+        let bound = 1.0 / shape.fan_in().sqrt();
+        let init = nn::Init::Uniform { lo: -bound, up: bound };
+        Self::build(p, shape, init, bias.then_some(init))
+    }
+
+    fn kaiming(shape: &ConvShape) -> nn::Init {
+        nn::Init::Randn { mean: 0.0, stdev: (2.0 / shape.fan_out()).sqrt() }
+    }
+
+    fn build(p: &nn::Path, shape: ConvShape, weight_init: nn::Init, bias_init: Option<nn::Init>) -> Self {
+        let weight = p.var("weight", &shape.weight_shape(), weight_init);
+        let bias = bias_init.map(|init| p.var("bias", &[shape.c_out], init));
+        Conv2d { weight, bias, stride: shape.stride, padding: shape.padding, groups: shape.groups }
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv2d(&self.weight, None::<Tensor>, [self.stride], [self.padding], [1], 1)
+        x.conv2d(&self.weight, self.bias.as_ref(), [self.stride], [self.padding], [1], self.groups)
     }
 }
 
@@ -29,6 +88,8 @@ impl Conv2d {
 /// `num_batches_tracked` buffer, counted up in training mode as PyTorch does.
 #[derive(Debug)]
 pub struct BatchNorm2d {
+    momentum: f64,
+    eps: f64,
     pub weight: Tensor,
     pub bias: Tensor,
     pub running_mean: Tensor,
@@ -41,8 +102,15 @@ impl BatchNorm2d {
     const MOMENTUM: f64 = 0.1;
 
     pub fn new(p: &nn::Path, channels: i64) -> Self {
+        Self::with(p, channels, Self::MOMENTUM, Self::EPS)
+    }
+
+    /// With PyTorch-semantics `momentum` (weight of the new batch in the running statistics).
+    pub fn with(p: &nn::Path, channels: i64, momentum: f64, eps: f64) -> Self {
         let tracked = Tensor::zeros([], (Kind::Int64, p.device()));
         BatchNorm2d {
+            momentum,
+            eps,
             weight: p.ones("weight", &[channels]),
             bias: p.zeros("bias", &[channels]),
             running_mean: p.zeros_no_train("running_mean", &[channels]),
@@ -62,8 +130,8 @@ impl BatchNorm2d {
             Some(&self.running_mean),
             Some(&self.running_var),
             train,
-            Self::MOMENTUM,
-            Self::EPS,
+            self.momentum,
+            self.eps,
             true,
         )
     }
@@ -83,9 +151,22 @@ impl Linear {
         Linear { weight: p.var("weight", &[d_out, d_in], init), bias: p.var("bias", &[d_out], init) }
     }
 
+    /// Weight ~ N(0, std²), bias 0 (the Linear layers inside VGG encoders).
+    pub fn normal(p: &nn::Path, d_in: i64, d_out: i64, std: f64) -> Self {
+        Linear {
+            weight: p.var("weight", &[d_out, d_in], nn::Init::Randn { mean: 0.0, stdev: std }),
+            bias: p.var("bias", &[d_out], nn::Init::Const(0.0)),
+        }
+    }
+
     pub fn forward(&self, x: &Tensor) -> Tensor {
         x.linear(&self.weight, Some(&self.bias))
     }
+}
+
+/// Swish / SiLU, `x·σ(x)` (EfficientNet).
+pub fn swish(x: &Tensor) -> Tensor {
+    x.silu()
 }
 
 /// Global average pooling to a `[N, C]` matrix.

@@ -4,6 +4,7 @@
 mod ce_model;
 mod con_model;
 mod config;
+mod efficientnet;
 mod encoder;
 mod head;
 mod layers;
@@ -11,11 +12,13 @@ mod memory_format;
 mod resnet;
 mod subnetwork;
 mod summary;
+mod vgg;
+mod wrn;
 
 pub use ce_model::{CeModel, CeOutput};
 pub use con_model::{ConModel, ModelOutput};
-pub use config::{Architecture, ExitPositions, ModelConfig, Stem, SubNetworkArch, SubNetworkSize};
-pub use encoder::EncoderOutput;
+pub use config::{Architecture, ExitPositions, Family, ModelConfig, Stem, SubNetworkArch, SubNetworkSize};
+pub use encoder::{Encoder, EncoderOutput};
 pub use head::LinearClassifier;
 pub use layers::l2_normalize;
 pub use memory_format::{channels_last, is_channels_last, to_channels_last};

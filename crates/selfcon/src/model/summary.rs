@@ -34,7 +34,11 @@ impl ModelSummary {
             sub_heads_params: 0,
             total_params: 0,
             bn_buffers_total: 0,
-            linear_classifier_params: config.feature_dim() * config.num_classes() + config.num_classes(),
+            linear_classifier_params: super::head::LinearClassifier::param_count(
+                config.architecture,
+                config.feature_dim(),
+                config.num_classes(),
+            ),
             exit_params: config.exits.enabled().into_iter().map(|k| (k, 0)).collect(),
         };
         for (name, tensor) in vs.variables() {

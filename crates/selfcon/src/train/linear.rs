@@ -81,7 +81,7 @@ struct Head {
 impl Head {
     fn new(name: &'static str, d: i64, n_cls: i64, device: Device, c: &LinearConfig) -> Self {
         let vs = nn::VarStore::new(device);
-        let linear = crate::model::LinearClassifier::new(&vs.root(), d, n_cls);
+        let linear = crate::model::LinearClassifier::for_architecture(&vs.root(), c.model.architecture, d, n_cls);
         let optimizer = Sgd::new(&vs, c.optim.momentum, c.optim.weight_decay);
         Head { linear, optimizer, vs, name }
     }
@@ -213,7 +213,7 @@ pub fn linear_eval_model(
                 &mut head.optimizer,
                 progress,
                 &mut log,
-                |images| Ok(linear.forward(&features(model, images, use_exit)?)),
+                |images| Ok(linear.forward_t(&features(model, images, use_exit)?, true)),
                 |logits, labels| {
                     correct += logits.argmax(1, false).eq_tensor(labels).sum(Kind::Int64).int64_value(&[]);
                     seen += labels.size()[0];

@@ -1,0 +1,123 @@
+//! VGG-13/16 encoders with and without BatchNorm (SPEC §2.4): torchvision's configurations B and D
+//! cut after each max-pool into `block1..block5` (64, 128, 256, 512, 512 channels), global average
+//! pooling of block5 (d = 512), exits after block1..block4.
+
+use tch::{nn, Tensor};
+
+use super::config::{Architecture, ModelConfig, SubNetworkSize};
+use super::encoder::EncoderOutput;
+use super::layers::{global_avg_pool, BatchNorm2d, Conv2d, ConvShape, Linear};
+
+const BLOCK_WIDTHS: [i64; 5] = [64, 128, 256, 512, 512];
+
+/// Convolutions per block: configuration B (VGG-13) has 2 everywhere, D (VGG-16) 2, 2, 3, 3, 3.
+fn convs_per_block(arch: Architecture) -> [usize; 5] {
+    match arch {
+        Architecture::Vgg16 | Architecture::Vgg16Bn => [2, 2, 3, 3, 3],
+        _ => [2, 2, 2, 2, 2],
+    }
+}
+
+fn has_bn(arch: Architecture) -> bool {
+    matches!(arch, Architecture::Vgg13Bn | Architecture::Vgg16Bn)
+}
+
+/// `[conv (+BN) + ReLU] × n, max-pool 2×2`, an `nn.Sequential` whose indices name the layers.
+#[derive(Debug)]
+struct VggBlock {
+    layers: Vec<(Conv2d, Option<BatchNorm2d>)>,
+}
+
+impl VggBlock {
+    fn new(p: &nn::Path, c_in: i64, width: i64, convs: usize, bn: bool) -> Self {
+        let step = if bn { 3 } else { 2 };
+        let layers = (0..convs)
+            .map(|i| {
+                let c = if i == 0 { c_in } else { width };
+                let conv = Conv2d::kaiming_fan_out_biased(&(p / (i * step)), ConvShape::new(c, width, 3, 1, 1));
+                let norm = bn.then(|| BatchNorm2d::new(&(p / (i * step + 1)), width));
+                (conv, norm)
+            })
+            .collect();
+        VggBlock { layers }
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let mut h = x.shallow_clone();
+        for (conv, bn) in &self.layers {
+            h = conv.forward(&h);
+            if let Some(bn) = bn {
+                h = bn.forward_t(&h, train);
+            }
+            h = h.relu();
+        }
+        h.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
+    }
+}
+
+/// Sub-network after block k+1: `fc` = pool + Linear(ch → 512); otherwise fresh copies of every
+/// later block with all (`same`) or one (`small`) of its convolutions, then pool.
+#[derive(Debug)]
+enum VggSubNetwork {
+    Fc(Linear),
+    Blocks(Vec<VggBlock>),
+}
+
+#[derive(Debug)]
+pub struct VggEncoder {
+    blocks: Vec<VggBlock>,
+    sub_networks: Vec<(usize, VggSubNetwork)>,
+}
+
+impl VggEncoder {
+    pub fn new(p: &nn::Path, config: &ModelConfig) -> Self {
+        let arch = config.architecture;
+        let (convs, bn) = (convs_per_block(arch), has_bn(arch));
+        let blocks = (0..5)
+            .map(|b| {
+                let c_in = if b == 0 { 3 } else { BLOCK_WIDTHS[b - 1] };
+                VggBlock::new(&(p / format!("block{}", b + 1)), c_in, BLOCK_WIDTHS[b], convs[b], bn)
+            })
+            .collect();
+        let sp = p / "selfcon_layer";
+        let sub_networks = config
+            .exits
+            .enabled()
+            .into_iter()
+            .map(|k| {
+                let q = &sp / k;
+                let sub = match config.sub_size {
+                    SubNetworkSize::Fc => VggSubNetwork::Fc(Linear::normal(&q, BLOCK_WIDTHS[k], 512, 0.01)),
+                    size => VggSubNetwork::Blocks(
+                        (k + 1..5)
+                            .enumerate()
+                            .map(|(j, b)| {
+                                let n = if size == SubNetworkSize::Small { 1 } else { convs[b] };
+                                VggBlock::new(&(&q / j), BLOCK_WIDTHS[b - 1], BLOCK_WIDTHS[b], n, bn)
+                            })
+                            .collect(),
+                    ),
+                };
+                (k, sub)
+            })
+            .collect();
+        VggEncoder { blocks, sub_networks }
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> EncoderOutput {
+        let mut h = x.shallow_clone();
+        let mut exits = Vec::with_capacity(self.sub_networks.len());
+        for (b, block) in self.blocks.iter().enumerate() {
+            h = block.forward_t(&h, train);
+            for (_, sub) in self.sub_networks.iter().filter(|(k, _)| *k == b) {
+                exits.push(match sub {
+                    VggSubNetwork::Fc(linear) => linear.forward(&global_avg_pool(&h)),
+                    VggSubNetwork::Blocks(blocks) => {
+                        global_avg_pool(&blocks.iter().fold(h.shallow_clone(), |t, blk| blk.forward_t(&t, train)))
+                    }
+                });
+            }
+        }
+        EncoderOutput { exits, backbone: global_avg_pool(&h) }
+    }
+}
