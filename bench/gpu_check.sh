@@ -7,7 +7,8 @@
 #   OUT=/tmp/gpu bash bench/gpu_check.sh            # on the GPU machine, from the repository root
 #
 # Expects: target/release/selfcon built on the development machine, Fashion-MNIST IDX files in
-# $FASHION (default data/fashion-mnist-full), PyTorch with CUDA at $PY. The knobs below shrink the
+# $FASHION (default data/fashion-mnist-full, git-ignored: copy /usr/share/datasets/fashion-mnist
+# there and carry it with the binary), PyTorch with CUDA at $PY. The knobs below shrink the
 # run for a dry run on CPU (DEVICE=cpu BATCH=16 STEPS=2 PER_BATCH=40 ...).
 set -uo pipefail
 

@@ -30,16 +30,18 @@ pub struct DemoArgs {
     pub save_dir: PathBuf,
 
     /// Training images used for pre-training (a seeded, class-balanced-in-expectation sample).
-    #[arg(long = "pretrain_images", visible_alias = "pretrain-images", default_value_t = 4000)]
+    #[arg(long = "pretrain_images", visible_alias = "pretrain-images", default_value_t = 12800)]
     pub pretrain_images: usize,
 
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 1)]
     pub epochs: usize,
 
     #[arg(long = "batch_size", visible_alias = "batch-size", default_value_t = 64)]
     pub batch_size: usize,
 
-    #[arg(long = "learning_rate", visible_alias = "learning-rate", default_value_t = 0.05)]
+    /// High for the batch size on purpose: from scratch, SelfCon first falls to the uniform loss
+    /// (all projections alike) and leaves it faster the higher the rate.
+    #[arg(long = "learning_rate", visible_alias = "learning-rate", default_value_t = 0.3)]
     pub learning_rate: f64,
 
     #[arg(long, default_value_t = 0.1)]
@@ -106,7 +108,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
             save_dir: a.save_dir.clone(),
             exp_name: "demo".into(),
             precision: selfcon::train::Precision::Fp32,
-            channels_last: false,
+            // oneDNN's convolutions are ~20% faster in NHWC on CPU (bench/results/).
+            channels_last: true,
         },
         weakaug: false,
         randaug: false,
