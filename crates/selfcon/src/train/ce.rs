@@ -201,13 +201,14 @@ pub fn train_ce(
         )?;
         let (top, sub) = evaluate(&model, &test, exits, device)?;
         progress.epoch_finished(&format!(
-            "ce epoch {epoch}: loss {:.4} · lr {:.5} · test top-1 {:.2}{} · {:.0} images/s · {:.1} s{}",
+            "ce epoch {epoch}: loss {:.4} · lr {:.5} · test top-1 {:.2}{} · {:.0} images/s · {:.1} s{}{}",
             stats.loss,
             stats.lr,
             top.top1,
             sub.iter().map(|s| format!(" · exit {:.2}", s.top1)).collect::<String>(),
             stats.images_per_s(),
             stats.seconds,
+            stats.memory_note(),
             super::pretrain::skipped(&stats)
         ));
         let serde_json::Value::Object(record) = json!({"kind": "epoch", "stage": "ce", "epoch": epoch, "loss": stats.loss,

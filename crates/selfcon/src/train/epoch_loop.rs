@@ -28,11 +28,18 @@ pub struct EpochStats {
     pub seconds: f64,
     /// Steps skipped by the loss scaler because of inf/NaN gradients.
     pub skipped_steps: usize,
+    /// Peak bytes allocated on the accelerator so far (CUDA caching allocator), `None` on CPU.
+    pub peak_memory_bytes: Option<i64>,
 }
 
 impl EpochStats {
     pub fn images_per_s(&self) -> f64 {
         self.images as f64 / self.seconds.max(1e-9)
+    }
+
+    /// " · peak 2.61 GiB" on an accelerator, "" on CPU.
+    pub fn memory_note(&self) -> String {
+        self.peak_memory_bytes.map(|b| format!(" · peak {:.2} GiB", b as f64 / (1u64 << 30) as f64)).unwrap_or_default()
     }
 }
 
@@ -136,6 +143,9 @@ impl TrainLoop {
         }
         progress.pass_finished();
         stats.seconds = started.elapsed().as_secs_f64();
+        if let Device::Cuda(i) = self.device {
+            stats.peak_memory_bytes = torch_shim::device_memory_stats(i).ok().map(|m| m.peak_allocated);
+        }
         stats.loss = loss_sum / stats.images.max(1) as f64;
         Ok(stats)
     }

@@ -66,6 +66,10 @@ impl OptimConfig {
         if self.channels_last {
             crate::model::to_channels_last(vs)?;
         }
+        if let tch::Device::Cuda(_) = device {
+            // Fixed input shapes: let cuDNN pick the fastest convolution algorithms once.
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
         let mut train = super::epoch_loop::TrainLoop::new(stage, device, self.precision, schedule);
         train.channels_last = self.channels_last;
         Ok(train)

@@ -184,11 +184,12 @@ pub fn pretrain(
             state(epoch).save(&run_dir.join(format!("ckpt_epoch_{epoch}.safetensors")))?;
         }
         progress.epoch_finished(&format!(
-            "epoch {epoch}: loss {:.4} · lr {:.5} · {:.0} images/s · {:.1} s{}",
+            "epoch {epoch}: loss {:.4} · lr {:.5} · {:.0} images/s · {:.1} s{}{}",
             stats.loss,
             stats.lr,
             stats.images_per_s(),
             stats.seconds,
+            stats.memory_note(),
             skipped(&stats)
         ));
     }
@@ -206,7 +207,8 @@ pub(super) fn skipped(stats: &EpochStats) -> String {
 
 fn epoch_record(epoch: usize, stats: &EpochStats) -> serde_json::Map<String, serde_json::Value> {
     let serde_json::Value::Object(m) = json!({"kind": "epoch", "stage": "pretrain", "epoch": epoch, "loss": stats.loss,
-        "lr": stats.lr, "images_per_s": stats.images_per_s(), "seconds": stats.seconds, "skipped_steps": stats.skipped_steps})
+        "lr": stats.lr, "images_per_s": stats.images_per_s(), "seconds": stats.seconds, "skipped_steps": stats.skipped_steps,
+        "peak_memory_bytes": stats.peak_memory_bytes})
     else {
         unreachable!("json! of an object literal")
     };

@@ -52,9 +52,6 @@ pub fn measure_pretrain_steps(
         return Err(Error::option("steps", "must be at least 1"));
     }
     tch::manual_seed(config.optim.seed as i64);
-    if let Device::Cuda(_) = device {
-        tch::Cuda::cudnn_set_benchmark(true);
-    }
     let (vs, model) = ConModel::build(&config.model, device)?;
     let mut optimizer = Sgd::new(&vs, config.optim.momentum, config.optim.weight_decay);
     let train = config.optim.train_loop("bench", device, config.schedule(), &vs)?;
