@@ -108,7 +108,7 @@ fn official_defaults_are_resnet50_on_cifar10_without_exits() {
 fn bad_flags_give_one_line_and_exit_code_2() {
     let cases: [(&[&str], &str); 7] = [
         (&["summary", "--model", "resnet19"], "--model: unknown model 'resnet19'"),
-        (&["summary", "--model", "vgg16_bn"], "not implemented yet"),
+        (&["summary", "--model", "vgg16_bn", "--selfcon_pos", "[True]"], "--selfcon_pos: vgg16_bn takes 4 booleans"),
         (&["summary", "--selfcon_pos", "[False,True]"], "--selfcon_pos: resnet50 takes 3 booleans"),
         (&["summary", "--selfcon_pos", "[False,Yes,False]"], "--selfcon_pos: 'Yes'"),
         (&["summary", "--selfcon_arch", "vgg"], "--selfcon_arch: resnet50 supports only 'resnet'"),
