@@ -21,6 +21,7 @@ fn main() {
                 shuffle: true,
                 seed: 0,
                 drop_last: false,
+                background: false,
                 mean: data.mean,
                 std: data.std,
             };

@@ -28,6 +28,7 @@ fn config(batch_size: usize, threads: usize) -> LoaderConfig {
         shuffle: true,
         seed: 5,
         drop_last: false,
+        background: false,
         mean: [0.5; 3],
         std: [0.25; 3],
     }

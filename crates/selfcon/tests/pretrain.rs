@@ -48,6 +48,7 @@ fn config(
             exp_name: "test".into(),
             precision: Precision::Fp32,
             channels_last: false,
+            flush_denormal: false,
         },
         weakaug: false,
         randaug: false,

@@ -4,6 +4,7 @@
 // selfcon_shim_free_error) instead of unwinding into Rust.
 #include <ATen/ATen.h>
 #include <ATen/DeviceAccelerator.h>
+#include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 
 #include <cstdlib>
@@ -67,6 +68,18 @@ int selfcon_shim_autocast_decrement_nesting() {
   const int depth = at::autocast::decrement_nesting();
   if (depth == 0) at::autocast::clear_cache();
   return depth;
+}
+
+// ---- CPU floating point ----------------------------------------------------------------------
+
+// torch.set_flush_denormal: treat subnormal floats as zero on the CPU (SSE3+); returns whether
+// the CPU supports it. The flag lives in each thread's MXCSR, so it is set on the calling thread
+// and, through one chunk per thread, on every intra-op (OpenMP) thread already running.
+int selfcon_shim_set_flush_denormal(int on) {
+  const bool supported = at::globalContext().setFlushDenormal(on != 0);
+  const int64_t threads = at::get_num_threads();
+  at::parallel_for(0, threads, 1, [on](int64_t, int64_t) { at::globalContext().setFlushDenormal(on != 0); });
+  return supported ? 1 : 0;
 }
 
 // ---- memory formats -------------------------------------------------------------------------

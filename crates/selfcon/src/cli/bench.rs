@@ -90,6 +90,7 @@ fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
         shuffle: true,
         seed: a.seed,
         drop_last: false,
+        background: false,
         mean: data.mean,
         std: data.std,
     };

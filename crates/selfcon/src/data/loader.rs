@@ -59,6 +59,10 @@ pub struct LoaderConfig {
     pub drop_last: bool,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    /// Run the worker threads at the lowest CPU priority (nice 19). For CPU training: the workers
+    /// then use the cycles the compute threads leave, instead of preempting libtorch's OpenMP
+    /// threads in the middle of a parallel region (which stalls the whole team).
+    pub background: bool,
 }
 
 /// One batch: `images` is `[views·B, 3, H, W]` with rows `[view 1 of every image; view 2; …]`.
@@ -142,7 +146,13 @@ impl DataLoader {
                 epoch,
             };
             let (batches, stop) = (batches.clone(), stop.clone());
+            let background = self.config.background;
             workers.push(std::thread::spawn(move || {
+                if background {
+                    // Linux: a thread's nice value is its own; 0 = the calling thread.
+                    // SAFETY: plain syscall on the calling thread; failure only keeps priority.
+                    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+                }
                 for b in (w..batches.len()).step_by(threads) {
                     if stop.load(Ordering::Relaxed) {
                         return;

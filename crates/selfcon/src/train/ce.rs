@@ -155,7 +155,7 @@ pub fn train_ce(
     let run_dir = config.run_dir();
     let config_json = prepare_run_dir(&run_dir, config)?;
     let mut log = MetricsLog::open(&run_dir, &["kind", "stage", "epoch", "step", "loss", "lr", "top1", "sub_top1"])?;
-    let loader_config = |batch_size: usize, shuffle: bool| config.optim.loader(data, batch_size, shuffle);
+    let loader_config = |batch_size: usize, shuffle: bool| config.optim.loader(data, batch_size, shuffle, device);
     let train_loader = DataLoader::new(
         data.train.clone(),
         Transform::Train { transform: TrainTransform::crop_flip(config.image_size), views: 1 },

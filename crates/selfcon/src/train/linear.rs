@@ -162,7 +162,7 @@ pub fn linear_eval_model(
     } else {
         (data.train.clone(), None)
     };
-    let loader_config = |batch_size: usize, shuffle: bool| config.optim.loader(data, batch_size, shuffle);
+    let loader_config = |batch_size: usize, shuffle: bool| config.optim.loader(data, batch_size, shuffle, device);
     let train_loader = DataLoader::new(
         train_set,
         Transform::Train { transform: TrainTransform::crop_flip(config.image_size), views: 1 },

@@ -33,6 +33,9 @@ pub struct OptimConfig {
     /// `--channels_last`: NHWC weights and batches (faster convolutions with mixed precision on GPUs).
     #[serde(default)]
     pub channels_last: bool,
+    /// `--flush_denormal`: subnormal floats become zero in CPU kernels (torch.set_flush_denormal).
+    #[serde(default)]
+    pub flush_denormal: bool,
 }
 
 impl OptimConfig {
@@ -66,6 +69,9 @@ impl OptimConfig {
         if self.channels_last {
             crate::model::to_channels_last(vs)?;
         }
+        if self.flush_denormal {
+            torch_shim::set_flush_denormal(true);
+        }
         if let tch::Device::Cuda(_) = device {
             // Fixed input shapes: let cuDNN pick the fastest convolution algorithms once.
             tch::Cuda::cudnn_set_benchmark(true);
@@ -75,8 +81,9 @@ impl OptimConfig {
         Ok(train)
     }
 
-    /// Loader settings for `data` with this run's seed and workers.
-    pub fn loader(&self, data: &OpenedDataset, batch_size: usize, shuffle: bool) -> LoaderConfig {
+    /// Loader settings for `data` with this run's seed and workers; on CPU the workers run in the
+    /// background (lowest priority) so they do not stall libtorch's compute threads.
+    pub fn loader(&self, data: &OpenedDataset, batch_size: usize, shuffle: bool, device: tch::Device) -> LoaderConfig {
         LoaderConfig {
             batch_size,
             threads: self.num_workers.max(1),
@@ -86,6 +93,7 @@ impl OptimConfig {
             drop_last: false,
             mean: data.mean,
             std: data.std,
+            background: device == tch::Device::Cpu,
         }
     }
 }

@@ -148,7 +148,7 @@ pub fn pretrain(
     let loader = DataLoader::new(
         data.train.clone(),
         Transform::Train { transform, views },
-        config.optim.loader(data, config.optim.batch_size, true),
+        config.optim.loader(data, config.optim.batch_size, true, device),
     )?;
     progress.run_started("pretrain", &run_dir, start_epoch, data.train.len());
     let last = run_dir.join("last.safetensors");

@@ -34,7 +34,17 @@ pub fn extract_features(
     let loader = DataLoader::new(
         set.clone(),
         Transform::Eval(EvalTransform::Identity),
-        LoaderConfig { batch_size: 256, threads, prefetch: 2, shuffle: false, seed: 0, drop_last: false, mean, std },
+        LoaderConfig {
+            batch_size: 256,
+            threads,
+            prefetch: 2,
+            shuffle: false,
+            seed: 0,
+            drop_last: false,
+            mean,
+            std,
+            background: device == Device::Cpu,
+        },
     )?;
     let _guard = tch::no_grad_guard();
     let (mut backbone, mut exit, mut labels) = (Vec::new(), Vec::new(), Vec::new());

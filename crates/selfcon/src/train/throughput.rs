@@ -74,7 +74,7 @@ pub fn measure_pretrain_steps(
             if config.randaug {
                 transform = transform.with_randaugment();
             }
-            let mut loader_config = config.optim.loader(data, bsz, true);
+            let mut loader_config = config.optim.loader(data, bsz, true, device);
             loader_config.drop_last = true;
             Some(DataLoader::new(data.train.clone(), Transform::Train { transform, views }, loader_config)?)
         }
