@@ -128,3 +128,14 @@ mod tests {
         }
     }
 }
+
+/// Runs `build` right after seeding libtorch's global random generator, holding a process-wide
+/// lock, so that models initialised in other threads at the same time (parallel tests, library
+/// users running several trainings) cannot interleave their draws: the same seed always gives the
+/// same weights.
+pub fn seeded<T>(seed: u64, build: impl FnOnce() -> T) -> T {
+    static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = SEEDED_INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    tch::manual_seed(seed as i64);
+    build()
+}

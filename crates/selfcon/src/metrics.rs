@@ -5,7 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::{Error, Result};
 
@@ -41,9 +41,10 @@ impl MetricsLog {
         })
     }
 
-    pub fn record(&mut self, fields: Map<String, Value>) -> Result<()> {
+    /// Appends one record, a JSON object (`json!({...})`); absent keys leave the CSV cell empty.
+    pub fn record(&mut self, fields: Value) -> Result<()> {
         let io = |e: std::io::Error| Error::file(self.path.join("metrics.jsonl"), e.to_string());
-        writeln!(self.jsonl, "{}", Value::Object(fields.clone())).map_err(io)?;
+        writeln!(self.jsonl, "{fields}").map_err(io)?;
         let row: Vec<String> = self
             .columns
             .iter()

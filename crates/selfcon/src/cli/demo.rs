@@ -136,11 +136,10 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     let pretrain_seconds = started.elapsed().as_secs_f64();
 
     // The random initialisation pre-training started from: same seed, same construction.
-    tch::manual_seed(a.seed as i64);
-    let (_random_vs, random) = ConModel::build(&model, Device::Cpu)?;
+    let (_random_vs, random) = selfcon::engine::seeded(a.seed, || ConModel::build(&model, Device::Cpu))?;
     let (vs, pretrained) = ConModel::build(&model, Device::Cpu)?;
     let loaded = checkpoint::load(&trained.last_checkpoint)?;
-    let weights = loaded.tensors.into_iter().filter(|(k, _)| !k.starts_with(checkpoint::OPTIMIZER_PREFIX)).collect();
+    let weights = checkpoint::model_weights(loaded.tensors);
     checkpoint::load_into_var_store(&trained.last_checkpoint, &vs, &weights)?;
 
     let probe = |encoder: &ConModel, name: &str| -> anyhow::Result<ProbeResult> {

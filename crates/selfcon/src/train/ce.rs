@@ -147,10 +147,10 @@ pub fn train_ce(
             config.temperature / 0.07
         );
     }
-    tch::manual_seed(config.optim.seed as i64);
     let n_cls = data.train.num_classes();
     let vs = nn::VarStore::new(device);
-    let model = CeModel::new(&vs.root(), &config.model, n_cls, config.dim_out)?;
+    let model =
+        crate::engine::seeded(config.optim.seed, || CeModel::new(&vs.root(), &config.model, n_cls, config.dim_out))?;
     let mut optimizer = Sgd::new(&vs, config.optim.momentum, config.optim.weight_decay);
     let run_dir = config.run_dir();
     let config_json = prepare_run_dir(&run_dir, config)?;
@@ -209,14 +209,10 @@ pub fn train_ce(
             stats.images_per_s(),
             stats.seconds,
             stats.memory_note(),
-            super::pretrain::skipped(&stats)
+            stats.skipped_note()
         ));
-        let serde_json::Value::Object(record) = json!({"kind": "epoch", "stage": "ce", "epoch": epoch, "loss": stats.loss,
-            "lr": stats.lr, "top1": top.top1, "sub_top1": sub.last().map(|s| s.top1)})
-        else {
-            unreachable!("object literal")
-        };
-        log.record(record)?;
+        log.record(json!({"kind": "epoch", "stage": "ce", "epoch": epoch, "loss": stats.loss, "lr": stats.lr,
+            "top1": top.top1, "sub_top1": sub.last().map(|s| s.top1)}))?;
         epochs.push((top, sub));
         TrainingState {
             stage: "ce",
@@ -270,11 +266,9 @@ fn evaluate(model: &CeModel, loader: &DataLoader, exits: usize, device: Device) 
         let y = batch.labels.to_device(device);
         let out = model.forward_t(&batch.images.to_device(device), false);
         for (c, logits) in correct.iter_mut().zip(std::iter::once(&out.logits).chain(&out.exit_logits)) {
-            let k = 5.min(logits.size()[1]);
-            let (_, top) = logits.topk(k, 1, true, true);
-            let hits = top.eq_tensor(&y.unsqueeze(1));
-            c[0] += hits.narrow(1, 0, 1).sum(Kind::Int64).int64_value(&[]);
-            c[1] += hits.sum(Kind::Int64).int64_value(&[]);
+            let (top1, top5) = super::linear::topk_correct(logits, &y);
+            c[0] += top1;
+            c[1] += top5;
         }
         seen += y.size()[0];
     }

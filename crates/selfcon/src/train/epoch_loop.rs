@@ -37,6 +37,15 @@ impl EpochStats {
         self.images as f64 / self.seconds.max(1e-9)
     }
 
+    /// " · N steps skipped (fp16 overflow)" when the loss scaler skipped any.
+    pub fn skipped_note(&self) -> String {
+        if self.skipped_steps == 0 {
+            String::new()
+        } else {
+            format!(" · {} steps skipped (fp16 overflow)", self.skipped_steps)
+        }
+    }
+
     /// " · peak 2.61 GiB" on an accelerator, "" on CPU.
     pub fn memory_note(&self) -> String {
         self.peak_memory_bytes.map(|b| format!(" · peak {:.2} GiB", b as f64 / (1u64 << 30) as f64)).unwrap_or_default()
@@ -133,12 +142,8 @@ impl TrainLoop {
             let rate = stats.images as f64 / started.elapsed().as_secs_f64().max(1e-9);
             progress.step(pass.epoch, step, value, stats.lr, rate);
             if self.print_freq > 0 && (step + 1) % self.print_freq == 0 {
-                let serde_json::Value::Object(record) = json!({"kind": "step", "stage": self.stage, "epoch": pass.epoch,
-                    "step": step + 1, "loss": value, "lr": stats.lr, "images_per_s": rate})
-                else {
-                    unreachable!("object literal")
-                };
-                log.record(record)?;
+                log.record(json!({"kind": "step", "stage": self.stage, "epoch": pass.epoch, "step": step + 1,
+                    "loss": value, "lr": stats.lr, "images_per_s": rate}))?;
             }
         }
         progress.pass_finished();

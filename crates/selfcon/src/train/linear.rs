@@ -115,7 +115,7 @@ pub fn linear_eval(
     if !(0.0..1.0).contains(&config.val_split) {
         return Err(Error::option("val_split", format!("must be in [0, 1), got {}", config.val_split)));
     }
-    tch::manual_seed(config.optim.seed as i64);
+    // Every weight is overwritten by the checkpoint: no seeding needed here.
     let (vs, model) = ConModel::build(&config.model, device)?;
     let loaded = checkpoint::load(&config.ckpt)?;
     let weights = checkpoint::model_weights(loaded.tensors);
@@ -173,8 +173,12 @@ pub fn linear_eval_model(
     let test_loader = eval(test_set)?;
     let val_loader = val_set.as_ref().map(eval).transpose()?;
 
-    let mut backbone = Head::new("backbone", d, n_cls, device, config);
-    let mut sub = config.subnet.then(|| Head::new("sub", d, n_cls, device, config));
+    let (mut backbone, mut sub) = crate::engine::seeded(config.optim.seed, || {
+        (
+            Head::new("backbone", d, n_cls, device, config),
+            config.subnet.then(|| Head::new("sub", d, n_cls, device, config)),
+        )
+    });
     let mut epochs: Vec<EpochAccuracy> = Vec::new();
     let run_dir = config.run_dir();
     let config_json = super::optim_config::prepare_run_dir(&run_dir, config)?;
@@ -239,12 +243,8 @@ pub fn linear_eval_model(
             started.elapsed().as_secs_f64()
         ));
         epochs.push(EpochAccuracy { epoch, backbone: b, sub: s, ensemble: e, train_backbone, train_sub, val_backbone });
-        let serde_json::Value::Object(record) = json!({"kind": "epoch", "stage": "linear", "epoch": epoch,
-            "backbone_top1": b.top1, "sub_top1": s.map(|a| a.top1), "ensemble_top1": e.map(|a| a.top1), "train_top1": train_backbone})
-        else {
-            unreachable!("object literal")
-        };
-        log.record(record)?;
+        log.record(json!({"kind": "epoch", "stage": "linear", "epoch": epoch, "backbone_top1": b.top1,
+            "sub_top1": s.map(|a| a.top1), "ensemble_top1": e.map(|a| a.top1), "train_top1": train_backbone}))?;
         let mut weights = backbone.weights();
         let mut optimizers = vec![("backbone.", &backbone.optimizer)];
         if let Some(head) = &sub {
@@ -321,7 +321,8 @@ fn evaluate(
     Ok((acc(counts[0]), sub.map(|_| acc(counts[1])), sub.map(|_| acc(counts[2]))))
 }
 
-fn topk_correct(logits: &Tensor, labels: &Tensor) -> (i64, i64) {
+/// Rows whose label is the top-1 / among the top-5 (top-k for fewer classes) logits.
+pub(super) fn topk_correct(logits: &Tensor, labels: &Tensor) -> (i64, i64) {
     let k = 5.min(logits.size()[1]);
     let (_, top) = logits.topk(k, 1, true, true);
     let hits = top.eq_tensor(&labels.unsqueeze(1));

@@ -57,6 +57,15 @@ impl PretrainConfig {
         }
     }
 
+    /// The pre-training augmentation (`--weakaug`, `--randaug`) with one or two views per image.
+    pub fn input_transform(&self) -> Transform {
+        let mut transform = TrainTransform::pretrain(self.image_size, self.weakaug);
+        if self.randaug {
+            transform = transform.with_randaugment();
+        }
+        Transform::Train { transform, views: if self.multiview { 2 } else { 1 } }
+    }
+
     pub fn schedule(&self) -> LrSchedule {
         self.optim.schedule(true)
     }
@@ -129,8 +138,7 @@ pub fn pretrain(
     progress: &mut dyn Progress,
 ) -> Result<PretrainResult> {
     config.validate()?;
-    tch::manual_seed(config.optim.seed as i64);
-    let (vs, model) = ConModel::build(&config.model, device)?;
+    let (vs, model) = crate::engine::seeded(config.optim.seed, || ConModel::build(&config.model, device))?;
     let mut optimizer = Sgd::new(&vs, config.optim.momentum, config.optim.weight_decay);
     let mut start_epoch = 1;
     if let Some(path) = resume {
@@ -140,14 +148,9 @@ pub fn pretrain(
     let config_json = prepare_run_dir(&run_dir, config)?;
     let mut log = MetricsLog::open(&run_dir, &["kind", "stage", "epoch", "step", "loss", "lr", "images_per_s"])?;
 
-    let mut transform = TrainTransform::pretrain(config.image_size, config.weakaug);
-    if config.randaug {
-        transform = transform.with_randaugment();
-    }
-    let views = if config.multiview { 2 } else { 1 };
     let loader = DataLoader::new(
         data.train.clone(),
-        Transform::Train { transform, views },
+        config.input_transform(),
         config.optim.loader(data, config.optim.batch_size, true, device),
     )?;
     progress.run_started("pretrain", &run_dir, start_epoch, data.train.len());
@@ -190,29 +193,16 @@ pub fn pretrain(
             stats.images_per_s(),
             stats.seconds,
             stats.memory_note(),
-            skipped(&stats)
+            stats.skipped_note()
         ));
     }
     Ok(PretrainResult { run_dir, last_checkpoint: last, epochs_run: epoch_losses.len(), epoch_losses })
 }
 
-/// " · N steps skipped (fp16 overflow)" when the loss scaler skipped any.
-pub(super) fn skipped(stats: &EpochStats) -> String {
-    if stats.skipped_steps == 0 {
-        String::new()
-    } else {
-        format!(" · {} steps skipped (fp16 overflow)", stats.skipped_steps)
-    }
-}
-
-fn epoch_record(epoch: usize, stats: &EpochStats) -> serde_json::Map<String, serde_json::Value> {
-    let serde_json::Value::Object(m) = json!({"kind": "epoch", "stage": "pretrain", "epoch": epoch, "loss": stats.loss,
+fn epoch_record(epoch: usize, stats: &EpochStats) -> serde_json::Value {
+    json!({"kind": "epoch", "stage": "pretrain", "epoch": epoch, "loss": stats.loss,
         "lr": stats.lr, "images_per_s": stats.images_per_s(), "seconds": stats.seconds, "skipped_steps": stats.skipped_steps,
         "peak_memory_bytes": stats.peak_memory_bytes})
-    else {
-        unreachable!("json! of an object literal")
-    };
-    m
 }
 
 /// Loads a checkpoint for resuming; returns the epoch it finished.

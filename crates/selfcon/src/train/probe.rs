@@ -86,8 +86,7 @@ pub fn linear_probe(
         let std = x.std_dim(0, true, true) + 1e-6;
         let (x, tx) = ((x - &mean) / &std, (tx - &mean) / &std);
         let vs = nn::VarStore::new(x.device());
-        tch::manual_seed(seed as i64);
-        let clf = LinearClassifier::new(&vs.root(), x.size()[1], n_classes);
+        let clf = crate::engine::seeded(seed, || LinearClassifier::new(&vs.root(), x.size()[1], n_classes));
         let mut sgd = Sgd::new(&vs, 0.9, 0.0);
         let n = x.size()[0] as usize;
         let batch = 256;

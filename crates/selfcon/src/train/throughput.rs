@@ -11,8 +11,7 @@ use tch::{Device, Kind, Tensor};
 use super::epoch_loop::StepResult;
 use super::optimizer::Sgd;
 use super::pretrain::PretrainConfig;
-use crate::data::augment::TrainTransform;
-use crate::data::{DataLoader, OpenedDataset, Transform};
+use crate::data::{DataLoader, OpenedDataset};
 use crate::error::{Error, Result};
 use crate::model::ConModel;
 
@@ -51,8 +50,7 @@ pub fn measure_pretrain_steps(
     if steps == 0 {
         return Err(Error::option("steps", "must be at least 1"));
     }
-    tch::manual_seed(config.optim.seed as i64);
-    let (vs, model) = ConModel::build(&config.model, device)?;
+    let (vs, model) = crate::engine::seeded(config.optim.seed, || ConModel::build(&config.model, device))?;
     let mut optimizer = Sgd::new(&vs, config.optim.momentum, config.optim.weight_decay);
     let train = config.optim.train_loop("bench", device, config.schedule(), &vs)?;
     let objective = config.objective();
@@ -70,13 +68,9 @@ pub fn measure_pretrain_steps(
     };
     let loader = match source {
         BatchSource::Loader(data) => {
-            let mut transform = TrainTransform::pretrain(config.image_size, config.weakaug);
-            if config.randaug {
-                transform = transform.with_randaugment();
-            }
             let mut loader_config = config.optim.loader(data, bsz, true, device);
             loader_config.drop_last = true;
-            Some(DataLoader::new(data.train.clone(), Transform::Train { transform, views }, loader_config)?)
+            Some(DataLoader::new(data.train.clone(), config.input_transform(), loader_config)?)
         }
         BatchSource::Synthetic => None,
     };
