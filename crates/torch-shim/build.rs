@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=src/shim.cpp");
+    println!("cargo:rerun-if-changed=src/distributed.cpp");
+    println!("cargo:rerun-if-changed=include");
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     let lib = PathBuf::from(
         std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys exports the libtorch library folder (links = \"tch\")"),
@@ -13,7 +15,11 @@ fn main() {
     cc::Build::new()
         .cpp(true)
         .file("src/shim.cpp")
+        .file("src/distributed.cpp")
         .include(root.join("include"))
+        // Declarations for the Gloo names libtorch's ProcessGroupGloo.hpp mentions (include/gloo/README.md).
+        .include("include")
+        .define("USE_C10D_GLOO", None)
         .include(root.join("include/torch/csrc/api/include"))
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))

@@ -1,0 +1,2 @@
+// See ../README.md: declarations only; libtorch's ProcessGroupGloo.hpp uses nothing from here.
+#pragma once

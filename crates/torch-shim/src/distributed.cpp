@@ -1,0 +1,235 @@
+// c10d, PyTorch's own distributed engine, as a C ABI for src/distributed.rs: the TCPStore
+// rendezvous, the Gloo process group compiled into libtorch_cpu, its collectives, and one
+// differentiable all-reduce (SyncBatchNorm's statistics) as a C++ autograd Function.
+//
+// libtorch's ProcessGroupGloo.hpp includes Gloo headers the PyPI wheel does not ship; the
+// declarations it needs are in ../include/gloo (see the README there for why that is sound).
+//
+// Tensors not on the CPU are staged through host memory: the Gloo backend reduces CPU tensors.
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+namespace {
+
+void set_error(char** err, const char* what) {
+  if (err == nullptr) return;
+  *err = static_cast<char*>(std::malloc(std::strlen(what) + 1));
+  if (*err != nullptr) std::strcpy(*err, what);
+}
+
+#define SHIM_TRY(err, fail) \
+  try {
+#define SHIM_CATCH(err, fail)                \
+  }                                          \
+  catch (const std::exception& e) {          \
+    set_error(err, e.what());                \
+    return fail;                             \
+  }                                          \
+  catch (...) {                              \
+    set_error(err, "unknown C++ exception"); \
+    return fail;                             \
+  }
+
+}  // namespace
+
+struct SelfconStore {
+  c10::intrusive_ptr<c10d::Store> store;
+};
+
+struct SelfconGroup {
+  c10::intrusive_ptr<c10d::Backend> backend;
+  int rank;
+  int size;
+};
+
+namespace {
+
+// A CPU tensor holding `t`'s values (the tensor itself when it already is one and contiguous).
+at::Tensor host_copy(const at::Tensor& t) {
+  if (t.device().is_cpu() && t.is_contiguous()) return t;
+  return t.to(at::kCPU).contiguous();
+}
+
+// Runs an in-place collective on `t`, through a host copy when needed.
+template <typename F>
+void in_place_on_host(at::Tensor& t, F&& collective) {
+  at::Tensor host = host_copy(t);
+  collective(host);
+  if (!host.is_same(t)) t.copy_(host);
+}
+
+void all_reduce_sum(SelfconGroup* group, at::Tensor& t) {
+  in_place_on_host(t, [group](at::Tensor& host) {
+    std::vector<at::Tensor> list{host};
+    c10d::AllreduceOptions opts;
+    opts.reduceOp = c10d::ReduceOp::SUM;
+    group->backend->allreduce(list, opts)->wait();
+  });
+}
+
+// Forward: the sum over ranks. Backward: every rank's objective depends on the sum, so the
+// gradient reaching this rank's input is the sum over ranks of the incoming gradients.
+struct AllReduceSumFunction : public torch::autograd::Function<AllReduceSumFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, int64_t group) {
+    ctx->saved_data["group"] = group;
+    at::Tensor out = input.clone();
+    all_reduce_sum(reinterpret_cast<SelfconGroup*>(group), out);
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto* group = reinterpret_cast<SelfconGroup*>(ctx->saved_data["group"].toInt());
+    at::Tensor grad = grads[0].contiguous().clone();
+    all_reduce_sum(group, grad);
+    return {grad, at::Tensor()};
+  }
+};
+
+}  // namespace
+
+extern "C" {
+
+// ---- rendezvous store ------------------------------------------------------------------------
+
+// The server (rank 0) listens on host:port and waits up to timeout for all world_size clients.
+SelfconStore* selfcon_shim_tcp_store_new(const char* host, int port, int world_size, int is_server,
+                                         int64_t timeout_ms, char** err) {
+  SHIM_TRY(err, nullptr)
+  c10d::TCPStoreOptions opts;
+  opts.port = static_cast<std::uint16_t>(port);
+  opts.isServer = is_server != 0;
+  if (world_size > 0) opts.numWorkers = static_cast<std::size_t>(world_size);
+  opts.waitWorkers = world_size > 0;
+  opts.timeout = std::chrono::milliseconds(timeout_ms);
+  return new SelfconStore{c10::make_intrusive<c10d::TCPStore>(std::string(host), opts)};
+  SHIM_CATCH(err, nullptr)
+}
+
+void selfcon_shim_store_free(SelfconStore* store) { delete store; }
+
+int selfcon_shim_store_set(SelfconStore* store, const char* key, const uint8_t* data, int64_t len, char** err) {
+  SHIM_TRY(err, -1)
+  store->store->set(key, std::vector<uint8_t>(data, data + len));
+  return 0;
+  SHIM_CATCH(err, -1)
+}
+
+// Waits up to timeout_ms for the key; *data is malloc'ed (freed with selfcon_shim_free_error).
+int selfcon_shim_store_get(SelfconStore* store, const char* key, int64_t timeout_ms, uint8_t** data,
+                           int64_t* len, char** err) {
+  SHIM_TRY(err, -1)
+  store->store->wait({key}, std::chrono::milliseconds(timeout_ms));
+  const std::vector<uint8_t> value = store->store->get(key);
+  *len = static_cast<int64_t>(value.size());
+  *data = static_cast<uint8_t*>(std::malloc(value.size() + 1));
+  if (!value.empty()) std::memcpy(*data, value.data(), value.size());
+  return 0;
+  SHIM_CATCH(err, -1)
+}
+
+// 1 when the key exists, 0 when not (does not wait).
+int selfcon_shim_store_check(SelfconStore* store, const char* key, char** err) {
+  SHIM_TRY(err, -1)
+  return store->store->check({key}) ? 1 : 0;
+  SHIM_CATCH(err, -1)
+}
+
+int64_t selfcon_shim_store_add(SelfconStore* store, const char* key, int64_t value, char** err) {
+  SHIM_TRY(err, -1)
+  return store->store->add(key, value);
+  SHIM_CATCH(err, -1)
+}
+
+// ---- process group ---------------------------------------------------------------------------
+
+// Gloo over TCP. The device binds to the address this host's name resolves to (or
+// GLOO_SOCKET_IFNAME's interfaces), as torch.distributed does; timeout_ms bounds every collective.
+SelfconGroup* selfcon_shim_gloo_group_new(SelfconStore* store, int rank, int size, int64_t timeout_ms, char** err) {
+  SHIM_TRY(err, nullptr)
+  auto opts = c10d::ProcessGroupGloo::Options::create_default(std::chrono::milliseconds(timeout_ms));
+  auto backend = c10::make_intrusive<c10d::ProcessGroupGloo>(store->store, rank, size, opts);
+  return new SelfconGroup{backend, rank, size};
+  SHIM_CATCH(err, nullptr)
+}
+
+void selfcon_shim_group_free(SelfconGroup* group) { delete group; }
+
+// Sums each tensor over ranks in place. All all-reduces are in flight at once (Gloo works on them
+// with its own threads); returns when every one finished.
+int selfcon_shim_all_reduce_sum(SelfconGroup* group, at::Tensor* const* tensors, int64_t n, char** err) {
+  SHIM_TRY(err, -1)
+  std::vector<at::Tensor> hosts;
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  hosts.reserve(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    hosts.push_back(host_copy(*tensors[i]));
+    std::vector<at::Tensor> list{hosts.back()};
+    c10d::AllreduceOptions opts;
+    opts.reduceOp = c10d::ReduceOp::SUM;
+    works.push_back(group->backend->allreduce(list, opts));
+  }
+  for (auto& work : works) work->wait();
+  for (int64_t i = 0; i < n; ++i) {
+    if (!hosts[i].is_same(*tensors[i])) tensors[i]->copy_(hosts[i]);
+  }
+  return 0;
+  SHIM_CATCH(err, -1)
+}
+
+// outputs[r] receives rank r's `input` (all ranks' inputs have the same shape and dtype).
+int selfcon_shim_all_gather(SelfconGroup* group, const at::Tensor* input, at::Tensor** outputs, char** err) {
+  SHIM_TRY(err, -1)
+  std::vector<at::Tensor> inputs{host_copy(*input)};
+  std::vector<std::vector<at::Tensor>> gathered(1);
+  for (int r = 0; r < group->size; ++r) gathered[0].push_back(at::empty_like(inputs[0]));
+  group->backend->allgather(gathered, inputs)->wait();
+  for (int r = 0; r < group->size; ++r) outputs[r] = new at::Tensor(gathered[0][r].to(input->device()));
+  return 0;
+  SHIM_CATCH(err, -1)
+}
+
+// Overwrites every tensor with root's values.
+int selfcon_shim_broadcast(SelfconGroup* group, at::Tensor* const* tensors, int64_t n, int root, char** err) {
+  SHIM_TRY(err, -1)
+  std::vector<at::Tensor> hosts;
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  for (int64_t i = 0; i < n; ++i) {
+    hosts.push_back(host_copy(*tensors[i]));
+    std::vector<at::Tensor> list{hosts.back()};
+    c10d::BroadcastOptions opts;
+    opts.rootRank = root;
+    works.push_back(group->backend->broadcast(list, opts));
+  }
+  for (auto& work : works) work->wait();
+  for (int64_t i = 0; i < n; ++i) {
+    if (!hosts[i].is_same(*tensors[i])) tensors[i]->copy_(hosts[i]);
+  }
+  return 0;
+  SHIM_CATCH(err, -1)
+}
+
+int selfcon_shim_barrier(SelfconGroup* group, char** err) {
+  SHIM_TRY(err, -1)
+  group->backend->barrier()->wait();
+  return 0;
+  SHIM_CATCH(err, -1)
+}
+
+// The sum over ranks of `input`, differentiable: the backward pass sums the gradients over ranks.
+at::Tensor* selfcon_shim_all_reduce_sum_autograd(SelfconGroup* group, const at::Tensor* input, char** err) {
+  SHIM_TRY(err, nullptr)
+  return new at::Tensor(AllReduceSumFunction::apply(*input, reinterpret_cast<int64_t>(group)));
+  SHIM_CATCH(err, nullptr)
+}
+
+}  // extern "C"

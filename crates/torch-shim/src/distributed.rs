@@ -1,0 +1,316 @@
+//! c10d from Rust: the TCPStore rendezvous and the Gloo process group of libtorch_cpu
+//! (`src/distributed.cpp`). Collectives block until done and report peer failures (a closed
+//! connection, a timeout) as errors; tensors on an accelerator are staged through host memory.
+
+use std::ffi::{c_char, c_int, CString};
+use std::time::Duration;
+
+use tch::Tensor;
+
+use super::{checked, Result, ShimError};
+
+mod ffi {
+    use std::ffi::{c_char, c_int};
+
+    #[repr(C)]
+    pub struct SelfconStore {
+        _private: [u8; 0],
+    }
+    #[repr(C)]
+    pub struct SelfconGroup {
+        _private: [u8; 0],
+    }
+
+    extern "C" {
+        pub fn selfcon_shim_free_error(err: *mut c_char);
+        pub fn selfcon_shim_tcp_store_new(
+            host: *const c_char,
+            port: c_int,
+            world_size: c_int,
+            is_server: c_int,
+            timeout_ms: i64,
+            err: *mut *mut c_char,
+        ) -> *mut SelfconStore;
+        pub fn selfcon_shim_store_free(store: *mut SelfconStore);
+        pub fn selfcon_shim_store_set(
+            store: *mut SelfconStore,
+            key: *const c_char,
+            data: *const u8,
+            len: i64,
+            err: *mut *mut c_char,
+        ) -> c_int;
+        pub fn selfcon_shim_store_get(
+            store: *mut SelfconStore,
+            key: *const c_char,
+            timeout_ms: i64,
+            data: *mut *mut u8,
+            len: *mut i64,
+            err: *mut *mut c_char,
+        ) -> c_int;
+        pub fn selfcon_shim_store_check(store: *mut SelfconStore, key: *const c_char, err: *mut *mut c_char) -> c_int;
+        pub fn selfcon_shim_store_add(
+            store: *mut SelfconStore,
+            key: *const c_char,
+            value: i64,
+            err: *mut *mut c_char,
+        ) -> i64;
+        pub fn selfcon_shim_gloo_group_new(
+            store: *mut SelfconStore,
+            rank: c_int,
+            size: c_int,
+            timeout_ms: i64,
+            err: *mut *mut c_char,
+        ) -> *mut SelfconGroup;
+        pub fn selfcon_shim_group_free(group: *mut SelfconGroup);
+        pub fn selfcon_shim_all_reduce_sum(
+            group: *mut SelfconGroup,
+            tensors: *const *mut u8,
+            n: i64,
+            err: *mut *mut c_char,
+        ) -> c_int;
+        pub fn selfcon_shim_all_gather(
+            group: *mut SelfconGroup,
+            input: *const u8,
+            outputs: *mut *mut u8,
+            err: *mut *mut c_char,
+        ) -> c_int;
+        pub fn selfcon_shim_broadcast(
+            group: *mut SelfconGroup,
+            tensors: *const *mut u8,
+            n: i64,
+            root: c_int,
+            err: *mut *mut c_char,
+        ) -> c_int;
+        pub fn selfcon_shim_barrier(group: *mut SelfconGroup, err: *mut *mut c_char) -> c_int;
+        pub fn selfcon_shim_all_reduce_sum_autograd(
+            group: *mut SelfconGroup,
+            input: *const u8,
+            err: *mut *mut c_char,
+        ) -> *mut u8;
+    }
+}
+
+fn c_string(s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| ShimError(format!("'{s}' contains a NUL byte")))
+}
+
+fn millis(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+/// A client of c10d's TCPStore (the key-value rendezvous of torch.distributed); the client of
+/// rank 0 also runs the server.
+pub struct TcpStore {
+    raw: *mut ffi::SelfconStore,
+}
+
+// SAFETY: c10d::TCPStore serialises its operations internally; the handle is only freed in Drop.
+unsafe impl Send for TcpStore {}
+unsafe impl Sync for TcpStore {}
+
+impl TcpStore {
+    /// Connects to `host:port` (with `server`, listens there first). With `wait_for = Some(n)`
+    /// the call returns once `n` clients joined; `timeout` bounds that and every later wait.
+    pub fn connect(host: &str, port: u16, server: bool, wait_for: Option<usize>, timeout: Duration) -> Result<Self> {
+        let host = c_string(host)?;
+        let world = wait_for.map_or(0, |n| n as c_int);
+        let raw = checked(|err| unsafe {
+            ffi::selfcon_shim_tcp_store_new(host.as_ptr(), port as c_int, world, server as c_int, millis(timeout), err)
+        })?;
+        if raw.is_null() {
+            return Err(ShimError("TCPStore: no store was created".into()));
+        }
+        Ok(TcpStore { raw })
+    }
+
+    pub fn set(&self, key: &str, value: &[u8]) -> Result<()> {
+        let key = c_string(key)?;
+        checked(|err| unsafe { ffi::selfcon_shim_store_set(self.raw, key.as_ptr(), value.as_ptr(), value.len() as i64, err) })
+            .map(drop)
+    }
+
+    /// The value of `key`, waiting up to `timeout` for some client to set it.
+    pub fn get(&self, key: &str, timeout: Duration) -> Result<Vec<u8>> {
+        let key = c_string(key)?;
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut len: i64 = 0;
+        checked(|err| unsafe {
+            ffi::selfcon_shim_store_get(self.raw, key.as_ptr(), millis(timeout), &mut data, &mut len, err)
+        })?;
+        // SAFETY: the shim malloc'ed `len` (+1) bytes; copied out and freed exactly once.
+        let value = unsafe { std::slice::from_raw_parts(data, len as usize) }.to_vec();
+        unsafe { ffi::selfcon_shim_free_error(data as *mut c_char) };
+        Ok(value)
+    }
+
+    /// Whether `key` is set (no waiting).
+    pub fn contains(&self, key: &str) -> Result<bool> {
+        let key = c_string(key)?;
+        checked(|err| unsafe { ffi::selfcon_shim_store_check(self.raw, key.as_ptr(), err) }).map(|v| v == 1)
+    }
+
+    /// Atomically adds `value` to the counter `key` and returns the new value.
+    pub fn add(&self, key: &str, value: i64) -> Result<i64> {
+        let key = c_string(key)?;
+        checked(|err| unsafe { ffi::selfcon_shim_store_add(self.raw, key.as_ptr(), value, err) })
+    }
+}
+
+impl Drop for TcpStore {
+    fn drop(&mut self) {
+        // SAFETY: created by selfcon_shim_tcp_store_new, freed once.
+        unsafe { ffi::selfcon_shim_store_free(self.raw) }
+    }
+}
+
+/// c10d's ProcessGroupGloo: collectives over TCP between `size` processes.
+pub struct GlooGroup {
+    raw: *mut ffi::SelfconGroup,
+    rank: usize,
+    size: usize,
+}
+
+// SAFETY: c10d backends are used from several threads in torch.distributed (the autograd engine
+// calls into them during backward); Gloo queues work on its own threads.
+unsafe impl Send for GlooGroup {}
+unsafe impl Sync for GlooGroup {}
+
+fn tensor_ptrs(tensors: &[&Tensor]) -> Vec<*mut u8> {
+    tensors.iter().map(|t| t.as_ptr() as *mut u8).collect()
+}
+
+impl GlooGroup {
+    /// Joins the group through `store`; every collective fails after `timeout` without peers.
+    pub fn new(store: &TcpStore, rank: usize, size: usize, timeout: Duration) -> Result<Self> {
+        let raw = checked(|err| unsafe {
+            ffi::selfcon_shim_gloo_group_new(store.raw, rank as c_int, size as c_int, millis(timeout), err)
+        })?;
+        if raw.is_null() {
+            return Err(ShimError("ProcessGroupGloo: no group was created".into()));
+        }
+        Ok(GlooGroup { raw, rank, size })
+    }
+
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Sums each tensor over all ranks, in place; all reductions are in flight together.
+    pub fn all_reduce_sum(&self, tensors: &[&Tensor]) -> Result<()> {
+        let ptrs = tensor_ptrs(tensors);
+        checked(|err| unsafe { ffi::selfcon_shim_all_reduce_sum(self.raw, ptrs.as_ptr(), ptrs.len() as i64, err) })
+            .map(drop)
+    }
+
+    /// Every rank's `input` (same shape on all ranks), in rank order. Not differentiable.
+    pub fn all_gather(&self, input: &Tensor) -> Result<Vec<Tensor>> {
+        let mut outputs: Vec<*mut u8> = vec![std::ptr::null_mut(); self.size];
+        checked(|err| unsafe {
+            ffi::selfcon_shim_all_gather(self.raw, input.as_ptr() as *const u8, outputs.as_mut_ptr(), err)
+        })?;
+        // SAFETY: on success the shim filled every slot with a new at::Tensor we now own.
+        Ok(outputs.into_iter().map(|p| unsafe { Tensor::from_ptr(p as *mut _) }).collect())
+    }
+
+    /// Overwrites every tensor with its value on `root`.
+    pub fn broadcast(&self, tensors: &[&Tensor], root: usize) -> Result<()> {
+        let ptrs = tensor_ptrs(tensors);
+        checked(|err| unsafe {
+            ffi::selfcon_shim_broadcast(self.raw, ptrs.as_ptr(), ptrs.len() as i64, root as c_int, err)
+        })
+        .map(drop)
+    }
+
+    pub fn barrier(&self) -> Result<()> {
+        checked(|err| unsafe { ffi::selfcon_shim_barrier(self.raw, err) }).map(drop)
+    }
+
+    /// The sum over ranks of `input`, differentiable: its backward pass sums the incoming
+    /// gradients over ranks (so every rank must run the same backward passes, in the same order).
+    pub fn all_reduce_sum_autograd(&self, input: &Tensor) -> Result<Tensor> {
+        let ptr = checked(|err| unsafe {
+            ffi::selfcon_shim_all_reduce_sum_autograd(self.raw, input.as_ptr() as *const u8, err)
+        })?;
+        // SAFETY: a new at::Tensor we now own.
+        Ok(unsafe { Tensor::from_ptr(ptr as *mut _) })
+    }
+}
+
+impl Drop for GlooGroup {
+    fn drop(&mut self) {
+        // SAFETY: created by selfcon_shim_gloo_group_new, freed once.
+        unsafe { ffi::selfcon_shim_group_free(self.raw) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Kind;
+
+    /// Runs `body(rank, group)` on two threads joined through a store on 127.0.0.1.
+    fn two_ranks<T: Send + 'static>(port: u16, body: fn(usize, &GlooGroup) -> T) -> Vec<T> {
+        let timeout = Duration::from_secs(30);
+        let handles: Vec<_> = (0..2)
+            .map(|rank| {
+                std::thread::spawn(move || {
+                    let store = TcpStore::connect("127.0.0.1", port, rank == 0, Some(2), timeout).unwrap();
+                    let group = GlooGroup::new(&store, rank, 2, timeout).unwrap();
+                    body(rank, &group)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    }
+
+    #[test]
+    fn collectives_between_two_ranks() {
+        let out = two_ranks(29611, |rank, group| {
+            let a = Tensor::from_slice(&[1.0f32, 2.0]) * (rank as f64 + 1.0);
+            let b = Tensor::from_slice(&[10i64]) * (rank as i64 + 1);
+            group.all_reduce_sum(&[&a, &b]).unwrap();
+            let gathered = group.all_gather(&Tensor::from_slice(&[rank as f32, 7.0])).unwrap();
+            let c = Tensor::from_slice(&[rank as f32 + 5.0]);
+            group.broadcast(&[&c], 1).unwrap();
+            group.barrier().unwrap();
+            (Vec::<f32>::try_from(&a).unwrap(), b.int64_value(&[0]), Vec::<f32>::try_from(&Tensor::cat(&gathered, 0)).unwrap(), c.double_value(&[0]))
+        });
+        for (a, b, g, c) in out {
+            assert_eq!(a, vec![3.0, 6.0]);
+            assert_eq!(b, 30);
+            assert_eq!(g, vec![0.0, 7.0, 1.0, 7.0]);
+            assert_eq!(c, 6.0);
+        }
+    }
+
+    #[test]
+    fn differentiable_all_reduce_sums_gradients_over_ranks() {
+        // Rank r computes loss_r = (r + 1) · Σ allreduce(x_r)²; d(loss_0 + loss_1)/dx_r = 2·3·S.
+        let out = two_ranks(29612, |rank, group| {
+            let x = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
+            let xr = &x * (rank as f64 + 1.0);
+            let s = group.all_reduce_sum_autograd(&xr).unwrap();
+            let loss = (&s * &s).sum(Kind::Float) * (rank as f64 + 1.0);
+            loss.backward();
+            (rank, Vec::<f32>::try_from(&s).unwrap(), Vec::<f32>::try_from(&x.grad()).unwrap())
+        });
+        for (rank, s, grad) in out {
+            assert_eq!(s, vec![3.0, 6.0]);
+            // d/dx_r of Σ_k (k+1)·S² with S = x·1 + x·2: 2·S·3·(r+1).
+            let expect: Vec<f32> = [3.0f32, 6.0].iter().map(|s| 2.0 * s * 3.0 * (rank as f32 + 1.0)).collect();
+            assert_eq!(grad, expect, "rank {rank}");
+        }
+    }
+
+    #[test]
+    fn a_missing_peer_is_an_error_within_the_timeout() {
+        let started = std::time::Instant::now();
+        let err = TcpStore::connect("127.0.0.1", 29613, true, Some(2), Duration::from_secs(2)).err().expect("no peer joined");
+        assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+        assert!(!err.0.is_empty());
+    }
+}
