@@ -22,6 +22,7 @@ fn main() {
                 seed: 0,
                 drop_last: false,
                 background: false,
+                shard: None,
                 mean: data.mean,
                 std: data.std,
             };

@@ -24,6 +24,10 @@ pub enum Error {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
 
+    /// A distributed run cannot go on: another rank failed, hangs or disagrees.
+    #[error("{0}")]
+    Distributed(String),
+
     /// libtorch reported an error; only its first line is kept (the rest is a C++ backtrace).
     #[error("libtorch: {}", first_line(&.0.to_string()))]
     Torch(#[from] tch::TchError),

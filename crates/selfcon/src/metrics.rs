@@ -10,15 +10,19 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 
 pub struct MetricsLog {
-    jsonl: File,
-    csv: File,
+    /// `None` on ranks other than 0 of a distributed run: they log nothing.
+    files: Option<(File, File)>,
     columns: Vec<String>,
     path: std::path::PathBuf,
 }
 
 impl MetricsLog {
-    /// Opens (appending) the logs in `dir`; `columns` fixes the CSV header.
+    /// Opens (appending) the logs in `dir`; `columns` fixes the CSV header. In a distributed run
+    /// only rank 0 writes; the other ranks get a log that records nothing.
     pub fn open(dir: &Path, columns: &[&str]) -> Result<Self> {
+        if !crate::distributed::is_primary() {
+            return Ok(MetricsLog { files: None, columns: Vec::new(), path: dir.to_path_buf() });
+        }
         let open = |name: &str| {
             let path = dir.join(name);
             OpenOptions::new()
@@ -34,8 +38,7 @@ impl MetricsLog {
             writeln!(csv, "{}", columns.join(",")).map_err(|e| Error::file(&csv_path, e.to_string()))?;
         }
         Ok(MetricsLog {
-            jsonl: open("metrics.jsonl")?,
-            csv,
+            files: Some((open("metrics.jsonl")?, csv)),
             columns: columns.iter().map(|c| c.to_string()).collect(),
             path: dir.to_path_buf(),
         })
@@ -43,8 +46,11 @@ impl MetricsLog {
 
     /// Appends one record, a JSON object (`json!({...})`); absent keys leave the CSV cell empty.
     pub fn record(&mut self, fields: Value) -> Result<()> {
+        let Some((jsonl, csv)) = &mut self.files else {
+            return Ok(());
+        };
         let io = |e: std::io::Error| Error::file(self.path.join("metrics.jsonl"), e.to_string());
-        writeln!(self.jsonl, "{fields}").map_err(io)?;
+        writeln!(jsonl, "{fields}").map_err(io)?;
         let row: Vec<String> = self
             .columns
             .iter()
@@ -54,6 +60,6 @@ impl MetricsLog {
                 Some(v) => v.to_string(),
             })
             .collect();
-        writeln!(self.csv, "{}", row.join(",")).map_err(|e| Error::file(self.path.join("metrics.csv"), e.to_string()))
+        writeln!(csv, "{}", row.join(",")).map_err(|e| Error::file(self.path.join("metrics.csv"), e.to_string()))
     }
 }

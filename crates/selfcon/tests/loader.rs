@@ -29,6 +29,7 @@ fn config(batch_size: usize, threads: usize) -> LoaderConfig {
         seed: 5,
         drop_last: false,
         background: false,
+        shard: None,
         mean: [0.5; 3],
         std: [0.25; 3],
     }

@@ -125,8 +125,10 @@ impl TcpStore {
 
     pub fn set(&self, key: &str, value: &[u8]) -> Result<()> {
         let key = c_string(key)?;
-        checked(|err| unsafe { ffi::selfcon_shim_store_set(self.raw, key.as_ptr(), value.as_ptr(), value.len() as i64, err) })
-            .map(drop)
+        checked(|err| unsafe {
+            ffi::selfcon_shim_store_set(self.raw, key.as_ptr(), value.as_ptr(), value.len() as i64, err)
+        })
+        .map(drop)
     }
 
     /// The value of `key`, waiting up to `timeout` for some client to set it.
@@ -277,7 +279,12 @@ mod tests {
             let c = Tensor::from_slice(&[rank as f32 + 5.0]);
             group.broadcast(&[&c], 1).unwrap();
             group.barrier().unwrap();
-            (Vec::<f32>::try_from(&a).unwrap(), b.int64_value(&[0]), Vec::<f32>::try_from(&Tensor::cat(&gathered, 0)).unwrap(), c.double_value(&[0]))
+            (
+                Vec::<f32>::try_from(&a).unwrap(),
+                b.int64_value(&[0]),
+                Vec::<f32>::try_from(&Tensor::cat(&gathered, 0)).unwrap(),
+                c.double_value(&[0]),
+            )
         });
         for (a, b, g, c) in out {
             assert_eq!(a, vec![3.0, 6.0]);
@@ -309,7 +316,8 @@ mod tests {
     #[test]
     fn a_missing_peer_is_an_error_within_the_timeout() {
         let started = std::time::Instant::now();
-        let err = TcpStore::connect("127.0.0.1", 29613, true, Some(2), Duration::from_secs(2)).err().expect("no peer joined");
+        let err =
+            TcpStore::connect("127.0.0.1", 29613, true, Some(2), Duration::from_secs(2)).err().expect("no peer joined");
         assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
         assert!(!err.0.is_empty());
     }

@@ -52,6 +52,7 @@ mod ffi {
         pub fn selfcon_shim_device_memory_stats(device_index: c_int, out: *mut i64, err: *mut *mut c_char) -> c_int;
         pub fn selfcon_shim_device_reset_peak(device_index: c_int, err: *mut *mut c_char) -> c_int;
         pub fn selfcon_shim_device_synchronize(device_index: c_int, err: *mut *mut c_char) -> c_int;
+        pub fn selfcon_shim_set_log_level(level: c_int);
     }
 }
 
@@ -66,6 +67,20 @@ fn checked<T>(call: impl FnOnce(*mut *mut c_char) -> T) -> Result<T> {
     let message = unsafe { CStr::from_ptr(err) }.to_string_lossy().lines().next().unwrap_or_default().to_string();
     unsafe { ffi::selfcon_shim_free_error(err) };
     Err(ShimError(message))
+}
+
+/// Severity of libtorch's own log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Info = 0,
+    Warning = 1,
+    Error = 2,
+}
+
+/// Shows only libtorch log lines at `level` or above (what TORCH_CPP_LOG_LEVEL sets at start-up).
+pub fn set_log_level(level: LogLevel) {
+    // SAFETY: sets two logging flags.
+    unsafe { ffi::selfcon_shim_set_log_level(level as c_int) }
 }
 
 /// `c10::DeviceType` of a tch device.

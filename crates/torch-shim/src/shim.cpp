@@ -6,6 +6,7 @@
 #include <ATen/DeviceAccelerator.h>
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
+#include <c10/util/Logging.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -138,6 +139,19 @@ int selfcon_shim_device_synchronize(int device_index, char** err) {
   at::accelerator::synchronizeDevice(static_cast<c10::DeviceIndex>(device_index));
   return 0;
   SHIM_CATCH(err, -1)
+}
+
+}  // extern "C"
+
+// ---- logging ---------------------------------------------------------------------------------
+
+extern "C" {
+
+// Minimum level of libtorch's own log lines on stderr (0 info, 1 warning, 2 error, 3 fatal), as
+// TORCH_CPP_LOG_LEVEL would set it at start-up.
+void selfcon_shim_set_log_level(int level) {
+  FLAGS_caffe2_log_level = level;
+  c10::UpdateLoggingLevelsFromFlags();
 }
 
 }  // extern "C"

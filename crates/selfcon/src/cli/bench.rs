@@ -91,6 +91,7 @@ fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
         seed: a.seed,
         drop_last: false,
         background: false,
+        shard: None,
         mean: data.mean,
         std: data.std,
     };

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use selfcon::engine::{select_device, DeviceRequest};
 use selfcon::train::{train_ce, CeConfig, CeMethod};
 
 use super::data_args::DataArgs;
@@ -60,7 +59,6 @@ pub fn run(a: CeArgs) -> anyhow::Result<()> {
         eprintln!("warning: --method {method} sets alpha, beta, gamma = {alpha}, {beta}, {gamma}; the values given are ignored (as in main_ce.py)");
     }
     let model = a.model.to_config(&a.dataset, a.data.image_size(&a.dataset)?)?;
-    let device = select_device(a.optim.device.parse::<DeviceRequest>()?)?;
     let (data, image_size) = a.data.open(&a.dataset)?;
     let config = CeConfig {
         model,
@@ -73,8 +71,11 @@ pub fn run(a: CeArgs) -> anyhow::Result<()> {
         eval: a.data.eval_transform(&a.dataset)?,
         print_freq: a.optim.print_freq,
     };
+    let device = a.optim.join_run(&config.optim)?;
     let mut progress = TerminalProgress::new(a.optim.print_freq);
     let result = train_ce(&config, &data, device, a.resume.as_deref(), &mut progress)?;
-    println!("{}", result.run_dir.display());
+    if selfcon::distributed::is_primary() {
+        println!("{}", result.run_dir.display());
+    }
     Ok(())
 }

@@ -108,6 +108,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
             save_dir: a.save_dir.clone(),
             exp_name: "demo".into(),
             precision: selfcon::train::Precision::Fp32,
+            distributed: Default::default(),
             // oneDNN's convolutions are ~20% faster in NHWC on CPU (bench/results/).
             channels_last: true,
             // Subnormals appear as training goes on; flushing them keeps the steps fast (~10%).

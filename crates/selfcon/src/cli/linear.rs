@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use selfcon::engine::{select_device, DeviceRequest};
 use selfcon::train::{linear_eval, LinearConfig};
 use selfcon::Error;
 
@@ -51,7 +50,6 @@ pub fn run(a: LinearArgs) -> anyhow::Result<()> {
         return Err(Error::option("ckpt", format!("{} does not exist", a.ckpt.display())).into());
     }
     let model = a.model.to_config(&a.dataset, a.data.image_size(&a.dataset)?)?;
-    let device = select_device(a.optim.device.parse::<DeviceRequest>()?)?;
     let (data, image_size) = a.data.open(&a.dataset)?;
     let config = LinearConfig {
         model,
@@ -63,8 +61,12 @@ pub fn run(a: LinearArgs) -> anyhow::Result<()> {
         val_split: a.val_split,
         print_freq: a.optim.print_freq,
     };
+    let device = a.optim.join_run(&config.optim)?;
     let mut progress = TerminalProgress::new(a.optim.print_freq);
     let result = linear_eval(&config, &data, device, a.resume.as_deref(), &mut progress)?;
+    if !selfcon::distributed::is_primary() {
+        return Ok(());
+    }
     println!("{}", serde_json::to_string(&result.entry)?);
     eprintln!("results written to {}; classifiers in {}", result.results_path.display(), result.run_dir.display());
     Ok(())

@@ -6,6 +6,7 @@ mod bench_train;
 mod ce;
 mod data_args;
 mod demo;
+mod launch;
 mod linear;
 mod model_args;
 mod optim_args;
@@ -51,6 +52,9 @@ enum Command {
     Linear(Box<linear::LinearArgs>),
     /// Measure throughput (input pipeline).
     Bench(bench::BenchArgs),
+    /// Run pretrain, linear or ce on several processes (GPUs, machines), like torchrun:
+    /// `selfcon launch --nproc_per_node N -- pretrain ...`.
+    Launch(launch::LaunchArgs),
 }
 
 /// Why the command failed: one line for the user and the process exit code.
@@ -79,6 +83,7 @@ pub fn run() -> Result<(), Failure> {
         }
     };
     let result = match cli.command {
+        Command::Launch(args) => return launch::run(args),
         Command::Demo(args) => demo::run(*args),
         Command::Summary(args) => summary::run(args),
         Command::Pretrain(args) => pretrain::run(*args),
@@ -88,7 +93,12 @@ pub fn run() -> Result<(), Failure> {
     };
     result.map_err(|e| {
         let user = e.chain().any(|c| c.downcast_ref::<selfcon::Error>().is_some_and(selfcon::Error::is_user_error));
-        Failure { message: one_line(&format!("{e:#}")), exit_code: if user { EXIT_USAGE } else { EXIT_FAILURE } }
+        // In a distributed run every rank prints its own errors: say which one speaks.
+        let rank = selfcon::distributed::current().map(|d| format!("rank {}: ", d.rank)).unwrap_or_default();
+        Failure {
+            message: format!("{rank}{}", one_line(&format!("{e:#}"))),
+            exit_code: if user { EXIT_USAGE } else { EXIT_FAILURE },
+        }
     })
 }
 

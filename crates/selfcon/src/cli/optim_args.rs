@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use selfcon::distributed::DistributedOptions;
+use selfcon::engine::{select_device, DeviceRequest};
 use selfcon::train::OptimConfig;
 use selfcon::Error;
 
@@ -71,7 +73,8 @@ pub struct OptimArgs {
     pub device: String,
 
     /// Mixed precision: the bare flag (official) is `auto` = fp16 autocast with dynamic loss scaling
-    /// on CUDA, bf16 autocast on CPU; or name it: fp16, bf16, fp32. Losses stay in fp32.
+    /// on CUDA, bf16 autocast on CPU; or name it: fp16, bf16, fp32, or fp64 (everything in float64:
+    /// slow, for numerical checks). Losses stay in fp32 (fp64 with fp64).
     #[arg(long, num_args = 0..=1, default_value = "fp32", default_missing_value = "auto", value_name = "KIND")]
     pub precision: String,
 
@@ -84,6 +87,35 @@ pub struct OptimArgs {
     /// faster CPU training once activations and updates get tiny, same losses to 4 digits here.
     #[arg(long = "flush_denormal", visible_alias = "flush-denormal")]
     pub flush_denormal: bool,
+
+    /// Distributed runs (selfcon launch, torchrun, SLURM): contrast every anchor against the whole
+    /// global batch (features and labels all-gathered; the update equals one process on the
+    /// global batch). `--global_negatives false`: each rank's loss over its own batch only.
+    #[arg(
+        long = "global_negatives",
+        visible_alias = "global-negatives",
+        num_args = 0..=1,
+        default_value = "true",
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        value_name = "BOOL"
+    )]
+    pub global_negatives: bool,
+
+    /// Distributed runs: BatchNorm statistics over the global batch (SyncBatchNorm). Off by
+    /// default, as the official per-GPU BatchNorm.
+    #[arg(long)]
+    pub syncbn: bool,
+
+    /// Distributed runs: the c10d backend — auto, gloo (CPU; CUDA tensors through host memory)
+    /// or nccl (not built yet).
+    #[arg(long = "dist_backend", visible_alias = "dist-backend", default_value = "auto", value_name = "NAME")]
+    pub dist_backend: String,
+
+    /// Distributed runs: seconds to wait for the other ranks (rendezvous, each collective) before
+    /// stopping with an error that names the rank that failed.
+    #[arg(long = "dist_timeout", visible_alias = "dist-timeout", default_value_t = 300, value_name = "SECONDS")]
+    pub dist_timeout: u64,
 }
 
 impl OptimArgs {
@@ -105,7 +137,26 @@ impl OptimArgs {
             precision: self.precision.parse()?,
             channels_last: self.channels_last,
             flush_denormal: self.flush_denormal,
+            distributed: DistributedOptions {
+                global_negatives: self.global_negatives,
+                syncbn: self.syncbn,
+                backend: self.dist_backend.parse()?,
+                timeout_s: self.dist_timeout,
+            },
         })
+    }
+
+    /// Joins the distributed run the environment describes (if any) and picks this process's
+    /// device: `--device`, or `cuda:LOCAL_RANK` for a GPU rank.
+    pub fn join_run(&self, config: &OptimConfig) -> anyhow::Result<tch::Device> {
+        let device = select_device(self.device.parse::<DeviceRequest>()?)?;
+        if config.distributed.timeout_s == 0 {
+            return Err(Error::option("dist_timeout", "must be at least 1 second").into());
+        }
+        match selfcon::distributed::init(&config.distributed)? {
+            Some(d) => Ok(d.device_for(device)?),
+            None => Ok(device),
+        }
     }
 
     pub fn milestones(&self) -> selfcon::Result<Vec<usize>> {

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use selfcon::engine::{select_device, DeviceRequest};
 use selfcon::train::{pretrain, PretrainConfig};
 
 use super::data_args::DataArgs;
@@ -67,7 +66,7 @@ pub struct PretrainArgs {
 
 pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
     let config = a.to_config()?;
-    let device = select_device(a.optim.device.parse::<DeviceRequest>()?)?;
+    let device = a.optim.join_run(&config.optim)?;
     let (data, _) = a.data.open(&a.dataset)?;
     let mut progress = TerminalProgress::new(a.optim.print_freq);
     progress.banner = format!(
@@ -79,7 +78,9 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
         device
     );
     let result = pretrain(&config, &data, device, a.resume.as_deref(), &mut progress)?;
-    println!("{}", result.last_checkpoint.display());
+    if selfcon::distributed::is_primary() {
+        println!("{}", result.last_checkpoint.display());
+    }
     Ok(())
 }
 

@@ -13,24 +13,41 @@ pub struct TerminalProgress {
     bar: Option<ProgressBar>,
     print_freq: usize,
     tty: bool,
+    /// Ranks other than 0 of a distributed run show nothing.
+    silent: bool,
 }
 
 impl TerminalProgress {
     pub fn new(print_freq: usize) -> Self {
-        TerminalProgress { banner: String::new(), bar: None, print_freq, tty: std::io::stderr().is_terminal() }
+        TerminalProgress {
+            banner: String::new(),
+            bar: None,
+            print_freq,
+            tty: std::io::stderr().is_terminal(),
+            silent: !selfcon::distributed::is_primary(),
+        }
     }
 }
 
 impl Progress for TerminalProgress {
     fn run_started(&mut self, stage: &str, run_dir: &Path, first_epoch: usize, train_images: usize) {
+        if self.silent {
+            return;
+        }
         let banner = if self.banner.is_empty() { stage } else { &self.banner };
+        let ranks = selfcon::distributed::current()
+            .map(|d| format!(" · {} ranks, global batch = {} × --batch_size", d.world_size, d.world_size))
+            .unwrap_or_default();
         eprintln!(
-            "{banner} · {train_images} training images · from epoch {first_epoch} · run folder {}",
+            "{banner} · {train_images} training images · from epoch {first_epoch}{ranks} · run folder {}",
             run_dir.display()
         );
     }
 
     fn pass_started(&mut self, what: &str, batches: usize) {
+        if self.silent {
+            return;
+        }
         if self.tty {
             let bar = ProgressBar::new(batches as u64);
             bar.set_style(
@@ -43,6 +60,9 @@ impl Progress for TerminalProgress {
     }
 
     fn step(&mut self, epoch: usize, step: usize, loss: f64, lr: f64, images_per_s: f64) {
+        if self.silent {
+            return;
+        }
         match &self.bar {
             Some(bar) => {
                 bar.set_message(format!("loss {loss:.4} lr {lr:.5} {images_per_s:.0} img/s"));
@@ -62,6 +82,9 @@ impl Progress for TerminalProgress {
     }
 
     fn epoch_finished(&mut self, summary: &str) {
+        if self.silent {
+            return;
+        }
         eprintln!("{summary}");
     }
 }

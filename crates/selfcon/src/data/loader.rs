@@ -17,6 +17,7 @@ use tch::{Kind, Tensor};
 use super::augment::{sample_rng, to_normalized_chw, EvalTransform, TrainTransform};
 use super::dataset::Dataset;
 use super::image::Image;
+use super::shard::Shard;
 use crate::error::{Error, Result};
 
 /// What turns a decoded image into a training or evaluation input.
@@ -63,6 +64,8 @@ pub struct LoaderConfig {
     /// then use the cycles the compute threads leave, instead of preempting libtorch's OpenMP
     /// threads in the middle of a parallel region (which stalls the whole team).
     pub background: bool,
+    /// This rank's share of each epoch in a distributed run (`None`: all samples).
+    pub shard: Option<Shard>,
 }
 
 /// One batch: `images` is `[views·B, 3, H, W]` with rows `[view 1 of every image; view 2; …]`.
@@ -100,6 +103,9 @@ impl DataLoader {
     /// Batches per epoch.
     pub fn len(&self) -> usize {
         let n = self.dataset.len();
+        if let Some(shard) = &self.config.shard {
+            return shard.batch_count(n, self.config.batch_size, self.config.drop_last);
+        }
         if self.config.drop_last {
             n / self.config.batch_size
         } else {
@@ -123,13 +129,14 @@ impl DataLoader {
     /// Starts the workers for `epoch` and returns the batches in order.
     pub fn epoch(&self, epoch: u64) -> EpochBatches {
         let order = self.order(epoch);
-        let batches: Arc<Vec<Vec<usize>>> = Arc::new(
-            order
+        let batches: Arc<Vec<Vec<usize>>> = Arc::new(match &self.config.shard {
+            Some(shard) => shard.batches(&order, self.config.batch_size, self.config.drop_last),
+            None => order
                 .chunks(self.config.batch_size)
                 .filter(|c| !self.config.drop_last || c.len() == self.config.batch_size)
                 .map(<[usize]>::to_vec)
                 .collect(),
-        );
+        });
         let threads = self.config.threads.min(batches.len()).max(1);
         let stop = Arc::new(AtomicBool::new(false));
         let mut receivers = Vec::with_capacity(threads);

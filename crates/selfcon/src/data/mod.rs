@@ -14,6 +14,7 @@ mod loader;
 mod mnist;
 pub mod pickle;
 mod registry;
+mod shard;
 mod subset;
 
 pub use cifar::{load_cifar, CifarVariant};
@@ -27,4 +28,5 @@ pub use images::{chw_to_hwc, InMemoryImages};
 pub use loader::{Batch, DataLoader, EpochBatches, LoaderConfig, Transform};
 pub use mnist::{find_idx_folder, load_mnist, SYSTEM_FASHION_MNIST};
 pub use registry::{bundled_fashion_mnist, open_dataset, open_image_folder, OpenedDataset, BUNDLED_FASHION_MNIST};
+pub use shard::{Shard, ShardMode};
 pub use subset::Subset;

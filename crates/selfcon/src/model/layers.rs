@@ -2,6 +2,7 @@
 //! parameter names: tch's own `nn::linear` uses a different default init and its batch norm has
 //! no `num_batches_tracked`, both of which the state dict must match.
 
+use crate::distributed::sync_bn::BatchNormState;
 use tch::{nn, Kind, Tensor};
 
 /// A 2-D convolution (square kernel, symmetric padding, optional bias and groups), with the
@@ -85,7 +86,8 @@ impl Conv2d {
 }
 
 /// BatchNorm2d with PyTorch's defaults (eps 1e-5, momentum 0.1, weight 1, bias 0) and its
-/// `num_batches_tracked` buffer, counted up in training mode as PyTorch does.
+/// `num_batches_tracked` buffer, counted up in training mode as PyTorch does. With `--syncbn` in
+/// a distributed run, training-mode statistics are those of the global batch (SyncBatchNorm).
 #[derive(Debug)]
 pub struct BatchNorm2d {
     momentum: f64,
@@ -123,6 +125,20 @@ impl BatchNorm2d {
         if train {
             let mut tracked = self.num_batches_tracked.shallow_clone();
             tch::no_grad(|| tracked += 1);
+            if let Some(group) = crate::distributed::sync_bn::group() {
+                let state = BatchNormState {
+                    weight: &self.weight,
+                    bias: &self.bias,
+                    running_mean: &self.running_mean,
+                    running_var: &self.running_var,
+                    momentum: self.momentum,
+                    eps: self.eps,
+                };
+                match group.sync_batch_norm(x, &state) {
+                    Ok(y) => return y,
+                    Err(e) => crate::distributed::sync_bn::record_failure(e),
+                }
+            }
         }
         x.batch_norm(
             Some(&self.weight),

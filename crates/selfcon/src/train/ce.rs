@@ -151,6 +151,7 @@ pub fn train_ce(
     let vs = nn::VarStore::new(device);
     let model =
         crate::engine::seeded(config.optim.seed, || CeModel::new(&vs.root(), &config.model, n_cls, config.dim_out))?;
+    config.optim.prepare_model(&vs)?;
     let mut optimizer = Sgd::new(&vs, config.optim.momentum, config.optim.weight_decay);
     let run_dir = config.run_dir();
     let config_json = prepare_run_dir(&run_dir, config)?;
@@ -272,6 +273,11 @@ fn evaluate(model: &CeModel, loader: &DataLoader, exits: usize, device: Device) 
         }
         seen += y.size()[0];
     }
+    // Distributed: each rank saw its shard of the test set.
+    let mut flat: Vec<i64> = correct.iter().flatten().copied().chain([seen]).collect();
+    flat = crate::distributed::total_counts(flat, "summing the evaluation counts")?;
+    let seen = flat[flat.len() - 1];
+    let correct: Vec<[i64; 2]> = flat[..flat.len() - 1].chunks(2).map(|c| [c[0], c[1]]).collect();
     let acc =
         |c: &[i64; 2]| Accuracy { top1: 100.0 * c[0] as f64 / seen as f64, top5: 100.0 * c[1] as f64 / seen as f64 };
     Ok((acc(&correct[0]), correct[1..].iter().map(acc).collect()))

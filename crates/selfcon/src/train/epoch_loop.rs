@@ -14,6 +14,7 @@ use super::precision::{GradScaler, Precision};
 use super::progress::Progress;
 use super::schedule::LrSchedule;
 use crate::data::DataLoader;
+use crate::distributed::{self, gradients::Reduction};
 use crate::error::{Error, Result};
 use crate::metrics::MetricsLog;
 
@@ -67,6 +68,11 @@ pub struct TrainLoop {
     pub last_checkpoint: Option<PathBuf>,
     /// Input batches in channels-last layout (the model's weights are converted by the caller).
     pub channels_last: bool,
+    /// Distributed runs: how the ranks' gradients combine (mean; sum with global negatives).
+    pub reduction: Reduction,
+    /// Distributed runs: the model's buffers (BatchNorm running statistics), set to rank 0's
+    /// after every pass so that evaluation and checkpoints see one model.
+    pub buffers: Vec<Tensor>,
 }
 
 /// What [`TrainLoop::step`] did; each carries the loss value.
@@ -98,6 +104,8 @@ impl TrainLoop {
             nan_hint: "",
             last_checkpoint: None,
             channels_last: false,
+            reduction: Reduction::Mean,
+            buffers: Vec::new(),
         }
     }
 
@@ -136,7 +144,8 @@ impl TrainLoop {
                 }
                 StepResult::Taken(value) => value,
             };
-            let n = batch.indices.len();
+            // Every rank runs equal batches: the global batch is world size × this one.
+            let n = batch.indices.len() * distributed::current().map_or(1, |d| d.world_size);
             loss_sum += value * n as f64;
             stats.images += n;
             let rate = stats.images as f64 / started.elapsed().as_secs_f64().max(1e-9);
@@ -147,6 +156,11 @@ impl TrainLoop {
             }
         }
         progress.pass_finished();
+        if let Some(d) = distributed::current() {
+            if !self.buffers.is_empty() {
+                d.broadcast(&self.buffers.iter().collect::<Vec<_>>(), "broadcasting rank 0's BatchNorm statistics")?;
+            }
+        }
         stats.seconds = started.elapsed().as_secs_f64();
         if let Device::Cuda(i) = self.device {
             stats.peak_memory_bytes = torch_shim::device_memory_stats(i).ok().map(|m| m.peak_allocated);
@@ -172,15 +186,33 @@ impl TrainLoop {
             let _autocast = self.precision.autocast(self.device)?;
             forward(images)?
         };
+        let dist = distributed::current();
+        // A SyncBatchNorm layer that could not reach the other ranks left its error here.
+        distributed::sync_bn::take_failure()?;
         let loss = objective(outputs, labels)?;
-        let value = loss.double_value(&[]);
+        let mut value = loss.double_value(&[]);
+        if let Some(d) = dist {
+            // The mean over ranks: what the log shows, and a NaN on one rank stops them all.
+            value = d.mean(value, "averaging the loss")?;
+        }
         if !value.is_finite() {
             return Ok(StepResult::NonFinite(value));
         }
         optimizer.zero_grad();
+        let backward = |loss: &Tensor| -> Result<()> {
+            loss.f_backward().map_err(|e| match dist {
+                // A SyncBatchNorm all-reduce in the backward pass failed.
+                Some(d) => d.failure("the backward pass", &e.to_string()),
+                None => Error::Torch(e),
+            })?;
+            if let Some(d) = dist {
+                d.reduce_gradients(&optimizer.grads(), self.reduction)?;
+            }
+            Ok(())
+        };
         match scaler {
             Some(scaler) => {
-                scaler.scale(&loss).backward();
+                backward(&scaler.scale(&loss))?;
                 let finite = scaler.unscale(&optimizer.grads())?;
                 if finite {
                     optimizer.step(lr);
@@ -189,7 +221,7 @@ impl TrainLoop {
                 Ok(if finite { StepResult::Taken(value) } else { StepResult::Skipped(value) })
             }
             None => {
-                loss.backward();
+                backward(&loss)?;
                 optimizer.step(lr);
                 Ok(StepResult::Taken(value))
             }
@@ -207,7 +239,10 @@ impl TrainLoop {
 
     /// An image batch on the device, in the layout the model expects.
     pub fn images_to_device(&self, images: &Tensor) -> Result<Tensor> {
-        let images = self.to_device(images);
+        let mut images = self.to_device(images);
+        if self.precision == Precision::Fp64 {
+            images = images.to_kind(tch::Kind::Double);
+        }
         if self.channels_last {
             crate::model::channels_last(&images)
         } else {

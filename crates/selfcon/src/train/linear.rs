@@ -115,6 +115,9 @@ pub fn linear_eval(
     if !(0.0..1.0).contains(&config.val_split) {
         return Err(Error::option("val_split", format!("must be in [0, 1), got {}", config.val_split)));
     }
+    if config.optim.precision == super::precision::Precision::Fp64 {
+        return Err(Error::option("precision", "fp64 is for pretrain and ce (the frozen encoder runs in fp32 here)"));
+    }
     // Every weight is overwritten by the checkpoint: no seeding needed here.
     let (vs, model) = ConModel::build(&config.model, device)?;
     let loaded = checkpoint::load(&config.ckpt)?;
@@ -224,7 +227,8 @@ pub fn linear_eval_model(
                     Ok(logits.to_kind(Kind::Float).cross_entropy_for_logits(labels))
                 },
             )?;
-            train_top1.push(100.0 * correct as f64 / seen.max(1) as f64);
+            let total = crate::distributed::total_counts(vec![correct, seen], "summing the training accuracy")?;
+            train_top1.push(100.0 * total[0] as f64 / total[1].max(1) as f64);
         }
         let (train_backbone, train_sub) = (train_top1[0], train_top1.get(1).copied());
         let (b, s, e) = evaluate(&test_loader, model, &backbone, sub.as_ref(), device)?;
@@ -316,6 +320,11 @@ fn evaluate(
         }
         seen += labels.size()[0];
     }
+    // Distributed: each rank saw its shard of the test set.
+    let mut flat: Vec<i64> = counts.iter().flatten().copied().chain([seen]).collect();
+    flat = crate::distributed::total_counts(flat, "summing the evaluation counts")?;
+    let seen = flat[6];
+    let counts = [[flat[0], flat[1]], [flat[2], flat[3]], [flat[4], flat[5]]];
     let acc =
         |c: [i64; 2]| Accuracy { top1: 100.0 * c[0] as f64 / seen as f64, top5: 100.0 * c[1] as f64 / seen as f64 };
     Ok((acc(counts[0]), sub.map(|_| acc(counts[1])), sub.map(|_| acc(counts[2]))))
@@ -392,6 +401,9 @@ fn results_entry(epochs: &[EpochAccuracy], by_validation: bool) -> Value {
 
 /// Adds `key: entry` to the results file (created if absent), atomically.
 pub(super) fn write_results(path: &Path, key: &str, entry: &Value) -> Result<()> {
+    if !crate::distributed::is_primary() {
+        return Ok(());
+    }
     let mut all = match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str::<Value>(&text).map_err(|e| Error::file(path, format!("not JSON: {e}")))?,
         Err(_) => json!({}),

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::precision::Precision;
 use super::schedule::LrSchedule;
-use crate::data::{LoaderConfig, OpenedDataset};
+use crate::data::{LoaderConfig, OpenedDataset, Shard, ShardMode};
+use crate::distributed::DistributedOptions;
 use crate::error::{Error, Result};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,6 +37,10 @@ pub struct OptimConfig {
     /// `--flush_denormal`: subnormal floats become zero in CPU kernels (torch.set_flush_denormal).
     #[serde(default)]
     pub flush_denormal: bool,
+    /// `--global_negatives`, `--syncbn`, `--dist_backend`, `--dist_timeout` (used when the
+    /// process is one rank of a distributed run).
+    #[serde(default)]
+    pub distributed: DistributedOptions,
 }
 
 impl OptimConfig {
@@ -57,8 +62,28 @@ impl OptimConfig {
 }
 
 impl OptimConfig {
-    /// The shared training loop for `stage` with this run's precision and memory format, after
-    /// converting the model variables in `vs` to channels-last when asked.
+    /// Puts freshly built model variables in this run's memory format and dtype (channels-last,
+    /// float64 for `--precision fp64`). Call before restoring a checkpoint, so that restored
+    /// values keep their precision.
+    pub fn prepare_model(&self, vs: &tch::nn::VarStore) -> Result<()> {
+        if self.channels_last {
+            crate::model::to_channels_last(vs)?;
+        }
+        if self.precision == super::precision::Precision::Fp64 {
+            tch::no_grad(|| {
+                for (_, mut t) in vs.variables() {
+                    if t.is_floating_point() {
+                        t.set_data(&t.to_kind(tch::Kind::Double));
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// The shared training loop for `stage` with this run's precision and memory format, for the
+    /// model in `vs` (already through [`OptimConfig::prepare_model`]). In a distributed run every
+    /// rank then holds rank 0's weights.
     pub fn train_loop(
         &self,
         stage: &'static str,
@@ -66,9 +91,6 @@ impl OptimConfig {
         schedule: LrSchedule,
         vs: &tch::nn::VarStore,
     ) -> Result<super::epoch_loop::TrainLoop> {
-        if self.channels_last {
-            crate::model::to_channels_last(vs)?;
-        }
         if self.flush_denormal {
             torch_shim::set_flush_denormal(true);
         }
@@ -78,11 +100,21 @@ impl OptimConfig {
         }
         let mut train = super::epoch_loop::TrainLoop::new(stage, device, self.precision, schedule);
         train.channels_last = self.channels_last;
+        if let Some(d) = crate::distributed::current() {
+            // Every rank continues from rank 0's weights (as DDP starts), whatever each one loaded.
+            d.broadcast_from_primary(vs, false)?;
+            let mut buffers: Vec<(String, tch::Tensor)> =
+                vs.variables().into_iter().filter(|(_, t)| !t.requires_grad()).collect();
+            buffers.sort_by(|a, b| a.0.cmp(&b.0));
+            train.buffers = buffers.into_iter().map(|(_, t)| t).collect();
+        }
         Ok(train)
     }
 
     /// Loader settings for `data` with this run's seed and workers; on CPU the workers run in the
-    /// background (lowest priority) so they do not stall libtorch's compute threads.
+    /// background (lowest priority) so they do not stall libtorch's compute threads. In a
+    /// distributed run each rank loads its shard: global batches for training (`shuffle`),
+    /// every W-th sample for evaluation.
     pub fn loader(&self, data: &OpenedDataset, batch_size: usize, shuffle: bool, device: tch::Device) -> LoaderConfig {
         LoaderConfig {
             batch_size,
@@ -94,12 +126,26 @@ impl OptimConfig {
             mean: data.mean,
             std: data.std,
             background: device == tch::Device::Cpu,
+            shard: crate::distributed::current().map(|d| Shard {
+                rank: d.rank,
+                world_size: d.world_size,
+                mode: if shuffle { ShardMode::GlobalBatches } else { ShardMode::Strided },
+            }),
         }
     }
 }
 
 /// Creates the run folder and writes `config.json` there; returns that JSON (checkpoints embed it).
+/// In a distributed run every rank first checks that all ranks have this configuration, and
+/// only rank 0 writes.
 pub fn prepare_run_dir(run_dir: &std::path::Path, config: &impl Serialize) -> Result<String> {
+    if let Some(d) = crate::distributed::current() {
+        let json = serde_json::to_string_pretty(config).expect("configs serialise");
+        d.agree_on_config(&json)?;
+        if d.rank != 0 {
+            return Ok(json);
+        }
+    }
     std::fs::create_dir_all(run_dir).map_err(|e| Error::file(run_dir, format!("cannot create the run folder: {e}")))?;
     let json = serde_json::to_string_pretty(config).expect("configs serialise");
     let path = run_dir.join("config.json");

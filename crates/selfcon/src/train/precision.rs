@@ -11,7 +11,7 @@ use torch_shim::AutocastGuard;
 
 use crate::error::{Error, Result};
 
-/// `--precision [auto|fp16|bf16|fp32]`; the bare flag (official `--precision`) means `auto`.
+/// `--precision [auto|fp16|bf16|fp32|fp64]`; the bare flag (official `--precision`) means `auto`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
@@ -21,6 +21,10 @@ pub enum Precision {
     Auto,
     Fp16,
     Bf16,
+    /// Weights, batches and losses in float64: slow, for numerical checks (e.g. that a
+    /// distributed run reproduces the single-process update, which in fp32 is only as
+    /// well-defined as the early contrastive gradient's conditioning allows).
+    Fp64,
 }
 
 impl Precision {
@@ -30,6 +34,7 @@ impl Precision {
             Precision::Auto => "auto",
             Precision::Fp16 => "fp16",
             Precision::Bf16 => "bf16",
+            Precision::Fp64 => "fp64",
         }
     }
 
@@ -58,6 +63,15 @@ impl Precision {
             .transpose()
     }
 
+    /// The dtype of weights and input batches: float64 for fp64, float32 otherwise.
+    pub fn storage_kind(self) -> Kind {
+        if self == Precision::Fp64 {
+            Kind::Double
+        } else {
+            Kind::Float
+        }
+    }
+
     /// fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
     pub fn needs_loss_scaling(self, device: Device) -> bool {
         self.resolve(device) == Precision::Fp16
@@ -79,9 +93,11 @@ impl FromStr for Precision {
             "auto" | "true" | "amp" => Ok(Precision::Auto),
             "fp16" | "float16" | "half" => Ok(Precision::Fp16),
             "bf16" | "bfloat16" => Ok(Precision::Bf16),
-            _ => {
-                Err(Error::option("precision", format!("unknown precision '{s}' (choose from auto, fp16, bf16, fp32)")))
-            }
+            "fp64" | "float64" | "double" => Ok(Precision::Fp64),
+            _ => Err(Error::option(
+                "precision",
+                format!("unknown precision '{s}' (choose from auto, fp16, bf16, fp32, fp64)"),
+            )),
         }
     }
 }

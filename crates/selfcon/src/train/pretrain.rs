@@ -16,6 +16,7 @@ use super::schedule::LrSchedule;
 use super::train_checkpoint::{Resumed, TrainingState};
 use crate::data::augment::TrainTransform;
 use crate::data::{DataLoader, OpenedDataset, Transform};
+use crate::distributed::gradients::Reduction;
 use crate::error::{Error, Result};
 use crate::loss::{ConLoss, Method, MethodLoss};
 use crate::metrics::MetricsLog;
@@ -139,6 +140,7 @@ pub fn pretrain(
 ) -> Result<PretrainResult> {
     config.validate()?;
     let (vs, model) = crate::engine::seeded(config.optim.seed, || ConModel::build(&config.model, device))?;
+    config.optim.prepare_model(&vs)?;
     let mut optimizer = Sgd::new(&vs, config.optim.momentum, config.optim.weight_decay);
     let mut start_epoch = 1;
     if let Some(path) = resume {
@@ -160,6 +162,13 @@ pub fn pretrain(
     train.last_checkpoint = Some(last.clone());
     train.nan_hint = "without labels, or with --label, an anchor with no positive makes the official loss NaN; check --method/--multiview/--batch_size";
     let objective = config.objective();
+    // Distributed with --global_negatives: every rank's loss covers the whole global batch.
+    let global =
+        crate::distributed::current().filter(|d| d.world_size > 1 && config.optim.distributed.global_negatives);
+    if global.is_some() {
+        train.reduction = Reduction::Sum;
+    }
+    let views = if config.multiview { 2 } else { 1 };
     let mut epoch_losses = Vec::new();
 
     for epoch in start_epoch..=config.optim.epochs {
@@ -170,7 +179,16 @@ pub fn pretrain(
             progress,
             &mut log,
             |images| model.forward_t(images, true),
-            |out, labels| objective.compute(&out.exit_projections, &out.backbone_projection, labels).map(|t| t.total),
+            |out, labels| match global {
+                None => objective.compute(&out.exit_projections, &out.backbone_projection, labels).map(|t| t.total),
+                Some(d) => {
+                    let exits =
+                        out.exit_projections.iter().map(|e| d.gather_batch(e, views)).collect::<Result<Vec<_>>>()?;
+                    let backbone = d.gather_batch(&out.backbone_projection, views)?;
+                    let labels = d.gather_batch(labels, 1)?;
+                    objective.compute(&exits, &backbone, &labels).map(|t| t.total)
+                }
+            },
         )?;
         epoch_losses.push(stats.loss);
         log.record(epoch_record(epoch, &stats))?;

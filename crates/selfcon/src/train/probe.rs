@@ -44,6 +44,7 @@ pub fn extract_features(
             mean,
             std,
             background: device == Device::Cpu,
+            shard: None,
         },
     )?;
     let _guard = tch::no_grad_guard();

@@ -51,6 +51,7 @@ pub fn measure_pretrain_steps(
         return Err(Error::option("steps", "must be at least 1"));
     }
     let (vs, model) = crate::engine::seeded(config.optim.seed, || ConModel::build(&config.model, device))?;
+    config.optim.prepare_model(&vs)?;
     let mut optimizer = Sgd::new(&vs, config.optim.momentum, config.optim.weight_decay);
     let train = config.optim.train_loop("bench", device, config.schedule(), &vs)?;
     let objective = config.objective();

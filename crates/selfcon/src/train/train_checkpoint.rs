@@ -33,6 +33,10 @@ pub struct TrainingState<'a> {
 impl TrainingState<'_> {
     /// Writes the checkpoint atomically.
     pub fn save(self, path: &Path) -> Result<()> {
+        // Distributed: rank 0 alone writes (every rank holds the same weights).
+        if !crate::distributed::is_primary() {
+            return Ok(());
+        }
         let mut tensors = self.weights;
         for (prefix, optimizer) in &self.optimizers {
             tensors.extend(optimizer.state().into_iter().map(|(k, t)| (format!("{OPTIMIZER_PREFIX}{prefix}{k}"), t)));

@@ -1,0 +1,162 @@
+//! `selfcon launch`: starts one process per device on this machine with the torchrun
+//! environment (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `LOCAL_WORLD_SIZE`, `MASTER_ADDR`,
+//! `MASTER_PORT`, `GROUP_RANK`) and supervises them. When a rank fails, the others get
+//! `grace` to notice it through their collectives and stop with their own message naming it;
+//! whatever still runs then is killed, so the launch never hangs on a dead rank.
+
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug)]
+pub struct LaunchConfig {
+    pub nproc_per_node: usize,
+    pub nnodes: usize,
+    pub node_rank: usize,
+    pub master_addr: String,
+    pub master_port: u16,
+    /// How long the other ranks may take to stop by themselves after one failed.
+    pub grace: Duration,
+    /// The program every rank runs (this executable) and its arguments (`pretrain ...`).
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+}
+
+/// Why a launch failed: one line, and the exit code the launcher should end with.
+#[derive(Debug)]
+pub struct LaunchFailure {
+    pub message: String,
+    pub exit_code: i32,
+}
+
+impl LaunchConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.nproc_per_node == 0 {
+            return Err(Error::option("nproc_per_node", "must be at least 1"));
+        }
+        if self.nnodes == 0 {
+            return Err(Error::option("nnodes", "must be at least 1"));
+        }
+        if self.node_rank >= self.nnodes {
+            return Err(Error::option(
+                "node_rank",
+                format!("{} is not below --nnodes {}", self.node_rank, self.nnodes),
+            ));
+        }
+        match self.args.first().and_then(|a| a.to_str()) {
+            Some("pretrain" | "linear" | "ce") => Ok(()),
+            Some(other) => Err(Error::input(format!(
+                "launch runs pretrain, linear or ce on every rank, not '{other}' (selfcon launch --nproc_per_node N -- pretrain ...)"
+            ))),
+            None => Err(Error::input("launch needs a command after '--' (selfcon launch --nproc_per_node N -- pretrain ...)")),
+        }
+    }
+
+    pub fn world_size(&self) -> usize {
+        self.nproc_per_node * self.nnodes
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        _ => "stopped".into(),
+    }
+}
+
+/// Runs the ranks of this node to completion.
+pub fn launch(config: &LaunchConfig) -> std::result::Result<(), LaunchFailure> {
+    config.validate().map_err(|e| LaunchFailure { message: e.to_string(), exit_code: 2 })?;
+    let world = config.world_size();
+    let threads = std::env::var_os("OMP_NUM_THREADS").is_none().then(|| {
+        // As torchrun: ranks sharing a machine share its cores instead of oversubscribing them.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / config.nproc_per_node).max(1)
+    });
+    let mut children: Vec<(usize, Child)> = Vec::new();
+    for local in 0..config.nproc_per_node {
+        let rank = config.node_rank * config.nproc_per_node + local;
+        let mut command = Command::new(&config.program);
+        command
+            .args(&config.args)
+            .stdin(Stdio::null())
+            .env("RANK", rank.to_string())
+            .env("WORLD_SIZE", world.to_string())
+            .env("LOCAL_RANK", local.to_string())
+            .env("LOCAL_WORLD_SIZE", config.nproc_per_node.to_string())
+            .env("GROUP_RANK", config.node_rank.to_string())
+            .env("MASTER_ADDR", &config.master_addr)
+            .env("MASTER_PORT", config.master_port.to_string());
+        if let Some(t) = threads {
+            command.env("OMP_NUM_THREADS", t.to_string());
+        }
+        match command.spawn() {
+            Ok(child) => children.push((rank, child)),
+            Err(e) => {
+                for (_, c) in &mut children {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                return Err(LaunchFailure {
+                    message: format!("launch: cannot start rank {rank} ({}): {e}", config.program.display()),
+                    exit_code: 1,
+                });
+            }
+        }
+    }
+
+    let mut first_failure: Option<(usize, ExitStatus)> = None;
+    let mut deadline: Option<Instant> = None;
+    let mut killed: Vec<usize> = Vec::new();
+    while !children.is_empty() {
+        let mut i = 0;
+        while i < children.len() {
+            match children[i].1.try_wait() {
+                Ok(Some(status)) => {
+                    let (rank, _) = children.remove(i);
+                    if !status.success() && first_failure.is_none() {
+                        first_failure = Some((rank, status));
+                        deadline = Some(Instant::now() + config.grace);
+                    }
+                }
+                Ok(None) => i += 1,
+                Err(_) => i += 1,
+            }
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            for (rank, child) in &mut children {
+                let _ = child.kill();
+                let _ = child.wait();
+                killed.push(*rank);
+            }
+            children.clear();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    match first_failure {
+        None => Ok(()),
+        Some((rank, status)) => {
+            let after = if killed.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; rank(s) {} were still running {} s later and were killed",
+                    killed.iter().map(usize::to_string).collect::<Vec<_>>().join(", "),
+                    config.grace.as_secs()
+                )
+            };
+            Err(LaunchFailure {
+                message: format!("launch: rank {rank} {} (the first rank to fail){after}", describe(status)),
+                exit_code: match status.code() {
+                    Some(2) => 2,
+                    _ => 1,
+                },
+            })
+        }
+    }
+}

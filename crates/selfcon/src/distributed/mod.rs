@@ -1,0 +1,245 @@
+//! Data-parallel training over c10d, PyTorch's own distributed engine (through `torch-shim`):
+//! one process per device, rendezvous through a TCPStore on rank 0, collectives on the Gloo
+//! process group of libtorch_cpu.
+//!
+//! A process joins at most one run, so the group is process-wide ([`init`], [`current`]), as
+//! torch.distributed's default group is. What each part does:
+//! - [`env`]: rank and rendezvous address from `selfcon launch` / torchrun / SLURM variables;
+//! - [`launch`]: `selfcon launch`, which starts and supervises one process per device;
+//! - [`gradients`]: bucketed all-reduce of the gradients after backward;
+//! - [`global_batch`]: features and labels of the whole global batch for the contrastive loss;
+//! - [`sync_bn`]: BatchNorm statistics over the global batch;
+//! - [`health`]: heartbeats, and which rank to blame when a collective fails.
+
+pub mod env;
+pub mod global_batch;
+pub mod gradients;
+pub mod health;
+pub mod launch;
+pub mod options;
+pub mod sync_bn;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tch::{nn::VarStore, Device, Kind, Tensor};
+use torch_shim::distributed::{GlooGroup, TcpStore};
+
+pub use env::RankEnv;
+pub use options::{Backend, DistributedOptions};
+
+use crate::error::{Error, Result};
+use health::Heartbeat;
+
+/// This process's membership in a distributed run.
+pub struct Distributed {
+    pub rank: usize,
+    pub world_size: usize,
+    pub local_rank: usize,
+    pub options: DistributedOptions,
+    /// `host:port` of the rendezvous store, for messages.
+    master: String,
+    store: TcpStore,
+    group: GlooGroup,
+    _heartbeat: Heartbeat,
+}
+
+static CURRENT: OnceLock<Distributed> = OnceLock::new();
+
+/// The run this process belongs to, once [`init`] joined it.
+pub fn current() -> Option<&'static Distributed> {
+    CURRENT.get()
+}
+
+/// Whether this process writes files, logs and shows progress: rank 0, or any process that is
+/// not part of a distributed run.
+pub fn is_primary() -> bool {
+    current().is_none_or(|d| d.rank == 0)
+}
+
+/// Integer counters summed over the ranks of a distributed run (unchanged outside one):
+/// evaluation counts of each rank's shard become counts over the whole set.
+pub fn total_counts(counts: Vec<i64>, what: &str) -> Result<Vec<i64>> {
+    match current() {
+        Some(d) if d.world_size > 1 => d.sum_counts(&counts, what),
+        _ => Ok(counts),
+    }
+}
+
+/// Joins the run described by the environment (no-op returning `None` outside one). Blocks until
+/// every rank arrived, at most `options.timeout_s`.
+pub fn init(options: &DistributedOptions) -> Result<Option<&'static Distributed>> {
+    let Some(env) = RankEnv::from_env()? else {
+        return Ok(None);
+    };
+    if let Some(d) = current() {
+        return Ok(Some(d));
+    }
+    if std::env::var_os("TORCH_CPP_LOG_LEVEL").is_none() {
+        // c10d logs its socket timeouts as warnings; our own error line says what happened.
+        torch_shim::set_log_level(torch_shim::LogLevel::Error);
+    }
+    if options.backend == Backend::Nccl {
+        return Err(Error::NotImplemented(
+            "--dist_backend nccl (ProcessGroupNCCL lives in libtorch_cuda and needs a GPU machine to build and test against; \
+             --dist_backend gloo reduces CUDA tensors through host memory)"
+                .into(),
+        ));
+    }
+    let timeout = Duration::from_secs(options.timeout_s.max(1));
+    let master = format!("{}:{}", env.master_addr, env.master_port);
+    let store = TcpStore::connect(&env.master_addr, env.master_port, env.rank == 0, Some(env.world_size), timeout)
+        .map_err(|e| {
+            let role = if env.rank == 0 { "could not listen on" } else { "could not reach" };
+            Error::Distributed(format!(
+                "rank {}: {role} the rendezvous store at {master} within {} s (MASTER_ADDR/MASTER_PORT, --master_port; {})",
+                env.rank, options.timeout_s, e.0
+            ))
+        })?;
+    let group = GlooGroup::new(&store, env.rank, env.world_size, timeout).map_err(|e| {
+        Error::Distributed(format!("rank {}: joining the Gloo process group failed: {}", env.rank, e.0))
+    })?;
+    let heartbeat = Heartbeat::start(&env.master_addr, env.master_port, env.rank, timeout)?;
+    let d = Distributed {
+        rank: env.rank,
+        world_size: env.world_size,
+        local_rank: env.local_rank,
+        options: options.clone(),
+        master,
+        store,
+        group,
+        _heartbeat: heartbeat,
+    };
+    let _ = CURRENT.set(d);
+    sync_bn::set_enabled(options.syncbn);
+    Ok(current())
+}
+
+impl Distributed {
+    /// The device of this rank when `device` is a GPU: `cuda:LOCAL_RANK`.
+    pub fn device_for(&self, device: Device) -> Result<Device> {
+        match device {
+            Device::Cuda(_) => {
+                let count = tch::Cuda::device_count() as usize;
+                if self.local_rank >= count {
+                    return Err(Error::input(format!(
+                        "rank {} has LOCAL_RANK {} but this machine shows {count} CUDA device(s) (--nproc_per_node at most the GPU count)",
+                        self.rank, self.local_rank
+                    )));
+                }
+                Ok(Device::Cuda(self.local_rank))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Sums tensors over ranks in place.
+    pub fn all_reduce_sum(&self, tensors: &[&Tensor], what: &str) -> Result<()> {
+        self.group.all_reduce_sum(tensors).map_err(|e| self.failed(what, e))
+    }
+
+    /// Every rank's `t`, in rank order (not differentiable).
+    pub fn all_gather(&self, t: &Tensor, what: &str) -> Result<Vec<Tensor>> {
+        self.group.all_gather(t).map_err(|e| self.failed(what, e))
+    }
+
+    /// The mean over ranks of one number.
+    pub fn mean(&self, value: f64, what: &str) -> Result<f64> {
+        let t = Tensor::from_slice(&[value]).to_kind(Kind::Double);
+        self.all_reduce_sum(&[&t], what)?;
+        Ok(t.double_value(&[0]) / self.world_size as f64)
+    }
+
+    /// The sums over ranks of integer counters.
+    pub fn sum_counts(&self, counts: &[i64], what: &str) -> Result<Vec<i64>> {
+        let t = Tensor::from_slice(counts);
+        self.all_reduce_sum(&[&t], what)?;
+        Ok(Vec::<i64>::try_from(&t).unwrap_or_default())
+    }
+
+    /// The sum over ranks, differentiable (see `GlooGroup::all_reduce_sum_autograd`).
+    pub fn all_reduce_sum_autograd(&self, t: &Tensor, what: &str) -> Result<Tensor> {
+        self.group.all_reduce_sum_autograd(t).map_err(|e| self.failed(what, e))
+    }
+
+    /// Rank 0's values of every variable of `vs` (all: at the start; buffers only: after an
+    /// epoch, so that per-rank BatchNorm running statistics agree before evaluation and saving,
+    /// as DDP's buffer broadcast does).
+    pub fn broadcast_from_primary(&self, vs: &VarStore, buffers_only: bool) -> Result<()> {
+        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let tensors: Vec<&Tensor> =
+            vars.iter().map(|(_, t)| t).filter(|t| !buffers_only || !t.requires_grad()).collect();
+        tch::no_grad(|| self.group.broadcast(&tensors, 0)).map_err(|e| self.failed("broadcasting rank 0's weights", e))
+    }
+
+    /// Refuses to start unless every rank has the same run configuration (`config_json`, the
+    /// serialised configuration of the stage about to run).
+    pub fn agree_on_config(&self, config_json: &str) -> Result<()> {
+        // One exchange per training stage this process runs, numbered alike on every rank.
+        static EXCHANGES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = EXCHANGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = |r: usize| format!("selfcon/config/{n}/{r}");
+        let timeout = Duration::from_secs(self.options.timeout_s.max(1));
+        let store_error = |e: torch_shim::ShimError| self.failed("exchanging the run configuration", e);
+        self.store.set(&key(self.rank), config_json.as_bytes()).map_err(store_error)?;
+        let reference = self.store.get(&key(0), timeout).map_err(store_error)?;
+        for r in 1..self.world_size {
+            let other = self.store.get(&key(r), timeout).map_err(store_error)?;
+            if other != reference {
+                let difference = first_difference(&reference, &other);
+                return Err(Error::input(format!(
+                    "rank {r} was started with another configuration than rank 0 ({difference}); every rank needs the same command line"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Overwrites every tensor with rank 0's values.
+    pub fn broadcast(&self, tensors: &[&Tensor], what: &str) -> Result<()> {
+        tch::no_grad(|| self.group.broadcast(tensors, 0)).map_err(|e| self.failed(what, e))
+    }
+
+    /// A collective that failed inside libtorch (e.g. during backward), diagnosed as [`health`] does.
+    pub fn failure(&self, what: &str, cause: &str) -> Error {
+        let first = cause.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or(cause);
+        Error::Distributed(health::diagnose(self, what, first))
+    }
+
+    /// A failed collective as one line naming the rank that stopped responding (see [`health`]).
+    fn failed(&self, what: &str, e: torch_shim::ShimError) -> Error {
+        Error::Distributed(health::diagnose(self, what, &e.0))
+    }
+}
+
+/// "batch_size: 64 vs 32" for the first top-level (or nested) field that differs.
+fn first_difference(a: &[u8], b: &[u8]) -> String {
+    let (Ok(a), Ok(b)) =
+        (serde_json::from_slice::<serde_json::Value>(a), serde_json::from_slice::<serde_json::Value>(b))
+    else {
+        return "unreadable configuration".into();
+    };
+    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value) -> Option<String> {
+        match (a, b) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                keys.into_iter().find_map(|k| {
+                    let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    match (x.get(k), y.get(k)) {
+                        (Some(u), Some(v)) => walk(&p, u, v),
+                        (u, v) => Some(format!("{p}: {} vs {}", show(u), show(v))),
+                    }
+                })
+            }
+            _ if a != b => Some(format!("{path}: {a} vs {b}")),
+            _ => None,
+        }
+    }
+    fn show(v: Option<&serde_json::Value>) -> String {
+        v.map_or("absent".into(), |v| v.to_string())
+    }
+    walk("", &a, &b).unwrap_or_else(|| "same values, different text".into())
+}

@@ -1,0 +1,62 @@
+//! The distributed-training options of pretrain, linear and ce (`--global_negatives`,
+//! `--syncbn`, `--dist_backend`, `--dist_timeout`); saved with the run configuration.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Which c10d backend carries the collectives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Gloo on CPU; NCCL on CUDA once built (until then Gloo through host memory).
+    #[default]
+    Auto,
+    Gloo,
+    Nccl,
+}
+
+impl FromStr for Backend {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Backend::Auto),
+            "gloo" => Ok(Backend::Gloo),
+            "nccl" => Ok(Backend::Nccl),
+            _ => Err(Error::option("dist_backend", format!("'{s}' is not auto, gloo or nccl"))),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Auto => "auto",
+            Backend::Gloo => "gloo",
+            Backend::Nccl => "nccl",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DistributedOptions {
+    /// Contrast every anchor against the whole global batch (features and labels all-gathered);
+    /// off: each rank's loss over its own batch, as DataParallel-free per-GPU training would.
+    pub global_negatives: bool,
+    /// BatchNorm statistics over the global batch instead of each rank's batch.
+    pub syncbn: bool,
+    pub backend: Backend,
+    /// Seconds a collective waits for the other ranks before the run stops.
+    pub timeout_s: u64,
+}
+
+impl Default for DistributedOptions {
+    fn default() -> Self {
+        DistributedOptions { global_negatives: true, syncbn: false, backend: Backend::Auto, timeout_s: 300 }
+    }
+}

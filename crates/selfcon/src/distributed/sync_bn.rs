@@ -1,0 +1,98 @@
+//! SyncBatchNorm (`--syncbn`): in training, BatchNorm normalises with the mean and variance of
+//! the whole global batch. Each rank computes its per-channel count, mean and centred sum of
+//! squares; one differentiable all-reduce sums them (its backward sums the statistics' gradients
+//! over ranks, which is what makes every rank's input gradient include the other ranks' losses);
+//! the rest is ordinary autograd. Running statistics are updated as torch.nn.SyncBatchNorm does
+//! (unbiased variance over the global count), so they agree on every rank.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use tch::{Kind, Tensor};
+
+use super::Distributed;
+use crate::error::{Error, Result};
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+/// A failed statistics all-reduce: layers return tensors, not results, so the error waits here
+/// for the training loop ([`take_failure`]) and the rest of that forward pass uses local statistics.
+static FAILURE: Mutex<Option<Error>> = Mutex::new(None);
+
+/// Turns SyncBatchNorm on or off for every BatchNorm layer of this process (off by default, as
+/// the official per-GPU BatchNorm).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// The group BatchNorm layers reduce over in training, when SyncBatchNorm is on (and no
+/// all-reduce of this forward pass failed yet).
+pub fn group() -> Option<&'static Distributed> {
+    if ENABLED.load(Ordering::Relaxed) && FAILURE.lock().map(|f| f.is_none()).unwrap_or(false) {
+        super::current().filter(|d| d.world_size > 1)
+    } else {
+        None
+    }
+}
+
+/// Keeps the first failure of a forward pass for [`take_failure`].
+pub fn record_failure(e: Error) {
+    if let Ok(mut f) = FAILURE.lock() {
+        f.get_or_insert(e);
+    }
+}
+
+/// The failure of the last forward pass, if its statistics could not be all-reduced.
+pub fn take_failure() -> Result<()> {
+    match FAILURE.lock().ok().and_then(|mut f| f.take()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The parts of a BatchNorm layer SyncBatchNorm needs.
+pub struct BatchNormState<'a> {
+    pub weight: &'a Tensor,
+    pub bias: &'a Tensor,
+    pub running_mean: &'a Tensor,
+    pub running_var: &'a Tensor,
+    pub momentum: f64,
+    pub eps: f64,
+}
+
+impl Distributed {
+    /// Training-mode batch norm of `x` (`[N, C, H, W]`) over the global batch.
+    pub fn sync_batch_norm(&self, x: &Tensor, bn: &BatchNormState<'_>) -> Result<Tensor> {
+        let input_kind = x.kind();
+        // Statistics in fp32 even under autocast (as cuDNN's batch norm keeps them).
+        let xf = if input_kind == Kind::Double { x.shallow_clone() } else { x.to_kind(Kind::Float) };
+        let c = xf.size()[1];
+        let dims: &[i64] = &[0, 2, 3];
+        let count = (xf.numel() as i64 / c) as f64;
+        let local_mean = xf.mean_dim(dims, false, xf.kind());
+        let local_m2 = (&xf - local_mean.view([1, c, 1, 1])).square().sum_dim_intlist(dims, false, xf.kind());
+        // Two rounds, so that no step subtracts large numbers (E[x²] − μ² would, and its gradient
+        // would lose the digits the backward pass needs): the global mean from Σ n_r·m_r, then the
+        // global centred sum of squares Σ M2_r + n_r·(m_r − μ)² (Chan et al.'s parallel variance).
+        let n = Tensor::full([c], count, (xf.kind(), xf.device()));
+        let first = self.all_reduce_sum_autograd(
+            &Tensor::stack(&[&local_mean * count, n], 0),
+            "all-reducing SyncBatchNorm means",
+        )?;
+        let global_count = first.get(1);
+        let mean = first.get(0) / &global_count;
+        let spread = &local_m2 + (&local_mean - &mean).square() * count;
+        let var = self.all_reduce_sum_autograd(&spread, "all-reducing SyncBatchNorm variances")? / &global_count;
+        tch::no_grad(|| {
+            let n = global_count.double_value(&[0]);
+            let unbiased = &var * (n / (n - 1.0).max(1.0));
+            let m = bn.momentum;
+            let (mut rm, mut rv) = (bn.running_mean.shallow_clone(), bn.running_var.shallow_clone());
+            let _ = rm.g_mul_scalar_(1.0 - m).g_add_(&(mean.detach().to_kind(rm.kind()) * m));
+            let _ = rv.g_mul_scalar_(1.0 - m).g_add_(&(unbiased.detach().to_kind(rv.kind()) * m));
+        });
+        let scale = (var + bn.eps).rsqrt() * bn.weight.to_kind(xf.kind());
+        let shift = bn.bias.to_kind(xf.kind()) - &mean * &scale;
+        let y = xf * scale.view([1, c, 1, 1]) + shift.view([1, c, 1, 1]);
+        Ok(if y.kind() == input_kind { y } else { y.to_kind(input_kind) })
+    }
+}

@@ -1,0 +1,411 @@
+//! Distributed training on CPU: every rank is a real process (started by `selfcon launch`, or by
+//! the test with the torchrun variables) and the ranks talk Gloo over 127.0.0.1. Each test uses
+//! its own ports, so the tests can run in parallel.
+//!
+//! Equivalence is checked in fp64 (`--precision fp64`): at initialisation SelfCon's gradient at
+//! temperature 0.1 is so ill-conditioned that fp32 itself is only good to about 1e-2 in the early
+//! layers (measured against an fp64 run: libtorch's own BatchNorm in fp32 is that far off too), so
+//! an fp32 comparison could not tell a bug from rounding; in fp64 the runs agree to ~1e-12.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tch::{Kind, Tensor};
+
+const BIN: &str = env!("CARGO_BIN_EXE_selfcon");
+
+/// 48 training and 20 test images.
+fn data(dir: &Path) -> String {
+    let path = dir.join("data");
+    std::fs::create_dir_all(&path).unwrap();
+    common::tiny_fashion_mnist(&path, 48, 20);
+    path.display().to_string()
+}
+
+/// SelfCon pre-training of ResNet-18 with one exit on the tiny set.
+fn pretrain_args(data: &str, save_dir: &Path, batch: usize, epochs: usize, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "pretrain",
+        "--method",
+        "SelfCon",
+        "--dataset",
+        "fashionmnist",
+        "--data_folder",
+        data,
+        "--model",
+        "resnet18",
+        "--selfcon_pos",
+        "[False,True,False]",
+        "--selfcon_size",
+        "fc",
+        "--num_workers",
+        "1",
+        "--temp",
+        "0.1",
+        "--print_freq",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // `extra` may replace these defaults.
+    for (flag, default) in [("--learning_rate", "0.05"), ("--dist_timeout", "20")] {
+        if !extra.contains(&flag) {
+            args.extend([flag.to_string(), default.to_string()]);
+        }
+    }
+    args.extend(["--epochs".into(), epochs.to_string(), "--batch_size".into(), batch.to_string()]);
+    args.extend(["--save_dir".into(), save_dir.display().to_string()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn launch(nproc: usize, port: u16, args: &[String]) -> Output {
+    Command::new(BIN)
+        .args(["launch", "--nproc_per_node", &nproc.to_string(), "--master_port", &port.to_string(), "--"])
+        .args(args)
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .expect("run selfcon launch")
+}
+
+fn single(args: &[String]) -> Output {
+    Command::new(BIN).args(args).env("OMP_NUM_THREADS", "1").output().expect("run selfcon")
+}
+
+/// One rank started the way torchrun or SLURM scripts would.
+fn spawn_rank(rank: usize, world: usize, port: u16, args: &[String]) -> Child {
+    Command::new(BIN)
+        .args(args)
+        .env("RANK", rank.to_string())
+        .env("WORLD_SIZE", world.to_string())
+        .env("LOCAL_RANK", rank.to_string())
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string())
+        .env("OMP_NUM_THREADS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start a rank")
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut s = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut s).unwrap();
+    s
+}
+
+fn ok(o: &Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "failed: {err}");
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// The run folder under `save_dir` (one pre-training run per save_dir in these tests).
+fn run_dir(save_dir: &Path) -> PathBuf {
+    let models = save_dir.join("SelfCon/fashionmnist_models");
+    std::fs::read_dir(&models).unwrap().next().unwrap().unwrap().path()
+}
+
+fn records(run_dir: &Path, kind: &str) -> Vec<Value> {
+    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["kind"] == kind)
+        .collect()
+}
+
+fn step_losses(save_dir: &Path) -> Vec<f64> {
+    records(&run_dir(save_dir), "step").iter().map(|v| v["loss"].as_f64().unwrap()).collect()
+}
+
+fn close(a: &[f64], b: &[f64], rel: f64) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= rel * x.abs().max(1.0))
+}
+
+/// Largest absolute difference over every floating-point tensor (weights, BatchNorm statistics,
+/// momentum buffers) of two checkpoints; integer tensors must be equal.
+fn max_difference(a: &Path, b: &Path) -> (f64, String) {
+    let a = Tensor::read_safetensors(a).unwrap();
+    let b: HashMap<String, Tensor> = Tensor::read_safetensors(b).unwrap().into_iter().collect();
+    assert_eq!(a.len(), b.len());
+    let mut worst = (0.0, String::new());
+    for (name, t) in a {
+        let u = &b[&name];
+        if t.kind() == Kind::Int64 {
+            assert_eq!(t, *u, "{name}");
+            continue;
+        }
+        let d = (&t - u).abs().max().double_value(&[]);
+        if d > worst.0 {
+            worst = (d, name);
+        }
+    }
+    worst
+}
+
+#[test]
+fn global_negatives_with_syncbn_on_two_ranks_equal_one_process_on_the_global_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    ok(&single(&pretrain_args(&data, &one, 16, 2, &["--precision", "fp64"])));
+    let out = ok(&launch(
+        2,
+        29810,
+        &pretrain_args(&data, &two, 8, 2, &["--precision", "fp64", "--syncbn", "--global_negatives"]),
+    ));
+    assert_eq!(out.lines().count(), 1, "rank 0 alone prints the checkpoint: {out}");
+    let (a, b) = (step_losses(&one), step_losses(&two));
+    assert_eq!(a.len(), 6);
+    assert!(close(&a, &b, 1e-9), "losses {a:?} vs {b:?}");
+    let (d, name) = max_difference(&run_dir(&one).join("last.safetensors"), &run_dir(&two).join("last.safetensors"));
+    assert!(d < 1e-8, "after 6 steps the checkpoints differ by {d:e} at {name}");
+    // The global batch is what the log counts.
+    let epoch = &records(&run_dir(&two), "epoch")[0];
+    assert!(epoch["images_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn without_global_negatives_each_rank_contrasts_its_own_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    // A learning rate of 1e-12 keeps the weights fixed, so the single process's consecutive
+    // batches of 8 are the two ranks' batches of the same step.
+    let lr = ["--precision", "fp64", "--learning_rate", "1e-12"];
+    ok(&single(&pretrain_args(&data, &one, 8, 1, &lr)));
+    let mut per_rank = lr.to_vec();
+    per_rank.extend(["--global_negatives", "false"]);
+    ok(&launch(2, 29820, &pretrain_args(&data, &two, 8, 1, &per_rank)));
+    let (a, b) = (step_losses(&one), step_losses(&two));
+    assert_eq!((a.len(), b.len()), (6, 3));
+    let means: Vec<f64> = a.chunks(2).map(|p| (p[0] + p[1]) / 2.0).collect();
+    assert!(close(&means, &b, 1e-8), "per-rank losses {b:?} are not the means of {a:?}");
+    // With global negatives the same step has another loss: the flag does something.
+    let global = tmp.path().join("global");
+    ok(&launch(2, 29821, &pretrain_args(&data, &global, 8, 1, &lr)));
+    let g = step_losses(&global);
+    assert!((g[0] - b[0]).abs() > 1e-3, "{g:?} vs {b:?}");
+}
+
+#[test]
+fn a_killed_rank_stops_the_others_by_name_and_the_run_resumes_on_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let (dist, resumed, reference) = (tmp.path().join("dist"), tmp.path().join("resumed"), tmp.path().join("ref"));
+    let flags = ["--precision", "fp64", "--syncbn"];
+    let args = pretrain_args(&data, &dist, 8, 6, &flags);
+    let mut ranks: Vec<Child> = (0..2).map(|r| spawn_rank(r, 2, 29830, &args)).collect();
+    // Kill rank 1 once rank 0 saved its first checkpoint (mid-run, in epoch 2 or later).
+    let started = Instant::now();
+    let last = loop {
+        if let Ok(entries) = std::fs::read_dir(dist.join("SelfCon/fashionmnist_models")) {
+            if let Some(dir) = entries.flatten().next() {
+                let last = dir.path().join("last.safetensors");
+                if last.exists() {
+                    break last;
+                }
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    ranks[1].kill().unwrap();
+    let killed = Instant::now();
+    let status = ranks[0].wait().unwrap();
+    let waited = killed.elapsed();
+    let err = stderr_of(&mut ranks[0]);
+    let _ = ranks[1].wait();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(waited < Duration::from_secs(20), "rank 0 took {waited:?} to notice");
+    // Progress lines come first (stderr is not a terminal); the error is the last line.
+    let last_line = err.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last_line.starts_with("selfcon: error: rank 0: ") && last_line.contains("rank 1 stopped responding"),
+        "{err}"
+    );
+
+    // Resume the same global batch (16) on one process from whatever rank 0 saved last.
+    let epochs_done = selfcon::train::Resumed::open(&last, "pretrain").unwrap().epoch;
+    let mut resume_args = pretrain_args(&data, &resumed, 16, 6, &["--precision", "fp64"]);
+    resume_args.extend(["--resume".into(), last.display().to_string()]);
+    ok(&single(&resume_args));
+    let epochs: Vec<u64> = records(&run_dir(&resumed), "epoch").iter().map(|v| v["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, (epochs_done as u64 + 1..=6).collect::<Vec<_>>());
+    // It ends exactly where an uninterrupted single-process run on batch 16 ends.
+    ok(&single(&pretrain_args(&data, &reference, 16, 6, &["--precision", "fp64"])));
+    let (d, name) =
+        max_difference(&run_dir(&reference).join("last.safetensors"), &run_dir(&resumed).join("last.safetensors"));
+    assert!(d < 1e-8, "resumed run differs by {d:e} at {name}");
+}
+
+#[test]
+fn a_hanging_rank_is_named_after_the_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let save = tmp.path().join("hang");
+    let args = pretrain_args(&data, &save, 8, 20, &["--dist_timeout", "4"]);
+    let mut ranks: Vec<Child> = (0..2).map(|r| spawn_rank(r, 2, 29840, &args)).collect();
+    let started = Instant::now();
+    while !save.join("SelfCon").exists() {
+        assert!(started.elapsed() < Duration::from_secs(120), "the run did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // SIGSTOP: the process stays, its sockets stay open, it just stops answering.
+    unsafe { libc::kill(ranks[1].id() as i32, libc::SIGSTOP) };
+    let stopped = Instant::now();
+    let status = ranks[0].wait().unwrap();
+    let waited = stopped.elapsed();
+    let err = stderr_of(&mut ranks[0]);
+    ranks[1].kill().unwrap();
+    let _ = ranks[1].wait();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(waited < Duration::from_secs(30), "took {waited:?}");
+    assert!(err.contains("rank 1 stopped responding"), "{err}");
+}
+
+#[test]
+fn ranks_with_different_configurations_refuse_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let save = tmp.path().join("mismatch");
+    let mut ranks: Vec<Child> = [8, 4]
+        .iter()
+        .enumerate()
+        .map(|(r, &b)| spawn_rank(r, 2, 29850, &pretrain_args(&data, &save, b, 1, &[])))
+        .collect();
+    for (r, rank) in ranks.iter_mut().enumerate() {
+        let status = rank.wait().unwrap();
+        let err = stderr_of(rank);
+        assert_eq!(status.code(), Some(2), "rank {r}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("rank 1 was started with another configuration than rank 0")
+                && err.contains("batch_size: 8 vs 4"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn linear_and_ce_on_two_ranks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let pre = tmp.path().join("pre");
+    let ckpt = ok(&single(&pretrain_args(&data, &pre, 16, 1, &[])));
+    let linear = |save: &Path, batch: usize| -> Vec<String> {
+        [
+            "linear",
+            "--dataset",
+            "fashionmnist",
+            "--data_folder",
+            &data,
+            "--model",
+            "resnet18",
+            "--selfcon_pos",
+            "[False,True,False]",
+            "--selfcon_size",
+            "fc",
+            "--subnet",
+            "--ckpt",
+            &ckpt,
+            "--epochs",
+            "2",
+            "--num_workers",
+            "1",
+            "--print_freq",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--batch_size".into(), batch.to_string(), "--save_dir".into(), save.display().to_string()])
+        .collect()
+    };
+    let (one, two) = (tmp.path().join("lin1"), tmp.path().join("lin2"));
+    let a: Value = serde_json::from_str(&ok(&single(&linear(&one, 16)))).unwrap();
+    let out = ok(&launch(2, 29860, &linear(&two, 8)));
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let b: Value = serde_json::from_str(&out).unwrap();
+    // Same classifiers (the global batch is the same), same test accuracy over the whole test
+    // set (each rank evaluated its half; the counts are summed).
+    for key in ["backbone", "sub", "ensemble"] {
+        // [top-1, top-5, (last training accuracy)]
+        assert_eq!(a[key], b[key], "{key}: {a} vs {b}");
+    }
+
+    let ce = |save: &Path| -> Vec<String> {
+        [
+            "ce",
+            "--method",
+            "ce",
+            "--dataset",
+            "fashionmnist",
+            "--data_folder",
+            &data,
+            "--model",
+            "resnet18",
+            "--epochs",
+            "1",
+            "--batch_size",
+            "8",
+            "--num_workers",
+            "1",
+            "--syncbn",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--save_dir".into(), save.display().to_string()])
+        .collect()
+    };
+    let out = ok(&launch(2, 29861, &ce(&tmp.path().join("ce"))));
+    assert_eq!(out.lines().count(), 1, "{out}");
+}
+
+#[test]
+fn launch_and_environment_errors_are_one_line_with_exit_code_2() {
+    common::assert_usage_error(&["launch", "--nnodes", "1", "--node_rank", "1", "--", "pretrain"], "--node_rank");
+    common::assert_usage_error(&["launch", "--", "summary"], "launch runs pretrain, linear or ce");
+    common::assert_usage_error(&["launch", "--nproc_per_node", "0", "--", "pretrain"], "--nproc_per_node");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let args = pretrain_args(&data, tmp.path(), 8, 1, &[]);
+    for (vars, want) in [
+        (vec![("RANK", "x"), ("WORLD_SIZE", "2")], "RANK='x'"),
+        (vec![("RANK", "0"), ("WORLD_SIZE", "2")], "MASTER_ADDR"),
+        (vec![("RANK", "3"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1")], "rank 3 is not below"),
+    ] {
+        let o = Command::new(BIN).args(&args).envs(vars.iter().copied()).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{vars:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(want), "{vars:?}: {err}");
+    }
+    let o = Command::new(BIN)
+        .args(&args)
+        .args(["--dist_backend", "nccl"])
+        .envs([("RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--dist_backend nccl"));
+    // A rank that fails at once: the launcher names it and passes its exit code on.
+    let bad: Vec<String> =
+        args.iter().map(|a| if a == &data { "/nonexistent".to_string() } else { a.clone() }).collect();
+    let o = launch(2, 29870, &bad);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.lines().last().unwrap().starts_with("selfcon: error: launch: rank ")
+            && err.contains("exited with status 2"),
+        "{err}"
+    );
+}
