@@ -74,6 +74,12 @@ ours "ours_selfcon_e2e_fp16" --method SelfCon "${selfcon_model[@]}" --precision 
 ours "ours_supcon_e2e_fp16" --method SupCon --multiview --precision fp16 --channels_last --end_to_end "${data[@]}"
 ours "ours_selfcon_e2e_bf16" --method SelfCon "${selfcon_model[@]}" --precision bf16 --channels_last --end_to_end "${data[@]}"
 
+echo "== distributed at world size 1 (issue #7: the c10d path's overhead; Gloo, CUDA tensors through host memory)"
+# NCCL is not built yet; this measures what a GPU rank pays today for gradient all-reduce.
+run "ours_selfcon_compute_fp16_dist1" "$BIN" launch --nproc_per_node 1 --master_port 29555 -- bench train --json \
+    --device "$DEVICE" --batch_size "$BATCH" --steps "$STEPS" --warmup_steps "$WARMUP" --learning_rate 0.5 --temp 0.1 \
+    "${model[@]}" --method SelfCon "${selfcon_model[@]}" --precision fp16 --channels_last
+
 echo "== recipe: Fashion-MNIST as CIFAR-10, SelfCon pretrain $EPOCHS epochs + linear $LINEAR_EPOCHS epochs"
 SAVE="$OUT/save"
 "$BIN" pretrain --method SelfCon "${model[@]}" "${selfcon_model[@]}" --batch_size "$BATCH" --learning_rate 0.5 \
@@ -102,6 +108,7 @@ summary = {
     "supcon_peak_memory_ratio": ratio("ours_supcon_compute_fp16", "ref_supcon_compute_fp16", "peak_memory_bytes"),
     "selfcon_over_supcon_time_ours": ratio("ours_supcon_compute_fp16", "ours_selfcon_compute_fp16"),
     "selfcon_over_supcon_time_ref": ratio("ref_supcon_compute_fp16", "ref_selfcon_compute_fp16"),
+    "distributed_world1_over_single_time": ratio("ours_selfcon_compute_fp16", "ours_selfcon_compute_fp16_dist1"),
     "pretrain_epoch_seconds": [round(r.get("seconds", 0.0), 2) for r in pretrain],
     "linear": json.loads(open(sys.argv[4]).read().strip().splitlines()[-1]),
     "bench": bench,

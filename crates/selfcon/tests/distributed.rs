@@ -373,7 +373,7 @@ fn linear_and_ce_on_two_ranks() {
 #[test]
 fn launch_and_environment_errors_are_one_line_with_exit_code_2() {
     common::assert_usage_error(&["launch", "--nnodes", "1", "--node_rank", "1", "--", "pretrain"], "--node_rank");
-    common::assert_usage_error(&["launch", "--", "summary"], "launch runs pretrain, linear or ce");
+    common::assert_usage_error(&["launch", "--", "summary"], "launch runs pretrain, linear, ce or bench train");
     common::assert_usage_error(&["launch", "--nproc_per_node", "0", "--", "pretrain"], "--nproc_per_node");
     let tmp = tempfile::tempdir().unwrap();
     let data = data(tmp.path());

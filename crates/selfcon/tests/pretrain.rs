@@ -49,6 +49,7 @@ fn config(
             precision: Precision::Fp32,
             channels_last: false,
             flush_denormal: false,
+            distributed: Default::default(),
         },
         weakaug: false,
         randaug: false,

@@ -3,7 +3,6 @@
 use clap::Args;
 use serde_json::json;
 
-use selfcon::engine::{select_device, DeviceRequest};
 use selfcon::train::{measure_pretrain_steps, BatchSource};
 
 use super::pretrain::PretrainArgs;
@@ -33,13 +32,17 @@ pub struct TrainBenchArgs {
 pub fn run(a: TrainBenchArgs) -> anyhow::Result<()> {
     let p = &a.pretrain;
     let config = p.to_config()?;
-    let device = select_device(p.optim.device.parse::<DeviceRequest>()?)?;
+    // Under `selfcon launch` (or torchrun) each rank measures its steps, gradient all-reduce included.
+    let device = p.optim.join_run(&config.optim)?;
     let data = if a.end_to_end { Some(p.data.open(&p.dataset)?.0) } else { None };
     let source = match &data {
         Some(d) => BatchSource::Loader(d),
         None => BatchSource::Synthetic,
     };
     let t = measure_pretrain_steps(&config, device, source, a.warmup_steps, a.steps)?;
+    if !selfcon::distributed::is_primary() {
+        return Ok(());
+    }
     let mode = if a.end_to_end { "end_to_end" } else { "compute" };
     let precision = config.optim.precision.resolve(device);
     if a.json {
@@ -53,6 +56,7 @@ pub fn run(a: TrainBenchArgs) -> anyhow::Result<()> {
                 "num_workers": config.optim.num_workers, "steps": t.steps, "seconds": t.seconds,
                 "ms_per_step": t.ms_per_step, "images_per_s": t.images_per_s,
                 "peak_memory_bytes": t.peak_memory_bytes, "peak_memory_kind": t.peak_memory_kind, "last_loss": t.last_loss,
+                "world_size": t.world_size, "gradient_sync_ms_per_step": t.gradient_sync_ms_per_step,
             })
         );
     } else {
@@ -60,8 +64,12 @@ pub fn run(a: TrainBenchArgs) -> anyhow::Result<()> {
             .peak_memory_bytes
             .map(|b| format!("{:.2} GiB ({})", b as f64 / (1u64 << 30) as f64, t.peak_memory_kind))
             .unwrap_or_else(|| "n/a".into());
+        let ranks = match t.gradient_sync_ms_per_step {
+            Some(sync) => format!(" · {} ranks, gradient all-reduce {sync:.1} ms/step", t.world_size),
+            None => String::new(),
+        };
         println!(
-            "train {mode} · {} {} bsz {} · {precision}{} · {device:?}: {:.1} ms/step, {:.0} images/s, peak memory {memory}",
+            "train {mode} · {} {} bsz {} · {precision}{} · {device:?}: {:.1} ms/step, {:.0} images/s, peak memory {memory}{ranks}",
             config.method,
             config.model.architecture,
             t.batch_size,

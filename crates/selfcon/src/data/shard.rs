@@ -83,9 +83,9 @@ mod tests {
                     assert_eq!(&joined[..7], &batch[..]);
                 }
             }
-            for rank in 0..2 {
+            for (rank, batches) in ranks.iter().enumerate() {
                 let s = Shard { rank, world_size: 2, mode: ShardMode::GlobalBatches };
-                assert_eq!(s.batch_count(23, 4, drop_last), ranks[rank].len());
+                assert_eq!(s.batch_count(23, 4, drop_last), batches.len());
             }
         }
     }

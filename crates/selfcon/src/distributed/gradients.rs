@@ -21,6 +21,11 @@ pub enum Reduction {
 }
 
 impl Distributed {
+    /// Seconds spent so far in the gradient all-reduce (for `selfcon bench train`).
+    pub fn gradient_sync_seconds(&self) -> f64 {
+        self.sync_nanos.load(std::sync::atomic::Ordering::Relaxed) as f64 * 1e-9
+    }
+
     /// Replaces every gradient by its reduction over ranks.
     pub fn reduce_gradients(&self, grads: &[Tensor], reduction: Reduction) -> Result<()> {
         if grads.is_empty() {
@@ -42,7 +47,9 @@ impl Distributed {
         }
         let flat: Vec<Tensor> =
             buckets.iter().map(|b| Tensor::cat(&b.iter().map(|g| g.reshape([-1])).collect::<Vec<_>>(), 0)).collect();
+        let started = std::time::Instant::now();
         self.all_reduce_sum(&flat.iter().collect::<Vec<_>>(), "all-reducing the gradients")?;
+        self.sync_nanos.fetch_add(started.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
         let scale = match reduction {
             Reduction::Mean => 1.0 / self.world_size as f64,
             Reduction::Sum => 1.0,
@@ -55,9 +62,9 @@ impl Distributed {
                     let mut g = g.shallow_clone();
                     let part = sums.narrow(0, offset, n).view_as(&g);
                     if scale == 1.0 {
-                        let _ = g.copy_(&part);
+                        g.copy_(&part);
                     } else {
-                        let _ = g.copy_(&(part * scale));
+                        g.copy_(&(part * scale));
                     }
                     offset += n;
                 }

@@ -49,8 +49,9 @@ impl LaunchConfig {
         }
         match self.args.first().and_then(|a| a.to_str()) {
             Some("pretrain" | "linear" | "ce") => Ok(()),
+            Some("bench") if self.args.get(1).and_then(|a| a.to_str()) == Some("train") => Ok(()),
             Some(other) => Err(Error::input(format!(
-                "launch runs pretrain, linear or ce on every rank, not '{other}' (selfcon launch --nproc_per_node N -- pretrain ...)"
+                "launch runs pretrain, linear, ce or bench train on every rank, not '{other}' (selfcon launch --nproc_per_node N -- pretrain ...)"
             ))),
             None => Err(Error::input("launch needs a command after '--' (selfcon launch --nproc_per_node N -- pretrain ...)")),
         }

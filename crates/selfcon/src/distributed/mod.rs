@@ -42,6 +42,8 @@ pub struct Distributed {
     store: TcpStore,
     group: GlooGroup,
     _heartbeat: Heartbeat,
+    /// Time spent in the gradient all-reduce, for benchmarks.
+    sync_nanos: std::sync::atomic::AtomicU64,
 }
 
 static CURRENT: OnceLock<Distributed> = OnceLock::new();
@@ -54,7 +56,7 @@ pub fn current() -> Option<&'static Distributed> {
 /// Whether this process writes files, logs and shows progress: rank 0, or any process that is
 /// not part of a distributed run.
 pub fn is_primary() -> bool {
-    current().is_none_or(|d| d.rank == 0)
+    current().map_or(true, |d| d.rank == 0)
 }
 
 /// Integer counters summed over the ranks of a distributed run (unchanged outside one):
@@ -109,6 +111,7 @@ pub fn init(options: &DistributedOptions) -> Result<Option<&'static Distributed>
         store,
         group,
         _heartbeat: heartbeat,
+        sync_nanos: Default::default(),
     };
     let _ = CURRENT.set(d);
     sync_bn::set_enabled(options.syncbn);

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tch::Device;
+use tch::{Device, Tensor};
 
 use super::epoch_loop::{EpochStats, Pass};
 use super::optim_config::{prepare_run_dir, OptimConfig};
@@ -17,10 +17,11 @@ use super::train_checkpoint::{Resumed, TrainingState};
 use crate::data::augment::TrainTransform;
 use crate::data::{DataLoader, OpenedDataset, Transform};
 use crate::distributed::gradients::Reduction;
+use crate::distributed::Distributed;
 use crate::error::{Error, Result};
 use crate::loss::{ConLoss, Method, MethodLoss};
 use crate::metrics::MetricsLog;
-use crate::model::{ConModel, ModelConfig};
+use crate::model::{ConModel, ModelConfig, ModelOutput};
 
 /// Everything a pre-training run is made of; saved as `config.json` and in every checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,6 +66,17 @@ impl PretrainConfig {
             transform = transform.with_randaugment();
         }
         Transform::Train { transform, views: if self.multiview { 2 } else { 1 } }
+    }
+
+    /// The objective as a training step computes it (in a distributed run with global negatives,
+    /// over the gathered global batch).
+    pub fn step_objective(&self) -> StepObjective {
+        StepObjective {
+            loss: self.objective(),
+            global: crate::distributed::current()
+                .filter(|d| d.world_size > 1 && self.optim.distributed.global_negatives),
+            views: if self.multiview { 2 } else { 1 },
+        }
     }
 
     pub fn schedule(&self) -> LrSchedule {
@@ -120,6 +132,40 @@ impl PretrainConfig {
     }
 }
 
+/// The pre-training loss of one step, from the model's outputs and the batch labels.
+pub struct StepObjective {
+    loss: MethodLoss,
+    /// Set in a distributed run with global negatives: every anchor contrasts against the whole
+    /// global batch (see `distributed::global_batch`).
+    global: Option<&'static Distributed>,
+    views: i64,
+}
+
+impl StepObjective {
+    /// How the ranks' gradients combine: with global negatives every rank computed the same
+    /// global loss, so the sum of their gradients is its gradient.
+    pub fn reduction(&self) -> Reduction {
+        if self.global.is_some() {
+            Reduction::Sum
+        } else {
+            Reduction::Mean
+        }
+    }
+
+    pub fn compute(&self, out: &ModelOutput, labels: &Tensor) -> Result<Tensor> {
+        match self.global {
+            None => self.loss.compute(&out.exit_projections, &out.backbone_projection, labels).map(|t| t.total),
+            Some(d) => {
+                let exits =
+                    out.exit_projections.iter().map(|e| d.gather_batch(e, self.views)).collect::<Result<Vec<_>>>()?;
+                let backbone = d.gather_batch(&out.backbone_projection, self.views)?;
+                let labels = d.gather_batch(labels, 1)?;
+                self.loss.compute(&exits, &backbone, &labels).map(|t| t.total)
+            }
+        }
+    }
+}
+
 /// What a finished run reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct PretrainResult {
@@ -161,14 +207,8 @@ pub fn pretrain(
     train.print_freq = config.print_freq;
     train.last_checkpoint = Some(last.clone());
     train.nan_hint = "without labels, or with --label, an anchor with no positive makes the official loss NaN; check --method/--multiview/--batch_size";
-    let objective = config.objective();
-    // Distributed with --global_negatives: every rank's loss covers the whole global batch.
-    let global =
-        crate::distributed::current().filter(|d| d.world_size > 1 && config.optim.distributed.global_negatives);
-    if global.is_some() {
-        train.reduction = Reduction::Sum;
-    }
-    let views = if config.multiview { 2 } else { 1 };
+    let objective = config.step_objective();
+    train.reduction = objective.reduction();
     let mut epoch_losses = Vec::new();
 
     for epoch in start_epoch..=config.optim.epochs {
@@ -179,16 +219,7 @@ pub fn pretrain(
             progress,
             &mut log,
             |images| model.forward_t(images, true),
-            |out, labels| match global {
-                None => objective.compute(&out.exit_projections, &out.backbone_projection, labels).map(|t| t.total),
-                Some(d) => {
-                    let exits =
-                        out.exit_projections.iter().map(|e| d.gather_batch(e, views)).collect::<Result<Vec<_>>>()?;
-                    let backbone = d.gather_batch(&out.backbone_projection, views)?;
-                    let labels = d.gather_batch(labels, 1)?;
-                    objective.compute(&exits, &backbone, &labels).map(|t| t.total)
-                }
-            },
+            |out, labels| objective.compute(&out, labels),
         )?;
         epoch_losses.push(stats.loss);
         log.record(epoch_record(epoch, &stats))?;

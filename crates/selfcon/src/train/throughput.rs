@@ -36,6 +36,10 @@ pub struct Throughput {
     pub peak_memory_bytes: Option<i64>,
     pub peak_memory_kind: &'static str,
     pub last_loss: f64,
+    /// Distributed runs: processes taking part (`batch_size` is each one's).
+    pub world_size: usize,
+    /// Distributed runs: time per step spent all-reducing gradients after backward.
+    pub gradient_sync_ms_per_step: Option<f64>,
 }
 
 /// Runs `warmup` untimed and then `steps` timed training steps of `config`'s model and objective.
@@ -53,8 +57,9 @@ pub fn measure_pretrain_steps(
     let (vs, model) = crate::engine::seeded(config.optim.seed, || ConModel::build(&config.model, device))?;
     config.optim.prepare_model(&vs)?;
     let mut optimizer = Sgd::new(&vs, config.optim.momentum, config.optim.weight_decay);
-    let train = config.optim.train_loop("bench", device, config.schedule(), &vs)?;
-    let objective = config.objective();
+    let mut train = config.optim.train_loop("bench", device, config.schedule(), &vs)?;
+    let objective = config.step_objective();
+    train.reduction = objective.reduction();
     let bsz = config.optim.batch_size;
     let views = if config.multiview { 2 } else { 1 };
     let size = config.image_size as i64;
@@ -80,9 +85,9 @@ pub fn measure_pretrain_steps(
     }
 
     let mut forward = |images: &Tensor| model.forward_t(images, true);
-    let mut loss_of = |out: crate::model::ModelOutput, labels: &Tensor| {
-        objective.compute(&out.exit_projections, &out.backbone_projection, labels).map(|t| t.total)
-    };
+    let mut loss_of = |out: crate::model::ModelOutput, labels: &Tensor| objective.compute(&out, labels);
+    let dist = crate::distributed::current();
+    let mut sync_before = 0.0;
     let mut scaler = train.new_scaler();
     let mut epoch = 0u64;
     let mut batches = loader.as_ref().map(|l| l.epoch(epoch));
@@ -98,6 +103,7 @@ pub fn measure_pretrain_steps(
             if let Some(i) = cuda_index {
                 torch_shim::reset_peak_memory(i).map_err(|e| Error::input(e.to_string()))?;
             }
+            sync_before = dist.map_or(0.0, |d| d.gradient_sync_seconds());
             started = Instant::now();
         }
         let (images, labels) = match (&synthetic, &loader) {
@@ -126,6 +132,7 @@ pub fn measure_pretrain_steps(
     }
     synchronize(cuda_index)?;
     let seconds = started.elapsed().as_secs_f64();
+    let gradient_sync_ms_per_step = dist.map(|d| 1000.0 * (d.gradient_sync_seconds() - sync_before) / steps as f64);
     let (peak_memory_bytes, peak_memory_kind) = match cuda_index {
         Some(i) => (
             torch_shim::device_memory_stats(i).ok().map(|s| s.peak_allocated),
@@ -142,6 +149,8 @@ pub fn measure_pretrain_steps(
         peak_memory_bytes,
         peak_memory_kind,
         last_loss,
+        world_size: dist.map_or(1, |d| d.world_size),
+        gradient_sync_ms_per_step,
     })
 }
 
