@@ -409,3 +409,39 @@ fn launch_and_environment_errors_are_one_line_with_exit_code_2() {
         "{err}"
     );
 }
+
+#[test]
+fn the_launcher_passes_sigterm_on_and_names_a_busy_port() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let save = tmp.path().join("term");
+    let mut launcher = Command::new(BIN)
+        .args(["launch", "--nproc_per_node", "2", "--master_port", "29880", "--"])
+        .args(pretrain_args(&data, &save, 8, 50, &[]))
+        .env("OMP_NUM_THREADS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !save.join("SelfCon").exists() {
+        assert!(started.elapsed() < Duration::from_secs(120), "the run did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc::kill(launcher.id() as i32, libc::SIGTERM) };
+    let status = launcher.wait().unwrap();
+    let err = stderr_of(&mut launcher);
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{err}");
+    assert!(err.trim_end().ends_with("launch: stopped by signal 15, passed on to every rank"), "{err}");
+
+    // Something else listens on the port: rank 0 says so (exit 2); the launcher stops rank 1.
+    let _busy = std::net::TcpListener::bind("127.0.0.1:29881").unwrap();
+    let o = Command::new(BIN)
+        .args(["launch", "--nproc_per_node", "2", "--master_port", "29881", "--grace_period", "2", "--"])
+        .args(pretrain_args(&data, &tmp.path().join("busy"), 8, 1, &[]))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("rank 0: port 29881 is already in use on 127.0.0.1 (choose another --master_port"), "{err}");
+}

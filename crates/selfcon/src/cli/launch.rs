@@ -38,7 +38,7 @@ pub struct LaunchArgs {
 
     /// Seconds the other ranks get to stop by themselves (with an error naming the failed rank)
     /// after one rank failed; then they are killed.
-    #[arg(long = "grace_period", visible_alias = "grace-period", default_value_t = 30, value_name = "SECONDS")]
+    #[arg(long = "grace_period", visible_alias = "grace-period", default_value_t = 15, value_name = "SECONDS")]
     pub grace_period: u64,
 
     /// The command every rank runs: pretrain, linear or ce with its flags, after `--`.

@@ -2,12 +2,15 @@
 //! environment (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `LOCAL_WORLD_SIZE`, `MASTER_ADDR`,
 //! `MASTER_PORT`, `GROUP_RANK`) and supervises them. When a rank fails, the others get
 //! `grace` to notice it through their collectives and stop with their own message naming it;
-//! whatever still runs then is killed, so the launch never hangs on a dead rank.
+//! whatever still runs then is killed, so the launch never hangs on a dead rank. SIGINT/SIGTERM
+//! sent to the launcher (Ctrl-C, a batch scheduler's cancel) are passed on to every rank, and a
+//! launcher that dies takes its ranks with it (the kernel's parent-death signal).
 
 use std::ffi::OsString;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -70,6 +73,13 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
+/// The last SIGINT/SIGTERM the launcher received (0: none).
+static SIGNALLED: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn remember_signal(signal: libc::c_int) {
+    SIGNALLED.store(signal, Ordering::SeqCst);
+}
+
 /// Runs the ranks of this node to completion.
 pub fn launch(config: &LaunchConfig) -> std::result::Result<(), LaunchFailure> {
     config.validate().map_err(|e| LaunchFailure { message: e.to_string(), exit_code: 2 })?;
@@ -96,6 +106,13 @@ pub fn launch(config: &LaunchConfig) -> std::result::Result<(), LaunchFailure> {
         if let Some(t) = threads {
             command.env("OMP_NUM_THREADS", t.to_string());
         }
+        // SAFETY: prctl is async-signal-safe; it only asks for SIGKILL when the launcher dies.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         match command.spawn() {
             Ok(child) => children.push((rank, child)),
             Err(e) => {
@@ -111,10 +128,25 @@ pub fn launch(config: &LaunchConfig) -> std::result::Result<(), LaunchFailure> {
         }
     }
 
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, remember_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, remember_signal as *const () as libc::sighandler_t);
+    }
+    let mut forwarded = 0;
     let mut first_failure: Option<(usize, ExitStatus)> = None;
     let mut deadline: Option<Instant> = None;
     let mut killed: Vec<usize> = Vec::new();
     while !children.is_empty() {
+        let signal = SIGNALLED.load(Ordering::SeqCst);
+        if signal != 0 && signal != forwarded {
+            for (_, child) in &children {
+                // SAFETY: signals a child we started and have not reaped.
+                unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+            }
+            forwarded = signal;
+            deadline.get_or_insert(Instant::now() + config.grace);
+        }
         let mut i = 0;
         while i < children.len() {
             match children[i].1.try_wait() {
@@ -138,6 +170,12 @@ pub fn launch(config: &LaunchConfig) -> std::result::Result<(), LaunchFailure> {
             children.clear();
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+    if forwarded != 0 {
+        return Err(LaunchFailure {
+            message: format!("launch: stopped by signal {forwarded}, passed on to every rank"),
+            exit_code: 128 + forwarded,
+        });
     }
     match first_failure {
         None => Ok(()),

@@ -92,6 +92,12 @@ pub fn init(options: &DistributedOptions) -> Result<Option<&'static Distributed>
     let master = format!("{}:{}", env.master_addr, env.master_port);
     let store = TcpStore::connect(&env.master_addr, env.master_port, env.rank == 0, Some(env.world_size), timeout)
         .map_err(|e| {
+            if e.0.contains("EADDRINUSE") {
+                return Error::input(format!(
+                    "rank {}: port {} is already in use on {} (choose another --master_port / MASTER_PORT)",
+                    env.rank, env.master_port, env.master_addr
+                ));
+            }
             let role = if env.rank == 0 { "could not listen on" } else { "could not reach" };
             Error::Distributed(format!(
                 "rank {}: {role} the rendezvous store at {master} within {} s (MASTER_ADDR/MASTER_PORT, --master_port; {})",
