@@ -1,6 +1,6 @@
 // c10d, PyTorch's own distributed engine, as a C ABI for src/distributed.rs: the TCPStore
 // rendezvous, the Gloo process group compiled into libtorch_cpu, its collectives, and one
-// differentiable all-reduce (SyncBatchNorm's statistics) as a C++ autograd Function.
+// differentiable all-reduce and all-gather (SyncBatchNorm's statistics) as C++ autograd Functions.
 //
 // libtorch's ProcessGroupGloo.hpp includes Gloo headers the PyPI wheel does not ship; the
 // declarations it needs are in ../include/gloo (see the README there for why that is sound).
@@ -92,6 +92,29 @@ struct AllReduceSumFunction : public torch::autograd::Function<AllReduceSumFunct
     at::Tensor grad = grads[0].contiguous().clone();
     all_reduce_sum(group, grad);
     return {grad, at::Tensor()};
+  }
+};
+
+// Forward: every rank's input, stacked along a new first dimension in rank order. Backward: each
+// rank's objective depends on every slice, so this rank's input receives the sum over ranks of the
+// gradients reaching its own slice.
+struct AllGatherFunction : public torch::autograd::Function<AllGatherFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, int64_t group) {
+    ctx->saved_data["group"] = group;
+    auto* g = reinterpret_cast<SelfconGroup*>(group);
+    std::vector<at::Tensor> inputs{host_copy(input)};
+    std::vector<std::vector<at::Tensor>> gathered(1);
+    for (int r = 0; r < g->size; ++r) gathered[0].push_back(at::empty_like(inputs[0]));
+    g->backend->allgather(gathered, inputs)->wait();
+    return at::stack(gathered[0]).to(input.device());
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto* g = reinterpret_cast<SelfconGroup*>(ctx->saved_data["group"].toInt());
+    at::Tensor grad = grads[0].contiguous().clone();
+    all_reduce_sum(g, grad);
+    return {grad.select(0, g->rank).clone(), at::Tensor()};
   }
 };
 
@@ -229,6 +252,13 @@ int selfcon_shim_barrier(SelfconGroup* group, char** err) {
 at::Tensor* selfcon_shim_all_reduce_sum_autograd(SelfconGroup* group, const at::Tensor* input, char** err) {
   SHIM_TRY(err, nullptr)
   return new at::Tensor(AllReduceSumFunction::apply(*input, reinterpret_cast<int64_t>(group)));
+  SHIM_CATCH(err, nullptr)
+}
+
+// Every rank's `input` stacked as [world size, ...], differentiable (see AllGatherFunction).
+at::Tensor* selfcon_shim_all_gather_autograd(SelfconGroup* group, const at::Tensor* input, char** err) {
+  SHIM_TRY(err, nullptr)
+  return new at::Tensor(AllGatherFunction::apply(*input, reinterpret_cast<int64_t>(group)));
   SHIM_CATCH(err, nullptr)
 }
 

@@ -82,6 +82,11 @@ mod ffi {
             err: *mut *mut c_char,
         ) -> c_int;
         pub fn selfcon_shim_barrier(group: *mut SelfconGroup, err: *mut *mut c_char) -> c_int;
+        pub fn selfcon_shim_all_gather_autograd(
+            group: *mut SelfconGroup,
+            input: *const u8,
+            err: *mut *mut c_char,
+        ) -> *mut u8;
         pub fn selfcon_shim_all_reduce_sum_autograd(
             group: *mut SelfconGroup,
             input: *const u8,
@@ -242,6 +247,18 @@ impl GlooGroup {
     }
 }
 
+impl GlooGroup {
+    /// Every rank's `input` stacked as `[size, ...]` in rank order, differentiable: the backward
+    /// pass gives this rank's input the sum over ranks of the gradients of its own slice.
+    pub fn all_gather_autograd(&self, input: &Tensor) -> Result<Tensor> {
+        let ptr = checked(|err| unsafe {
+            ffi::selfcon_shim_all_gather_autograd(self.raw, input.as_ptr() as *const u8, err)
+        })?;
+        // SAFETY: a new at::Tensor we now own.
+        Ok(unsafe { Tensor::from_ptr(ptr as *mut _) })
+    }
+}
+
 impl Drop for GlooGroup {
     fn drop(&mut self) {
         // SAFETY: created by selfcon_shim_gloo_group_new, freed once.
@@ -310,6 +327,30 @@ mod tests {
             // d/dx_r of Σ_k (k+1)·S² with S = x·1 + x·2: 2·S·3·(r+1).
             let expect: Vec<f32> = [3.0f32, 6.0].iter().map(|s| 2.0 * s * 3.0 * (rank as f32 + 1.0)).collect();
             assert_eq!(grad, expect, "rank {rank}");
+        }
+    }
+
+    #[test]
+    fn differentiable_all_gather_sums_the_gradients_of_each_slice() {
+        // Rank r computes loss_r = (r + 1) · Σ_k (k + 1) · Σ gathered[k]; d(loss_0 + loss_1)/dx_r = 3 · (r + 1).
+        let out = two_ranks(29614, |rank, group| {
+            let x = Tensor::from_slice(&[1.0f64, 2.0]).set_requires_grad(true);
+            let gathered = group.all_gather_autograd(&(&x * (rank as f64 + 1.0))).unwrap();
+            let weights = Tensor::from_slice(&[1.0f64, 2.0]).view([2, 1]);
+            let loss = (&gathered * &weights).sum(Kind::Double) * (rank as f64 + 1.0);
+            loss.backward();
+            (
+                rank,
+                gathered.size(),
+                Vec::<f64>::try_from(&gathered.view([-1])).unwrap(),
+                Vec::<f64>::try_from(&x.grad()).unwrap(),
+            )
+        });
+        for (rank, size, values, grad) in out {
+            assert_eq!(size, vec![2, 2]);
+            assert_eq!(values, vec![1.0, 2.0, 2.0, 4.0]);
+            let expect = 3.0 * (rank as f64 + 1.0) * (rank as f64 + 1.0);
+            assert_eq!(grad, vec![expect, expect], "rank {rank}");
         }
     }
 

@@ -88,7 +88,7 @@ pub struct OptimArgs {
     #[arg(long = "flush_denormal", visible_alias = "flush-denormal")]
     pub flush_denormal: bool,
 
-    /// Distributed runs (selfcon launch, torchrun, SLURM): contrast every anchor against the whole
+    /// Distributed pre-training (selfcon launch, torchrun, SLURM): contrast every anchor against the whole
     /// global batch (features and labels all-gathered; the update equals one process on the
     /// global batch). `--global_negatives false`: each rank's loss over its own batch only.
     #[arg(

@@ -166,9 +166,10 @@ impl Distributed {
         Ok(Vec::<i64>::try_from(&t).unwrap_or_default())
     }
 
-    /// The sum over ranks, differentiable (see `GlooGroup::all_reduce_sum_autograd`).
-    pub fn all_reduce_sum_autograd(&self, t: &Tensor, what: &str) -> Result<Tensor> {
-        self.group.all_reduce_sum_autograd(t).map_err(|e| self.failed(what, e))
+    /// Every rank's `t` stacked as `[world size, ...]`, differentiable (see
+    /// `GlooGroup::all_gather_autograd`).
+    pub fn all_gather_autograd(&self, t: &Tensor, what: &str) -> Result<Tensor> {
+        self.group.all_gather_autograd(t).map_err(|e| self.failed(what, e))
     }
 
     /// Rank 0's values of every variable of `vs` (all: at the start; buffers only: after an

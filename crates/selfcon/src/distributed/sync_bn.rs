@@ -70,18 +70,19 @@ impl Distributed {
         let count = (xf.numel() as i64 / c) as f64;
         let local_mean = xf.mean_dim(dims, false, xf.kind());
         let local_m2 = (&xf - local_mean.view([1, c, 1, 1])).square().sum_dim_intlist(dims, false, xf.kind());
-        // Two rounds, so that no step subtracts large numbers (E[x²] − μ² would, and its gradient
-        // would lose the digits the backward pass needs): the global mean from Σ n_r·m_r, then the
-        // global centred sum of squares Σ M2_r + n_r·(m_r − μ)² (Chan et al.'s parallel variance).
         let n = Tensor::full([c], count, (xf.kind(), xf.device()));
-        let first = self.all_reduce_sum_autograd(
-            &Tensor::stack(&[&local_mean * count, n], 0),
-            "all-reducing SyncBatchNorm means",
+        // Every rank's (mean, centred sum of squares, count) per channel, combined exactly as Chan
+        // et al.'s parallel variance: no step subtracts large numbers (E[x²] − μ² would, and its
+        // gradient would lose the digits the backward pass needs).
+        let all = self.all_gather_autograd(
+            &Tensor::stack(&[&local_mean, &local_m2, &n], 0),
+            "all-gathering SyncBatchNorm statistics",
         )?;
-        let global_count = first.get(1);
-        let mean = first.get(0) / &global_count;
-        let spread = &local_m2 + (&local_mean - &mean).square() * count;
-        let var = self.all_reduce_sum_autograd(&spread, "all-reducing SyncBatchNorm variances")? / &global_count;
+        let (means, m2s, counts) = (all.select(1, 0), all.select(1, 1), all.select(1, 2));
+        let sum = |t: Tensor| t.sum_dim_intlist(0, false, xf.kind());
+        let global_count = sum(counts.shallow_clone());
+        let mean = sum(&means * &counts) / &global_count;
+        let var = sum(m2s + &counts * (&means - mean.unsqueeze(0)).square()) / &global_count;
         tch::no_grad(|| {
             let n = global_count.double_value(&[0]);
             let unbiased = &var * (n / (n - 1.0).max(1.0));
