@@ -12,6 +12,7 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <chrono>
+#include <mutex>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -120,7 +121,136 @@ struct AllGatherFunction : public torch::autograd::Function<AllGatherFunction> {
 
 }  // namespace
 
+// Gradient buckets that all-reduce while backward still runs (what DDP's Reducer does): a hook on
+// every parameter copies its gradient into its bucket as soon as autograd produces it; a bucket
+// whose parameters have all arrived is all-reduced at once, asynchronously, while backward goes
+// on; `finish` waits for the rest and writes the reduced gradients back.
+// Buckets follow the reverse parameter order, roughly the order in which backward produces them.
+// Every rank must produce gradients in the same order (same model, same graph), and every
+// parameter must receive exactly one gradient per backward pass.
+struct SelfconBuckets {
+  SelfconGroup* group = nullptr;
+  std::vector<at::Tensor> params;
+  std::vector<unsigned> hooks;
+  std::vector<size_t> bucket_of;
+  std::vector<int64_t> offset;
+  std::vector<at::Tensor> flat;  // host buffers, one per bucket
+  std::vector<int64_t> expected, remaining;
+  std::vector<bool> arrived;
+  std::vector<c10::intrusive_ptr<c10d::Work>> work;
+  std::mutex mu;
+  std::string error;
+
+  void launch(size_t b) {
+    std::vector<at::Tensor> list{flat[b]};
+    c10d::AllreduceOptions opts;
+    opts.reduceOp = c10d::ReduceOp::SUM;
+    work[b] = group->backend->allreduce(list, opts);
+  }
+
+  void on_grad(size_t i, const at::Tensor& grad) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!error.empty()) return;
+    try {
+      if (arrived[i]) {
+        error = "a parameter received two gradients in one backward pass (shared weights are not supported by the overlapped gradient all-reduce)";
+        return;
+      }
+      arrived[i] = true;
+      const size_t b = bucket_of[i];
+      flat[b].narrow(0, offset[i], grad.numel()).copy_(grad.reshape({-1}));
+      if (--remaining[b] == 0) launch(b);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+};
+
 extern "C" {
+
+// ---- overlapped gradient all-reduce -----------------------------------------------------------
+
+SelfconBuckets* selfcon_shim_buckets_new(SelfconGroup* group, at::Tensor* const* params, int64_t n,
+                                         int64_t bucket_bytes, char** err) {
+  SHIM_TRY(err, nullptr)
+  auto* b = new SelfconBuckets();
+  b->group = group;
+  for (int64_t i = 0; i < n; ++i) b->params.push_back(*params[i]);
+  b->bucket_of.assign(n, 0);
+  b->offset.assign(n, 0);
+  b->arrived.assign(n, false);
+  int64_t bytes = 0, size = 0;
+  c10::ScalarType dtype = c10::ScalarType::Undefined;
+  std::vector<int64_t> sizes;
+  for (int64_t i = n - 1; i >= 0; --i) {
+    const at::Tensor& p = b->params[i];
+    const int64_t nbytes = p.numel() * static_cast<int64_t>(p.element_size());
+    if (sizes.empty() || p.scalar_type() != dtype || bytes + nbytes > bucket_bytes) {
+      if (!sizes.empty()) sizes.back() = size;
+      sizes.push_back(0);
+      b->expected.push_back(0);
+      dtype = p.scalar_type();
+      bytes = 0;
+      size = 0;
+      b->flat.push_back(at::Tensor());
+      b->flat.back() = at::empty({0}, at::TensorOptions().dtype(dtype));
+    }
+    b->bucket_of[i] = sizes.size() - 1;
+    b->offset[i] = size;
+    size += p.numel();
+    bytes += nbytes;
+    b->expected.back() += 1;
+  }
+  if (!sizes.empty()) sizes.back() = size;
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    b->flat[k] = at::zeros({sizes[k]}, at::TensorOptions().dtype(b->flat[k].scalar_type()));
+  }
+  b->remaining = b->expected;
+  b->work.resize(b->flat.size());
+  for (int64_t i = 0; i < n; ++i) {
+    const size_t index = static_cast<size_t>(i);
+    b->hooks.push_back(b->params[i].register_hook([b, index](const at::Tensor& grad) { b->on_grad(index, grad); }));
+  }
+  return b;
+  SHIM_CATCH(err, nullptr)
+}
+
+// After backward: all-reduces the buckets not yet started, waits for all, writes sum × scale into
+// each parameter's .grad, and gets ready for the next backward pass.
+int selfcon_shim_buckets_finish(SelfconBuckets* b, double scale, char** err) {
+  SHIM_TRY(err, -1)
+  std::lock_guard<std::mutex> lock(b->mu);
+  auto reset = [b]() {
+    b->remaining = b->expected;
+    std::fill(b->arrived.begin(), b->arrived.end(), false);
+    for (auto& w : b->work) w.reset();
+  };
+  if (!b->error.empty()) {
+    const std::string error = b->error;
+    b->error.clear();
+    reset();
+    throw std::runtime_error(error);
+  }
+  for (size_t k = 0; k < b->flat.size(); ++k) {
+    if (!b->work[k]) b->launch(k);  // parameters without a gradient this step count as zeros
+  }
+  for (auto& w : b->work) w->wait();
+  for (size_t i = 0; i < b->params.size(); ++i) {
+    at::Tensor grad = b->params[i].grad();
+    if (!grad.defined()) continue;
+    at::Tensor sum = b->flat[b->bucket_of[i]].narrow(0, b->offset[i], grad.numel()).view(grad.sizes());
+    grad.copy_(scale == 1.0 ? sum : sum * scale);
+  }
+  for (auto& f : b->flat) f.zero_();
+  reset();
+  return 0;
+  SHIM_CATCH(err, -1)
+}
+
+void selfcon_shim_buckets_free(SelfconBuckets* b) {
+  for (size_t i = 0; i < b->hooks.size(); ++i) b->params[i].remove_hook(b->hooks[i]);
+  delete b;
+}
 
 // ---- rendezvous store ------------------------------------------------------------------------
 

@@ -20,6 +20,10 @@ mod ffi {
     pub struct SelfconGroup {
         _private: [u8; 0],
     }
+    #[repr(C)]
+    pub struct SelfconBuckets {
+        _private: [u8; 0],
+    }
 
     extern "C" {
         pub fn selfcon_shim_free_error(err: *mut c_char);
@@ -82,6 +86,15 @@ mod ffi {
             err: *mut *mut c_char,
         ) -> c_int;
         pub fn selfcon_shim_barrier(group: *mut SelfconGroup, err: *mut *mut c_char) -> c_int;
+        pub fn selfcon_shim_buckets_new(
+            group: *mut SelfconGroup,
+            params: *const *mut u8,
+            n: i64,
+            bucket_bytes: i64,
+            err: *mut *mut c_char,
+        ) -> *mut SelfconBuckets;
+        pub fn selfcon_shim_buckets_finish(buckets: *mut SelfconBuckets, scale: f64, err: *mut *mut c_char) -> c_int;
+        pub fn selfcon_shim_buckets_free(buckets: *mut SelfconBuckets);
         pub fn selfcon_shim_all_gather_autograd(
             group: *mut SelfconGroup,
             input: *const u8,
@@ -259,6 +272,44 @@ impl GlooGroup {
     }
 }
 
+/// Gradient all-reduce overlapped with backward, as DDP's Reducer: hooks on the parameters copy
+/// each gradient into a bucket as autograd produces it and start a bucket's all-reduce as soon as
+/// it is full; [`GradientBuckets::finish`] waits for the rest and writes `sum × scale` into each
+/// parameter's gradient. Every rank must produce its gradients in the same order (same model), and
+/// each parameter exactly once per backward pass. The group must outlive the buckets.
+pub struct GradientBuckets {
+    raw: *mut ffi::SelfconBuckets,
+}
+
+// SAFETY: the C++ side locks its state; hooks run on autograd's threads by design.
+unsafe impl Send for GradientBuckets {}
+unsafe impl Sync for GradientBuckets {}
+
+impl GradientBuckets {
+    pub fn new(group: &GlooGroup, params: &[Tensor], bucket_bytes: i64) -> Result<Self> {
+        let ptrs: Vec<*mut u8> = params.iter().map(|t| t.as_ptr() as *mut u8).collect();
+        let raw = checked(|err| unsafe {
+            ffi::selfcon_shim_buckets_new(group.raw, ptrs.as_ptr(), ptrs.len() as i64, bucket_bytes, err)
+        })?;
+        if raw.is_null() {
+            return Err(ShimError("no gradient buckets were created".into()));
+        }
+        Ok(GradientBuckets { raw })
+    }
+
+    /// After backward: every gradient becomes the sum over ranks times `scale`.
+    pub fn finish(&self, scale: f64) -> Result<()> {
+        checked(|err| unsafe { ffi::selfcon_shim_buckets_finish(self.raw, scale, err) }).map(drop)
+    }
+}
+
+impl Drop for GradientBuckets {
+    fn drop(&mut self) {
+        // SAFETY: removes the hooks and frees the state created in `new`, once.
+        unsafe { ffi::selfcon_shim_buckets_free(self.raw) }
+    }
+}
+
 impl Drop for GlooGroup {
     fn drop(&mut self) {
         // SAFETY: created by selfcon_shim_gloo_group_new, freed once.
@@ -351,6 +402,40 @@ mod tests {
             assert_eq!(values, vec![1.0, 2.0, 2.0, 4.0]);
             let expect = 3.0 * (rank as f64 + 1.0) * (rank as f64 + 1.0);
             assert_eq!(grad, vec![expect, expect], "rank {rank}");
+        }
+    }
+
+    #[test]
+    fn overlapped_buckets_average_gradients_during_backward() {
+        // Three parameters in buckets of at most 8 bytes: [c], [b], [a] (reverse order), f32.
+        let out = two_ranks(29615, |rank, group| {
+            let r = rank as f64 + 1.0;
+            let a = Tensor::from_slice(&[1.0f32, 1.0]).set_requires_grad(true);
+            let b = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
+            let c = Tensor::from_slice(&[1.0f32, 1.0]).set_requires_grad(true);
+            let buckets =
+                GradientBuckets::new(group, &[a.shallow_clone(), b.shallow_clone(), c.shallow_clone()], 8).unwrap();
+            let mut grads = Vec::new();
+            for step in 0..2 {
+                for t in [&a, &b, &c] {
+                    let mut g = t.grad();
+                    if g.defined() {
+                        let _ = g.zero_();
+                    }
+                }
+                let loss =
+                    ((&a * r).sum(Kind::Float) + &b * (2.0 * r) + (&c * (3.0 * r + step as f64)).sum(Kind::Float))
+                        .sum(Kind::Float);
+                loss.backward();
+                buckets.finish(0.5).unwrap();
+                grads.push([&a, &b, &c].iter().map(|t| Vec::<f32>::try_from(&t.grad()).unwrap()).collect::<Vec<_>>());
+            }
+            grads
+        });
+        // Mean over ranks r = 1, 2: a → 1.5, b → 3, c → 4.5 (+ step).
+        for grads in out {
+            assert_eq!(grads[0], vec![vec![1.5, 1.5], vec![3.0], vec![4.5, 4.5]]);
+            assert_eq!(grads[1], vec![vec![1.5, 1.5], vec![3.0], vec![5.5, 5.5]]);
         }
     }
 

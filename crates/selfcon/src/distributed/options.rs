@@ -53,10 +53,18 @@ pub struct DistributedOptions {
     pub backend: Backend,
     /// Seconds a collective waits for the other ranks before the run stops.
     pub timeout_s: u64,
+    /// All-reduce gradient buckets while backward runs (DDP's Reducer) instead of after it.
+    pub overlap: bool,
 }
 
 impl Default for DistributedOptions {
     fn default() -> Self {
-        DistributedOptions { global_negatives: true, syncbn: false, backend: Backend::Auto, timeout_s: 300 }
+        DistributedOptions {
+            global_negatives: true,
+            syncbn: false,
+            backend: Backend::Auto,
+            timeout_s: 300,
+            overlap: false,
+        }
     }
 }

@@ -68,7 +68,8 @@ pub struct TrainLoop {
     pub last_checkpoint: Option<PathBuf>,
     /// Input batches in channels-last layout (the model's weights are converted by the caller).
     pub channels_last: bool,
-    /// Distributed runs: how the ranks' gradients combine (mean; sum with global negatives).
+    /// Distributed runs: how the ranks' gradients combine (mean; sum with global negatives; see
+    /// `distributed::gradients`).
     pub reduction: Reduction,
     /// Distributed runs: the model's buffers (BatchNorm running statistics), set to rank 0's
     /// after every pass so that evaluation and checkpoints see one model.
@@ -187,6 +188,12 @@ impl TrainLoop {
             forward(images)?
         };
         let dist = distributed::current();
+        if let Some(d) = dist.filter(|d| d.options.overlap) {
+            if optimizer.gradient_sync.is_none() {
+                // Hooks on the parameters: their gradients are all-reduced while backward runs.
+                optimizer.gradient_sync = Some(d.gradient_sync(&optimizer.parameters())?);
+            }
+        }
         // A SyncBatchNorm layer that could not reach the other ranks left its error here.
         distributed::sync_bn::take_failure()?;
         let loss = objective(outputs, labels)?;
@@ -205,8 +212,10 @@ impl TrainLoop {
                 Some(d) => d.failure("the backward pass", &e.to_string()),
                 None => Error::Torch(e),
             })?;
-            if let Some(d) = dist {
-                d.reduce_gradients(&optimizer.grads(), self.reduction)?;
+            match (dist, &optimizer.gradient_sync) {
+                (Some(d), Some(sync)) => sync.finish(d, self.reduction)?,
+                (Some(d), None) => d.reduce_gradients(&optimizer.grads(), self.reduction)?,
+                (None, _) => {}
             }
             Ok(())
         };

@@ -4,6 +4,7 @@
 
 use tch::{nn::VarStore, Tensor};
 
+use crate::distributed::gradients::GradientSync;
 use crate::error::{Error, Result};
 
 pub struct Sgd {
@@ -12,6 +13,9 @@ pub struct Sgd {
     /// Trainable parameters by their state-dict name, sorted.
     params: Vec<(String, Tensor)>,
     buffers: Vec<Option<Tensor>>,
+    /// Distributed runs with `--dist_overlap`: the all-reduce of these parameters' gradients,
+    /// overlapped with backward (set up by the training loop before the first backward pass).
+    pub gradient_sync: Option<GradientSync>,
 }
 
 impl Sgd {
@@ -20,7 +24,7 @@ impl Sgd {
         let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let buffers = params.iter().map(|_| None).collect();
-        Sgd { momentum, weight_decay, params, buffers }
+        Sgd { momentum, weight_decay, params, buffers, gradient_sync: None }
     }
 
     pub fn zero_grad(&mut self) {
@@ -30,6 +34,11 @@ impl Sgd {
                 let _ = g.zero_();
             }
         }
+    }
+
+    /// The trained parameters (shallow handles), in state-dict name order.
+    pub fn parameters(&self) -> Vec<Tensor> {
+        self.params.iter().map(|(_, p)| p.shallow_clone()).collect()
     }
 
     /// The gradients of the parameters that have one (shallow handles: changing them changes
