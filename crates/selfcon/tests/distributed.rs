@@ -451,3 +451,32 @@ fn the_launcher_passes_sigterm_on_and_names_a_busy_port() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("rank 0: port 29881 is already in use on 127.0.0.1 (choose another --master_port"), "{err}");
 }
+
+#[test]
+fn two_launchers_as_two_nodes_train_like_one_node_with_two_processes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let (nodes, local) = (tmp.path().join("nodes"), tmp.path().join("local"));
+    let flags = ["--precision", "fp64", "--syncbn"];
+    let node = |rank: usize| {
+        Command::new(BIN)
+            .args(["launch", "--nnodes", "2", "--node_rank", &rank.to_string(), "--nproc_per_node", "1"])
+            .args(["--master_addr", "127.0.0.1", "--master_port", "29890", "--"])
+            .args(pretrain_args(&data, &nodes, 8, 1, &flags))
+            .env("OMP_NUM_THREADS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (n0, n1) = (node(0), node(1));
+    let (o0, o1) = (n0.wait_with_output().unwrap(), n1.wait_with_output().unwrap());
+    let printed = ok(&o0);
+    ok(&o1);
+    assert!(printed.ends_with("last.safetensors"), "node 0 hosts rank 0: {printed}");
+    assert!(o1.stdout.is_empty(), "node 1 runs rank 1, which prints nothing");
+    ok(&launch(2, 29891, &pretrain_args(&data, &local, 8, 1, &flags)));
+    let (d, name) =
+        max_difference(&run_dir(&nodes).join("last.safetensors"), &run_dir(&local).join("last.safetensors"));
+    assert!(d < 1e-10, "{d:e} at {name}");
+}
