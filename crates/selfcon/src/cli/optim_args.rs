@@ -161,7 +161,15 @@ impl OptimArgs {
             return Err(Error::option("dist_timeout", "must be at least 1 second").into());
         }
         match selfcon::distributed::init(&config.distributed)? {
-            Some(d) => Ok(d.device_for(device)?),
+            Some(d) => {
+                let device = d.device_for(device)?;
+                if d.rank == 0 && d.world_size > 1 && matches!(device, tch::Device::Cuda(_)) {
+                    eprintln!(
+                        "note: the NCCL backend is not built yet; gradients, features and SyncBN statistics cross between GPUs through host memory (Gloo)"
+                    );
+                }
+                Ok(device)
+            }
             None => Ok(device),
         }
     }
