@@ -5,6 +5,7 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo:rerun-if-changed=src/shim.cpp");
     println!("cargo:rerun-if-changed=src/distributed.cpp");
+    println!("cargo:rerun-if-changed=src/shim_error.h");
     println!("cargo:rerun-if-changed=include");
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     let lib = PathBuf::from(

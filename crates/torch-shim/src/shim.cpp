@@ -14,28 +14,7 @@
 #include <string>
 #include <vector>
 
-namespace {
-
-void set_error(char** err, const char* what) {
-  if (err == nullptr) return;
-  *err = static_cast<char*>(std::malloc(std::strlen(what) + 1));
-  if (*err != nullptr) std::strcpy(*err, what);
-}
-
-#define SHIM_TRY(err, fail) \
-  try {
-#define SHIM_CATCH(err, fail)          \
-  }                                    \
-  catch (const std::exception& e) {    \
-    set_error(err, e.what());          \
-    return fail;                       \
-  }                                    \
-  catch (...) {                        \
-    set_error(err, "unknown C++ exception"); \
-    return fail;                       \
-  }
-
-}  // namespace
+#include "shim_error.h"
 
 extern "C" {
 
