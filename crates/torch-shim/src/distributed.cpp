@@ -1,6 +1,7 @@
 // c10d, PyTorch's own distributed engine, as a C ABI for src/distributed.rs: the TCPStore
 // rendezvous, the Gloo process group compiled into libtorch_cpu, its collectives, and one
-// differentiable all-reduce and all-gather (SyncBatchNorm's statistics) as C++ autograd Functions.
+// differentiable all-gather (SyncBatchNorm's statistics) as a C++ autograd Function, and gradient
+// buckets.
 //
 // libtorch's ProcessGroupGloo.hpp includes Gloo headers the PyPI wheel does not ship; the
 // declarations it needs are in ../include/gloo (see the README there for why that is sound).
@@ -39,41 +40,37 @@ at::Tensor host_copy(const at::Tensor& t) {
   return t.to(at::kCPU).contiguous();
 }
 
-// Runs an in-place collective on `t`, through a host copy when needed.
-template <typename F>
-void in_place_on_host(at::Tensor& t, F&& collective) {
-  at::Tensor host = host_copy(t);
-  collective(host);
-  if (!host.is_same(t)) t.copy_(host);
+c10::intrusive_ptr<c10d::Work> start_all_reduce_sum(SelfconGroup* group, at::Tensor& host) {
+  std::vector<at::Tensor> list{host};
+  c10d::AllreduceOptions opts;
+  opts.reduceOp = c10d::ReduceOp::SUM;
+  return group->backend->allreduce(list, opts);
 }
 
-void all_reduce_sum(SelfconGroup* group, at::Tensor& t) {
-  in_place_on_host(t, [group](at::Tensor& host) {
-    std::vector<at::Tensor> list{host};
-    c10d::AllreduceOptions opts;
-    opts.reduceOp = c10d::ReduceOp::SUM;
-    group->backend->allreduce(list, opts)->wait();
-  });
+// Runs `start` (which begins a collective on a host tensor) on every tensor, all in flight at
+// once, waits for all, and copies the results back to tensors that are not on the host.
+template <typename Start>
+void in_place_on_host(at::Tensor* const* tensors, int64_t n, Start&& start) {
+  std::vector<at::Tensor> hosts;
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  for (int64_t i = 0; i < n; ++i) {
+    hosts.push_back(host_copy(*tensors[i]));
+    works.push_back(start(hosts.back()));
+  }
+  for (auto& work : works) work->wait();
+  for (int64_t i = 0; i < n; ++i) {
+    if (!hosts[i].is_same(*tensors[i])) tensors[i]->copy_(hosts[i]);
+  }
 }
 
-// Forward: the sum over ranks. Backward: every rank's objective depends on the sum, so the
-// gradient reaching this rank's input is the sum over ranks of the incoming gradients.
-struct AllReduceSumFunction : public torch::autograd::Function<AllReduceSumFunction> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, int64_t group) {
-    ctx->saved_data["group"] = group;
-    at::Tensor out = input.clone();
-    all_reduce_sum(reinterpret_cast<SelfconGroup*>(group), out);
-    return out;
-  }
-
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    auto* group = reinterpret_cast<SelfconGroup*>(ctx->saved_data["group"].toInt());
-    at::Tensor grad = grads[0].contiguous().clone();
-    all_reduce_sum(group, grad);
-    return {grad, at::Tensor()};
-  }
-};
+// Every rank's `input` (same shape on all ranks), as host tensors in rank order.
+std::vector<at::Tensor> gather_on_host(SelfconGroup* group, const at::Tensor& input) {
+  std::vector<at::Tensor> inputs{host_copy(input)};
+  std::vector<std::vector<at::Tensor>> gathered(1);
+  for (int r = 0; r < group->size; ++r) gathered[0].push_back(at::empty_like(inputs[0]));
+  group->backend->allgather(gathered, inputs)->wait();
+  return gathered[0];
+}
 
 // Forward: every rank's input, stacked along a new first dimension in rank order. Backward: each
 // rank's objective depends on every slice, so this rank's input receives the sum over ranks of the
@@ -81,32 +78,28 @@ struct AllReduceSumFunction : public torch::autograd::Function<AllReduceSumFunct
 struct AllGatherFunction : public torch::autograd::Function<AllGatherFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, int64_t group) {
     ctx->saved_data["group"] = group;
-    auto* g = reinterpret_cast<SelfconGroup*>(group);
-    std::vector<at::Tensor> inputs{host_copy(input)};
-    std::vector<std::vector<at::Tensor>> gathered(1);
-    for (int r = 0; r < g->size; ++r) gathered[0].push_back(at::empty_like(inputs[0]));
-    g->backend->allgather(gathered, inputs)->wait();
-    return at::stack(gathered[0]).to(input.device());
+    return at::stack(gather_on_host(reinterpret_cast<SelfconGroup*>(group), input)).to(input.device());
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto* g = reinterpret_cast<SelfconGroup*>(ctx->saved_data["group"].toInt());
     at::Tensor grad = grads[0].contiguous().clone();
-    all_reduce_sum(g, grad);
+    at::Tensor* list[] = {&grad};
+    in_place_on_host(list, 1, [g](at::Tensor& host) { return start_all_reduce_sum(g, host); });
     return {grad.select(0, g->rank).clone(), at::Tensor()};
   }
 };
 
 }  // namespace
 
-// Gradient buckets that all-reduce while backward still runs (what DDP's Reducer does): a hook on
-// every parameter copies its gradient into its bucket as soon as autograd produces it; a bucket
-// whose parameters have all arrived is all-reduced at once, asynchronously, while backward goes
-// on; `finish` waits for the rest and writes the reduced gradients back.
-// Buckets follow the reverse parameter order, roughly the order in which backward produces them.
-// Every rank must produce gradients in the same order (same model, same graph), and every
-// parameter must receive exactly one gradient per backward pass.
+// Gradient buckets (DDP's): gradients are packed into host buffers of about `bucket_bytes`, in
+// reverse parameter order (roughly the order backward produces them), and each full bucket is
+// all-reduced asynchronously; `finish` waits for all and writes sum × scale back into .grad.
+// With `overlap`, a hook on every parameter packs its gradient as soon as autograd produces it, so
+// buckets are reduced while backward still runs (DDP's Reducer); without, `finish` packs them all
+// after backward. With overlap every rank must produce gradients in the same order (same model,
+// same graph), and every parameter at most one gradient per backward pass.
 struct SelfconBuckets {
   SelfconGroup* group = nullptr;
   std::vector<at::Tensor> params;
@@ -120,25 +113,27 @@ struct SelfconBuckets {
   std::mutex mu;
   std::string error;
 
-  void launch(size_t b) {
-    std::vector<at::Tensor> list{flat[b]};
-    c10d::AllreduceOptions opts;
-    opts.reduceOp = c10d::ReduceOp::SUM;
-    work[b] = group->backend->allreduce(list, opts);
+  void launch(size_t b) { work[b] = start_all_reduce_sum(group, flat[b]); }
+
+  // Copies parameter i's gradient into its bucket; the bucket's all-reduce starts once it is full.
+  void pack(size_t i, const at::Tensor& grad) {
+    if (arrived[i]) {
+      throw std::runtime_error(
+          "a parameter received two gradients in one backward pass (shared weights are not supported by the "
+          "overlapped gradient all-reduce)");
+    }
+    arrived[i] = true;
+    const size_t b = bucket_of[i];
+    flat[b].narrow(0, offset[i], grad.numel()).copy_(grad.reshape({-1}));
+    if (--remaining[b] == 0) launch(b);
   }
 
+  // The hook: errors wait for `finish`, since they cannot cross autograd's threads cleanly.
   void on_grad(size_t i, const at::Tensor& grad) {
     std::lock_guard<std::mutex> lock(mu);
     if (!error.empty()) return;
     try {
-      if (arrived[i]) {
-        error = "a parameter received two gradients in one backward pass (shared weights are not supported by the overlapped gradient all-reduce)";
-        return;
-      }
-      arrived[i] = true;
-      const size_t b = bucket_of[i];
-      flat[b].narrow(0, offset[i], grad.numel()).copy_(grad.reshape({-1}));
-      if (--remaining[b] == 0) launch(b);
+      pack(i, grad);
     } catch (const std::exception& e) {
       error = e.what();
     }
@@ -147,10 +142,10 @@ struct SelfconBuckets {
 
 extern "C" {
 
-// ---- overlapped gradient all-reduce -----------------------------------------------------------
+// ---- gradient all-reduce ----------------------------------------------------------------------
 
 SelfconBuckets* selfcon_shim_buckets_new(SelfconGroup* group, at::Tensor* const* params, int64_t n,
-                                         int64_t bucket_bytes, char** err) {
+                                         int64_t bucket_bytes, int overlap, char** err) {
   SHIM_TRY(err, nullptr)
   auto* b = new SelfconBuckets();
   b->group = group;
@@ -158,57 +153,63 @@ SelfconBuckets* selfcon_shim_buckets_new(SelfconGroup* group, at::Tensor* const*
   b->bucket_of.assign(n, 0);
   b->offset.assign(n, 0);
   b->arrived.assign(n, false);
-  int64_t bytes = 0, size = 0;
-  c10::ScalarType dtype = c10::ScalarType::Undefined;
-  std::vector<int64_t> sizes;
+  std::vector<int64_t> sizes, bytes;
+  std::vector<c10::ScalarType> dtypes;
   for (int64_t i = n - 1; i >= 0; --i) {
     const at::Tensor& p = b->params[i];
     const int64_t nbytes = p.numel() * static_cast<int64_t>(p.element_size());
-    if (sizes.empty() || p.scalar_type() != dtype || bytes + nbytes > bucket_bytes) {
-      if (!sizes.empty()) sizes.back() = size;
+    if (sizes.empty() || p.scalar_type() != dtypes.back() || bytes.back() + nbytes > bucket_bytes) {
       sizes.push_back(0);
+      bytes.push_back(0);
+      dtypes.push_back(p.scalar_type());
       b->expected.push_back(0);
-      dtype = p.scalar_type();
-      bytes = 0;
-      size = 0;
-      b->flat.push_back(at::Tensor());
-      b->flat.back() = at::empty({0}, at::TensorOptions().dtype(dtype));
     }
     b->bucket_of[i] = sizes.size() - 1;
-    b->offset[i] = size;
-    size += p.numel();
-    bytes += nbytes;
+    b->offset[i] = sizes.back();
+    sizes.back() += p.numel();
+    bytes.back() += nbytes;
     b->expected.back() += 1;
   }
-  if (!sizes.empty()) sizes.back() = size;
   for (size_t k = 0; k < sizes.size(); ++k) {
-    b->flat[k] = at::zeros({sizes[k]}, at::TensorOptions().dtype(b->flat[k].scalar_type()));
+    b->flat.push_back(at::zeros({sizes[k]}, at::TensorOptions().dtype(dtypes[k])));
   }
   b->remaining = b->expected;
   b->work.resize(b->flat.size());
-  for (int64_t i = 0; i < n; ++i) {
-    const size_t index = static_cast<size_t>(i);
-    b->hooks.push_back(b->params[i].register_hook([b, index](const at::Tensor& grad) { b->on_grad(index, grad); }));
+  if (overlap != 0) {
+    for (int64_t i = 0; i < n; ++i) {
+      const size_t index = static_cast<size_t>(i);
+      b->hooks.push_back(
+          b->params[i].register_hook([b, index](const at::Tensor& grad) { b->on_grad(index, grad); }));
+    }
   }
   return b;
   SHIM_CATCH(err, nullptr)
 }
 
-// After backward: all-reduces the buckets not yet started, waits for all, writes sum × scale into
-// each parameter's .grad, and gets ready for the next backward pass.
+// After backward: packs the gradients (without overlap), all-reduces the buckets not yet started,
+// waits for all, writes sum × scale into each parameter's .grad, and gets ready for the next pass.
 int selfcon_shim_buckets_finish(SelfconBuckets* b, double scale, char** err) {
   SHIM_TRY(err, -1)
   std::lock_guard<std::mutex> lock(b->mu);
-  auto reset = [b]() {
-    b->remaining = b->expected;
-    std::fill(b->arrived.begin(), b->arrived.end(), false);
-    for (auto& w : b->work) w.reset();
-  };
+  struct Reset {  // also after an error, so that the next step starts clean
+    SelfconBuckets* b;
+    ~Reset() {
+      b->remaining = b->expected;
+      std::fill(b->arrived.begin(), b->arrived.end(), false);
+      for (auto& w : b->work) w.reset();
+      for (auto& f : b->flat) f.zero_();
+    }
+  } reset{b};
   if (!b->error.empty()) {
     const std::string error = b->error;
     b->error.clear();
-    reset();
     throw std::runtime_error(error);
+  }
+  if (b->hooks.empty()) {
+    for (size_t i = 0; i < b->params.size(); ++i) {
+      const at::Tensor grad = b->params[i].grad();
+      if (grad.defined()) b->pack(i, grad);
+    }
   }
   for (size_t k = 0; k < b->flat.size(); ++k) {
     if (!b->work[k]) b->launch(k);  // parameters without a gradient this step count as zeros
@@ -220,8 +221,6 @@ int selfcon_shim_buckets_finish(SelfconBuckets* b, double scale, char** err) {
     at::Tensor sum = b->flat[b->bucket_of[i]].narrow(0, b->offset[i], grad.numel()).view(grad.sizes());
     grad.copy_(scale == 1.0 ? sum : sum * scale);
   }
-  for (auto& f : b->flat) f.zero_();
-  reset();
   return 0;
   SHIM_CATCH(err, -1)
 }
@@ -300,20 +299,7 @@ void selfcon_shim_group_free(SelfconGroup* group) { delete group; }
 // with its own threads); returns when every one finished.
 int selfcon_shim_all_reduce_sum(SelfconGroup* group, at::Tensor* const* tensors, int64_t n, char** err) {
   SHIM_TRY(err, -1)
-  std::vector<at::Tensor> hosts;
-  std::vector<c10::intrusive_ptr<c10d::Work>> works;
-  hosts.reserve(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    hosts.push_back(host_copy(*tensors[i]));
-    std::vector<at::Tensor> list{hosts.back()};
-    c10d::AllreduceOptions opts;
-    opts.reduceOp = c10d::ReduceOp::SUM;
-    works.push_back(group->backend->allreduce(list, opts));
-  }
-  for (auto& work : works) work->wait();
-  for (int64_t i = 0; i < n; ++i) {
-    if (!hosts[i].is_same(*tensors[i])) tensors[i]->copy_(hosts[i]);
-  }
+  in_place_on_host(tensors, n, [group](at::Tensor& host) { return start_all_reduce_sum(group, host); });
   return 0;
   SHIM_CATCH(err, -1)
 }
@@ -321,11 +307,8 @@ int selfcon_shim_all_reduce_sum(SelfconGroup* group, at::Tensor* const* tensors,
 // outputs[r] receives rank r's `input` (all ranks' inputs have the same shape and dtype).
 int selfcon_shim_all_gather(SelfconGroup* group, const at::Tensor* input, at::Tensor** outputs, char** err) {
   SHIM_TRY(err, -1)
-  std::vector<at::Tensor> inputs{host_copy(*input)};
-  std::vector<std::vector<at::Tensor>> gathered(1);
-  for (int r = 0; r < group->size; ++r) gathered[0].push_back(at::empty_like(inputs[0]));
-  group->backend->allgather(gathered, inputs)->wait();
-  for (int r = 0; r < group->size; ++r) outputs[r] = new at::Tensor(gathered[0][r].to(input->device()));
+  const std::vector<at::Tensor> gathered = gather_on_host(group, *input);
+  for (int r = 0; r < group->size; ++r) outputs[r] = new at::Tensor(gathered[r].to(input->device()));
   return 0;
   SHIM_CATCH(err, -1)
 }
@@ -333,19 +316,12 @@ int selfcon_shim_all_gather(SelfconGroup* group, const at::Tensor* input, at::Te
 // Overwrites every tensor with root's values.
 int selfcon_shim_broadcast(SelfconGroup* group, at::Tensor* const* tensors, int64_t n, int root, char** err) {
   SHIM_TRY(err, -1)
-  std::vector<at::Tensor> hosts;
-  std::vector<c10::intrusive_ptr<c10d::Work>> works;
-  for (int64_t i = 0; i < n; ++i) {
-    hosts.push_back(host_copy(*tensors[i]));
-    std::vector<at::Tensor> list{hosts.back()};
+  in_place_on_host(tensors, n, [group, root](at::Tensor& host) {
+    std::vector<at::Tensor> list{host};
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
-    works.push_back(group->backend->broadcast(list, opts));
-  }
-  for (auto& work : works) work->wait();
-  for (int64_t i = 0; i < n; ++i) {
-    if (!hosts[i].is_same(*tensors[i])) tensors[i]->copy_(hosts[i]);
-  }
+    return group->backend->broadcast(list, opts);
+  });
   return 0;
   SHIM_CATCH(err, -1)
 }
@@ -355,13 +331,6 @@ int selfcon_shim_barrier(SelfconGroup* group, char** err) {
   group->backend->barrier()->wait();
   return 0;
   SHIM_CATCH(err, -1)
-}
-
-// The sum over ranks of `input`, differentiable: the backward pass sums the gradients over ranks.
-at::Tensor* selfcon_shim_all_reduce_sum_autograd(SelfconGroup* group, const at::Tensor* input, char** err) {
-  SHIM_TRY(err, nullptr)
-  return new at::Tensor(AllReduceSumFunction::apply(*input, reinterpret_cast<int64_t>(group)));
-  SHIM_CATCH(err, nullptr)
 }
 
 // Every rank's `input` stacked as [world size, ...], differentiable (see AllGatherFunction).

@@ -91,16 +91,12 @@ mod ffi {
             params: *const *mut u8,
             n: i64,
             bucket_bytes: i64,
+            overlap: c_int,
             err: *mut *mut c_char,
         ) -> *mut SelfconBuckets;
         pub fn selfcon_shim_buckets_finish(buckets: *mut SelfconBuckets, scale: f64, err: *mut *mut c_char) -> c_int;
         pub fn selfcon_shim_buckets_free(buckets: *mut SelfconBuckets);
         pub fn selfcon_shim_all_gather_autograd(
-            group: *mut SelfconGroup,
-            input: *const u8,
-            err: *mut *mut c_char,
-        ) -> *mut u8;
-        pub fn selfcon_shim_all_reduce_sum_autograd(
             group: *mut SelfconGroup,
             input: *const u8,
             err: *mut *mut c_char,
@@ -248,16 +244,6 @@ impl GlooGroup {
     pub fn barrier(&self) -> Result<()> {
         checked(|err| unsafe { ffi::selfcon_shim_barrier(self.raw, err) }).map(drop)
     }
-
-    /// The sum over ranks of `input`, differentiable: its backward pass sums the incoming
-    /// gradients over ranks (so every rank must run the same backward passes, in the same order).
-    pub fn all_reduce_sum_autograd(&self, input: &Tensor) -> Result<Tensor> {
-        let ptr = checked(|err| unsafe {
-            ffi::selfcon_shim_all_reduce_sum_autograd(self.raw, input.as_ptr() as *const u8, err)
-        })?;
-        // SAFETY: a new at::Tensor we now own.
-        Ok(unsafe { Tensor::from_ptr(ptr as *mut _) })
-    }
 }
 
 impl GlooGroup {
@@ -272,11 +258,12 @@ impl GlooGroup {
     }
 }
 
-/// Gradient all-reduce overlapped with backward, as DDP's Reducer: hooks on the parameters copy
-/// each gradient into a bucket as autograd produces it and start a bucket's all-reduce as soon as
-/// it is full; [`GradientBuckets::finish`] waits for the rest and writes `sum × scale` into each
-/// parameter's gradient. Every rank must produce its gradients in the same order (same model), and
-/// each parameter exactly once per backward pass. The group must outlive the buckets.
+/// Bucketed gradient all-reduce, as DDP's: gradients are packed into buckets of about
+/// `bucket_bytes` and each bucket is all-reduced on its own; [`GradientBuckets::finish`] writes
+/// `sum × scale` into each parameter's gradient. With `overlap`, hooks on the parameters pack each
+/// gradient as autograd produces it and start a bucket's all-reduce as soon as it is full (DDP's
+/// Reducer); then every rank must produce its gradients in the same order (same model), and each
+/// parameter at most once per backward pass. The group must outlive the buckets.
 pub struct GradientBuckets {
     raw: *mut ffi::SelfconBuckets,
 }
@@ -286,10 +273,17 @@ unsafe impl Send for GradientBuckets {}
 unsafe impl Sync for GradientBuckets {}
 
 impl GradientBuckets {
-    pub fn new(group: &GlooGroup, params: &[Tensor], bucket_bytes: i64) -> Result<Self> {
+    pub fn new(group: &GlooGroup, params: &[Tensor], bucket_bytes: i64, overlap: bool) -> Result<Self> {
         let ptrs: Vec<*mut u8> = params.iter().map(|t| t.as_ptr() as *mut u8).collect();
         let raw = checked(|err| unsafe {
-            ffi::selfcon_shim_buckets_new(group.raw, ptrs.as_ptr(), ptrs.len() as i64, bucket_bytes, err)
+            ffi::selfcon_shim_buckets_new(
+                group.raw,
+                ptrs.as_ptr(),
+                ptrs.len() as i64,
+                bucket_bytes,
+                overlap as c_int,
+                err,
+            )
         })?;
         if raw.is_null() {
             return Err(ShimError("no gradient buckets were created".into()));
@@ -324,13 +318,22 @@ mod tests {
 
     /// Runs `body(rank, group)` on two threads joined through a store on 127.0.0.1.
     fn two_ranks<T: Send + 'static>(port: u16, body: fn(usize, &GlooGroup) -> T) -> Vec<T> {
+        two_ranks_with(port, body, |rank, group, body| body(rank, group))
+    }
+
+    /// As [`two_ranks`], handing `arg` to every rank.
+    fn two_ranks_with<A: Copy + Send + 'static, T: Send + 'static>(
+        port: u16,
+        arg: A,
+        body: fn(usize, &GlooGroup, A) -> T,
+    ) -> Vec<T> {
         let timeout = Duration::from_secs(30);
         let handles: Vec<_> = (0..2)
             .map(|rank| {
                 std::thread::spawn(move || {
                     let store = TcpStore::connect("127.0.0.1", port, rank == 0, Some(2), timeout).unwrap();
                     let group = GlooGroup::new(&store, rank, 2, timeout).unwrap();
-                    body(rank, &group)
+                    body(rank, &group, arg)
                 })
             })
             .collect();
@@ -363,25 +366,6 @@ mod tests {
     }
 
     #[test]
-    fn differentiable_all_reduce_sums_gradients_over_ranks() {
-        // Rank r computes loss_r = (r + 1) · Σ allreduce(x_r)²; d(loss_0 + loss_1)/dx_r = 2·3·S.
-        let out = two_ranks(29612, |rank, group| {
-            let x = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
-            let xr = &x * (rank as f64 + 1.0);
-            let s = group.all_reduce_sum_autograd(&xr).unwrap();
-            let loss = (&s * &s).sum(Kind::Float) * (rank as f64 + 1.0);
-            loss.backward();
-            (rank, Vec::<f32>::try_from(&s).unwrap(), Vec::<f32>::try_from(&x.grad()).unwrap())
-        });
-        for (rank, s, grad) in out {
-            assert_eq!(s, vec![3.0, 6.0]);
-            // d/dx_r of Σ_k (k+1)·S² with S = x·1 + x·2: 2·S·3·(r+1).
-            let expect: Vec<f32> = [3.0f32, 6.0].iter().map(|s| 2.0 * s * 3.0 * (rank as f32 + 1.0)).collect();
-            assert_eq!(grad, expect, "rank {rank}");
-        }
-    }
-
-    #[test]
     fn differentiable_all_gather_sums_the_gradients_of_each_slice() {
         // Rank r computes loss_r = (r + 1) · Σ_k (k + 1) · Σ gathered[k]; d(loss_0 + loss_1)/dx_r = 3 · (r + 1).
         let out = two_ranks(29614, |rank, group| {
@@ -406,36 +390,41 @@ mod tests {
     }
 
     #[test]
-    fn overlapped_buckets_average_gradients_during_backward() {
+    fn buckets_average_gradients_during_or_after_backward() {
         // Three parameters in buckets of at most 8 bytes: [c], [b], [a] (reverse order), f32.
-        let out = two_ranks(29615, |rank, group| {
-            let r = rank as f64 + 1.0;
-            let a = Tensor::from_slice(&[1.0f32, 1.0]).set_requires_grad(true);
-            let b = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
-            let c = Tensor::from_slice(&[1.0f32, 1.0]).set_requires_grad(true);
-            let buckets =
-                GradientBuckets::new(group, &[a.shallow_clone(), b.shallow_clone(), c.shallow_clone()], 8).unwrap();
-            let mut grads = Vec::new();
-            for step in 0..2 {
-                for t in [&a, &b, &c] {
-                    let mut g = t.grad();
-                    if g.defined() {
-                        let _ = g.zero_();
+        for (port, overlap) in [(29615, true), (29616, false)] {
+            let out = two_ranks_with(port, overlap, |rank, group, overlap| {
+                let r = rank as f64 + 1.0;
+                let a = Tensor::from_slice(&[1.0f32, 1.0]).set_requires_grad(true);
+                let b = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
+                let c = Tensor::from_slice(&[1.0f32, 1.0]).set_requires_grad(true);
+                let buckets =
+                    GradientBuckets::new(group, &[a.shallow_clone(), b.shallow_clone(), c.shallow_clone()], 8, overlap)
+                        .unwrap();
+                let mut grads = Vec::new();
+                for step in 0..2 {
+                    for t in [&a, &b, &c] {
+                        let mut g = t.grad();
+                        if g.defined() {
+                            let _ = g.zero_();
+                        }
                     }
+                    let loss =
+                        ((&a * r).sum(Kind::Float) + &b * (2.0 * r) + (&c * (3.0 * r + step as f64)).sum(Kind::Float))
+                            .sum(Kind::Float);
+                    loss.backward();
+                    buckets.finish(0.5).unwrap();
+                    grads.push(
+                        [&a, &b, &c].iter().map(|t| Vec::<f32>::try_from(&t.grad()).unwrap()).collect::<Vec<_>>(),
+                    );
                 }
-                let loss =
-                    ((&a * r).sum(Kind::Float) + &b * (2.0 * r) + (&c * (3.0 * r + step as f64)).sum(Kind::Float))
-                        .sum(Kind::Float);
-                loss.backward();
-                buckets.finish(0.5).unwrap();
-                grads.push([&a, &b, &c].iter().map(|t| Vec::<f32>::try_from(&t.grad()).unwrap()).collect::<Vec<_>>());
+                grads
+            });
+            // Mean over ranks r = 1, 2: a → 1.5, b → 3, c → 4.5 (+ step).
+            for grads in out {
+                assert_eq!(grads[0], vec![vec![1.5, 1.5], vec![3.0], vec![4.5, 4.5]]);
+                assert_eq!(grads[1], vec![vec![1.5, 1.5], vec![3.0], vec![5.5, 5.5]]);
             }
-            grads
-        });
-        // Mean over ranks r = 1, 2: a → 1.5, b → 3, c → 4.5 (+ step).
-        for grads in out {
-            assert_eq!(grads[0], vec![vec![1.5, 1.5], vec![3.0], vec![4.5, 4.5]]);
-            assert_eq!(grads[1], vec![vec![1.5, 1.5], vec![3.0], vec![5.5, 5.5]]);
         }
     }
 

@@ -172,15 +172,12 @@ impl Distributed {
         self.group.all_gather_autograd(t).map_err(|e| self.failed(what, e))
     }
 
-    /// Rank 0's values of every variable of `vs` (all: at the start; buffers only: after an
-    /// epoch, so that per-rank BatchNorm running statistics agree before evaluation and saving,
-    /// as DDP's buffer broadcast does).
-    pub fn broadcast_from_primary(&self, vs: &VarStore, buffers_only: bool) -> Result<()> {
+    /// Rank 0's values of every variable of `vs` (at the start, as DDP does).
+    pub fn broadcast_from_primary(&self, vs: &VarStore) -> Result<()> {
         let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let tensors: Vec<&Tensor> =
-            vars.iter().map(|(_, t)| t).filter(|t| !buffers_only || !t.requires_grad()).collect();
-        tch::no_grad(|| self.group.broadcast(&tensors, 0)).map_err(|e| self.failed("broadcasting rank 0's weights", e))
+        let tensors: Vec<&Tensor> = vars.iter().map(|(_, t)| t).collect();
+        self.broadcast(&tensors, "broadcasting rank 0's weights")
     }
 
     /// Refuses to start unless every rank has the same run configuration (`config_json`, the

@@ -188,9 +188,9 @@ impl TrainLoop {
             forward(images)?
         };
         let dist = distributed::current();
-        if let Some(d) = dist.filter(|d| d.options.overlap) {
+        if let Some(d) = dist {
             if optimizer.gradient_sync.is_none() {
-                // Hooks on the parameters: their gradients are all-reduced while backward runs.
+                // Before the first backward pass: with --dist_overlap it registers hooks.
                 optimizer.gradient_sync = Some(d.gradient_sync(&optimizer.parameters())?);
             }
         }
@@ -212,10 +212,8 @@ impl TrainLoop {
                 Some(d) => d.failure("the backward pass", &e.to_string()),
                 None => Error::Torch(e),
             })?;
-            match (dist, &optimizer.gradient_sync) {
-                (Some(d), Some(sync)) => sync.finish(d, self.reduction)?,
-                (Some(d), None) => d.reduce_gradients(&optimizer.grads(), self.reduction)?,
-                (None, _) => {}
+            if let (Some(d), Some(sync)) = (dist, &optimizer.gradient_sync) {
+                sync.finish(d, self.reduction)?;
             }
             Ok(())
         };

@@ -102,7 +102,7 @@ impl OptimConfig {
         train.channels_last = self.channels_last;
         if let Some(d) = crate::distributed::current() {
             // Every rank continues from rank 0's weights (as DDP starts), whatever each one loaded.
-            d.broadcast_from_primary(vs, false)?;
+            d.broadcast_from_primary(vs)?;
             let mut buffers: Vec<(String, tch::Tensor)> =
                 vs.variables().into_iter().filter(|(_, t)| !t.requires_grad()).collect();
             buffers.sort_by(|a, b| a.0.cmp(&b.0));

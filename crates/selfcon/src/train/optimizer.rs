@@ -13,8 +13,8 @@ pub struct Sgd {
     /// Trainable parameters by their state-dict name, sorted.
     params: Vec<(String, Tensor)>,
     buffers: Vec<Option<Tensor>>,
-    /// Distributed runs with `--dist_overlap`: the all-reduce of these parameters' gradients,
-    /// overlapped with backward (set up by the training loop before the first backward pass).
+    /// Distributed runs: the all-reduce of these parameters' gradients (set up by the training
+    /// loop before the first backward pass).
     pub gradient_sync: Option<GradientSync>,
 }
 
