@@ -4,8 +4,8 @@
 //! - autocast for any device and dtype (tch's `autocast` is CUDA-only and fp16-only);
 //! - memory formats (channels-last);
 //! - caching-allocator statistics of the accelerator (peak memory), without CUDA headers;
-//! - c10d, the distributed engine: TCPStore, the Gloo process group, collectives and a
-//!   differentiable all-reduce ([`distributed`]).
+//! - c10d, the distributed engine: TCPStore, the Gloo process group, collectives, a
+//!   differentiable all-gather and gradient buckets ([`distributed`]).
 
 use std::ffi::{c_char, c_int, CStr};
 

@@ -1,8 +1,9 @@
 //! SyncBatchNorm (`--syncbn`): in training, BatchNorm normalises with the mean and variance of
 //! the whole global batch. Each rank computes its per-channel count, mean and centred sum of
-//! squares; one differentiable all-reduce sums them (its backward sums the statistics' gradients
-//! over ranks, which is what makes every rank's input gradient include the other ranks' losses);
-//! the rest is ordinary autograd. Running statistics are updated as torch.nn.SyncBatchNorm does
+//! squares; one differentiable all-gather shares them (its backward sums the statistics'
+//! gradients over ranks, which is what makes every rank's input gradient include the other ranks'
+//! losses): one collective forward and one backward per layer, as torch.nn.SyncBatchNorm; the rest
+//! is ordinary autograd. Running statistics are updated as torch.nn.SyncBatchNorm does
 //! (unbiased variance over the global count), so they agree on every rank.
 
 use std::sync::atomic::{AtomicBool, Ordering};

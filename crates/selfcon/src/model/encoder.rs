@@ -8,7 +8,7 @@ use super::config::{Family, ModelConfig, Stem};
 use super::efficientnet::EfficientNetEncoder;
 use super::layers::{global_avg_pool, BatchNorm2d, Conv2d};
 use super::resnet::{Stage, STAGE_PLANES, STAGE_STRIDES};
-use super::subnetwork::SubNetwork;
+use super::subnetwork::{build_exits, SubNetwork};
 use super::vgg::VggEncoder;
 use super::wrn::WrnEncoder;
 
@@ -85,13 +85,7 @@ impl ResNetEncoder {
                 s
             })
             .collect();
-        let sp = p / "selfcon_layer";
-        let sub_networks = config
-            .exits
-            .enabled()
-            .into_iter()
-            .map(|k| (k, SubNetwork::new(&(&sp / k), arch, k, config.sub_size)))
-            .collect();
+        let sub_networks = build_exits(p, config, |q, k| SubNetwork::new(q, arch, k, config.sub_size));
         ResNetEncoder { stem, conv1, bn1, stages, sub_networks }
     }
 

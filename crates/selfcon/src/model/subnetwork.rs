@@ -5,9 +5,20 @@
 
 use tch::{nn, Tensor};
 
-use super::config::{Architecture, SubNetworkSize};
+use super::config::{Architecture, ModelConfig, SubNetworkSize};
 use super::layers::{global_avg_pool, Linear};
 use super::resnet::{Stage, STAGE_PLANES};
+
+/// The sub-network of every enabled exit of `config`, each built by `build(path, k)` under
+/// `{p}/selfcon_layer/{k}` (the official ModuleList index) and paired with its exit index `k`.
+pub(super) fn build_exits<T>(
+    p: &nn::Path,
+    config: &ModelConfig,
+    build: impl Fn(&nn::Path, usize) -> T,
+) -> Vec<(usize, T)> {
+    let sp = p / "selfcon_layer";
+    config.exits.enabled().into_iter().map(|k| (k, build(&(&sp / k), k))).collect()
+}
 
 #[derive(Debug)]
 pub enum SubNetwork {

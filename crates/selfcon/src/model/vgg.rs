@@ -7,6 +7,7 @@ use tch::{nn, Tensor};
 use super::config::{Architecture, ModelConfig, SubNetworkSize};
 use super::encoder::EncoderOutput;
 use super::layers::{global_avg_pool, BatchNorm2d, Conv2d, ConvShape, Linear};
+use super::subnetwork::build_exits;
 
 const BLOCK_WIDTHS: [i64; 5] = [64, 128, 256, 512, 512];
 
@@ -79,28 +80,18 @@ impl VggEncoder {
                 VggBlock::new(&(p / format!("block{}", b + 1)), c_in, BLOCK_WIDTHS[b], convs[b], bn)
             })
             .collect();
-        let sp = p / "selfcon_layer";
-        let sub_networks = config
-            .exits
-            .enabled()
-            .into_iter()
-            .map(|k| {
-                let q = &sp / k;
-                let sub = match config.sub_size {
-                    SubNetworkSize::Fc => VggSubNetwork::Fc(Linear::normal(&q, BLOCK_WIDTHS[k], 512, 0.01)),
-                    size => VggSubNetwork::Blocks(
-                        (k + 1..5)
-                            .enumerate()
-                            .map(|(j, b)| {
-                                let n = if size == SubNetworkSize::Small { 1 } else { convs[b] };
-                                VggBlock::new(&(&q / j), BLOCK_WIDTHS[b - 1], BLOCK_WIDTHS[b], n, bn)
-                            })
-                            .collect(),
-                    ),
-                };
-                (k, sub)
-            })
-            .collect();
+        let sub_networks = build_exits(p, config, |q, k| match config.sub_size {
+            SubNetworkSize::Fc => VggSubNetwork::Fc(Linear::normal(q, BLOCK_WIDTHS[k], 512, 0.01)),
+            size => VggSubNetwork::Blocks(
+                (k + 1..5)
+                    .enumerate()
+                    .map(|(j, b)| {
+                        let n = if size == SubNetworkSize::Small { 1 } else { convs[b] };
+                        VggBlock::new(&(q / j), BLOCK_WIDTHS[b - 1], BLOCK_WIDTHS[b], n, bn)
+                    })
+                    .collect(),
+            ),
+        });
         VggEncoder { blocks, sub_networks }
     }
 

@@ -7,6 +7,7 @@ use tch::{nn, Tensor};
 use super::config::{ModelConfig, SubNetworkSize};
 use super::encoder::EncoderOutput;
 use super::layers::{global_avg_pool, BatchNorm2d, Conv2d, ConvShape, Linear};
+use super::subnetwork::build_exits;
 
 const WIDTHS: [i64; 3] = [128, 256, 512];
 const STRIDES: [i64; 3] = [1, 2, 2];
@@ -86,27 +87,15 @@ impl WrnEncoder {
             .map(|i| stage(&(p / format!("layer{}", i + 1)), if i == 0 { 16 } else { WIDTHS[i - 1] }, i, BLOCKS))
             .collect();
         let bn1 = BatchNorm2d::with(&(p / "bn1"), WIDTHS[2], FINAL_BN_MOMENTUM, 1e-5);
-        let sp = p / "selfcon_layer";
-        let sub_networks = config
-            .exits
-            .enabled()
-            .into_iter()
-            .map(|k| {
-                let q = &sp / k;
-                let sub = match config.sub_size {
-                    SubNetworkSize::Fc => {
-                        WrnSubNetwork::Fc(Linear::new(&q, WIDTHS[k], config.architecture.feature_dim()))
-                    }
-                    size => WrnSubNetwork::Stages(
-                        (k + 1..3)
-                            .enumerate()
-                            .map(|(j, i)| stage(&(&q / j), WIDTHS[i - 1], i, size.replicated_blocks(BLOCKS)))
-                            .collect(),
-                    ),
-                };
-                (k, sub)
-            })
-            .collect();
+        let sub_networks = build_exits(p, config, |q, k| match config.sub_size {
+            SubNetworkSize::Fc => WrnSubNetwork::Fc(Linear::new(q, WIDTHS[k], config.architecture.feature_dim())),
+            size => WrnSubNetwork::Stages(
+                (k + 1..3)
+                    .enumerate()
+                    .map(|(j, i)| stage(&(q / j), WIDTHS[i - 1], i, size.replicated_blocks(BLOCKS)))
+                    .collect(),
+            ),
+        });
         WrnEncoder { conv1, stages, bn1, sub_networks }
     }
 
