@@ -263,3 +263,16 @@ fn each_command_keeps_its_official_defaults() {
         }
     }
 }
+
+#[test]
+fn every_model_flag_names_every_architecture() {
+    for cmd in [&["pretrain"][..], &["linear"], &["ce"], &["summary"], &["bench", "train"]] {
+        let args: Vec<&str> = cmd.iter().copied().chain(["--help"]).collect();
+        let o = selfcon(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = String::from_utf8_lossy(&o.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
+        for arch in selfcon::model::Architecture::ALL {
+            assert!(text.contains(arch.name()), "{cmd:?} --help does not name {arch}:\n{text}");
+        }
+    }
+}

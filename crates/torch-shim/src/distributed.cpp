@@ -34,6 +34,26 @@ struct SelfconGroup {
 
 namespace {
 
+// Every collective is *started* under this one process-wide lock (waiting for it is not).
+// libtorch 2.11's flight recorder, a process-wide singleton, records each enqueued collective and
+// inserts the group's status into a std::map before taking its own mutex
+// (FlightRecorder::recordWithResetEnabled, FlightRecorderDetail.hpp), so two process groups that
+// start collectives at the same time in one process corrupt that map (seen as a SIGSEGV in
+// std::_Rb_tree_insert_and_rebalance under ProcessGroupGloo::enqueue). Starting a collective only
+// queues it for Gloo's worker threads, so the lock is held for microseconds. The recorder can only
+// be turned off through TORCH_FR_BUFFER_SIZE=0, read once per process at its first use, which a
+// library cannot order reliably; hence the lock.
+std::mutex& start_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+template <typename Start>
+c10::intrusive_ptr<c10d::Work> start_collective(Start&& start) {
+  std::lock_guard<std::mutex> lock(start_mutex());
+  return start();
+}
+
 // A CPU tensor holding `t`'s values (the tensor itself when it already is one and contiguous).
 at::Tensor host_copy(const at::Tensor& t) {
   if (t.device().is_cpu() && t.is_contiguous()) return t;
@@ -44,7 +64,7 @@ c10::intrusive_ptr<c10d::Work> start_all_reduce_sum(SelfconGroup* group, at::Ten
   std::vector<at::Tensor> list{host};
   c10d::AllreduceOptions opts;
   opts.reduceOp = c10d::ReduceOp::SUM;
-  return group->backend->allreduce(list, opts);
+  return start_collective([&] { return group->backend->allreduce(list, opts); });
 }
 
 // Runs `start` (which begins a collective on a host tensor) on every tensor, all in flight at
@@ -68,7 +88,7 @@ std::vector<at::Tensor> gather_on_host(SelfconGroup* group, const at::Tensor& in
   std::vector<at::Tensor> inputs{host_copy(input)};
   std::vector<std::vector<at::Tensor>> gathered(1);
   for (int r = 0; r < group->size; ++r) gathered[0].push_back(at::empty_like(inputs[0]));
-  group->backend->allgather(gathered, inputs)->wait();
+  start_collective([&] { return group->backend->allgather(gathered, inputs); })->wait();
   return gathered[0];
 }
 
@@ -320,7 +340,7 @@ int selfcon_shim_broadcast(SelfconGroup* group, at::Tensor* const* tensors, int6
     std::vector<at::Tensor> list{host};
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
-    return group->backend->broadcast(list, opts);
+    return start_collective([&] { return group->backend->broadcast(list, opts); });
   });
   return 0;
   SHIM_CATCH(err, -1)
@@ -328,7 +348,7 @@ int selfcon_shim_broadcast(SelfconGroup* group, at::Tensor* const* tensors, int6
 
 int selfcon_shim_barrier(SelfconGroup* group, char** err) {
   SHIM_TRY(err, -1)
-  group->backend->barrier()->wait();
+  start_collective([&] { return group->backend->barrier(); })->wait();
   return 0;
   SHIM_CATCH(err, -1)
 }

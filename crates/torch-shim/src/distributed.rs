@@ -429,6 +429,51 @@ mod tests {
     }
 
     #[test]
+    fn several_groups_in_one_process_start_collectives_at_once() {
+        // libtorch's process-wide flight recorder is not safe against two groups enqueueing at the
+        // same moment (see start_collective in distributed.cpp); without the shim's lock this
+        // crashed this test about one run in three (six rounds). Each round: four two-rank groups, their
+        // eight threads released together into their first collectives.
+        const PAIRS: usize = 4;
+        for round in 0..10u16 {
+            let start = std::sync::Arc::new(std::sync::Barrier::new(2 * PAIRS));
+            let timeout = Duration::from_secs(30);
+            let port = |pair: usize| 29620 + round * PAIRS as u16 + pair as u16;
+            // Servers listen before any client connects (a client that finds no server backs off ~1 s).
+            let mut servers: Vec<Option<TcpStore>> =
+                (0..PAIRS).map(|p| Some(TcpStore::connect("127.0.0.1", port(p), true, None, timeout).unwrap())).collect();
+            let handles: Vec<_> = (0..2 * PAIRS)
+                .map(|t| {
+                    let start = start.clone();
+                    let (rank, port) = (t % 2, port(t / 2));
+                    let server = if rank == 0 { servers[t / 2].take() } else { None };
+                    std::thread::spawn(move || {
+                        let store = match server {
+                            Some(store) => store,
+                            None => TcpStore::connect("127.0.0.1", port, false, None, timeout).unwrap(),
+                        };
+                        let group = GlooGroup::new(&store, rank, 2, timeout).unwrap();
+                        start.wait();
+                        let (pair, own) = ((t / 2) as f32, t as f32);
+                        for _ in 0..20 {
+                            let x = Tensor::from_slice(&[own]);
+                            group.all_reduce_sum(&[&x]).unwrap();
+                            assert_eq!(x.double_value(&[0]), f64::from(4.0 * pair + 1.0), "thread {t}");
+                            let gathered = group.all_gather(&Tensor::from_slice(&[own])).unwrap();
+                            let gathered = Vec::<f32>::try_from(&Tensor::cat(&gathered, 0)).unwrap();
+                            assert_eq!(gathered, vec![2.0 * pair, 2.0 * pair + 1.0], "thread {t}");
+                        }
+                        group.barrier().unwrap();
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().expect("a rank thread failed");
+            }
+        }
+    }
+
+    #[test]
     fn a_missing_peer_is_an_error_within_the_timeout() {
         let started = std::time::Instant::now();
         let err =

@@ -7,12 +7,15 @@ use selfcon::model::{Architecture, ExitPositions, ModelConfig, SubNetworkArch, S
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Encoder: resnet18, resnet34, resnet50 or resnet101.
+    /// Encoder: resnet18, resnet34, resnet50, resnet101, vgg13, vgg13_bn, vgg16, vgg16_bn,
+    /// wrn_16_8 or efficientnet.
     #[arg(long, default_value = "resnet50")]
     pub model: String,
 
     /// Where sub-networks (exits) are attached, as the official Python list: one boolean per
-    /// candidate, for ResNets after layer1, layer2, layer3. The paper uses "[False,True,False]".
+    /// candidate — ResNets after layer1, layer2, layer3; VGG after block1..block4 (4 entries);
+    /// WRN after layer1, layer2 (2); EfficientNet reads only the first (after stage 4). The paper
+    /// uses "[False,True,False]". VGG and WRN turn the default into as many Falses as they need.
     #[arg(
         long = "selfcon_pos",
         visible_alias = "selfcon-pos",
@@ -21,13 +24,15 @@ pub struct ModelArgs {
     )]
     pub selfcon_pos: String,
 
-    /// Family of the sub-network blocks; ResNets take only resnet.
+    /// Family of the sub-network blocks: resnet, vgg, wrn or efficientnet. ResNets take only
+    /// resnet; VGG, WRN and EfficientNet use their own family whatever is given (as the official code).
     #[arg(long = "selfcon_arch", visible_alias = "selfcon-arch", default_value = "resnet", value_name = "ARCH")]
     pub selfcon_arch: String,
 
     /// Size of each sub-network: fc (pool + one Linear), small (remaining stages with half the
-    /// blocks), same (remaining stages as the backbone) or large (twice the blocks; not offered
-    /// by the official CLI).
+    /// blocks; VGG: one conv per block), same (remaining stages as the backbone; VGG: 3 convs per
+    /// block for vgg16, 2 for vgg13) or large (twice the blocks; ResNet and WRN only, not offered
+    /// by the official CLI). EfficientNet ignores it.
     #[arg(long = "selfcon_size", visible_alias = "selfcon-size", default_value = "same", value_name = "SIZE")]
     pub selfcon_size: String,
 

@@ -413,6 +413,12 @@ impl ModelConfig {
                 format!("{arch} supports only 'resnet' sub-networks, got '{}'", self.sub_arch),
             ));
         }
+        if arch.family() == Family::Vgg && self.sub_size == SubNetworkSize::Large && self.exits.count() > 0 {
+            return Err(Error::option(
+                "selfcon_size",
+                format!("'large' sub-networks are not defined for {arch} (the official VGG code raises for them); choose fc, small or same"),
+            ));
+        }
         if self.feat_dim < 1 {
             return Err(Error::option("feat_dim", format!("must be positive, got {}", self.feat_dim)));
         }

@@ -19,28 +19,47 @@ fn convs_per_block(arch: Architecture) -> [usize; 5] {
     }
 }
 
+/// Convolutions per replicated block of a `small`/`same` sub-network (official `_make_sub_layer`;
+/// `large` is refused by `ModelConfig::validate`, the official code raises for it).
+fn sub_network_convs(arch: Architecture, size: SubNetworkSize) -> usize {
+    match (size, arch) {
+        (SubNetworkSize::Small, _) => 1,
+        (_, Architecture::Vgg16 | Architecture::Vgg16Bn) => 3,
+        _ => 2,
+    }
+}
+
 fn has_bn(arch: Architecture) -> bool {
     matches!(arch, Architecture::Vgg13Bn | Architecture::Vgg16Bn)
 }
 
-/// `[conv (+BN) + ReLU] × n, max-pool 2×2`, an `nn.Sequential` whose indices name the layers.
+/// `[conv (+BN) + ReLU] × n, max-pool 2×2`: a run of modules in an `nn.Sequential`, whose indices
+/// name the layers. A backbone block is a Sequential of its own (first index 0); the blocks of a
+/// sub-network follow each other in one flat Sequential, as the official `_make_sub_layer` builds it.
 #[derive(Debug)]
 struct VggBlock {
     layers: Vec<(Conv2d, Option<BatchNorm2d>)>,
 }
 
 impl VggBlock {
-    fn new(p: &nn::Path, c_in: i64, width: i64, convs: usize, bn: bool) -> Self {
+    /// The block's modules start at index `first` of the Sequential at `p`.
+    fn new(p: &nn::Path, first: usize, c_in: i64, width: i64, convs: usize, bn: bool) -> Self {
         let step = if bn { 3 } else { 2 };
         let layers = (0..convs)
             .map(|i| {
                 let c = if i == 0 { c_in } else { width };
-                let conv = Conv2d::kaiming_fan_out_biased(&(p / (i * step)), ConvShape::new(c, width, 3, 1, 1));
-                let norm = bn.then(|| BatchNorm2d::new(&(p / (i * step + 1)), width));
+                let at = first + i * step;
+                let conv = Conv2d::kaiming_fan_out_biased(&(p / at), ConvShape::new(c, width, 3, 1, 1));
+                let norm = bn.then(|| BatchNorm2d::new(&(p / (at + 1)), width));
                 (conv, norm)
             })
             .collect();
         VggBlock { layers }
+    }
+
+    /// Sequential entries of a block: conv (+BN) + ReLU per convolution, then the max-pool.
+    fn modules(convs: usize, bn: bool) -> usize {
+        convs * if bn { 3 } else { 2 } + 1
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
@@ -57,7 +76,9 @@ impl VggBlock {
 }
 
 /// Sub-network after block k+1: `fc` = pool + Linear(ch → 512); otherwise fresh copies of every
-/// later block with all (`same`) or one (`small`) of its convolutions, then pool.
+/// later block, each with 3 (`same`, configuration D) or 2 (`same`, B) convolutions or 1 (`small`),
+/// then pool. `same` follows the official rule even where it differs from the backbone: VGG-16's
+/// copies of block2 get 3 convolutions although the backbone's block2 has 2.
 #[derive(Debug)]
 enum VggSubNetwork {
     Fc(Linear),
@@ -77,20 +98,23 @@ impl VggEncoder {
         let blocks = (0..5)
             .map(|b| {
                 let c_in = if b == 0 { 3 } else { BLOCK_WIDTHS[b - 1] };
-                VggBlock::new(&(p / format!("block{}", b + 1)), c_in, BLOCK_WIDTHS[b], convs[b], bn)
+                VggBlock::new(&(p / format!("block{}", b + 1)), 0, c_in, BLOCK_WIDTHS[b], convs[b], bn)
             })
             .collect();
         let sub_networks = build_exits(p, config, |q, k| match config.sub_size {
             SubNetworkSize::Fc => VggSubNetwork::Fc(Linear::normal(q, BLOCK_WIDTHS[k], 512, 0.01)),
-            size => VggSubNetwork::Blocks(
-                (k + 1..5)
-                    .enumerate()
-                    .map(|(j, b)| {
-                        let n = if size == SubNetworkSize::Small { 1 } else { convs[b] };
-                        VggBlock::new(&(q / j), BLOCK_WIDTHS[b - 1], BLOCK_WIDTHS[b], n, bn)
+            size => {
+                let n = sub_network_convs(arch, size);
+                let mut first = 0;
+                let blocks = (k + 1..5)
+                    .map(|b| {
+                        let block = VggBlock::new(q, first, BLOCK_WIDTHS[b - 1], BLOCK_WIDTHS[b], n, bn);
+                        first += VggBlock::modules(n, bn);
+                        block
                     })
-                    .collect(),
-            ),
+                    .collect();
+                VggSubNetwork::Blocks(blocks)
+            }
         });
         VggEncoder { blocks, sub_networks }
     }

@@ -72,6 +72,15 @@ enum WrnSubNetwork {
     Stages(Vec<Vec<WideBlock>>),
 }
 
+/// Blocks per replicated stage of a sub-network: the official WRN rounds `small` up
+/// (`int((n + 1) / 2)`), where ResNet rounds down; both give 1 for WRN-16-8's two blocks.
+fn replicated_blocks(size: SubNetworkSize) -> usize {
+    match size {
+        SubNetworkSize::Small => (BLOCKS + 1) / 2,
+        size => size.replicated_blocks(BLOCKS),
+    }
+}
+
 #[derive(Debug)]
 pub struct WrnEncoder {
     conv1: Conv2d,
@@ -92,7 +101,7 @@ impl WrnEncoder {
             size => WrnSubNetwork::Stages(
                 (k + 1..3)
                     .enumerate()
-                    .map(|(j, i)| stage(&(q / j), WIDTHS[i - 1], i, size.replicated_blocks(BLOCKS)))
+                    .map(|(j, i)| stage(&(q / j), WIDTHS[i - 1], i, replicated_blocks(size)))
                     .collect(),
             ),
         });
