@@ -50,6 +50,7 @@ fn config(
             channels_last: false,
             flush_denormal: false,
             distributed: Default::default(),
+            step_cosine_warmup: None,
         },
         weakaug: false,
         randaug: false,

@@ -150,6 +150,7 @@ impl OptimArgs {
                 timeout_s: self.dist_timeout,
                 overlap: self.dist_overlap,
             },
+            step_cosine_warmup: None,
         })
     }
 

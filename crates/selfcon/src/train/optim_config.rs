@@ -41,11 +41,18 @@ pub struct OptimConfig {
     /// process is one rank of a distributed run).
     #[serde(default)]
     pub distributed: DistributedOptions,
+    /// Warm-up steps of a per-iteration cosine schedule that replaces the official one (the
+    /// demo's short budgets); `None` keeps the official schedule.
+    #[serde(default)]
+    pub step_cosine_warmup: Option<usize>,
 }
 
 impl OptimConfig {
     /// The schedule, with warm-up when asked for or, if `auto_warm`, for batch sizes ≥ 1024.
     pub fn schedule(&self, auto_warm: bool) -> LrSchedule {
+        if let Some(warmup_steps) = self.step_cosine_warmup {
+            return LrSchedule::step_cosine(self.learning_rate, self.epochs, warmup_steps);
+        }
         LrSchedule::new(
             self.learning_rate,
             self.epochs,
