@@ -4,6 +4,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
+mod common;
+
 #[test]
 fn demo_runs_end_to_end_and_reports_both_encoders() {
     let out = tempfile::tempdir().unwrap();
@@ -31,7 +33,15 @@ fn demo_runs_end_to_end_and_reports_both_encoders() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    for line in ["backbone", "sub-network", "ensemble", "random init", "everything is in"] {
+    for line in [
+        "backbone",
+        "sub-network",
+        "ensemble",
+        "random init",
+        "everything is in",
+        "(the bundled subset at ",
+        "pre-trained on 48 images for 1 epoch(s); probes fitted on 64 training images, scored on 32 test images",
+    ] {
         assert!(stdout.contains(line), "{line} missing:\n{stdout}");
     }
     let folder = stdout.lines().last().unwrap().rsplit("everything is in ").next().unwrap().trim();
@@ -45,4 +55,12 @@ fn demo_runs_end_to_end_and_reports_both_encoders() {
         }
     }
     assert!(std::path::Path::new(folder).join("last.safetensors").is_file());
+}
+
+#[test]
+fn demo_refuses_more_images_than_the_data_has() {
+    let data = selfcon::data::bundled_fashion_mnist().unwrap();
+    let data = data.to_str().unwrap();
+    common::assert_usage_error(&["demo", "--data_folder", data, "--pretrain_images", "10001"], "pretrain_images");
+    common::assert_usage_error(&["demo", "--data_folder", data, "--test_images", "2001"], "test_images");
 }

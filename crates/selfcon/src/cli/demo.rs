@@ -29,9 +29,9 @@ pub struct DemoArgs {
     #[arg(long = "save_dir", visible_alias = "save-dir", default_value = "./save/demo", value_name = "DIR")]
     pub save_dir: PathBuf,
 
-    /// Training images used for pre-training (a seeded, class-balanced-in-expectation sample).
-    #[arg(long = "pretrain_images", visible_alias = "pretrain-images", default_value_t = 12800)]
-    pub pretrain_images: usize,
+    /// Training images used for pre-training (a seeded sample); default: all of them.
+    #[arg(long = "pretrain_images", visible_alias = "pretrain-images")]
+    pub pretrain_images: Option<usize>,
 
     #[arg(long, default_value_t = 1)]
     pub epochs: usize,
@@ -85,13 +85,27 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     let kind = DatasetKind::FashionMnist;
     let data = open_dataset(kind, a.data_folder.as_deref())?;
     let test_full = data.test.clone().expect("Fashion-MNIST has a test split");
+    let pretrain_images = a.pretrain_images.unwrap_or(data.train.len());
+    for (flag, want, have, split) in [
+        ("--pretrain_images", pretrain_images, data.train.len(), "training"),
+        ("--probe_images", a.probe_images, data.train.len(), "training"),
+        ("--test_images", a.test_images, test_full.len(), "test"),
+    ] {
+        if want == 0 || want > have {
+            return Err(selfcon::Error::option(
+                flag.trim_start_matches("--"),
+                format!("asks for {want} images; {} has {have} {split} images", data.source.display()),
+            )
+            .into());
+        }
+    }
     eprintln!(
         "demo: Fashion-MNIST from {} ({} training, {} test images)",
         data.source.display(),
         data.train.len(),
         test_full.len()
     );
-    let pre_set: Arc<dyn Dataset> = Arc::new(Subset::sample(&data.train, a.pretrain_images, a.seed));
+    let pre_set: Arc<dyn Dataset> = Arc::new(Subset::sample(&data.train, pretrain_images, a.seed));
     let probe_set: Arc<dyn Dataset> = Arc::new(Subset::sample(&data.train, a.probe_images, a.seed + 1));
     let test_set: Arc<dyn Dataset> = Arc::new(Subset::sample(&test_full, a.test_images, a.seed + 2));
 
@@ -144,7 +158,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     let mut progress = TerminalProgress::new(10);
     progress.banner = format!(
         "pre-training SelfCon (ResNet-18, fc exit after layer2) on {} images, {} epochs",
-        a.pretrain_images, a.epochs
+        pretrain_images, a.epochs
     );
     let trained = pretrain(&config, &pre_data, Device::Cpu, None, &mut progress)?;
     let pretrain_seconds = started.elapsed().as_secs_f64();
@@ -174,7 +188,18 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
             println!("  {name:<14}{:>10.2}{:>12.2}{:>+10.2}", acc.top1, base.top1, acc.top1 - base.top1);
         }
     };
+    let which = match selfcon::data::bundled_fashion_mnist() {
+        Some(bundled) if bundled.canonicalize().ok() == data.source.canonicalize().ok() => "the bundled subset",
+        _ => "full set",
+    };
     println!();
+    println!(
+        "Fashion-MNIST ({which} at {}): pre-trained on {pretrain_images} images for {} epoch(s); probes fitted on {} training images, scored on {} test images",
+        data.source.display(),
+        a.epochs,
+        a.probe_images,
+        a.test_images
+    );
     println!("Fashion-MNIST test top-1 (%), linear probe on frozen features");
     println!("  {:<14}{:>10}{:>12}{:>10}", "", "SelfCon", "random init", "gain");
     row("backbone", Some(ours.backbone), Some(baseline.backbone));
@@ -182,7 +207,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     row("ensemble", ours.ensemble, baseline.ensemble);
     println!();
     let results = json!({
-        "dataset": data.source, "pretrain_images": a.pretrain_images, "epochs": a.epochs, "batch_size": a.batch_size,
+        "dataset": data.source, "pretrain_images": pretrain_images, "epochs": a.epochs, "batch_size": a.batch_size,
         "learning_rate": a.learning_rate, "temp": a.temp, "probe_images": a.probe_images, "test_images": a.test_images,
         "probe_epochs": a.probe_epochs, "selfcon": ours, "random_init": baseline, "epoch_losses": trained.epoch_losses,
         "pretrain_seconds": pretrain_seconds, "total_seconds": seconds,
