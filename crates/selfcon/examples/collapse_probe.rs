@@ -59,8 +59,13 @@ fn main() {
     let config = ModelConfig::readme(kind);
     let (vs, model) = selfcon::engine::seeded(0, || ConModel::build(&config, Device::Cpu)).unwrap();
     let mut sgd = Sgd::new(&vs, 0.9, wd);
-    let objective =
-        MethodLoss { method: Method::SelfCon, multiview: false, use_labels: true, alpha: 0.0, con_loss: ConLoss::new(temp) };
+    let objective = MethodLoss {
+        method: Method::SelfCon,
+        multiview: false,
+        use_labels: true,
+        alpha: 0.0,
+        con_loss: ConLoss::new(temp),
+    };
     let vars = vs.variables();
     let norm = |name: &str| vars[name].norm().double_value(&[]);
     for (step, b) in loader.epoch(0).enumerate().take(steps) {

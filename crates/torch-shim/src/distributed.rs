@@ -440,8 +440,9 @@ mod tests {
             let timeout = Duration::from_secs(30);
             let port = |pair: usize| 29620 + round * PAIRS as u16 + pair as u16;
             // Servers listen before any client connects (a client that finds no server backs off ~1 s).
-            let mut servers: Vec<Option<TcpStore>> =
-                (0..PAIRS).map(|p| Some(TcpStore::connect("127.0.0.1", port(p), true, None, timeout).unwrap())).collect();
+            let mut servers: Vec<Option<TcpStore>> = (0..PAIRS)
+                .map(|p| Some(TcpStore::connect("127.0.0.1", port(p), true, None, timeout).unwrap()))
+                .collect();
             let handles: Vec<_> = (0..2 * PAIRS)
                 .map(|t| {
                     let start = start.clone();
