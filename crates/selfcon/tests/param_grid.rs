@@ -389,17 +389,15 @@ fn vgg_every_exit_combination_and_size() {
     ));
 }
 
+fn vgg_config(arch: Architecture, exits: Vec<bool>, size: SubNetworkSize) -> selfcon::Result<ModelConfig> {
+    ModelConfig::new(arch, DatasetKind::Cifar10, ExitPositions::new(exits), SubNetworkArch::Vgg, size, 128)
+}
+
 #[test]
 fn vgg_refuses_large_sub_networks() {
-    let config = ModelConfig::new(
-        Architecture::Vgg16,
-        DatasetKind::Cifar10,
-        ExitPositions::new(vec![true, false, false, false]),
-        SubNetworkArch::Vgg,
-        SubNetworkSize::Large,
-        128,
-    );
-    let err = config.expect_err("VGG large must be refused").to_string();
+    let err = vgg_config(Architecture::Vgg16, vec![true, false, false, false], SubNetworkSize::Large)
+        .expect_err("VGG large must be refused")
+        .to_string();
     assert!(err.contains("selfcon_size") && err.contains("large"), "{err}");
 }
 
@@ -417,15 +415,7 @@ fn efficientnet_with_and_without_its_exit() {
 fn vgg16_same_matches_the_official_count_from_the_issue() {
     // Measured with the official code (issue #12): vgg16, cifar10, exit after block1, same.
     let _guard = tch::no_grad_guard();
-    let config = ModelConfig::new(
-        Architecture::Vgg16,
-        DatasetKind::Cifar10,
-        ExitPositions::new(vec![true, false, false, false]),
-        SubNetworkArch::Vgg,
-        SubNetworkSize::Same,
-        128,
-    )
-    .unwrap();
+    let config = vgg_config(Architecture::Vgg16, vec![true, false, false, false], SubNetworkSize::Same).unwrap();
     let (vs, _) = ConModel::build(&config, Device::Cpu).unwrap();
     assert_eq!(ModelSummary::of(&vs, &config).subnetwork_params, 14_823_552);
 }
@@ -436,15 +426,7 @@ fn vgg_sub_network_keys_follow_the_official_flat_sequential() {
     // ReLU] × n (no BN without _bn), then MaxPool2d; indices count every module.
     let _guard = tch::no_grad_guard();
     for (arch, bn_on, n) in [(Architecture::Vgg16Bn, true, 3), (Architecture::Vgg13, false, 2)] {
-        let config = ModelConfig::new(
-            arch,
-            DatasetKind::Cifar10,
-            ExitPositions::new(vec![false, true, false, false]),
-            SubNetworkArch::Vgg,
-            SubNetworkSize::Same,
-            128,
-        )
-        .unwrap();
+        let config = vgg_config(arch, vec![false, true, false, false], SubNetworkSize::Same).unwrap();
         let (vs, _) = ConModel::build(&config, Device::Cpu).unwrap();
         let mut ours: Vec<String> =
             vs.variables().into_keys().filter(|k| k.starts_with("encoder.selfcon_layer.")).collect();
