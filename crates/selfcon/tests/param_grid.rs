@@ -211,7 +211,7 @@ fn wrn_backbone() -> Count {
 fn wrn_exit(k: usize, size: SubNetworkSize) -> Count {
     let n = match size {
         SubNetworkSize::Fc => return linear(WRN_WIDTHS[k], 512),
-        SubNetworkSize::Small => (2 + 1) / 2,
+        SubNetworkSize::Small => 2usize.div_ceil(2),
         SubNetworkSize::Same => 2,
         SubNetworkSize::Large => 4,
     };

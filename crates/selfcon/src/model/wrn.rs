@@ -76,7 +76,7 @@ enum WrnSubNetwork {
 /// (`int((n + 1) / 2)`), where ResNet rounds down; both give 1 for WRN-16-8's two blocks.
 fn replicated_blocks(size: SubNetworkSize) -> usize {
     match size {
-        SubNetworkSize::Small => (BLOCKS + 1) / 2,
+        SubNetworkSize::Small => BLOCKS.div_ceil(2),
         size => size.replicated_blocks(BLOCKS),
     }
 }
