@@ -89,13 +89,13 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     let test_full = data.test.clone().expect("Fashion-MNIST has a test split");
     let pretrain_images = a.pretrain_images.unwrap_or(data.train.len());
     for (flag, want, have, split) in [
-        ("--pretrain_images", pretrain_images, data.train.len(), "training"),
-        ("--probe_images", a.probe_images, data.train.len(), "training"),
-        ("--test_images", a.test_images, test_full.len(), "test"),
+        ("pretrain_images", pretrain_images, data.train.len(), "training"),
+        ("probe_images", a.probe_images, data.train.len(), "training"),
+        ("test_images", a.test_images, test_full.len(), "test"),
     ] {
         if want == 0 || want > have {
             return Err(selfcon::Error::option(
-                flag.trim_start_matches("--"),
+                flag,
                 format!("asks for {want} images; {} has {have} {split} images", data.source.display()),
             )
             .into());
@@ -127,9 +127,9 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
             lr_decay_rate: 0.1,
             weight_decay: a.weight_decay,
             momentum: 0.9,
-            // A constant rate: with a handful of epochs the official cosine would spend the last
-            // one at its floor (lr·0.001).
-            cosine: false, // per step below
+            // The official cosine moves once per epoch and would spend the last of a handful at its
+            // floor; the demo's schedule is set per step instead (`step_cosine_warmup` below).
+            cosine: false,
             warm: false,
             seed: a.seed,
             num_workers: a.num_workers,
