@@ -50,10 +50,18 @@ fn demo_runs_end_to_end_and_reports_both_encoders() {
             .unwrap();
     for key in ["selfcon", "random_init"] {
         for head in ["backbone", "sub", "ensemble"] {
-            let top1 = results[key][head]["top1"].as_f64().unwrap();
+            let top1 = results[key]["test"][head]["top1"].as_f64().unwrap();
             assert!((0.0..=100.0).contains(&top1), "{key} {head} {top1}");
         }
     }
+    // The probe's settings come from the grid, chosen on held-out training images.
+    let grid = results["probe_grid"].as_array().unwrap();
+    for key in ["selfcon", "random_init"] {
+        for head in ["backbone", "sub"] {
+            assert!(grid.contains(&results[key][head]), "{key} {head}: {} not in {grid:?}", results[key][head]);
+        }
+    }
+    assert!(stdout.contains("probe settings chosen on held-out training images: SelfCon backbone lr "), "{stdout}");
     assert!(std::path::Path::new(folder).join("last.safetensors").is_file());
 }
 
@@ -63,4 +71,6 @@ fn demo_refuses_more_images_than_the_data_has() {
     let data = data.to_str().unwrap();
     common::assert_usage_error(&["demo", "--data_folder", data, "--pretrain_images", "10001"], "pretrain_images");
     common::assert_usage_error(&["demo", "--data_folder", data, "--test_images", "2001"], "test_images");
+    common::assert_usage_error(&["demo", "--data_folder", data, "--lars_eta", "-0.1"], "lars_eta");
+    common::assert_usage_error(&["demo", "--data_folder", data, "--lars_eta", "NaN"], "lars_eta");
 }

@@ -51,6 +51,7 @@ fn config(
             flush_denormal: false,
             distributed: Default::default(),
             step_cosine_warmup: None,
+            lars_eta: None,
         },
         weakaug: false,
         randaug: false,

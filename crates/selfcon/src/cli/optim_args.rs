@@ -151,6 +151,7 @@ impl OptimArgs {
                 overlap: self.dist_overlap,
             },
             step_cosine_warmup: None,
+            lars_eta: None,
         })
     }
 

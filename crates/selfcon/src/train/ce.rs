@@ -152,7 +152,7 @@ pub fn train_ce(
     let model =
         crate::engine::seeded(config.optim.seed, || CeModel::new(&vs.root(), &config.model, n_cls, config.dim_out))?;
     config.optim.prepare_model(&vs)?;
-    let mut optimizer = Sgd::new(&vs, config.optim.momentum, config.optim.weight_decay);
+    let mut optimizer = config.optim.optimizer(&vs);
     let run_dir = config.run_dir();
     let config_json = prepare_run_dir(&run_dir, config)?;
     let mut log = MetricsLog::open(&run_dir, &["kind", "stage", "epoch", "step", "loss", "lr", "top1", "sub_top1"])?;

@@ -82,7 +82,7 @@ impl Head {
     fn new(name: &'static str, d: i64, n_cls: i64, device: Device, c: &LinearConfig) -> Self {
         let vs = nn::VarStore::new(device);
         let linear = crate::model::LinearClassifier::for_architecture(&vs.root(), c.model.architecture, d, n_cls);
-        let optimizer = Sgd::new(&vs, c.optim.momentum, c.optim.weight_decay);
+        let optimizer = c.optim.optimizer(&vs);
         Head { linear, optimizer, vs, name }
     }
 

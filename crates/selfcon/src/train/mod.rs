@@ -21,7 +21,10 @@ pub use optim_config::OptimConfig;
 pub use optimizer::Sgd;
 pub use precision::{GradScaler, Precision};
 pub use pretrain::{pretrain, PretrainConfig, PretrainResult};
-pub use probe::{extract_features, linear_probe, CachedFeatures, ProbeResult};
+pub use probe::{
+    extract_features, linear_probe, select_and_probe, CachedFeatures, FeatureExtraction, ProbeResult, ProbeSettings,
+    SelectedProbe,
+};
 pub use progress::{Progress, Quiet};
 pub use run_name::{python_bool, python_float};
 pub use schedule::{LrSchedule, Warmup};

@@ -45,9 +45,19 @@ pub struct OptimConfig {
     /// demo's short budgets); `None` keeps the official schedule.
     #[serde(default)]
     pub step_cosine_warmup: Option<usize>,
+    /// LARS trust coefficient (see [`super::Sgd::lars_eta`]); `None`: the official plain SGD.
+    #[serde(default)]
+    pub lars_eta: Option<f64>,
 }
 
 impl OptimConfig {
+    /// The optimiser these settings describe, over every trainable variable of `vs`.
+    pub fn optimizer(&self, vs: &tch::nn::VarStore) -> super::Sgd {
+        let mut sgd = super::Sgd::new(vs, self.momentum, self.weight_decay);
+        sgd.lars_eta = self.lars_eta;
+        sgd
+    }
+
     /// The schedule, with warm-up when asked for or, if `auto_warm`, for batch sizes ≥ 1024.
     pub fn schedule(&self, auto_warm: bool) -> LrSchedule {
         if let Some(warmup_steps) = self.step_cosine_warmup {

@@ -10,6 +10,11 @@ use crate::error::{Error, Result};
 pub struct Sgd {
     pub momentum: f64,
     pub weight_decay: f64,
+    /// LARS trust coefficient η (`None`: plain SGD). With it, every weight matrix / kernel's
+    /// update (gradient plus weight decay) is rescaled to η·|w|/|update| before momentum, so each
+    /// step moves a layer by a fixed fraction of its norm whatever its gradient's scale; biases
+    /// and BatchNorm parameters (one-dimensional) keep the plain update, as in SimCLR's LARS.
+    pub lars_eta: Option<f64>,
     /// Trainable parameters by their state-dict name, sorted.
     params: Vec<(String, Tensor)>,
     buffers: Vec<Option<Tensor>>,
@@ -24,7 +29,7 @@ impl Sgd {
         let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let buffers = params.iter().map(|_| None).collect();
-        Sgd { momentum, weight_decay, params, buffers, gradient_sync: None }
+        Sgd { momentum, weight_decay, lars_eta: None, params, buffers, gradient_sync: None }
     }
 
     pub fn zero_grad(&mut self) {
@@ -56,6 +61,16 @@ impl Sgd {
                     continue;
                 }
                 let d = if self.weight_decay != 0.0 { &g + &*p * self.weight_decay } else { g };
+                let d = match self.lars_eta {
+                    Some(eta) if p.dim() > 1 => {
+                        let (w, u) = (p.norm(), d.norm());
+                        // trust = η·|w|/|d| where both norms are positive, else 1 (no host sync).
+                        let ok = w.gt(0.0).logical_and(&u.gt(0.0));
+                        let trust = (&w * eta / u.clamp_min(1e-30)).where_self(&ok, &w.ones_like());
+                        d * trust
+                    }
+                    _ => d,
+                };
                 let d = if self.momentum != 0.0 {
                     match buf {
                         Some(b) => {
@@ -104,5 +119,43 @@ impl Sgd {
             self.buffers[i] = Some(tensor.to_device(p.device()).to_kind(p.kind()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{nn, Device, Kind};
+
+    #[test]
+    fn lars_moves_each_weight_by_eta_times_its_norm_and_leaves_biases_plain() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().var("w", &[4, 3], nn::Init::Const(0.5));
+        let b = vs.root().var("b", &[4], nn::Init::Const(0.0));
+        let mut sgd = Sgd::new(&vs, 0.9, 0.0);
+        sgd.lars_eta = Some(0.01);
+        // A gradient a thousand times larger than the weights: plain SGD would blow them up.
+        let loss = (&w * 1000.0).sum(Kind::Float) + (&b * 2.0).sum(Kind::Float);
+        loss.backward();
+        let (w0, b0) = (w.copy(), b.copy());
+        sgd.step(0.5);
+        let moved = (&w - &w0).norm().double_value(&[]);
+        let expected = 0.5 * 0.01 * w0.norm().double_value(&[]);
+        assert!((moved - expected).abs() < 1e-6 * expected.max(1.0), "{moved} vs {expected}");
+        // The bias takes the plain step: lr · gradient.
+        let bias_step = (&b0 - &b).mean(Kind::Float).double_value(&[]);
+        assert!((bias_step - 1.0).abs() < 1e-6, "{bias_step}");
+    }
+
+    #[test]
+    fn without_lars_the_step_is_torch_sgd() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().var("w", &[2, 2], nn::Init::Const(1.0));
+        let mut sgd = Sgd::new(&vs, 0.9, 0.1);
+        (&w * 3.0).sum(Kind::Float).backward();
+        sgd.step(0.1);
+        // d = g + wd·w = 3.1; w ← 1 − 0.1 · 3.1
+        let v = w.mean(Kind::Float).double_value(&[]);
+        assert!((v - 0.69).abs() < 1e-6, "{v}");
     }
 }

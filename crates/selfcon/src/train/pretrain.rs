@@ -187,7 +187,7 @@ pub fn pretrain(
     config.validate()?;
     let (vs, model) = crate::engine::seeded(config.optim.seed, || ConModel::build(&config.model, device))?;
     config.optim.prepare_model(&vs)?;
-    let mut optimizer = Sgd::new(&vs, config.optim.momentum, config.optim.weight_decay);
+    let mut optimizer = config.optim.optimizer(&vs);
     let mut start_epoch = 1;
     if let Some(path) = resume {
         start_epoch = restore(path, config, &vs, &mut optimizer)? + 1;

@@ -9,7 +9,6 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use super::epoch_loop::StepResult;
-use super::optimizer::Sgd;
 use super::pretrain::PretrainConfig;
 use crate::data::{DataLoader, OpenedDataset};
 use crate::error::{Error, Result};
@@ -56,7 +55,7 @@ pub fn measure_pretrain_steps(
     }
     let (vs, model) = crate::engine::seeded(config.optim.seed, || ConModel::build(&config.model, device))?;
     config.optim.prepare_model(&vs)?;
-    let mut optimizer = Sgd::new(&vs, config.optim.momentum, config.optim.weight_decay);
+    let mut optimizer = config.optim.optimizer(&vs);
     let mut train = config.optim.train_loop("bench", device, config.schedule(), &vs)?;
     let objective = config.step_objective();
     train.reduction = objective.reduction();
