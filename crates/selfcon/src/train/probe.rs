@@ -109,15 +109,8 @@ impl ProbeSettings {
 }
 
 /// Trains `Linear(d, n_classes)` on `(x, y)` (standardised with `x`'s statistics) and returns the
-/// logits of each of `evaluate`.
-fn fit_linear(
-    x: &Tensor,
-    y: &Tensor,
-    evaluate: &[&Tensor],
-    n_classes: i64,
-    s: ProbeSettings,
-    seed: u64,
-) -> Vec<Tensor> {
+/// logits of `evaluate`.
+fn fit_linear(x: &Tensor, y: &Tensor, evaluate: &Tensor, n_classes: i64, s: ProbeSettings, seed: u64) -> Tensor {
     let mean = x.mean_dim(0, true, Kind::Float);
     let std = x.std_dim(0, true, true) + 1e-6;
     let x = (x - &mean) / &std;
@@ -141,7 +134,7 @@ fn fit_linear(
             sgd.step(rate);
         }
     }
-    tch::no_grad(|| evaluate.iter().map(|t| clf.forward(&((*t - &mean) / &std))).collect())
+    tch::no_grad(|| clf.forward(&((evaluate - &mean) / &std)))
 }
 
 fn accuracy(logits: &Tensor, labels: &Tensor) -> Accuracy {
@@ -164,15 +157,22 @@ pub fn linear_probe(
     s: ProbeSettings,
     seed: u64,
 ) -> ProbeResult {
-    let backbone = fit_linear(&train.backbone, &train.labels, &[&test.backbone], n_classes, s, seed).remove(0);
+    let backbone = fit_linear(&train.backbone, &train.labels, &test.backbone, n_classes, s, seed);
     let sub = match (&train.exit, &test.exit) {
-        (Some(x), Some(tx)) => Some(fit_linear(x, &train.labels, &[tx], n_classes, s, seed).remove(0)),
+        (Some(x), Some(tx)) => Some(fit_linear(x, &train.labels, tx, n_classes, s, seed)),
         _ => None,
     };
-    ProbeResult {
-        backbone: accuracy(&backbone, &test.labels),
-        sub: sub.as_ref().map(|l| accuracy(l, &test.labels)),
-        ensemble: sub.as_ref().map(|l| accuracy(&((&backbone + l) / 2.0), &test.labels)),
+    ProbeResult::score(&backbone, sub.as_ref(), &test.labels)
+}
+
+impl ProbeResult {
+    /// Test accuracies of the backbone's and the sub-network's logits and of their average.
+    fn score(backbone: &Tensor, sub: Option<&Tensor>, labels: &Tensor) -> ProbeResult {
+        ProbeResult {
+            backbone: accuracy(backbone, labels),
+            sub: sub.map(|l| accuracy(l, labels)),
+            ensemble: sub.map(|l| accuracy(&((backbone + l) / 2.0), labels)),
+        }
     }
 }
 
@@ -211,14 +211,14 @@ pub fn select_and_probe(
         let (x_fit, x_val) = (x.index_select(0, &fit_idx), x.index_select(0, &val_idx));
         let mut best: Option<(ProbeSettings, f64)> = None;
         for &s in grid {
-            let logits = fit_linear(&x_fit, &y_fit, &[&x_val], n_classes, s, seed).remove(0);
+            let logits = fit_linear(&x_fit, &y_fit, &x_val, n_classes, s, seed);
             let top1 = accuracy(&logits, &y_val).top1;
             if best.map_or(true, |(_, b)| top1 > b) {
                 best = Some((s, top1));
             }
         }
         let (s, val) = best.expect("a non-empty grid");
-        (s, val, fit_linear(x, &train.labels, &[tx], n_classes, s, seed).remove(0))
+        (s, val, fit_linear(x, &train.labels, tx, n_classes, s, seed))
     };
     let (bs, bv, backbone) = choose(&train.backbone, &test.backbone);
     let sub = match (&train.exit, &test.exit) {
@@ -226,11 +226,7 @@ pub fn select_and_probe(
         _ => None,
     };
     SelectedProbe {
-        test: ProbeResult {
-            backbone: accuracy(&backbone, &test.labels),
-            sub: sub.as_ref().map(|(_, _, l)| accuracy(l, &test.labels)),
-            ensemble: sub.as_ref().map(|(_, _, l)| accuracy(&((&backbone + l) / 2.0), &test.labels)),
-        },
+        test: ProbeResult::score(&backbone, sub.as_ref().map(|(_, _, l)| l), &test.labels),
         validation_top1: (bv, sub.as_ref().map(|(_, v, _)| *v)),
         backbone: bs,
         sub: sub.as_ref().map(|(s, _, _)| *s),
