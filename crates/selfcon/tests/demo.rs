@@ -9,11 +9,12 @@ mod common;
 #[test]
 fn demo_runs_end_to_end_and_reports_both_encoders() {
     let out = tempfile::tempdir().unwrap();
+    let data = selfcon::data::bundled_fashion_mnist().unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_selfcon"))
         .args([
             "demo",
             "--data_folder",
-            selfcon::data::bundled_fashion_mnist().unwrap().to_str().unwrap(),
+            data.to_str().unwrap(),
             "--save_dir",
             out.path().to_str().unwrap(),
             "--pretrain_images",
@@ -62,7 +63,26 @@ fn demo_runs_end_to_end_and_reports_both_encoders() {
         }
     }
     assert!(stdout.contains("probe settings chosen on held-out training images: SelfCon backbone lr "), "{stdout}");
-    assert!(std::path::Path::new(folder).join("last.safetensors").is_file());
+    let ckpt = std::path::Path::new(folder).join("last.safetensors");
+    assert!(ckpt.is_file());
+
+    // `--ckpt` probes a finished run again without pre-training: the same numbers.
+    let again = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_selfcon"))
+        .args(["demo", "--data_folder", data.to_str().unwrap(), "--save_dir", again.path().to_str().unwrap()])
+        .args(["--ckpt", ckpt.to_str().unwrap()])
+        .args(["--probe_images", "64", "--test_images", "32", "--probe_epochs", "5"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains(&format!("checkpoint {}; probes fitted on 64", ckpt.display())), "{stdout}");
+    let probed: Value =
+        serde_json::from_str(&std::fs::read_to_string(again.path().join("demo_results.json")).unwrap()).unwrap();
+    for key in ["selfcon", "random_init"] {
+        assert_eq!(probed[key], results[key], "{key}");
+    }
+    assert_eq!(probed["epoch_losses"], serde_json::json!([]));
 }
 
 #[test]
@@ -73,4 +93,7 @@ fn demo_refuses_more_images_than_the_data_has() {
     common::assert_usage_error(&["demo", "--data_folder", data, "--test_images", "2001"], "test_images");
     common::assert_usage_error(&["demo", "--data_folder", data, "--lars_eta", "-0.1"], "lars_eta");
     common::assert_usage_error(&["demo", "--data_folder", data, "--lars_eta", "NaN"], "lars_eta");
+    common::assert_usage_error(&["demo", "--data_folder", data, "--min_crop_scale", "0"], "min_crop_scale");
+    common::assert_usage_error(&["demo", "--data_folder", data, "--min_crop_scale", "1.5"], "min_crop_scale");
+    common::assert_usage_error(&["demo", "--data_folder", data, "--ckpt", "no/such/last.safetensors"], "no/such");
 }

@@ -55,6 +55,7 @@ fn config(
         },
         weakaug: false,
         randaug: false,
+        min_crop_scale: 0.2,
         print_freq: 1,
         save_freq: 1,
         dataset_name: "fashionmnist".into(),
@@ -366,4 +367,22 @@ fn channels_last_gives_the_same_training() {
         // low temperature and the SGD step amplify a little by epoch 2.
         assert!((a - b).abs() < 1e-3 * a.abs(), "NCHW {:?} vs channels-last {:?}", losses[0], losses[1]);
     }
+}
+
+#[test]
+fn the_crop_scale_reaches_the_augmentation_and_old_configs_read_the_official_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), Method::SelfCon, [false, true, false], false, true, 0.0);
+    c.min_crop_scale = 0.6;
+    match c.input_transform() {
+        selfcon::data::Transform::Train { transform, views } => {
+            assert_eq!((transform.scale, views), ((0.6, 1.0), 1));
+        }
+        other => panic!("a pre-training transform, got {other:?}"),
+    }
+    // A config.json written before the field existed reads as the official RandomResizedCrop.
+    let mut json = serde_json::to_value(&c).unwrap();
+    json.as_object_mut().unwrap().remove("min_crop_scale").unwrap();
+    let old: PretrainConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(old.min_crop_scale, 0.2);
 }

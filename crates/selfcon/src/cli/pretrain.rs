@@ -99,6 +99,7 @@ impl PretrainArgs {
             optim: a.optim.to_config()?,
             weakaug: a.weakaug,
             randaug: a.randaug,
+            min_crop_scale: 0.2,
             print_freq: a.optim.print_freq,
             save_freq: a.save_freq,
             dataset_name: a.dataset.clone(),

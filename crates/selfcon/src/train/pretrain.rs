@@ -36,11 +36,19 @@ pub struct PretrainConfig {
     pub temp: f64,
     pub weakaug: bool,
     pub randaug: bool,
+    /// Smallest area fraction RandomResizedCrop keeps (the official 0.2; configs written before
+    /// this field existed read as 0.2).
+    #[serde(default = "official_min_crop_scale")]
+    pub min_crop_scale: f64,
     pub print_freq: usize,
     pub save_freq: usize,
     /// Dataset name as given (`--dataset`), for the run name.
     pub dataset_name: String,
     pub image_size: usize,
+}
+
+fn official_min_crop_scale() -> f64 {
+    TrainTransform::pretrain(32, false).scale.0
 }
 
 impl PretrainConfig {
@@ -62,6 +70,7 @@ impl PretrainConfig {
     /// The pre-training augmentation (`--weakaug`, `--randaug`) with one or two views per image.
     pub fn input_transform(&self) -> Transform {
         let mut transform = TrainTransform::pretrain(self.image_size, self.weakaug);
+        transform.scale.0 = self.min_crop_scale;
         if self.randaug {
             transform = transform.with_randaugment();
         }

@@ -27,8 +27,10 @@ pub fn random_resized_crop_box(
     let area = (width * height) as f64;
     let (log_lo, log_hi) = (ratio.0.ln(), ratio.1.ln());
     for _ in 0..10 {
-        let target_area = area * rng.gen_range(scale.0..scale.1);
-        let aspect = rng.gen_range(log_lo..log_hi).exp();
+        // torch's uniform_ accepts an empty range (a fixed scale); `gen_range` would panic on it.
+        let fraction = if scale.0 < scale.1 { rng.gen_range(scale.0..scale.1) } else { scale.0 };
+        let target_area = area * fraction;
+        let aspect = if log_lo < log_hi { rng.gen_range(log_lo..log_hi) } else { log_lo }.exp();
         let w = (target_area * aspect).sqrt().round_ties_even() as usize;
         let h = (target_area / aspect).sqrt().round_ties_even() as usize;
         if 0 < w && w <= width && 0 < h && h <= height {
@@ -92,4 +94,16 @@ pub fn center_crop(img: &Image, height: usize, width: usize) -> Image {
     let top = ((src.height - height) as f64 / 2.0).round_ties_even() as usize;
     let left = ((src.width - width) as f64 / 2.0).round_ties_even() as usize;
     src.crop(left, top, width, height)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fixed_scale_and_ratio_give_the_whole_square_image() {
+        let mut rng = crate::data::augment::sample_rng(0, 0, 0, 0);
+        let b = random_resized_crop_box(32, 32, (1.0, 1.0), (1.0, 1.0), &mut rng);
+        assert_eq!(b, CropBox { top: 0, left: 0, height: 32, width: 32 });
+    }
 }
