@@ -217,7 +217,7 @@ fn cli_pretrain_and_its_errors() {
     assert!(last.ends_with("SelfCon_fashionmnist_resnet18_lr_0.05_multiview_False_label_True_decay_0.0001_bsz_12_temp_0.1_seed_0_cosine/last.safetensors"), "{last}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("epoch 1: loss"));
 
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["--method", "BYOL"], "--method: unknown method 'BYOL'"),
         (&["--method", "Con"], "--multiview: --method Con without labels needs --multiview"),
         (&["--method", "SelfCon"], "--selfcon_pos: --method SelfCon needs at least one sub-network exit"),
@@ -227,6 +227,10 @@ fn cli_pretrain_and_its_errors() {
         ),
         (&["--method", "SupCon", "--lr_decay_epochs", "7,x"], "--lr_decay_epochs: '7,x' is not a comma-separated list"),
         (&["--method", "SupCon", "--precision", "fp8"], "--precision: unknown precision 'fp8'"),
+        (
+            &["--method", "SupCon", "--min_crop_scale", "0"],
+            "--min_crop_scale: must be an area fraction in (0, 1], got 0",
+        ),
     ];
     for (extra, want) in cases {
         assert_usage_error(&[&base[..], extra].concat(), want);

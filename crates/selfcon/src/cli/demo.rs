@@ -125,13 +125,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
             selfcon::Error::option("lars_eta", format!("must be a finite number ≥ 0, got {}", a.lars_eta)).into()
         );
     }
-    if !(a.min_crop_scale > 0.0 && a.min_crop_scale <= 1.0) {
-        return Err(selfcon::Error::option(
-            "min_crop_scale",
-            format!("must be an area fraction in (0, 1], got {}", a.min_crop_scale),
-        )
-        .into());
-    }
+    selfcon::train::check_min_crop_scale(a.min_crop_scale)?;
     for (flag, want, have, split) in [
         ("pretrain_images", pretrain_images, data.train.len(), "training"),
         ("probe_images", a.probe_images, data.train.len(), "training"),

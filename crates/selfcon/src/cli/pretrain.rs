@@ -52,6 +52,10 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub randaug: bool,
 
+    /// Smallest area fraction of the image a RandomResizedCrop keeps (the official 0.2).
+    #[arg(long = "min_crop_scale", visible_alias = "min-crop-scale", default_value_t = 0.2)]
+    pub min_crop_scale: f64,
+
     /// Also keep ckpt_epoch_{E}.safetensors every N epochs (last.safetensors is written every epoch).
     #[arg(long = "save_freq", visible_alias = "save-freq", default_value_t = 0, value_name = "N")]
     pub save_freq: usize,
@@ -89,6 +93,7 @@ impl PretrainArgs {
     pub fn to_config(&self) -> selfcon::Result<PretrainConfig> {
         let a = self;
         let image_size = a.data.image_size(&a.dataset)?;
+        selfcon::train::check_min_crop_scale(a.min_crop_scale)?;
         let config = PretrainConfig {
             model: a.model.to_config(&a.dataset, image_size)?,
             method: a.method.parse()?,
@@ -99,7 +104,7 @@ impl PretrainArgs {
             optim: a.optim.to_config()?,
             weakaug: a.weakaug,
             randaug: a.randaug,
-            min_crop_scale: 0.2,
+            min_crop_scale: a.min_crop_scale,
             print_freq: a.optim.print_freq,
             save_freq: a.save_freq,
             dataset_name: a.dataset.clone(),

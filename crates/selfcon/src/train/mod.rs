@@ -20,7 +20,7 @@ pub use linear::{linear_eval, linear_eval_model, Accuracy, EpochAccuracy, Linear
 pub use optim_config::OptimConfig;
 pub use optimizer::Sgd;
 pub use precision::{GradScaler, Precision};
-pub use pretrain::{pretrain, PretrainConfig, PretrainResult};
+pub use pretrain::{check_min_crop_scale, pretrain, PretrainConfig, PretrainResult};
 pub use probe::{
     extract_features, linear_probe, select_and_probe, CachedFeatures, FeatureExtraction, ProbeResult, ProbeSettings,
     SelectedProbe,

@@ -51,6 +51,15 @@ fn official_min_crop_scale() -> f64 {
     TrainTransform::pretrain(32, false).scale.0
 }
 
+/// `--min_crop_scale` must be an area fraction in (0, 1].
+pub fn check_min_crop_scale(scale: f64) -> Result<()> {
+    if scale > 0.0 && scale <= 1.0 {
+        Ok(())
+    } else {
+        Err(Error::option("min_crop_scale", format!("must be an area fraction in (0, 1], got {scale}")))
+    }
+}
+
 impl PretrainConfig {
     /// Warm-up when asked for, and automatically for batch sizes ≥ 1024 (official).
     pub fn warmup_on(&self) -> bool {
