@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::images::{chw_to_hwc, InMemoryImages};
-use super::pickle::{self, NdArray};
+use crate::pickle::{self, NdArray};
 use crate::error::{Error, Result};
 
 const SIDE: usize = 32;

@@ -12,7 +12,6 @@ mod image;
 mod images;
 mod loader;
 mod mnist;
-pub mod pickle;
 mod registry;
 mod shard;
 mod subset;

@@ -100,7 +100,7 @@ impl ProbeSettings {
     pub fn demo_grid(epochs: usize) -> Vec<ProbeSettings> {
         let mut grid = Vec::new();
         for weight_decay in [0.0, 1e-3] {
-            for lr in [0.02, 0.1, 0.5] {
+            for lr in [0.02, 0.1, 0.5, 2.0] {
                 grid.push(ProbeSettings { epochs, lr, weight_decay });
             }
         }

@@ -1,4 +1,4 @@
-//! Checkpoints: one safetensors file holding the model under its official state-dict keys
+//! Checkpoints. Ours: one safetensors file holding the model under its official state-dict keys
 //! (`encoder.layer1.0.conv1.weight`, ...), the optimizer's momentum buffers
 //! (`optimizer.momentum_buffer.<key>`), and JSON metadata (epoch, config, ...). Written to a
 //! temporary file in the same folder, synced, then renamed over the target, so a crash never
@@ -14,6 +14,12 @@ use safetensors::SafeTensors;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
+use crate::model::ModelConfig;
+
+pub mod official;
+pub mod torch_archive;
+
+pub use official::OfficialCheckpoint;
 
 pub const OPTIMIZER_PREFIX: &str = "optimizer.momentum_buffer.";
 
@@ -172,5 +178,86 @@ fn summarise(names: &[&str]) -> String {
         format!("{} keys: {head}, …", names.len())
     } else {
         head
+    }
+}
+
+/// Where a model checkpoint came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckpointFormat {
+    /// Our safetensors checkpoint (`last.safetensors`).
+    Selfcon,
+    /// `torch.save` of the official code: `{'opt', 'model', 'optimizer', 'epoch'}`.
+    Official,
+    /// `torch.save(model.state_dict())`.
+    StateDict,
+}
+
+/// A pre-trained encoder's checkpoint of any kind, read: its weights under our (= the official)
+/// state-dict names and, when the file says, the model it belongs to.
+pub struct ModelCheckpoint {
+    pub path: std::path::PathBuf,
+    pub format: CheckpointFormat,
+    /// The model the file describes (None for a bare state dict).
+    pub model: Option<ModelConfig>,
+    pub weights: BTreeMap<String, Tensor>,
+    /// The last finished epoch, when recorded.
+    pub epoch: Option<usize>,
+}
+
+impl ModelCheckpoint {
+    /// Opens a pre-training checkpoint: ours, an official `last.pth`, or a bare state dict.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut head = [0u8; 4];
+        let n = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+            .map_err(|e| Error::file(path, format!("cannot read checkpoint: {e}")))?;
+        if torch_archive::looks_like_torch_file(&head[..n]) {
+            let official = OfficialCheckpoint::open(path)?;
+            let model = official.model_config()?;
+            let format = if official.options.is_some() || official.epoch.is_some() {
+                CheckpointFormat::Official
+            } else {
+                CheckpointFormat::StateDict
+            };
+            return Ok(ModelCheckpoint {
+                path: path.to_path_buf(),
+                format,
+                model,
+                epoch: official.epoch,
+                weights: official.weights.into_iter().collect(),
+            });
+        }
+        let loaded = load(path)?;
+        let stage = loaded.metadata.get("stage").map(String::as_str);
+        if let Some(stage @ ("linear" | "ce")) = stage {
+            return Err(Error::file(path, format!("is a selfcon {stage} checkpoint, not a pre-trained encoder")));
+        }
+        let model = match loaded.metadata.get("config") {
+            Some(config) => {
+                let config: serde_json::Value = serde_json::from_str(config)
+                    .map_err(|e| Error::file(path, format!("has an unreadable config: {e}")))?;
+                match config.get("model") {
+                    Some(model) => Some(
+                        serde_json::from_value::<ModelConfig>(model.clone())
+                            .map_err(|e| Error::file(path, format!("has an unreadable model config: {e}")))?,
+                    ),
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        let epoch = loaded.metadata.get("epoch").and_then(|e| e.parse().ok());
+        Ok(ModelCheckpoint {
+            path: path.to_path_buf(),
+            format: CheckpointFormat::Selfcon,
+            model,
+            epoch,
+            weights: model_weights(loaded.tensors),
+        })
+    }
+
+    /// Copies the weights strictly into `vs` (see [`load_into_var_store`]).
+    pub fn load_into(&self, vs: &tch::nn::VarStore) -> Result<()> {
+        load_into_var_store(&self.path, vs, &self.weights)
     }
 }

@@ -1,10 +1,12 @@
-//! A safe reader for the Python pickles the CIFAR archives use: it parses the opcode stream into
-//! plain values and recognises numpy arrays by their reconstruction recipe, but never imports or
-//! calls anything. Only the handful of globals that describe arrays and bytes are accepted.
+//! A safe reader for Python pickles: it parses the opcode stream into plain values, but never
+//! imports or calls anything. Each kind of file names the few globals it may reference (a
+//! [`Dialect`]); any other global is refused before anything else happens.
 //!
-//! Covers protocol 2 as written by Python 2's cPickle (the official archives: byte strings,
-//! `numpy.core.multiarray._reconstruct`), and protocols 2–5 as written by Python 3 with numpy 1.x
-//! or 2.x (`numpy._core...`, bytes through `_codecs.encode`, in-band buffers via `_frombuffer`).
+//! Two dialects: the CIFAR archives' numpy pickles — protocol 2 as written by Python 2's cPickle
+//! (byte strings, `numpy.core.multiarray._reconstruct`) and protocols 2–5 as written by Python 3
+//! with numpy 1.x or 2.x (`numpy._core...`, bytes through `_codecs.encode`, in-band buffers via
+//! `_frombuffer`) — and `torch.save`'s `data.pkl` (tensors as `_rebuild_tensor_v2` of a storage
+//! named by a persistent id, `collections.OrderedDict`, `argparse.Namespace`).
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -12,8 +14,8 @@ use std::rc::Rc;
 /// What went wrong, without the file name (the caller adds it).
 pub type PickleError = String;
 
-/// The globals a data pickle may reference; anything else is refused.
-const ALLOWED_GLOBALS: [(&str, &str); 8] = [
+/// The globals a numpy data pickle may reference.
+const NUMPY_GLOBALS: [(&str, &str); 8] = [
     ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.numeric", "_frombuffer"),
@@ -23,6 +25,45 @@ const ALLOWED_GLOBALS: [(&str, &str); 8] = [
     ("_codecs", "encode"),
     ("builtins", "bytearray"),
 ];
+
+/// The globals `torch.save` writes for state dicts, optimiser states and the official `opt`.
+/// Tensor storages are data (`torch.FloatStorage` names a dtype); nothing here is ever called.
+const TORCH_GLOBALS: [(&str, &str); 16] = [
+    ("collections", "OrderedDict"),
+    ("argparse", "Namespace"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch", "FloatStorage"),
+    ("torch", "DoubleStorage"),
+    ("torch", "HalfStorage"),
+    ("torch", "BFloat16Storage"),
+    ("torch", "LongStorage"),
+    ("torch", "IntStorage"),
+    ("torch", "ShortStorage"),
+    ("torch", "CharStorage"),
+    ("torch", "ByteStorage"),
+    ("torch", "BoolStorage"),
+    ("torch", "UntypedStorage"),
+    ("_codecs", "encode"),
+    ("builtins", "bytearray"),
+];
+
+/// Which kind of file a pickle comes from: the globals it may name, whether persistent ids
+/// (torch's references to storages stored outside the pickle) are allowed, and what the refusal
+/// says is read instead.
+#[derive(Clone, Copy, Debug)]
+pub struct Dialect {
+    globals: &'static [(&'static str, &'static str)],
+    persistent_ids: bool,
+    reads: &'static str,
+}
+
+impl Dialect {
+    /// CIFAR's pickled numpy arrays.
+    pub const NUMPY: Dialect = Dialect { globals: &NUMPY_GLOBALS, persistent_ids: false, reads: "numpy arrays" };
+    /// `torch.save`'s `data.pkl`.
+    pub const TORCH: Dialect =
+        Dialect { globals: &TORCH_GLOBALS, persistent_ids: true, reads: "tensors, state dicts and argparse options" };
+}
 
 /// A parsed pickle value.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,6 +82,8 @@ pub enum Value {
     Reduce(Box<Value>, Box<Value>),
     /// `obj.__setstate__(state)`, not called.
     Build(Box<Value>, Box<Value>),
+    /// An object the pickle refers to by id (torch: `('storage', type, key, location, numel)`).
+    PersistentId(Box<Value>),
 }
 
 impl Value {
@@ -230,12 +273,18 @@ fn dtype_string(v: &Value) -> Result<String, PickleError> {
     Ok(name)
 }
 
-/// Parses a whole pickle.
+/// Parses a whole numpy data pickle.
 pub fn parse(bytes: &[u8]) -> Result<Value, PickleError> {
-    Machine { input: bytes, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new() }.run()
+    parse_as(bytes, Dialect::NUMPY)
+}
+
+/// Parses a whole pickle of the given dialect.
+pub fn parse_as(bytes: &[u8], dialect: Dialect) -> Result<Value, PickleError> {
+    Machine { input: bytes, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), dialect }.run()
 }
 
 struct Machine<'a> {
+    dialect: Dialect,
     input: &'a [u8],
     pos: usize,
     stack: Vec<Value>,
@@ -303,10 +352,13 @@ impl<'a> Machine<'a> {
     }
 
     fn global(&self, module: String, name: String) -> Result<Value, PickleError> {
-        if ALLOWED_GLOBALS.iter().any(|(m, n)| *m == module && *n == name) {
+        if self.dialect.globals.iter().any(|(m, n)| *m == module && *n == name) {
             Ok(Value::Global(module, name))
         } else {
-            Err(format!("refusing pickle global {module}.{name}: only numpy arrays and plain data are read"))
+            Err(format!(
+                "refusing pickle global {module}.{name}: only {} and plain data are read, nothing is called",
+                self.dialect.reads
+            ))
         }
     }
 
@@ -465,12 +517,27 @@ impl<'a> Machine<'a> {
                 b'R' | 0x81 => {
                     let args = self.pop()?;
                     let f = self.pop()?;
-                    self.stack.push(Value::Reduce(Box::new(f), Box::new(args)))
+                    // An empty OrderedDict is a dict that SETITEMS then fills.
+                    let empty = args.as_seq().is_some_and(<[Value]>::is_empty);
+                    if empty && is_global(&f, "collections", "OrderedDict") {
+                        self.stack.push(Value::Dict(Vec::new()))
+                    } else {
+                        self.stack.push(Value::Reduce(Box::new(f), Box::new(args)))
+                    }
                 }
                 b'b' => {
                     let state = self.pop()?;
                     let obj = self.pop()?;
-                    self.stack.push(Value::Build(Box::new(obj), Box::new(state)))
+                    match obj {
+                        // An OrderedDict's instance attributes (a state dict's `_metadata`: module
+                        // versions) are not part of its items.
+                        Value::Dict(_) => self.stack.push(obj),
+                        obj => self.stack.push(Value::Build(Box::new(obj), Box::new(state))),
+                    }
+                }
+                b'Q' if self.dialect.persistent_ids => {
+                    let id = self.pop()?;
+                    self.stack.push(Value::PersistentId(Box::new(id)))
                 }
                 b'q' => {
                     let k = self.u8()? as u64;

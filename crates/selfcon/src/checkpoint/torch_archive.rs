@@ -1,0 +1,184 @@
+//! Reads what `torch.save` writes (the zip format of torch ≥ 1.6) without running Python:
+//! `<prefix>/data.pkl` is parsed by the safe pickle reader in its torch dialect, and every tensor
+//! is rebuilt from its `<prefix>/data/<key>` record by this module — nothing in the file is called.
+//!
+//! Accepted: storages of float16/bfloat16/float32/float64/int64/int32/uint8/bool, any storage
+//! offset, contiguous strides (the only kind `state_dict()` and optimiser states hold). Anything
+//! else is a one-line error naming the tensor's place in the file.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use tch::{Kind, Tensor};
+
+use crate::error::{Error, Result};
+use crate::pickle::{self, Dialect, Value};
+
+/// The first bytes of a zip archive (and so of every `torch.save` file since torch 1.6).
+pub const ZIP_MAGIC: &[u8; 4] = b"PK\x03\x04";
+/// The first bytes of a pickle of protocol 2 or later: the legacy `torch.save` format starts with one.
+const PICKLE_PROTOCOL: u8 = 0x80;
+
+/// An opened `torch.save` file: its pickled object and the raw storages it refers to.
+pub struct TorchArchive {
+    path: PathBuf,
+    pub root: Value,
+    /// Storage records by key (`<prefix>/data/<key>`).
+    records: HashMap<String, Vec<u8>>,
+}
+
+/// True when `bytes` start like a `torch.save` file (zip or legacy).
+pub fn looks_like_torch_file(bytes: &[u8]) -> bool {
+    bytes.starts_with(ZIP_MAGIC) || bytes.first() == Some(&PICKLE_PROTOCOL)
+}
+
+impl TorchArchive {
+    pub fn open(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+        Self::from_bytes(path, bytes)
+    }
+
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
+        let bad = |reason: String| Error::file(path, reason);
+        if !bytes.starts_with(ZIP_MAGIC) {
+            if bytes.first() == Some(&PICKLE_PROTOCOL) {
+                return Err(bad(
+                    "is in the legacy torch.save format of torch < 1.6, which is not read; load and save it again with torch ≥ 1.6".into(),
+                ));
+            }
+            return Err(bad("is not a torch.save file (no zip archive)".into()));
+        }
+        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+            .map_err(|e| bad(format!("is not a readable zip archive: {e}")))?;
+        let names: Vec<String> = zip.file_names().map(str::to_string).collect();
+        // Every record lives under one folder named after the file at save time (any name).
+        let pickles: Vec<&String> = names.iter().filter(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1).collect();
+        let [pkl] = pickles.as_slice() else {
+            return Err(bad(format!(
+                "is not a torch.save archive: expected one <prefix>/data.pkl, found {}",
+                pickles.len()
+            )));
+        };
+        let prefix = pkl.trim_end_matches("data.pkl").to_string();
+        if let Some(order) = read_record(&mut zip, &format!("{prefix}byteorder")).map_err(&bad)? {
+            if order != b"little" {
+                return Err(bad(format!(
+                    "stores tensors in {} byte order; only little-endian files are read",
+                    String::from_utf8_lossy(&order)
+                )));
+            }
+        }
+        let data = read_record(&mut zip, pkl).map_err(&bad)?.unwrap_or_default();
+        let root = pickle::parse_as(&data, Dialect::TORCH).map_err(|e| bad(format!("{pkl}: {e}")))?;
+        let data_prefix = format!("{prefix}data/");
+        let mut records = HashMap::new();
+        for name in names.iter().filter(|n| n.starts_with(&data_prefix)) {
+            let key = name[data_prefix.len()..].to_string();
+            if let Some(record) = read_record(&mut zip, name).map_err(&bad)? {
+                records.insert(key, record);
+            }
+        }
+        Ok(TorchArchive { path: path.to_path_buf(), root, records })
+    }
+
+    fn error(&self, reason: impl Into<String>) -> Error {
+        Error::file(&self.path, reason.into())
+    }
+
+    /// Rebuilds the tensor `value` describes (`_rebuild_tensor_v2(storage, offset, size, stride, ...)`);
+    /// `what` names it in errors.
+    pub fn tensor(&self, value: &Value, what: &str) -> Result<Tensor> {
+        let bad = |reason: String| self.error(format!("{what}: {reason}"));
+        let Value::Reduce(f, args) = value else { return Err(bad("is not a tensor".into())) };
+        if !matches!(f.as_ref(), Value::Global(m, n) if m == "torch._utils" && n == "_rebuild_tensor_v2") {
+            return Err(bad("is not a plain tensor (_rebuild_tensor_v2)".into()));
+        }
+        let args = args.as_seq().ok_or_else(|| bad("tensor arguments are not a tuple".into()))?;
+        let [storage, offset, size, stride, ..] = args else {
+            return Err(bad(format!("_rebuild_tensor_v2 takes at least 4 arguments, got {}", args.len())));
+        };
+        let (kind, key, numel) = storage_id(storage).map_err(&bad)?;
+        let ints = |v: &Value, name: &str| -> Result<Vec<i64>> {
+            v.as_seq()
+                .and_then(|s| s.iter().map(Value::as_int).collect::<Option<Vec<_>>>())
+                .filter(|s| s.iter().all(|&d| d >= 0))
+                .ok_or_else(|| bad(format!("tensor {name} is not a tuple of non-negative integers")))
+        };
+        let (size, stride) = (ints(size, "size")?, ints(stride, "stride")?);
+        let offset = offset.as_int().filter(|&o| o >= 0).ok_or_else(|| bad("tensor offset is not an integer ≥ 0".into()))?;
+        if size.len() != stride.len() {
+            return Err(bad(format!("tensor size {size:?} and stride {stride:?} differ in length")));
+        }
+        let n = size.iter().try_fold(1i64, |acc, &d| acc.checked_mul(d)).ok_or_else(|| bad("tensor size overflows".into()))?;
+        let mut expected = 1i64;
+        for (d, (&len, &st)) in size.iter().zip(&stride).enumerate().rev() {
+            if len > 1 && st != expected {
+                return Err(bad(format!(
+                    "tensor of size {size:?} has non-contiguous strides {stride:?} (dimension {d}); only contiguous tensors are read"
+                )));
+            }
+            expected = expected.saturating_mul(len);
+        }
+        let end = offset.checked_add(n).filter(|&e| e <= numel).ok_or_else(|| {
+            bad(format!("tensor of {n} elements at offset {offset} does not fit its storage of {numel}"))
+        })?;
+        let record = self
+            .records
+            .get(&key)
+            .ok_or_else(|| bad(format!("storage record data/{key} is missing from the archive")))?;
+        let item = kind.elt_size_in_bytes() as i64;
+        let needed = numel.checked_mul(item).ok_or_else(|| bad("storage size overflows".into()))?;
+        if (record.len() as i64) < needed {
+            return Err(bad(format!(
+                "storage data/{key} has {} bytes, its {numel} elements need {needed}",
+                record.len()
+            )));
+        }
+        let bytes = &record[(offset * item) as usize..(end * item) as usize];
+        Ok(Tensor::f_from_data_size(bytes, &size, kind)?)
+    }
+}
+
+/// `('storage', torch.FloatStorage, key, location, numel)` → (kind, key, numel).
+fn storage_id(value: &Value) -> std::result::Result<(Kind, String, i64), String> {
+    let Value::PersistentId(id) = value else { return Err("tensor storage is not a storage reference".into()) };
+    let fields = id.as_seq().ok_or("storage reference is not a tuple")?;
+    let [tag, ty, key, _location, numel] = fields else {
+        return Err(format!("storage reference has {} fields, expected 5", fields.len()));
+    };
+    if tag.as_text().as_deref() != Some("storage") {
+        return Err("persistent id is not a storage".into());
+    }
+    let Value::Global(_, name) = ty else { return Err("storage type is not a torch storage class".into()) };
+    let kind = match name.as_str() {
+        "FloatStorage" => Kind::Float,
+        "DoubleStorage" => Kind::Double,
+        "HalfStorage" => Kind::Half,
+        "BFloat16Storage" => Kind::BFloat16,
+        "LongStorage" => Kind::Int64,
+        "IntStorage" => Kind::Int,
+        "ByteStorage" => Kind::Uint8,
+        "BoolStorage" => Kind::Bool,
+        other => return Err(format!("storages of type torch.{other} are not read")),
+    };
+    let key = key.as_text().ok_or("storage key is not text")?;
+    let numel = numel.as_int().filter(|&n| n >= 0).ok_or("storage size is not an integer ≥ 0")?;
+    Ok((kind, key, numel))
+}
+
+fn read_record<R: Read + std::io::Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    name: &str,
+) -> std::result::Result<Option<Vec<u8>>, String> {
+    let mut file = match zip.by_name(name) {
+        Ok(f) => f,
+        Err(zip::result::ZipError::FileNotFound) => return Ok(None),
+        Err(e) => return Err(format!("{name}: {e}")),
+    };
+    // The header's size bounds what is read, whatever the stream says.
+    let size = file.size();
+    let mut out = Vec::with_capacity(size.min(1 << 30) as usize);
+    (&mut file).take(size).read_to_end(&mut out).map_err(|e| format!("{name}: {e}"))?;
+    Ok(Some(out))
+}

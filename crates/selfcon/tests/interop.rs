@@ -1,0 +1,150 @@
+//! Official checkpoints in: files written by PyTorch's own `torch.save` (made by
+//! scripts/make_official_checkpoints.py from the SPEC's model definition) are read without running
+//! anything, mapped to our model, and give PyTorch's features; a forbidden global is refused.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tch::{Device, Kind, Tensor};
+
+use selfcon::checkpoint::{CheckpointFormat, ModelCheckpoint, OfficialCheckpoint};
+use selfcon::data::DatasetKind;
+use selfcon::model::{ConModel, ExitPositions, ModelConfig, SubNetworkArch, SubNetworkSize, Architecture};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/official")
+}
+
+/// Unpacks fixture `name` (gzipped twice) into `dir`.
+fn fixture(dir: &Path, name: &str) -> PathBuf {
+    let packed = std::fs::read(fixtures().join(format!("{name}.gz.gz"))).unwrap();
+    let mut once = Vec::new();
+    flate2::read::GzDecoder::new(&packed[..]).read_to_end(&mut once).unwrap();
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(&once[..]).read_to_end(&mut raw).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, raw).unwrap();
+    path
+}
+
+fn expected() -> Value {
+    serde_json::from_slice(&std::fs::read(fixtures().join("expected.json")).unwrap()).unwrap()
+}
+
+/// The script's `pattern(n, j, period)`.
+fn pattern(n: i64, j: i64, period: i64) -> Tensor {
+    let i = Tensor::arange(n, (Kind::Int64, Device::Cpu));
+    ((i * 37 + j * 11).remainder(period) - period / 2).to_kind(Kind::Float) / (period / 2) as f64
+}
+
+fn matrix(v: &Value) -> Tensor {
+    let rows: Vec<Tensor> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| Tensor::from_slice(&r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect::<Vec<_>>()))
+        .collect();
+    Tensor::stack(&rows, 0)
+}
+
+fn readme_cifar100() -> ModelConfig {
+    ModelConfig::new(
+        Architecture::ResNet18,
+        DatasetKind::Cifar100,
+        ExitPositions::new(vec![false, true, false]),
+        SubNetworkArch::Resnet,
+        SubNetworkSize::Fc,
+        128,
+    )
+    .unwrap()
+}
+
+/// Loads `ckpt` into the README model and checks its eval features against PyTorch's.
+fn assert_pytorch_features(ckpt: &ModelCheckpoint) {
+    let (vs, model) = ConModel::build(&readme_cifar100(), Device::Cpu).unwrap();
+    ckpt.load_into(&vs).unwrap();
+    let images = pattern(4 * 3 * 32 * 32, 7, 31).view([4, 3, 32, 32]);
+    let out = tch::no_grad(|| model.encode(&images, false)).unwrap();
+    let want = expected();
+    for (got, key) in [(&out.backbone, "backbone"), (&out.exits[0], "sub_network.0")] {
+        let want = matrix(&want[key]);
+        let diff = (got - &want).abs().max().double_value(&[]);
+        let scale = want.abs().max().double_value(&[]);
+        assert!(diff <= 1e-4 * scale.max(1.0), "{key}: max |ours − PyTorch| = {diff} (scale {scale})");
+    }
+}
+
+#[test]
+fn official_checkpoint_configures_the_model_and_gives_pytorch_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = ModelCheckpoint::open(&fixture(dir.path(), "selfcon_r18.pth")).unwrap();
+    assert_eq!(ckpt.format, CheckpointFormat::Official);
+    assert_eq!(ckpt.epoch, Some(3));
+    assert_eq!(ckpt.model.as_ref(), Some(&readme_cifar100()), "configured from 'opt'");
+    assert_eq!(ckpt.weights["encoder.bn1.num_batches_tracked"].kind(), Kind::Int64);
+    assert_pytorch_features(&ckpt);
+}
+
+#[test]
+fn dataparallel_prefix_and_downsample_names_are_mapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fixture(dir.path(), "module_prefix.pth");
+    let official = OfficialCheckpoint::open(&path).unwrap();
+    assert!(official.weights.iter().any(|(k, _)| k == "encoder.layer2.0.shortcut.0.weight"));
+    assert!(official.weights.iter().all(|(k, _)| !k.contains("module.") && !k.contains("downsample")));
+    assert_pytorch_features(&ModelCheckpoint::open(&path).unwrap());
+}
+
+#[test]
+fn bare_state_dict_loads_with_the_model_from_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = ModelCheckpoint::open(&fixture(dir.path(), "state_dict.pth")).unwrap();
+    assert_eq!(ckpt.format, CheckpointFormat::StateDict);
+    assert_eq!(ckpt.model, None);
+    assert_eq!(ckpt.epoch, None);
+    assert_pytorch_features(&ckpt);
+}
+
+#[test]
+fn a_forbidden_global_is_refused_and_nothing_runs() {
+    let marker = Path::new("/tmp/selfcon_forbidden_global_ran");
+    let _ = std::fs::remove_file(marker);
+    let dir = tempfile::tempdir().unwrap();
+    let path = fixture(dir.path(), "forbidden.pth");
+    let e = common::user_error(ModelCheckpoint::open(&path));
+    assert!(e.contains("refusing pickle global posix.system") || e.contains("refusing pickle global os.system"), "{e}");
+    assert!(e.contains("forbidden.pth"), "{e}");
+    assert!(!marker.exists(), "the pickle's os.system call ran");
+}
+
+#[test]
+fn momentum_buffers_follow_the_official_parameter_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let official = OfficialCheckpoint::open(&fixture(dir.path(), "selfcon_r18.pth")).unwrap();
+    let step = &expected()["sgd_step"];
+    let params = step["momentum_first"].as_object().unwrap();
+    assert_eq!(official.momentum.len(), params.len(), "one buffer per parameter");
+    for (j, (name, _)) in official.weights.iter().filter(|(k, _)| !selfcon::checkpoint::official::is_buffer(k)).enumerate() {
+        let (got_name, buffer) = &official.momentum[j];
+        assert_eq!(got_name, name);
+        // The script filled parameter j's buffer with 0.01 · pattern(numel, 500 + j).
+        let want = pattern(buffer.numel() as i64, 500 + j as i64, 29) * 0.01;
+        assert!(buffer.flatten(0, -1).allclose(&want, 0.0, 1e-7, false), "{name}");
+    }
+}
+
+#[test]
+fn legacy_and_non_torch_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = dir.path().join("legacy.pth");
+    std::fs::write(&legacy, [0x80u8, 0x02, 0x8a, 0x0a, 0x6c, 0xfc]).unwrap();
+    let e = common::user_error(ModelCheckpoint::open(&legacy));
+    assert!(e.contains("legacy torch.save format"), "{e}");
+    let zip = dir.path().join("other.zip");
+    std::fs::write(&zip, b"PK\x03\x04 not really a zip").unwrap();
+    let e = common::user_error(ModelCheckpoint::open(&zip));
+    assert!(e.contains("other.zip") && e.contains("zip"), "{e}");
+}
