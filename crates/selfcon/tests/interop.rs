@@ -148,3 +148,65 @@ fn legacy_and_non_torch_files_are_clear_errors() {
     let e = common::user_error(ModelCheckpoint::open(&zip));
     assert!(e.contains("other.zip") && e.contains("zip"), "{e}");
 }
+
+fn read_safetensors(path: &Path) -> std::collections::BTreeMap<String, Tensor> {
+    selfcon::checkpoint::load(path).unwrap().tensors
+}
+
+#[test]
+fn linear_and_features_take_the_model_from_an_official_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = fixture(dir.path(), "selfcon_r18.pth");
+    let data = dir.path().join("fmnist");
+    std::fs::create_dir_all(&data).unwrap();
+    common::tiny_fashion_mnist(&data, 24, 12);
+    let (ckpt, data) = (ckpt.to_str().unwrap(), data.to_str().unwrap());
+    let save = dir.path().join("save");
+    let save = save.to_str().unwrap();
+
+    // No model flags: the model comes from 'opt' (its CIFAR stem fits Fashion-MNIST's 32×32).
+    let flags = ["--dataset", "fashionmnist", "--data_folder", data, "--num_workers", "2"];
+    let o = common::selfcon(
+        &[&["linear", "--ckpt", ckpt, "--subnet", "--epochs", "1", "--batch_size", "12", "--save_dir", save][..], &flags]
+            .concat(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let entry: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(entry["sub"].is_array() && entry["ensemble"].is_array(), "{entry}");
+
+    // Features: dataset order, every exit, labels; a prefix of the split gives the same rows.
+    let out8 = dir.path().join("f8.safetensors");
+    let out4 = dir.path().join("f4.safetensors");
+    for (out, n) in [(&out8, "8"), (&out4, "4")] {
+        let o = common::selfcon(
+            &[&["features", "--ckpt", ckpt, "--split", "test", "--limit", n, "--out", out.to_str().unwrap()][..], &flags]
+                .concat(),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let (f8, f4) = (read_safetensors(&out8), read_safetensors(&out4));
+    assert_eq!(f8.keys().cloned().collect::<Vec<_>>(), ["backbone", "labels", "sub_network.0"]);
+    assert_eq!(f8["backbone"].size(), [8, 512]);
+    assert_eq!(f8["sub_network.0"].size(), [8, 512]);
+    assert_eq!(f8["labels"].kind(), Kind::Int64);
+    assert!(f8["backbone"].narrow(0, 0, 4).allclose(&f4["backbone"], 1e-5, 1e-5, false));
+    let test_labels = selfcon::data::read_idx(&Path::new(data).join("t10k-labels-idx1-ubyte"), 1).unwrap();
+    let want: Vec<i64> = test_labels.data[..8].iter().map(|&l| l as i64).collect();
+    assert_eq!(Vec::<i64>::try_from(&f8["labels"]).unwrap(), want);
+
+    // A model flag that contradicts the checkpoint names both values.
+    let out = dir.path().join("x.safetensors");
+    common::assert_usage_error(
+        &[&["features", "--ckpt", ckpt, "--selfcon_size", "same", "--out", out.to_str().unwrap()][..], &flags].concat(),
+        "--selfcon_size: same contradicts the checkpoint's fc",
+    );
+    // The forbidden checkpoint through the CLI: exit 2, one line, nothing ran.
+    let marker = Path::new("/tmp/selfcon_forbidden_global_ran");
+    let _ = std::fs::remove_file(marker);
+    let forbidden = fixture(dir.path(), "forbidden.pth");
+    common::assert_usage_error(
+        &[&["linear", "--ckpt", forbidden.to_str().unwrap(), "--save_dir", save][..], &flags].concat(),
+        "system: only tensors, state dicts and argparse options and plain data are read",
+    );
+    assert!(!marker.exists());
+}

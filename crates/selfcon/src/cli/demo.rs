@@ -219,9 +219,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     // The random initialisation pre-training started from: same seed, same construction.
     let (random_vs, random) = selfcon::engine::seeded(a.seed, || ConModel::build(&model, Device::Cpu))?;
     let (vs, pretrained) = ConModel::build(&model, Device::Cpu)?;
-    let loaded = checkpoint::load(&last_checkpoint)?;
-    let weights = checkpoint::model_weights(loaded.tensors);
-    checkpoint::load_into_var_store(&last_checkpoint, &vs, &weights)?;
+    checkpoint::ModelCheckpoint::open(&last_checkpoint)?.load_into(&vs)?;
     // Features in the pre-training's precision and layout: the same numbers up to rounding, in half the time.
     config.optim.prepare_model(&vs)?;
     config.optim.prepare_model(&random_vs)?;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use selfcon::checkpoint::ModelCheckpoint;
 use selfcon::train::{linear_eval, LinearConfig};
 use selfcon::Error;
 
@@ -14,7 +15,9 @@ use super::progress::TerminalProgress;
 
 #[derive(Args, Debug)]
 pub struct LinearArgs {
-    /// The pre-training checkpoint (last.safetensors); the flags below must describe its model.
+    /// The pre-training checkpoint: ours (last.safetensors), the official code's (last.pth,
+    /// ckpt_epoch_*.pth: read without running anything), or a bare torch state dict. The model
+    /// comes from the checkpoint (a bare state dict needs the model flags).
     #[arg(long, value_name = "PATH")]
     pub ckpt: PathBuf,
 
@@ -26,9 +29,10 @@ pub struct LinearArgs {
     #[arg(long, value_name = "PATH")]
     pub resume: Option<PathBuf>,
 
-    /// cifar10, cifar100, tinyimagenet, imagenet, imagenet100, mnist or fashionmnist (official default imagenet).
-    #[arg(long, default_value = "imagenet")]
-    pub dataset: String,
+    /// cifar10, cifar100, tinyimagenet, imagenet, imagenet100, mnist, fashionmnist or folder
+    /// [default: the checkpoint's pre-training dataset, else imagenet (the official default)].
+    #[arg(long)]
+    pub dataset: Option<String>,
 
     #[command(flatten)]
     pub model: ModelArgs,
@@ -49,15 +53,18 @@ pub fn run(a: LinearArgs) -> anyhow::Result<()> {
     if !a.ckpt.is_file() {
         return Err(Error::option("ckpt", format!("{} does not exist", a.ckpt.display())).into());
     }
-    let model = a.model.to_config(&a.dataset, a.data.image_size(&a.dataset)?)?;
-    let (data, image_size) = a.data.open(&a.dataset)?;
+    let ckpt = ModelCheckpoint::open(&a.ckpt)?;
+    let dataset = a.dataset.clone().unwrap_or_else(|| default_dataset(&ckpt));
+    let model = a.model.for_checkpoint(&ckpt, &dataset, a.data.image_size(&dataset)?)?;
+    drop(ckpt);
+    let (data, image_size) = a.data.open(&dataset)?;
     let config = LinearConfig {
         model,
         ckpt: a.ckpt.clone(),
         subnet: a.subnet,
         optim: a.optim.to_config()?,
         image_size,
-        eval: a.data.eval_transform(&a.dataset)?,
+        eval: a.data.eval_transform(&dataset)?,
         val_split: a.val_split,
         print_freq: a.optim.print_freq,
     };
@@ -70,4 +77,9 @@ pub fn run(a: LinearArgs) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(&result.entry)?);
     eprintln!("results written to {}; classifiers in {}", result.results_path.display(), result.run_dir.display());
     Ok(())
+}
+
+/// The dataset a checkpoint was pre-trained on (official default imagenet when it does not say).
+pub fn default_dataset(ckpt: &ModelCheckpoint) -> String {
+    ckpt.model.as_ref().map_or_else(|| "imagenet".to_string(), |m| m.dataset.name().to_string())
 }

@@ -6,6 +6,7 @@ mod bench_train;
 mod ce;
 mod data_args;
 mod demo;
+mod features;
 mod launch;
 mod linear;
 mod model_args;
@@ -50,6 +51,8 @@ enum Command {
         mut_arg("weight_decay", |a| a.default_value("0"))
     )]
     Linear(Box<linear::LinearArgs>),
+    /// Features of a pre-trained encoder (backbone and every exit) for one split, as safetensors.
+    Features(Box<features::FeaturesArgs>),
     /// Measure throughput (input pipeline).
     Bench(bench::BenchArgs),
     /// Run pretrain, linear or ce on several processes (GPUs, machines), like torchrun:
@@ -89,6 +92,7 @@ pub fn run() -> Result<(), Failure> {
         Command::Pretrain(args) => pretrain::run(*args),
         Command::Linear(args) => linear::run(*args),
         Command::Ce(args) => ce::run(*args),
+        Command::Features(args) => features::run(*args),
         Command::Bench(args) => bench::run(args),
     };
     result.map_err(|e| {

@@ -120,9 +120,7 @@ pub fn linear_eval(
     }
     // Every weight is overwritten by the checkpoint: no seeding needed here.
     let (vs, model) = ConModel::build(&config.model, device)?;
-    let loaded = checkpoint::load(&config.ckpt)?;
-    let weights = checkpoint::model_weights(loaded.tensors);
-    checkpoint::load_into_var_store(&config.ckpt, &vs, &weights)?;
+    checkpoint::ModelCheckpoint::open(&config.ckpt)?.load_into(&vs)?;
     if config.optim.channels_last {
         crate::model::to_channels_last(&vs)?;
     }

@@ -2,6 +2,7 @@
 
 mod ce;
 mod epoch_loop;
+mod features;
 mod linear;
 mod optim_config;
 mod optimizer;
@@ -21,9 +22,9 @@ pub use optim_config::OptimConfig;
 pub use optimizer::Sgd;
 pub use precision::{GradScaler, Precision};
 pub use pretrain::{check_min_crop_scale, pretrain, PretrainConfig, PretrainResult};
+pub use features::{encoder_features, EncoderFeatures, FeatureExtraction};
 pub use probe::{
-    extract_features, linear_probe, select_and_probe, CachedFeatures, FeatureExtraction, ProbeResult, ProbeSettings,
-    SelectedProbe,
+    extract_features, linear_probe, select_and_probe, CachedFeatures, ProbeResult, ProbeSettings, SelectedProbe,
 };
 pub use progress::{Progress, Quiet};
 pub use run_name::{python_bool, python_float};

@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use rand::seq::SliceRandom;
 use serde::Serialize;
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Kind, Tensor};
 
 use super::linear::Accuracy;
 use super::optimizer::Sgd;
-use super::precision::Precision;
+use super::features::{encoder_features, FeatureExtraction};
 use crate::data::augment::{sample_rng, EvalTransform};
-use crate::data::{DataLoader, Dataset, LoaderConfig, Transform};
+use crate::data::Dataset;
 use crate::error::Result;
 use crate::model::{ConModel, LinearClassifier};
 
@@ -25,57 +25,14 @@ pub struct CachedFeatures {
     pub labels: Tensor,
 }
 
-/// How [`extract_features`] runs the encoder.
-#[derive(Clone, Copy, Debug)]
-pub struct FeatureExtraction {
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
-    pub threads: usize,
-    pub device: Device,
-    /// Autocast for the forward pass (features are returned in fp32).
-    pub precision: Precision,
-    /// Channels-last batches (give it when the model's weights are channels-last).
-    pub channels_last: bool,
-}
-
+/// The demo's probe features: the unaugmented images, the backbone and the last exit.
 pub fn extract_features(model: &ConModel, set: &Arc<dyn Dataset>, how: FeatureExtraction) -> Result<CachedFeatures> {
-    let FeatureExtraction { mean, std, threads, device, precision, channels_last } = how;
-    let loader = DataLoader::new(
-        set.clone(),
-        Transform::Eval(EvalTransform::Identity),
-        LoaderConfig {
-            batch_size: 256,
-            threads,
-            prefetch: 2,
-            shuffle: false,
-            seed: 0,
-            drop_last: false,
-            mean,
-            std,
-            background: device == Device::Cpu,
-            shard: None,
-        },
-    )?;
-    let _guard = tch::no_grad_guard();
-    let _autocast = precision.autocast(device)?;
-    let (mut backbone, mut exit, mut labels) = (Vec::new(), Vec::new(), Vec::new());
-    for batch in loader.epoch(0) {
-        let batch = batch?;
-        let mut images = batch.images.to_device(device);
-        if channels_last {
-            images = crate::model::channels_last(&images)?;
-        }
-        let out = model.encode(&images, false)?;
-        backbone.push(out.backbone.to_kind(Kind::Float));
-        if let Some(e) = out.exits.last() {
-            exit.push(e.to_kind(Kind::Float));
-        }
-        labels.push(batch.labels.to_device(device));
-    }
+    let mut f = encoder_features(model, set, EvalTransform::Identity, how)?;
+    let device = how.device;
     Ok(CachedFeatures {
-        backbone: Tensor::cat(&backbone, 0),
-        exit: (!exit.is_empty()).then(|| Tensor::cat(&exit, 0)),
-        labels: Tensor::cat(&labels, 0),
+        backbone: f.backbone.to_device(device),
+        exit: f.exits.pop().map(|e| e.to_device(device)),
+        labels: f.labels.to_device(device),
     })
 }
 
