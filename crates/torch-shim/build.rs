@@ -5,6 +5,7 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo:rerun-if-changed=src/shim.cpp");
     println!("cargo:rerun-if-changed=src/distributed.cpp");
+    println!("cargo:rerun-if-changed=src/jit.cpp");
     println!("cargo:rerun-if-changed=src/shim_error.h");
     println!("cargo:rerun-if-changed=include");
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
@@ -17,6 +18,7 @@ fn main() {
         .cpp(true)
         .file("src/shim.cpp")
         .file("src/distributed.cpp")
+        .file("src/jit.cpp")
         .include(root.join("include"))
         // Declarations for the Gloo names libtorch's ProcessGroupGloo.hpp mentions (include/gloo/README.md).
         .include("include")

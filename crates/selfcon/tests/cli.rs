@@ -242,7 +242,7 @@ fn each_command_keeps_its_official_defaults() {
                 "[default: 0.1]",
                 "[default: 60,75,90]",
                 "[default: 0.2]",
-                "[default: imagenet]",
+                "[default: the checkpoint's pre-training dataset, else imagenet (the official default)]",
             ][..],
         ),
         (

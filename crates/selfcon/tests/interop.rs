@@ -210,3 +210,86 @@ fn linear_and_features_take_the_model_from_an_official_checkpoint() {
     );
     assert!(!marker.exists());
 }
+
+/// Our forward pass of the fixture's inputs through `ckpt`.
+fn our_features(ckpt: &ModelCheckpoint) -> (Tensor, Tensor) {
+    let (vs, model) = ConModel::build(ckpt.model.as_ref().unwrap_or(&readme_cifar100()), Device::Cpu).unwrap();
+    ckpt.load_into(&vs).unwrap();
+    let images = pattern(4 * 3 * 32 * 32, 7, 31).view([4, 3, 32, 32]);
+    let out = tch::no_grad(|| model.encode(&images, false)).unwrap();
+    (out.backbone, out.exits[0].shallow_clone())
+}
+
+#[test]
+fn exports_load_back_with_the_same_model_and_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture(dir.path(), "selfcon_r18.pth");
+    let source = ModelCheckpoint::open(&src).unwrap();
+    let (backbone, sub) = our_features(&source);
+    let export = |format: &str, name: &str| {
+        let out = dir.path().join(name);
+        let o = common::selfcon(&[
+            "export",
+            "--ckpt",
+            src.to_str().unwrap(),
+            "--format",
+            format,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{format}: {}", String::from_utf8_lossy(&o.stderr));
+        out
+    };
+    let golden: Value = serde_json::from_slice(
+        &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden/state_dict_resnet18_cifar100_pos_FTF.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut official_keys: Vec<&String> = golden["fc"].as_object().unwrap().keys().collect();
+    official_keys.sort();
+
+    // pth: torch.save layout our reader (and torch.load, scripts/check_exports.py) reads; official
+    // keys, fp32, the epoch, and the model description so that no flags are needed.
+    let pth = ModelCheckpoint::open(&export("pth", "r18.pth")).unwrap();
+    assert_eq!(pth.model, source.model);
+    assert_eq!(pth.epoch, Some(3));
+    assert_eq!(pth.weights.keys().collect::<Vec<_>>(), official_keys);
+    for (k, t) in &pth.weights {
+        assert!(t.equal(&source.weights[k]), "{k}");
+    }
+    let (b, s) = our_features(&pth);
+    assert!(b.equal(&backbone) && s.equal(&sub));
+
+    // safetensors: the weights alone, official keys, model in the metadata.
+    let st = ModelCheckpoint::open(&export("safetensors", "r18.safetensors")).unwrap();
+    assert_eq!(st.model, source.model);
+    assert_eq!(st.weights.keys().collect::<Vec<_>>(), official_keys);
+    assert_eq!(selfcon::checkpoint::load(&dir.path().join("r18.safetensors")).unwrap().tensors.len(), official_keys.len());
+
+    // torchscript: forward(x) → (backbone, sub-network), any batch size, through libtorch's JIT.
+    let module = tch::CModule::load(export("torchscript", "r18.pt")).unwrap();
+    for batch in [4i64, 9] {
+        let images = pattern(batch * 3 * 32 * 32, 7, 31).view([batch, 3, 32, 32]);
+        let out = tch::no_grad(|| module.forward_is(&[tch::IValue::Tensor(images)])).unwrap();
+        let tch::IValue::Tuple(items) = out else { panic!("forward returned {out:?}, not a tuple") };
+        assert_eq!(items.len(), 2);
+        let (tch::IValue::Tensor(b), tch::IValue::Tensor(s)) = (&items[0], &items[1]) else { panic!("not tensors") };
+        if batch == 4 {
+            assert!(b.allclose(&backbone, 1e-5, 1e-5, false) && s.allclose(&sub, 1e-5, 1e-5, false));
+        } else {
+            assert_eq!(b.size(), [9, 512]);
+        }
+    }
+
+    // onnx is not written yet: a clear error, exit 2, no file.
+    let out = dir.path().join("r18.onnx");
+    common::assert_usage_error(
+        &["export", "--ckpt", src.to_str().unwrap(), "--format", "onnx", "--out", out.to_str().unwrap()],
+        "--format onnx",
+    );
+    assert!(!out.exists());
+    common::assert_usage_error(
+        &["export", "--ckpt", src.to_str().unwrap(), "--format", "tflite", "--out", out.to_str().unwrap()],
+        "--format: 'tflite' is not pth, torchscript, onnx or safetensors",
+    );
+}

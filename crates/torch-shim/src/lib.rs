@@ -5,13 +5,15 @@
 //! - memory formats (channels-last);
 //! - caching-allocator statistics of the accelerator (peak memory), without CUDA headers;
 //! - c10d, the distributed engine: TCPStore, the Gloo process group, collectives, a
-//!   differentiable all-gather and gradient buckets ([`distributed`]).
+//!   differentiable all-gather and gradient buckets ([`distributed`]);
+//! - TorchScript tracing to a module whose method returns one tuple ([`jit`]).
 
 use std::ffi::{c_char, c_int, CStr};
 
 use tch::{Device, Kind, Tensor};
 
 pub mod distributed;
+pub mod jit;
 
 #[derive(Debug, thiserror::Error)]
 #[error("libtorch: {0}")]

@@ -16,9 +16,12 @@ use tch::{Device, Kind, Tensor};
 use crate::error::{Error, Result};
 use crate::model::ModelConfig;
 
+pub mod export;
 pub mod official;
 pub mod torch_archive;
+pub mod torch_writer;
 
+pub use export::{export, ExportFormat};
 pub use official::OfficialCheckpoint;
 
 pub const OPTIMIZER_PREFIX: &str = "optimizer.momentum_buffer.";
@@ -233,6 +236,11 @@ impl ModelCheckpoint {
             return Err(Error::file(path, format!("is a selfcon {stage} checkpoint, not a pre-trained encoder")));
         }
         let model = match loaded.metadata.get("config") {
+            // `selfcon export --format safetensors` records the model alone.
+            None if loaded.metadata.contains_key("model") => Some(
+                serde_json::from_str::<ModelConfig>(&loaded.metadata["model"])
+                    .map_err(|e| Error::file(path, format!("has an unreadable model config: {e}")))?,
+            ),
             Some(config) => {
                 let config: serde_json::Value = serde_json::from_str(config)
                     .map_err(|e| Error::file(path, format!("has an unreadable config: {e}")))?;

@@ -30,8 +30,11 @@ pub struct OfficialCheckpoint {
     pub path: PathBuf,
     /// Mapped state-dict keys with their tensors, in the file's order.
     pub weights: Vec<(String, Tensor)>,
-    /// The `opt` namespace as JSON (None for a bare state dict).
+    /// The `opt` namespace as JSON, or the model description of our `.pth` export (None for a
+    /// bare state dict).
     pub options: Option<Map<String, Json>>,
+    /// Written by `selfcon export --format pth` (its `feat_dim` is the real projection width).
+    pub exported: bool,
     /// The last finished epoch (`epoch`).
     pub epoch: Option<usize>,
     /// SGD momentum buffers by parameter name (mapped through the parameter order above).
@@ -78,8 +81,13 @@ impl OfficialCheckpoint {
         if let Some(w) = mapped.windows(2).find(|w| w[0] == w[1]) {
             return Err(bad(format!("two state-dict keys map to {} (after removing module. / renaming downsample)", w[0])));
         }
-        let options = match root.get("opt") {
-            Some(opt) if full => Some(namespace(opt).map_err(|e| bad(format!("'opt': {e}")))?),
+        // The official 'opt', or the plain dict `selfcon export --format pth` writes.
+        let options = match (root.get("opt"), root.get("selfcon_model")) {
+            (Some(opt), _) if full => Some(namespace(opt).map_err(|e| bad(format!("'opt': {e}")))?),
+            (None, Some(model)) if full => match to_json(model) {
+                Ok(Json::Object(map)) => Some(map),
+                _ => return Err(bad("'selfcon_model' is not a dict of plain values".into())),
+            },
             _ => None,
         };
         let epoch = match root.get("epoch") {
@@ -94,12 +102,13 @@ impl OfficialCheckpoint {
             Some(opt) if full => momentum_buffers(&archive, opt, &weights, path)?,
             _ => Vec::new(),
         };
-        Ok(OfficialCheckpoint { path: path.to_path_buf(), weights, options, epoch, momentum })
+        let exported = full && root.get("opt").is_none() && root.get("selfcon_model").is_some();
+        Ok(OfficialCheckpoint { path: path.to_path_buf(), weights, options, exported, epoch, momentum })
     }
 
     /// The model the official options describe (`--model`, `--dataset`, `--selfcon_pos`,
-    /// `--selfcon_arch`, `--selfcon_size`; the projection is always 128 wide there, whatever
-    /// `--feat_dim` says).
+    /// `--selfcon_arch`, `--selfcon_size`; the official projection is always 128 wide, whatever
+    /// its `--feat_dim` says; our exports record the real width as an integer `feat_dim`).
     pub fn model_config(&self) -> Result<Option<ModelConfig>> {
         let Some(opt) = &self.options else { return Ok(None) };
         let text = |name: &str, default: &str| -> Result<String> {
@@ -116,7 +125,10 @@ impl OfficialCheckpoint {
             text("selfcon_pos", "[False,False,False]")?.parse::<ExitPositions>().map_err(in_file)?,
             text("selfcon_arch", "resnet")?.parse::<SubNetworkArch>().map_err(in_file)?,
             text("selfcon_size", "same")?.parse::<SubNetworkSize>().map_err(in_file)?,
-            128,
+            match opt.get("feat_dim") {
+                Some(Json::Number(n)) if self.exported => n.as_i64().unwrap_or(128),
+                _ => 128,
+            },
         )
         .map_err(in_file)?;
         Ok(Some(config))

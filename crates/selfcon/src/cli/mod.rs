@@ -6,6 +6,7 @@ mod bench_train;
 mod ce;
 mod data_args;
 mod demo;
+mod export;
 mod features;
 mod launch;
 mod linear;
@@ -53,6 +54,8 @@ enum Command {
     Linear(Box<linear::LinearArgs>),
     /// Features of a pre-trained encoder (backbone and every exit) for one split, as safetensors.
     Features(Box<features::FeaturesArgs>),
+    /// Export a pre-trained encoder: PyTorch .pth, TorchScript, safetensors.
+    Export(Box<export::ExportArgs>),
     /// Measure throughput (input pipeline).
     Bench(bench::BenchArgs),
     /// Run pretrain, linear or ce on several processes (GPUs, machines), like torchrun:
@@ -93,6 +96,7 @@ pub fn run() -> Result<(), Failure> {
         Command::Linear(args) => linear::run(*args),
         Command::Ce(args) => ce::run(*args),
         Command::Features(args) => features::run(*args),
+        Command::Export(args) => export::run(*args),
         Command::Bench(args) => bench::run(args),
     };
     result.map_err(|e| {
