@@ -12,7 +12,7 @@ use tch::{Device, Kind, Tensor};
 
 use selfcon::checkpoint::{CheckpointFormat, ModelCheckpoint, OfficialCheckpoint};
 use selfcon::data::DatasetKind;
-use selfcon::model::{ConModel, ExitPositions, ModelConfig, SubNetworkArch, SubNetworkSize, Architecture};
+use selfcon::model::{Architecture, ConModel, ExitPositions, ModelConfig, SubNetworkArch, SubNetworkSize};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/official")
@@ -45,7 +45,9 @@ fn matrix(v: &Value) -> Tensor {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| Tensor::from_slice(&r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect::<Vec<_>>()))
+        .map(|r| {
+            Tensor::from_slice(&r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect::<Vec<_>>())
+        })
         .collect();
     Tensor::stack(&rows, 0)
 }
@@ -127,7 +129,9 @@ fn momentum_buffers_follow_the_official_parameter_order() {
     let step = &expected()["sgd_step"];
     let params = step["momentum_first"].as_object().unwrap();
     assert_eq!(official.momentum.len(), params.len(), "one buffer per parameter");
-    for (j, (name, _)) in official.weights.iter().filter(|(k, _)| !selfcon::checkpoint::official::is_buffer(k)).enumerate() {
+    for (j, (name, _)) in
+        official.weights.iter().filter(|(k, _)| !selfcon::checkpoint::official::is_buffer(k)).enumerate()
+    {
         let (got_name, buffer) = &official.momentum[j];
         assert_eq!(got_name, name);
         // The script filled parameter j's buffer with 0.01 · pattern(numel, 500 + j).
@@ -167,8 +171,11 @@ fn linear_and_features_take_the_model_from_an_official_checkpoint() {
     // No model flags: the model comes from 'opt' (its CIFAR stem fits Fashion-MNIST's 32×32).
     let flags = ["--dataset", "fashionmnist", "--data_folder", data, "--num_workers", "2"];
     let o = common::selfcon(
-        &[&["linear", "--ckpt", ckpt, "--subnet", "--epochs", "1", "--batch_size", "12", "--save_dir", save][..], &flags]
-            .concat(),
+        &[
+            &["linear", "--ckpt", ckpt, "--subnet", "--epochs", "1", "--batch_size", "12", "--save_dir", save][..],
+            &flags,
+        ]
+        .concat(),
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let entry: Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -179,8 +186,11 @@ fn linear_and_features_take_the_model_from_an_official_checkpoint() {
     let out4 = dir.path().join("f4.safetensors");
     for (out, n) in [(&out8, "8"), (&out4, "4")] {
         let o = common::selfcon(
-            &[&["features", "--ckpt", ckpt, "--split", "test", "--limit", n, "--out", out.to_str().unwrap()][..], &flags]
-                .concat(),
+            &[
+                &["features", "--ckpt", ckpt, "--split", "test", "--limit", n, "--out", out.to_str().unwrap()][..],
+                &flags,
+            ]
+            .concat(),
         );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
@@ -241,8 +251,10 @@ fn exports_load_back_with_the_same_model_and_features() {
         out
     };
     let golden: Value = serde_json::from_slice(
-        &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden/state_dict_resnet18_cifar100_pos_FTF.json"))
-            .unwrap(),
+        &std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden/state_dict_resnet18_cifar100_pos_FTF.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     let mut official_keys: Vec<&String> = golden["fc"].as_object().unwrap().keys().collect();
@@ -264,7 +276,10 @@ fn exports_load_back_with_the_same_model_and_features() {
     let st = ModelCheckpoint::open(&export("safetensors", "r18.safetensors")).unwrap();
     assert_eq!(st.model, source.model);
     assert_eq!(st.weights.keys().collect::<Vec<_>>(), official_keys);
-    assert_eq!(selfcon::checkpoint::load(&dir.path().join("r18.safetensors")).unwrap().tensors.len(), official_keys.len());
+    assert_eq!(
+        selfcon::checkpoint::load(&dir.path().join("r18.safetensors")).unwrap().tensors.len(),
+        official_keys.len()
+    );
 
     // torchscript: forward(x) → (backbone, sub-network), any batch size, through libtorch's JIT.
     let module = tch::CModule::load(export("torchscript", "r18.pt")).unwrap();
@@ -292,4 +307,137 @@ fn exports_load_back_with_the_same_model_and_features() {
         &["export", "--ckpt", src.to_str().unwrap(), "--format", "tflite", "--out", out.to_str().unwrap()],
         "--format: 'tflite' is not pth, torchscript, onnx or safetensors",
     );
+}
+
+#[test]
+fn official_momentum_continues_as_the_official_sgd_step() {
+    // The script took one torch.optim.SGD step (lr 0.05, momentum 0.9, wd 1e-4) from the saved
+    // momentum with gradient 0.001 · pattern(numel, 900 + index); ours must land on the same weights.
+    let dir = tempfile::tempdir().unwrap();
+    let official = OfficialCheckpoint::open(&fixture(dir.path(), "selfcon_r18.pth")).unwrap();
+    let (vs, _model) = ConModel::build(&readme_cifar100(), Device::Cpu).unwrap();
+    let weights = official.weights.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
+    selfcon::checkpoint::load_into_var_store(Path::new("fixture"), &vs, &weights).unwrap();
+    let mut sgd = selfcon::train::Sgd::new(&vs, 0.9, 1e-4);
+    sgd.load_state(official.momentum.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect()).unwrap();
+    let vars = vs.variables();
+    let names: Vec<&String> =
+        official.weights.iter().map(|(k, _)| k).filter(|k| !selfcon::checkpoint::official::is_buffer(k)).collect();
+    let mut loss = Tensor::zeros([], (Kind::Float, Device::Cpu));
+    for (j, name) in names.iter().enumerate() {
+        let p = &vars[*name];
+        let g = pattern(p.numel() as i64, 900 + j as i64, 29).view(p.size().as_slice()) * 0.001;
+        loss = loss + (p * g).sum(Kind::Float);
+    }
+    loss.backward();
+    sgd.step(0.05);
+    let want = &expected()["sgd_step"];
+    for name in names {
+        let p = &vars[name];
+        let first = p.flatten(0, -1).double_value(&[0]);
+        let want_first = want["param_first"][name.as_str()].as_f64().unwrap();
+        assert!((first - want_first).abs() <= 1e-6 * want_first.abs().max(1.0), "{name}: {first} vs {want_first}");
+        let sum = p.to_kind(Kind::Double).sum(Kind::Double).double_value(&[]);
+        let want_sum = want["param_sums"][name.as_str()].as_f64().unwrap();
+        assert!((sum - want_sum).abs() <= 1e-4 * want_sum.abs().max(1.0), "{name}: sum {sum} vs {want_sum}");
+    }
+}
+
+#[test]
+fn pretrain_resumes_an_official_run_with_its_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = fixture(dir.path(), "selfcon_r18.pth");
+    let data = dir.path().join("fmnist");
+    std::fs::create_dir_all(&data).unwrap();
+    common::tiny_fashion_mnist(&data, 24, 12);
+    let save = dir.path().join("save");
+    // No --method, no model flags: SelfCon, resnet18, fc exit after layer2, temp 0.1, cosine...
+    // come from 'opt'; the dataset, epochs, batch and precision are overridden.
+    let o = common::selfcon(&[
+        "pretrain",
+        "--resume",
+        ckpt.to_str().unwrap(),
+        "--dataset",
+        "fashionmnist",
+        "--data_folder",
+        data.to_str().unwrap(),
+        "--epochs",
+        "4",
+        "--batch_size",
+        "12",
+        "--precision",
+        "fp32",
+        "--num_workers",
+        "2",
+        "--save_dir",
+        save.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    for taken in
+        ["--method \"SelfCon\"", "--model \"resnet18\"", "--selfcon_size \"fc\"", "--temp 0.1", "--cosine true"]
+    {
+        assert!(err.contains(taken), "{taken} not taken from opt: {err}");
+    }
+    assert!(!err.contains("--epochs") && !err.contains("--batch_size"), "given flags must win: {err}");
+    let last = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    assert!(last.to_string_lossy().contains("SelfCon_fashionmnist_resnet18_lr_0.5"), "{}", last.display());
+    let resumed = selfcon::train::Resumed::open(&last, "pretrain").unwrap();
+    assert_eq!(resumed.epoch, 4, "continued at the official epoch 3 + 1");
+    let metrics = std::fs::read_to_string(last.parent().unwrap().join("metrics.jsonl")).unwrap();
+    let epochs: Vec<i64> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["kind"] == "epoch")
+        .map(|r| r["epoch"].as_i64().unwrap())
+        .collect();
+    assert_eq!(epochs, [4]);
+
+    // A contradicting model flag is refused before anything is trained.
+    let o = common::selfcon(&[
+        "pretrain",
+        "--resume",
+        ckpt.to_str().unwrap(),
+        "--dataset",
+        "fashionmnist",
+        "--data_folder",
+        data.to_str().unwrap(),
+        "--selfcon_size",
+        "same",
+        "--save_dir",
+        save.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("another model"));
+}
+
+#[test]
+fn a_bare_state_dict_is_checked_strictly_against_the_model_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fixture(dir.path(), "state_dict.pth");
+    let out = dir.path().join("f.safetensors");
+    // The official defaults (resnet50, no exits) do not fit a ResNet-18 with an exit: every problem is named.
+    common::assert_usage_error(
+        &["features", "--ckpt", path.to_str().unwrap(), "--dataset", "cifar10", "--out", out.to_str().unwrap()],
+        "does not fit this model (missing",
+    );
+    let o = common::selfcon(&[
+        "features",
+        "--ckpt",
+        path.to_str().unwrap(),
+        "--dataset",
+        "cifar10",
+        "--model",
+        "resnet18",
+        "--selfcon_pos",
+        "[False,True,False]",
+        "--selfcon_size",
+        "small",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("unexpected encoder.selfcon_layer.1.bias"), "{err}");
+    assert!(!out.exists());
 }

@@ -9,8 +9,12 @@ use tch::Tensor;
 use crate::{checked, Result, ShimError};
 
 extern "C" {
-    fn selfcon_shim_trace_begin(name: *const c_char, inputs: *const *const u8, n: c_int, err: *mut *mut c_char)
-        -> *mut c_void;
+    fn selfcon_shim_trace_begin(
+        name: *const c_char,
+        inputs: *const *const u8,
+        n: c_int,
+        err: *mut *mut c_char,
+    ) -> *mut c_void;
     fn selfcon_shim_trace_end_tuple(
         module: *mut c_void,
         fn_name: *const c_char,
@@ -43,8 +47,8 @@ pub fn trace_and_save<E>(
     path: &Path,
 ) -> Result<std::result::Result<(), E>> {
     let name = CString::new(name).map_err(|_| ShimError("module name holds a NUL byte".into()))?;
-    let path = CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| ShimError("path holds a NUL byte".into()))?;
+    let path =
+        CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| ShimError("path holds a NUL byte".into()))?;
     let ptrs: Vec<*const u8> = inputs.iter().map(|t| t.as_ptr() as *const u8).collect();
     // SAFETY: the inputs outlive the call; the returned module is owned by TracedModule.
     let module = TracedModule(checked(|err| unsafe {

@@ -55,7 +55,13 @@ pub fn state_dict(vs: &VarStore) -> Vec<(String, Tensor)> {
 }
 
 /// Writes `model` (whose weights are in `vs`) to `out` in `format`.
-pub fn export(model: &ConModel, vs: &mut VarStore, format: ExportFormat, out: &Path, epoch: Option<usize>) -> Result<()> {
+pub fn export(
+    model: &ConModel,
+    vs: &mut VarStore,
+    format: ExportFormat,
+    out: &Path,
+    epoch: Option<usize>,
+) -> Result<()> {
     match format {
         ExportFormat::Pth => {
             let c = model.config();

@@ -184,6 +184,15 @@ fn summarise(names: &[&str]) -> String {
     }
 }
 
+/// True when `path` starts like a `torch.save` file rather than one of our safetensors files.
+pub fn is_torch_file(path: &Path) -> Result<bool> {
+    let mut head = [0u8; 4];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .map_err(|e| Error::file(path, format!("cannot read checkpoint: {e}")))?;
+    Ok(torch_archive::looks_like_torch_file(&head[..n]))
+}
+
 /// Where a model checkpoint came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CheckpointFormat {
@@ -210,11 +219,7 @@ pub struct ModelCheckpoint {
 impl ModelCheckpoint {
     /// Opens a pre-training checkpoint: ours, an official `last.pth`, or a bare state dict.
     pub fn open(path: &Path) -> Result<Self> {
-        let mut head = [0u8; 4];
-        let n = std::fs::File::open(path)
-            .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
-            .map_err(|e| Error::file(path, format!("cannot read checkpoint: {e}")))?;
-        if torch_archive::looks_like_torch_file(&head[..n]) {
+        if is_torch_file(path)? {
             let official = OfficialCheckpoint::open(path)?;
             let model = official.model_config()?;
             let format = if official.options.is_some() || official.epoch.is_some() {

@@ -79,7 +79,10 @@ impl OfficialCheckpoint {
         let mut mapped: Vec<&str> = weights.iter().map(|(k, _)| k.as_str()).collect();
         mapped.sort();
         if let Some(w) = mapped.windows(2).find(|w| w[0] == w[1]) {
-            return Err(bad(format!("two state-dict keys map to {} (after removing module. / renaming downsample)", w[0])));
+            return Err(bad(format!(
+                "two state-dict keys map to {} (after removing module. / renaming downsample)",
+                w[0]
+            )));
         }
         // The official 'opt', or the plain dict `selfcon export --format pth` writes.
         let options = match (root.get("opt"), root.get("selfcon_model")) {
@@ -143,10 +146,7 @@ fn namespace(v: &Value) -> std::result::Result<Map<String, Json>, String> {
         return Err("is not an argparse.Namespace".into());
     }
     let Value::Dict(items) = state.as_ref() else { return Err("namespace state is not a dict".into()) };
-    items
-        .iter()
-        .map(|(k, v)| Ok((k.as_text().ok_or("an option name is not text")?, to_json(v)?)))
-        .collect()
+    items.iter().map(|(k, v)| Ok((k.as_text().ok_or("an option name is not text")?, to_json(v)?))).collect()
 }
 
 fn to_json(v: &Value) -> std::result::Result<Json, String> {
@@ -158,7 +158,10 @@ fn to_json(v: &Value) -> std::result::Result<Json, String> {
         Value::Str(_) | Value::Bytes(_) => Json::String(v.as_text().unwrap_or_default()),
         Value::List(items) | Value::Tuple(items) => Json::Array(items.iter().map(to_json).collect::<Result<_, _>>()?),
         Value::Dict(items) => Json::Object(
-            items.iter().map(|(k, v)| Ok((k.as_text().ok_or("a key is not text")?, to_json(v)?))).collect::<Result<_, String>>()?,
+            items
+                .iter()
+                .map(|(k, v)| Ok((k.as_text().ok_or("a key is not text")?, to_json(v)?)))
+                .collect::<Result<_, String>>()?,
         ),
         _ => return Err("holds an object that is not plain data".into()),
     })

@@ -53,7 +53,8 @@ impl TorchArchive {
             .map_err(|e| bad(format!("is not a readable zip archive: {e}")))?;
         let names: Vec<String> = zip.file_names().map(str::to_string).collect();
         // Every record lives under one folder named after the file at save time (any name).
-        let pickles: Vec<&String> = names.iter().filter(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1).collect();
+        let pickles: Vec<&String> =
+            names.iter().filter(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1).collect();
         let [pkl] = pickles.as_slice() else {
             return Err(bad(format!(
                 "is not a torch.save archive: expected one <prefix>/data.pkl, found {}",
@@ -106,11 +107,15 @@ impl TorchArchive {
                 .ok_or_else(|| bad(format!("tensor {name} is not a tuple of non-negative integers")))
         };
         let (size, stride) = (ints(size, "size")?, ints(stride, "stride")?);
-        let offset = offset.as_int().filter(|&o| o >= 0).ok_or_else(|| bad("tensor offset is not an integer ≥ 0".into()))?;
+        let offset =
+            offset.as_int().filter(|&o| o >= 0).ok_or_else(|| bad("tensor offset is not an integer ≥ 0".into()))?;
         if size.len() != stride.len() {
             return Err(bad(format!("tensor size {size:?} and stride {stride:?} differ in length")));
         }
-        let n = size.iter().try_fold(1i64, |acc, &d| acc.checked_mul(d)).ok_or_else(|| bad("tensor size overflows".into()))?;
+        let n = size
+            .iter()
+            .try_fold(1i64, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| bad("tensor size overflows".into()))?;
         let mut expected = 1i64;
         for (d, (&len, &st)) in size.iter().zip(&stride).enumerate().rev() {
             if len > 1 && st != expected {

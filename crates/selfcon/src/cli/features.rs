@@ -110,7 +110,10 @@ pub fn run(a: FeaturesArgs) -> anyhow::Result<()> {
     meta.insert("dataset".into(), dataset.clone());
     meta.insert("split".into(), a.split.clone());
     meta.insert("model".into(), serde_json::to_string(&config)?);
-    meta.insert("exits".into(), config.exits.enabled().iter().map(|k| config.architecture.exit_name(*k)).collect::<Vec<_>>().join(","));
+    meta.insert(
+        "exits".into(),
+        config.exits.enabled().iter().map(|k| config.architecture.exit_name(*k)).collect::<Vec<_>>().join(","),
+    );
     if let Some(parent) = a.out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::file(parent, format!("cannot create the folder: {e}")))?;
     }

@@ -16,7 +16,7 @@ mod pretrain;
 mod progress;
 mod summary;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub use model_args::ModelArgs;
 
@@ -74,8 +74,10 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_FAILURE: u8 = 1;
 
 pub fn run() -> Result<(), Failure> {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    // The matches say which flags were given (an official --resume fills in the others).
+    let parsed = Cli::command().try_get_matches().and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) if !e.use_stderr() => {
             // --help / --version
             let _ = e.print();
@@ -92,7 +94,10 @@ pub fn run() -> Result<(), Failure> {
         Command::Launch(args) => return launch::run(args),
         Command::Demo(args) => demo::run(*args),
         Command::Summary(args) => summary::run(args),
-        Command::Pretrain(args) => pretrain::run(*args),
+        Command::Pretrain(args) => {
+            let given = matches.subcommand_matches("pretrain").expect("pretrain matches");
+            pretrain::run(*args, given)
+        }
         Command::Linear(args) => linear::run(*args),
         Command::Ce(args) => ce::run(*args),
         Command::Features(args) => features::run(*args),

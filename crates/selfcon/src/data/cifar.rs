@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use super::images::{chw_to_hwc, InMemoryImages};
-use crate::pickle::{self, NdArray};
 use crate::error::{Error, Result};
+use crate::pickle::{self, NdArray};
 
 const SIDE: usize = 32;
 const IMAGE_BYTES: usize = 3 * SIDE * SIDE;

@@ -17,12 +17,12 @@ mod train_checkpoint;
 
 pub use ce::{kd_loss, train_ce, CeConfig, CeMethod, CeResult};
 pub use epoch_loop::{EpochStats, Pass, StepResult, TrainLoop};
+pub use features::{encoder_features, EncoderFeatures, FeatureExtraction};
 pub use linear::{linear_eval, linear_eval_model, Accuracy, EpochAccuracy, LinearConfig, LinearResult};
 pub use optim_config::OptimConfig;
 pub use optimizer::Sgd;
 pub use precision::{GradScaler, Precision};
 pub use pretrain::{check_min_crop_scale, pretrain, PretrainConfig, PretrainResult};
-pub use features::{encoder_features, EncoderFeatures, FeatureExtraction};
 pub use probe::{
     extract_features, linear_probe, select_and_probe, CachedFeatures, ProbeResult, ProbeSettings, SelectedProbe,
 };

@@ -10,9 +10,9 @@ use rand::seq::SliceRandom;
 use serde::Serialize;
 use tch::{nn, Kind, Tensor};
 
+use super::features::{encoder_features, FeatureExtraction};
 use super::linear::Accuracy;
 use super::optimizer::Sgd;
-use super::features::{encoder_features, FeatureExtraction};
 use crate::data::augment::{sample_rng, EvalTransform};
 use crate::data::Dataset;
 use crate::error::Result;
