@@ -102,6 +102,11 @@ pub struct DemoArgs {
     #[arg(long = "min_crop_scale", visible_alias = "min-crop-scale", default_value_t = 0.8)]
     pub min_crop_scale: f64,
 
+    /// Side of the pre-training crops (RandomResizedCrop's output) in pixels; the probes always see
+    /// the whole 32×32 padded images, for the trained and the random encoder alike.
+    #[arg(long = "pretrain_size", visible_alias = "pretrain-size", default_value_t = 32)]
+    pub pretrain_size: usize,
+
     /// Probe this demo checkpoint (a previous run's `last.safetensors`) instead of pre-training;
     /// results go to `--save_dir`.
     #[arg(long, value_name = "FILE")]
@@ -188,7 +193,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         print_freq: 10,
         save_freq: 0,
         dataset_name: kind.name().into(),
-        image_size: 32,
+        image_size: a.pretrain_size,
     };
     let pre_data = selfcon::data::OpenedDataset {
         train: pre_set,
