@@ -3,7 +3,7 @@
 PyTorch and checks it against the features PyTorch computed for that checkpoint (expected.json).
 Optional (needs torch); the Rust tests check the same files with our own readers.
 
-  python scripts/check_exports.py EXPORT_DIR   # holds r18.pth (pth export) and r18.pt (torchscript)
+  python scripts/check_exports.py EXPORT_DIR   # holds r18.pth, r18.pt (torchscript), r18.onnx
 """
 import json
 import os
@@ -46,3 +46,16 @@ close(got[1], want_sub, "torchscript: sub-network")
 with torch.no_grad():
     more = ts(torch.cat([inputs(), inputs()]))
 close(more[0][4:], want_backbone, "torchscript: another batch size")
+
+try:
+    import onnx
+    import onnxruntime
+except ImportError:
+    print("onnx / onnxruntime not installed: r18.onnx not checked")
+else:
+    path = os.path.join(out, "r18.onnx")
+    onnx.checker.check_model(onnx.load(path), full_check=True)
+    session = onnxruntime.InferenceSession(path)
+    backbone, sub = session.run(None, {"images": inputs().numpy()})
+    close(torch.from_numpy(backbone), want_backbone, "onnx (onnxruntime): backbone")
+    close(torch.from_numpy(sub), want_sub, "onnx (onnxruntime): sub-network")

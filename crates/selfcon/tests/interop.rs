@@ -296,13 +296,7 @@ fn exports_load_back_with_the_same_model_and_features() {
         }
     }
 
-    // onnx is not written yet: a clear error, exit 2, no file.
-    let out = dir.path().join("r18.onnx");
-    common::assert_usage_error(
-        &["export", "--ckpt", src.to_str().unwrap(), "--format", "onnx", "--out", out.to_str().unwrap()],
-        "--format onnx",
-    );
-    assert!(!out.exists());
+    let out = dir.path().join("r18.tflite");
     common::assert_usage_error(
         &["export", "--ckpt", src.to_str().unwrap(), "--format", "tflite", "--out", out.to_str().unwrap()],
         "--format: 'tflite' is not pth, torchscript, onnx or safetensors",
@@ -409,6 +403,26 @@ fn pretrain_resumes_an_official_run_with_its_options() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("another model"));
+
+    // ce cannot continue an official main_ce.py run yet: a clear error, not a parse failure.
+    common::assert_usage_error(
+        &[
+            "ce",
+            "--method",
+            "ce",
+            "--resume",
+            ckpt.to_str().unwrap(),
+            "--dataset",
+            "fashionmnist",
+            "--data_folder",
+            data.to_str().unwrap(),
+            "--model",
+            "resnet18",
+            "--save_dir",
+            save.to_str().unwrap(),
+        ],
+        "ce --resume of an official main_ce.py checkpoint",
+    );
 }
 
 #[test]
@@ -440,4 +454,113 @@ fn a_bare_state_dict_is_checked_strictly_against_the_model_flags() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("unexpected encoder.selfcon_layer.1.bias"), "{err}");
     assert!(!out.exists());
+}
+
+#[test]
+fn onnx_export_runs_in_an_independent_runtime_like_our_forward() {
+    use tract_onnx::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture(dir.path(), "selfcon_r18.pth");
+    let (backbone, sub) = our_features(&ModelCheckpoint::open(&src).unwrap());
+    let out = dir.path().join("r18.onnx");
+    let o = common::selfcon(&[
+        "export",
+        "--ckpt",
+        src.to_str().unwrap(),
+        "--format",
+        "onnx",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let model = tract_onnx::onnx()
+        .model_for_path(&out)
+        .unwrap()
+        .with_input_fact(0, f32::fact([4, 3, 32, 32]).into())
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let images = pattern(4 * 3 * 32 * 32, 7, 31);
+    let pixels: Vec<f32> = Vec::try_from(&images).unwrap();
+    let input = tract_ndarray::Array4::from_shape_vec((4, 3, 32, 32), pixels).unwrap();
+    let result = model.run(tvec!(input.into_tensor().into())).unwrap();
+    assert_eq!(result.len(), 2, "backbone and one exit");
+    for (got, want, name) in [(&result[0], &backbone, "backbone"), (&result[1], &sub, "sub_network.0")] {
+        let got = got.to_array_view::<f32>().unwrap();
+        assert_eq!(got.shape(), [4, 512], "{name}");
+        let want: Vec<f32> = Vec::try_from(&want.flatten(0, -1)).unwrap();
+        let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let scale = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
+        assert!(diff <= 1e-4 * scale.max(1.0), "{name}: max |tract − ours| = {diff}");
+    }
+}
+
+#[test]
+fn onnx_covers_every_resnet_configuration() {
+    use tract_onnx::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    // Both stems, both block kinds, every exit position and sub-network size.
+    let grid = [
+        (Architecture::ResNet18, DatasetKind::Cifar10, [true, true, true], SubNetworkSize::Small, 32),
+        (Architecture::ResNet18, DatasetKind::ImageNet, [false, false, true], SubNetworkSize::Large, 64),
+        (Architecture::ResNet50, DatasetKind::Cifar100, [false, true, false], SubNetworkSize::Same, 32),
+        (Architecture::ResNet34, DatasetKind::Cifar10, [true, false, false], SubNetworkSize::Fc, 32),
+    ];
+    for (arch, dataset, exits, size, side) in grid {
+        let config =
+            ModelConfig::new(arch, dataset, ExitPositions::new(exits.to_vec()), SubNetworkArch::Resnet, size, 128)
+                .unwrap();
+        tch::manual_seed(3);
+        let (vs, model) = ConModel::build(&config, Device::Cpu).unwrap();
+        // Non-trivial BatchNorm statistics, so that inference-mode BN is really checked.
+        tch::no_grad(|| {
+            for (name, mut t) in vs.variables() {
+                if name.ends_with("running_mean") {
+                    t.copy_(&(tch::Tensor::randn(t.size().as_slice(), (Kind::Float, Device::Cpu)) * 0.1));
+                } else if name.ends_with("running_var") {
+                    t.copy_(&(tch::Tensor::rand(t.size().as_slice(), (Kind::Float, Device::Cpu)) + 0.5));
+                }
+            }
+        });
+        let path = dir.path().join("m.onnx");
+        std::fs::write(&path, model.to_onnx(&vs.variables()).unwrap()).unwrap();
+        let images = tch::Tensor::randn([2, 3, side, side], (Kind::Float, Device::Cpu));
+        let ours = tch::no_grad(|| model.encode(&images, false)).unwrap();
+        let runnable = tract_onnx::onnx()
+            .model_for_path(&path)
+            .unwrap()
+            .with_input_fact(0, f32::fact([2, 3, side as usize, side as usize]).into())
+            .unwrap()
+            .into_optimized()
+            .unwrap()
+            .into_runnable()
+            .unwrap();
+        let pixels: Vec<f32> = Vec::try_from(&images.flatten(0, -1)).unwrap();
+        let input = tract_ndarray::Array4::from_shape_vec((2, 3, side as usize, side as usize), pixels).unwrap();
+        let result = runnable.run(tvec!(input.into_tensor().into())).unwrap();
+        let wants: Vec<&tch::Tensor> = std::iter::once(&ours.backbone).chain(&ours.exits).collect();
+        assert_eq!(result.len(), wants.len(), "{arch} {exits:?}");
+        for (k, (got, want)) in result.iter().zip(wants).enumerate() {
+            let got = got.to_array_view::<f32>().unwrap();
+            let want: Vec<f32> = Vec::try_from(&want.flatten(0, -1)).unwrap();
+            let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let scale = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
+            assert!(diff <= 1e-4 * scale.max(1.0), "{arch} {dataset} {exits:?} {size:?} output {k}: max diff {diff}");
+        }
+    }
+    // Other families: a clear error.
+    let vgg = ModelConfig::new(
+        Architecture::Vgg13,
+        DatasetKind::Cifar10,
+        ExitPositions::new(vec![false; 4]),
+        SubNetworkArch::Vgg,
+        SubNetworkSize::Fc,
+        128,
+    )
+    .unwrap();
+    let (vs, model) = ConModel::build(&vgg, Device::Cpu).unwrap();
+    let e = common::user_error(model.to_onnx(&vs.variables()));
+    assert!(e.contains("ONNX export of VGG encoders"), "{e}");
 }

@@ -4,7 +4,8 @@
 //! - `torchscript`: the encoder in eval mode traced through libtorch's JIT; `forward(x)` returns
 //!   (backbone features, each exit's features in exit order) — what linear evaluation uses;
 //! - `safetensors`: the weights alone under the official keys;
-//! - `onnx`: not written yet (a clear error).
+//! - `onnx`: the same encoder as an ONNX graph (opset 17) written from the model's structure
+//!   (ResNet encoders; other families a clear error).
 
 use std::path::Path;
 use std::str::FromStr;
@@ -86,8 +87,21 @@ pub fn export(
             save(out, &state_dict(vs), &meta)
         }
         ExportFormat::Torchscript => torchscript(model, vs, out),
-        ExportFormat::Onnx => Err(Error::NotImplemented("--format onnx (use pth, torchscript or safetensors)".into())),
+        ExportFormat::Onnx => {
+            let bytes = model.to_onnx(&vs.variables())?;
+            write_atomically(out, &bytes)
+        }
     }
+}
+
+fn write_atomically(out: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let io = |e: std::io::Error| Error::file(out, format!("cannot write: {e}"));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    std::io::Write::write_all(&mut tmp, bytes).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(out).map_err(|e| io(e.error))?;
+    Ok(())
 }
 
 /// Traces `model.encode(x, eval)` on a CPU batch of the dataset's image size and saves the module.

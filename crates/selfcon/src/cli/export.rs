@@ -1,5 +1,5 @@
 //! `selfcon export`: a pre-trained encoder (ours, official, or a bare state dict) as a PyTorch
-//! `.pth`, a TorchScript module or safetensors weights.
+//! `.pth`, a TorchScript module, an ONNX graph or safetensors weights.
 
 use std::path::PathBuf;
 
@@ -20,7 +20,8 @@ pub struct ExportArgs {
     pub ckpt: PathBuf,
 
     /// pth (torch.load(weights_only=True), official keys), torchscript (the eval-mode encoder:
-    /// forward(x) → (backbone features, exit features...)), safetensors (weights), or onnx (not yet).
+    /// forward(x) → (backbone features, exit features...)), onnx (the same encoder, opset 17,
+    /// ResNet encoders; outputs `backbone`, `sub_network.{k}`), or safetensors (weights).
     #[arg(long, value_name = "FORMAT")]
     pub format: String,
 

@@ -54,7 +54,7 @@ enum Command {
     Linear(Box<linear::LinearArgs>),
     /// Features of a pre-trained encoder (backbone and every exit) for one split, as safetensors.
     Features(Box<features::FeaturesArgs>),
-    /// Export a pre-trained encoder: PyTorch .pth, TorchScript, safetensors.
+    /// Export a pre-trained encoder: PyTorch .pth, TorchScript, ONNX, safetensors.
     Export(Box<export::ExportArgs>),
     /// Measure throughput (input pipeline).
     Bench(bench::BenchArgs),

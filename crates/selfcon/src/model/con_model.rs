@@ -53,6 +53,20 @@ impl ConModel {
     }
 
     /// Encoder only: what linear evaluation uses.
+    /// The eval-mode encoder as an ONNX model: input `images` [batch, 3, S, S] (S = the dataset's
+    /// image size), outputs `backbone` and `sub_network.{k}` per exit, each [batch, d] — the
+    /// tensors [`ConModel::encode`] returns. `variables` name the weights (the var store's).
+    pub fn to_onnx(&self, variables: &std::collections::HashMap<String, Tensor>) -> Result<Vec<u8>> {
+        let mut g = crate::onnx::OnnxGraph::new(variables);
+        let (backbone, exits) = self.encoder.onnx(&mut g, "images")?;
+        let d = self.config.feature_dim();
+        let mut outputs = vec![(backbone, "backbone".to_string(), d)];
+        for (k, e) in exits.into_iter().enumerate() {
+            outputs.push((e, format!("sub_network.{k}"), d));
+        }
+        Ok(g.finish("images", self.config.dataset.image_size(), &outputs))
+    }
+
     pub fn encode(&self, images: &Tensor, train: bool) -> Result<EncoderOutput> {
         self.check_input(images)?;
         Ok(self.encoder.forward_t(images, train))

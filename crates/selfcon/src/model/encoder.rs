@@ -6,11 +6,13 @@ use tch::{nn, Tensor};
 
 use super::config::{Family, ModelConfig, Stem};
 use super::efficientnet::EfficientNetEncoder;
-use super::layers::{global_avg_pool, BatchNorm2d, Conv2d};
+use super::layers::{global_avg_pool, global_avg_pool_onnx, BatchNorm2d, Conv2d};
 use super::resnet::{Stage, STAGE_PLANES, STAGE_STRIDES};
 use super::subnetwork::{build_exits, SubNetwork};
 use super::vgg::VggEncoder;
 use super::wrn::WrnEncoder;
+use crate::error::Result;
+use crate::onnx::{Attr, OnnxGraph};
 
 /// Pooled encoder outputs: what linear evaluation classifies.
 #[derive(Debug)]
@@ -37,6 +39,16 @@ impl Encoder {
             Family::Vgg => Encoder::Vgg(VggEncoder::new(p, config)),
             Family::Wrn => Encoder::Wrn(WrnEncoder::new(p, config)),
             Family::EfficientNet => Encoder::EfficientNet(EfficientNetEncoder::new(p, config)),
+        }
+    }
+
+    /// The eval-mode encoder as ONNX nodes from input `x`: (backbone output, exit outputs).
+    pub(crate) fn onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<(String, Vec<String>)> {
+        match self {
+            Encoder::ResNet(e) => e.onnx(g, x),
+            Encoder::Vgg(_) => Err(crate::onnx::unsupported("VGG encoders")),
+            Encoder::Wrn(_) => Err(crate::onnx::unsupported("WRN encoders")),
+            Encoder::EfficientNet(_) => Err(crate::onnx::unsupported("EfficientNet encoders")),
         }
     }
 
@@ -103,5 +115,31 @@ impl ResNetEncoder {
             }
         }
         EncoderOutput { exits, backbone: global_avg_pool(&h) }
+    }
+
+    fn onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<(String, Vec<String>)> {
+        let c = self.conv1.onnx(g, x)?;
+        let b = self.bn1.onnx(g, &c)?;
+        let mut h = g.node("Relu", &[&b], &[]);
+        if self.stem == Stem::ImageNet {
+            h = g.node(
+                "MaxPool",
+                &[&h],
+                &[
+                    ("kernel_shape", Attr::Ints(vec![3, 3])),
+                    ("strides", Attr::Ints(vec![2, 2])),
+                    ("pads", Attr::Ints(vec![1, 1, 1, 1])),
+                ],
+            );
+        }
+        let mut exits = Vec::with_capacity(self.sub_networks.len());
+        let mut next_exit = self.sub_networks.iter().peekable();
+        for (i, stage) in self.stages.iter().enumerate() {
+            h = stage.onnx(g, &h)?;
+            while let Some((_, sub)) = next_exit.next_if(|(k, _)| *k == i) {
+                exits.push(sub.onnx(g, &h)?);
+            }
+        }
+        Ok((global_avg_pool_onnx(g, &h), exits))
     }
 }

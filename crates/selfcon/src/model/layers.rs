@@ -3,6 +3,8 @@
 //! no `num_batches_tracked`, both of which the state dict must match.
 
 use crate::distributed::sync_bn::BatchNormState;
+use crate::error::Result;
+use crate::onnx::{Attr, OnnxGraph};
 use tch::{nn, Kind, Tensor};
 
 /// A 2-D convolution (square kernel, symmetric padding, optional bias and groups), with the
@@ -83,6 +85,28 @@ impl Conv2d {
     pub fn forward(&self, x: &Tensor) -> Tensor {
         x.conv2d(&self.weight, self.bias.as_ref(), [self.stride], [self.padding], [1], self.groups)
     }
+
+    pub(crate) fn onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        let w = g.weight(&self.weight)?;
+        let mut inputs = vec![x.to_string(), w];
+        if let Some(b) = &self.bias {
+            inputs.push(g.weight(b)?);
+        }
+        let size = self.weight.size();
+        let (s, p) = (self.stride, self.padding);
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        Ok(g.node(
+            "Conv",
+            &inputs,
+            &[
+                ("kernel_shape", Attr::Ints(size[2..].to_vec())),
+                ("strides", Attr::Ints(vec![s, s])),
+                ("pads", Attr::Ints(vec![p, p, p, p])),
+                ("dilations", Attr::Ints(vec![1, 1])),
+                ("group", Attr::Int(self.groups)),
+            ],
+        ))
+    }
 }
 
 /// BatchNorm2d with PyTorch's defaults (eps 1e-5, momentum 0.1, weight 1, bias 0) and its
@@ -101,6 +125,20 @@ pub struct BatchNorm2d {
 
 impl BatchNorm2d {
     const EPS: f64 = 1e-5;
+
+    /// Inference-mode BatchNormalization with the running statistics.
+    pub(crate) fn onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        let names = [&self.weight, &self.bias, &self.running_mean, &self.running_var]
+            .into_iter()
+            .map(|t| g.weight(t))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(g.node(
+            "BatchNormalization",
+            &[x, &names[0], &names[1], &names[2], &names[3]],
+            &[("epsilon", Attr::Float(self.eps as f32))],
+        ))
+    }
+
     const MOMENTUM: f64 = 0.1;
 
     pub fn new(p: &nn::Path, channels: i64) -> Self {
@@ -178,6 +216,11 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Tensor {
         x.linear(&self.weight, Some(&self.bias))
     }
+
+    pub(crate) fn onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        let (w, b) = (g.weight(&self.weight)?, g.weight(&self.bias)?);
+        Ok(g.node("Gemm", &[x, &w, &b], &[("transB", Attr::Int(1))]))
+    }
 }
 
 /// Swish / SiLU, `x·σ(x)` (EfficientNet).
@@ -194,4 +237,10 @@ pub fn global_avg_pool(x: &Tensor) -> Tensor {
 pub fn l2_normalize(x: &Tensor) -> Tensor {
     let norm = x.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
     x / norm
+}
+
+/// [`global_avg_pool`] as ONNX nodes.
+pub(crate) fn global_avg_pool_onnx(g: &mut OnnxGraph, x: &str) -> String {
+    let pooled = g.node("GlobalAveragePool", &[x], &[]);
+    g.node("Flatten", &[&pooled], &[("axis", Attr::Int(1))])
 }

@@ -4,6 +4,8 @@
 use tch::{nn, Tensor};
 
 use super::layers::{BatchNorm2d, Conv2d};
+use crate::error::Result;
+use crate::onnx::OnnxGraph;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlockKind {
@@ -70,6 +72,27 @@ impl ResidualBlock {
         };
         (out + identity).relu()
     }
+
+    pub(crate) fn onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        let last = self.convs.len() - 1;
+        let mut out = x.to_string();
+        for (i, (conv, bn)) in self.convs.iter().enumerate() {
+            let c = conv.onnx(g, &out)?;
+            out = bn.onnx(g, &c)?;
+            if i < last {
+                out = g.node("Relu", &[&out], &[]);
+            }
+        }
+        let identity = match &self.shortcut {
+            Some((conv, bn)) => {
+                let c = conv.onnx(g, x)?;
+                bn.onnx(g, &c)?
+            }
+            None => x.to_string(),
+        };
+        let sum = g.node("Add", &[&out, &identity], &[]);
+        Ok(g.node("Relu", &[&sum], &[]))
+    }
 }
 
 /// A stage (`layerN`): `n_blocks` blocks, the first one carrying the stride.
@@ -96,6 +119,10 @@ impl Stage {
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         self.blocks.iter().fold(x.shallow_clone(), |h, b| b.forward_t(&h, train))
+    }
+
+    pub(crate) fn onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        self.blocks.iter().try_fold(x.to_string(), |h, b| b.onnx(g, &h))
     }
 }
 

@@ -6,8 +6,10 @@
 use tch::{nn, Tensor};
 
 use super::config::{Architecture, ModelConfig, SubNetworkSize};
-use super::layers::{global_avg_pool, Linear};
+use super::layers::{global_avg_pool, global_avg_pool_onnx, Linear};
 use super::resnet::{Stage, STAGE_PLANES};
+use crate::error::Result;
+use crate::onnx::OnnxGraph;
 
 /// The sub-network of every enabled exit of `config`, each built by `build(path, k)` under
 /// `{p}/selfcon_layer/{k}` (the official ModuleList index) and paired with its exit index `k`.
@@ -48,6 +50,19 @@ impl SubNetwork {
                     })
                     .collect();
                 SubNetwork::Stages(stages)
+            }
+        }
+    }
+
+    pub(crate) fn onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        match self {
+            SubNetwork::Fc(linear) => {
+                let pooled = global_avg_pool_onnx(g, x);
+                linear.onnx(g, &pooled)
+            }
+            SubNetwork::Stages(stages) => {
+                let h = stages.iter().try_fold(x.to_string(), |h, s| s.onnx(g, &h))?;
+                Ok(global_avg_pool_onnx(g, &h))
             }
         }
     }

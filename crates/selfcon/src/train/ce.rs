@@ -248,6 +248,12 @@ fn restore(
     vs: &nn::VarStore,
     optimizer: &mut Sgd,
 ) -> Result<Vec<(Accuracy, Vec<Accuracy>)>> {
+    if crate::checkpoint::is_torch_file(path)? {
+        return Err(Error::NotImplemented(format!(
+            "ce --resume of an official main_ce.py checkpoint ({}): the key names of its model are not in the specification this was built from; pretrain --resume, linear, features and export read official checkpoints",
+            path.display()
+        )));
+    }
     let resumed = Resumed::open(path, "ce")?;
     let saved: CeConfig = resumed.config()?;
     if saved.model != config.model || saved.method != config.method || saved.dim_out != config.dim_out {

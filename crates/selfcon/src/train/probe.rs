@@ -193,6 +193,7 @@ pub fn select_and_probe(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Device;
 
     /// Two Gaussian blobs per class in 8 dimensions, `n` rows.
     fn blobs(n: i64, seed: i64, shift: f64) -> CachedFeatures {
