@@ -17,6 +17,10 @@ Files (each `NAME.pth.gz.gz`, the torch.save output gzipped twice):
                      the shortcut modules named `downsample` (older official code)
   state_dict.pth     torch.save(model.state_dict())
   forbidden.pth      a checkpoint whose pickle calls os.system (creates /tmp/selfcon_forbidden_global_ran)
+  state_dict_f16_p5.pth  the state dict in float16, pickle protocol 5
+  state_dict_f64_p4.pth  the state dict in float64, pickle protocol 4
+  views.pth          tensors that are views into one shared storage (offsets), pickle protocol 3
+  transposed.pth     a non-contiguous (transposed) tensor: must be refused with a clear error
 and expected.json: the encoder's eval-mode features of fixed inputs, and the parameters' sums after
 one official SGD step (lr 0.05, momentum 0.9, weight decay 1e-4) from the saved momentum with a
 patterned gradient.
@@ -132,9 +136,9 @@ def optimizer_with_momentum(model):
     return opt
 
 
-def save_gz2(obj, path):
+def save_gz2(obj, path, protocol=2):
     tmp = path + ".tmp"
-    torch.save(obj, tmp)
+    torch.save(obj, tmp, pickle_protocol=protocol)
     with open(tmp, "rb") as f:
         once = gzip.compress(f.read(), 9, mtime=0)
     os.remove(tmp)
@@ -171,6 +175,15 @@ def main():
     save_gz2(model.state_dict(), os.path.join(out, "state_dict.pth"))
     save_gz2({"opt": options(), "model": {"encoder.conv1.weight": Forbidden()}, "epoch": 1},
              os.path.join(out, "forbidden.pth"))
+
+    half = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    save_gz2(half, os.path.join(out, "state_dict_f16_p5.pth"), protocol=5)
+    double = {k: (v.double() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    save_gz2(double, os.path.join(out, "state_dict_f64_p4.pth"), protocol=4)
+    shared = torch.arange(100, dtype=torch.float32)
+    save_gz2({"first": shared[10:20], "matrix": shared[40:60].view(4, 5), "scalar": shared[99]},
+             os.path.join(out, "views.pth"), protocol=3)
+    save_gz2({"t": torch.arange(12, dtype=torch.float32).view(3, 4).t()}, os.path.join(out, "transposed.pth"))
 
     model.eval()
     with torch.no_grad():

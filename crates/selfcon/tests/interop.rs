@@ -66,6 +66,10 @@ fn readme_cifar100() -> ModelConfig {
 
 /// Loads `ckpt` into the README model and checks its eval features against PyTorch's.
 fn assert_pytorch_features(ckpt: &ModelCheckpoint) {
+    assert_pytorch_features_within(ckpt, 1e-4)
+}
+
+fn assert_pytorch_features_within(ckpt: &ModelCheckpoint, relative: f64) {
     let (vs, model) = ConModel::build(&readme_cifar100(), Device::Cpu).unwrap();
     ckpt.load_into(&vs).unwrap();
     let images = pattern(4 * 3 * 32 * 32, 7, 31).view([4, 3, 32, 32]);
@@ -75,7 +79,7 @@ fn assert_pytorch_features(ckpt: &ModelCheckpoint) {
         let want = matrix(&want[key]);
         let diff = (got - &want).abs().max().double_value(&[]);
         let scale = want.abs().max().double_value(&[]);
-        assert!(diff <= 1e-4 * scale.max(1.0), "{key}: max |ours − PyTorch| = {diff} (scale {scale})");
+        assert!(diff <= relative * scale.max(1.0), "{key}: max |ours − PyTorch| = {diff} (scale {scale})");
     }
 }
 
@@ -563,4 +567,31 @@ fn onnx_covers_every_resnet_configuration() {
     let (vs, model) = ConModel::build(&vgg, Device::Cpu).unwrap();
     let e = common::user_error(model.to_onnx(&vs.variables()));
     assert!(e.contains("ONNX export of VGG encoders"), "{e}");
+}
+
+#[test]
+fn every_storage_dtype_and_pickle_protocol_torch_writes_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = ModelCheckpoint::open(&fixture(dir.path(), "state_dict.pth")).unwrap();
+    for (name, tolerance) in [("state_dict_f16_p5.pth", 1e-3), ("state_dict_f64_p4.pth", 0.0)] {
+        let ckpt = ModelCheckpoint::open(&fixture(dir.path(), name)).unwrap();
+        assert_eq!(ckpt.weights.len(), reference.weights.len(), "{name}");
+        for (k, t) in &ckpt.weights {
+            let want = &reference.weights[k];
+            let got = t.to_kind(want.kind());
+            assert!(got.allclose(want, tolerance, tolerance, false), "{name}: {k}");
+        }
+        assert_pytorch_features_within(&ckpt, if tolerance == 0.0 { 1e-4 } else { 2e-2 });
+    }
+    // Views into one storage: offsets are honoured.
+    let views = OfficialCheckpoint::open(&fixture(dir.path(), "views.pth")).unwrap();
+    let get = |k: &str| views.weights.iter().find(|(n, _)| n == k).unwrap().1.shallow_clone();
+    assert_eq!(Vec::<f32>::try_from(&get("first")).unwrap(), (10..20).map(|v| v as f32).collect::<Vec<_>>());
+    assert_eq!(get("matrix").size(), [4, 5]);
+    assert_eq!(get("matrix").double_value(&[3, 4]), 59.0);
+    assert_eq!(get("scalar").size(), Vec::<i64>::new());
+    assert_eq!(get("scalar").double_value(&[]), 99.0);
+    // A transposed (non-contiguous) tensor: a clear error naming it.
+    let e = common::user_error(OfficialCheckpoint::open(&fixture(dir.path(), "transposed.pth")).map(|_| ()));
+    assert!(e.contains("['t']") && e.contains("non-contiguous strides"), "{e}");
 }
