@@ -460,9 +460,42 @@ fn a_bare_state_dict_is_checked_strictly_against_the_model_flags() {
     assert!(!out.exists());
 }
 
+/// Runs the ONNX model at `path` on `images` in tract (an independent, pure-Rust runtime).
+fn run_in_tract(path: &Path, images: &Tensor) -> Vec<(Vec<usize>, Vec<f32>)> {
+    use tract_onnx::prelude::*;
+    let shape: Vec<usize> = images.size().iter().map(|&d| d as usize).collect();
+    let runnable = tract_onnx::onnx()
+        .model_for_path(path)
+        .unwrap()
+        .with_input_fact(0, f32::fact(&shape).into())
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let pixels: Vec<f32> = Vec::try_from(&images.flatten(0, -1)).unwrap();
+    let input = tract_ndarray::ArrayD::from_shape_vec(shape, pixels).unwrap();
+    let outputs = runnable.run(tvec!(input.into_tensor().into())).unwrap();
+    outputs
+        .iter()
+        .map(|t| {
+            let view = t.to_array_view::<f32>().unwrap();
+            (view.shape().to_vec(), view.iter().copied().collect())
+        })
+        .collect()
+}
+
+/// Max |got − want| within 1e-4 of the larger of 1 and want's largest magnitude.
+fn assert_close(got: &[f32], want: &Tensor, what: &str) {
+    let want: Vec<f32> = Vec::try_from(&want.flatten(0, -1)).unwrap();
+    assert_eq!(got.len(), want.len(), "{what}");
+    let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let scale = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
+    assert!(diff <= 1e-4 * scale.max(1.0), "{what}: max |ONNX − ours| = {diff}");
+}
+
 #[test]
 fn onnx_export_runs_in_an_independent_runtime_like_our_forward() {
-    use tract_onnx::prelude::*;
     let dir = tempfile::tempdir().unwrap();
     let src = fixture(dir.path(), "selfcon_r18.pth");
     let (backbone, sub) = our_features(&ModelCheckpoint::open(&src).unwrap());
@@ -477,33 +510,16 @@ fn onnx_export_runs_in_an_independent_runtime_like_our_forward() {
         out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let model = tract_onnx::onnx()
-        .model_for_path(&out)
-        .unwrap()
-        .with_input_fact(0, f32::fact([4, 3, 32, 32]).into())
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap();
-    let images = pattern(4 * 3 * 32 * 32, 7, 31);
-    let pixels: Vec<f32> = Vec::try_from(&images).unwrap();
-    let input = tract_ndarray::Array4::from_shape_vec((4, 3, 32, 32), pixels).unwrap();
-    let result = model.run(tvec!(input.into_tensor().into())).unwrap();
+    let result = run_in_tract(&out, &pattern(4 * 3 * 32 * 32, 7, 31).view([4, 3, 32, 32]));
     assert_eq!(result.len(), 2, "backbone and one exit");
-    for (got, want, name) in [(&result[0], &backbone, "backbone"), (&result[1], &sub, "sub_network.0")] {
-        let got = got.to_array_view::<f32>().unwrap();
-        assert_eq!(got.shape(), [4, 512], "{name}");
-        let want: Vec<f32> = Vec::try_from(&want.flatten(0, -1)).unwrap();
-        let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        let scale = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
-        assert!(diff <= 1e-4 * scale.max(1.0), "{name}: max |tract − ours| = {diff}");
+    for ((shape, got), (want, name)) in result.iter().zip([(&backbone, "backbone"), (&sub, "sub_network.0")]) {
+        assert_eq!(shape, &[4, 512], "{name}");
+        assert_close(got, want, name);
     }
 }
 
 #[test]
 fn onnx_covers_every_resnet_configuration() {
-    use tract_onnx::prelude::*;
     let dir = tempfile::tempdir().unwrap();
     // Both stems, both block kinds, every exit position and sub-network size.
     let grid = [
@@ -522,36 +538,21 @@ fn onnx_covers_every_resnet_configuration() {
         tch::no_grad(|| {
             for (name, mut t) in vs.variables() {
                 if name.ends_with("running_mean") {
-                    t.copy_(&(tch::Tensor::randn(t.size().as_slice(), (Kind::Float, Device::Cpu)) * 0.1));
+                    t.copy_(&(Tensor::randn(t.size().as_slice(), (Kind::Float, Device::Cpu)) * 0.1));
                 } else if name.ends_with("running_var") {
-                    t.copy_(&(tch::Tensor::rand(t.size().as_slice(), (Kind::Float, Device::Cpu)) + 0.5));
+                    t.copy_(&(Tensor::rand(t.size().as_slice(), (Kind::Float, Device::Cpu)) + 0.5));
                 }
             }
         });
         let path = dir.path().join("m.onnx");
         std::fs::write(&path, model.to_onnx(&vs.variables()).unwrap()).unwrap();
-        let images = tch::Tensor::randn([2, 3, side, side], (Kind::Float, Device::Cpu));
+        let images = Tensor::randn([2, 3, side, side], (Kind::Float, Device::Cpu));
         let ours = tch::no_grad(|| model.encode(&images, false)).unwrap();
-        let runnable = tract_onnx::onnx()
-            .model_for_path(&path)
-            .unwrap()
-            .with_input_fact(0, f32::fact([2, 3, side as usize, side as usize]).into())
-            .unwrap()
-            .into_optimized()
-            .unwrap()
-            .into_runnable()
-            .unwrap();
-        let pixels: Vec<f32> = Vec::try_from(&images.flatten(0, -1)).unwrap();
-        let input = tract_ndarray::Array4::from_shape_vec((2, 3, side as usize, side as usize), pixels).unwrap();
-        let result = runnable.run(tvec!(input.into_tensor().into())).unwrap();
-        let wants: Vec<&tch::Tensor> = std::iter::once(&ours.backbone).chain(&ours.exits).collect();
+        let wants: Vec<&Tensor> = std::iter::once(&ours.backbone).chain(&ours.exits).collect();
+        let result = run_in_tract(&path, &images);
         assert_eq!(result.len(), wants.len(), "{arch} {exits:?}");
-        for (k, (got, want)) in result.iter().zip(wants).enumerate() {
-            let got = got.to_array_view::<f32>().unwrap();
-            let want: Vec<f32> = Vec::try_from(&want.flatten(0, -1)).unwrap();
-            let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            let scale = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
-            assert!(diff <= 1e-4 * scale.max(1.0), "{arch} {dataset} {exits:?} {size:?} output {k}: max diff {diff}");
+        for (k, ((_, got), want)) in result.iter().zip(wants).enumerate() {
+            assert_close(got, want, &format!("{arch} {dataset} {exits:?} {size:?} output {k}"));
         }
     }
     // Other families: a clear error.

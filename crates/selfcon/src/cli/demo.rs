@@ -101,7 +101,7 @@ pub struct DemoArgs {
     pub weakaug: bool,
 
     /// Smallest area fraction of an image a pre-training crop keeps (RandomResizedCrop's scale;
-    /// the official 0.2). In 312 steps crops of 20% of a 28-pixel garment teach invariances the
+    /// the official 0.2). In a few hundred steps crops of 20% of a 28-pixel garment teach invariances the
     /// probe's whole, centred images never ask for; 0.8 learned more than 0.2 and 0.5 (bench/results).
     #[arg(long = "min_crop_scale", visible_alias = "min-crop-scale", default_value_t = 0.8)]
     pub min_crop_scale: f64,

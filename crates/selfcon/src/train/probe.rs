@@ -53,7 +53,8 @@ pub struct ProbeSettings {
 }
 
 impl ProbeSettings {
-    /// The grid `selfcon demo` searches: learning rates over 1.5 decades, with and without weight decay.
+    /// The grid `selfcon demo` searches: learning rates over two decades (0.02–2), with and without
+    /// weight decay.
     pub fn demo_grid(epochs: usize) -> Vec<ProbeSettings> {
         let mut grid = Vec::new();
         for weight_decay in [0.0, 1e-3] {
