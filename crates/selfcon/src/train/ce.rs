@@ -248,7 +248,7 @@ fn restore(
     vs: &nn::VarStore,
     optimizer: &mut Sgd,
 ) -> Result<Vec<(Accuracy, Vec<Accuracy>)>> {
-    if crate::checkpoint::is_torch_file(path)? {
+    if path.is_file() && crate::checkpoint::is_torch_file(path)? {
         return Err(Error::NotImplemented(format!(
             "ce --resume of an official main_ce.py checkpoint ({}): the key names of its model are not in the specification this was built from; pretrain --resume, linear, features and export read official checkpoints",
             path.display()

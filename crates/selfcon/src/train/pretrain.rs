@@ -274,7 +274,7 @@ fn epoch_record(epoch: usize, stats: &EpochStats) -> serde_json::Value {
 
 /// Loads a checkpoint for resuming (ours or the official code's); returns the epoch it finished.
 fn restore(path: &Path, config: &PretrainConfig, vs: &tch::nn::VarStore, optimizer: &mut Sgd) -> Result<usize> {
-    if crate::checkpoint::is_torch_file(path)? {
+    if path.is_file() && crate::checkpoint::is_torch_file(path)? {
         return restore_official(path, config, vs, optimizer);
     }
     let resumed = Resumed::open(path, "pretrain")?;
