@@ -13,7 +13,7 @@ use std::str::FromStr;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use super::{save, torch_writer, Metadata};
+use super::{save, torch_writer, write_atomically, Metadata};
 use crate::error::{Error, Result};
 use crate::model::ConModel;
 
@@ -89,19 +89,9 @@ pub fn export(
         ExportFormat::Torchscript => torchscript(model, vs, out),
         ExportFormat::Onnx => {
             let bytes = model.to_onnx(&vs.variables())?;
-            write_atomically(out, &bytes)
+            write_atomically(out, &bytes, "the ONNX model")
         }
     }
-}
-
-fn write_atomically(out: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let io = |e: std::io::Error| Error::file(out, format!("cannot write: {e}"));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    std::io::Write::write_all(&mut tmp, bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(out).map_err(|e| io(e.error))?;
-    Ok(())
 }
 
 /// Traces `model.encode(x, eval)` on a CPU batch of the dataset's image size and saves the module.

@@ -98,10 +98,16 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: &Metadata) -> R
     let meta: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let bytes = safetensors::tensor::serialize(host.iter().map(|(n, t)| (n.as_str(), t)), &Some(meta))
         .map_err(|e| Error::file(path, format!("cannot serialise checkpoint: {e}")))?;
+    write_atomically(path, &bytes, "checkpoint")
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`, so that
+/// a crash never leaves a half-written file; `what` names the file in errors.
+pub fn write_atomically(path: &Path, bytes: &[u8], what: &str) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let io = |e: std::io::Error| Error::file(path, format!("cannot write checkpoint: {e}"));
+    let io = |e: std::io::Error| Error::file(path, format!("cannot write {what}: {e}"));
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    tmp.write_all(&bytes).map_err(io)?;
+    tmp.write_all(bytes).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;
     tmp.persist(path).map_err(|e| io(e.error))?;
     Ok(())
