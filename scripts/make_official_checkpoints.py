@@ -21,9 +21,11 @@ Files (each `NAME.pth.gz.gz`, the torch.save output gzipped twice):
   state_dict_f64_p4.pth  the state dict in float64, pickle protocol 4
   views.pth          tensors that are views into one shared storage (offsets), pickle protocol 3
   transposed.pth     a non-contiguous (transposed) tensor: must be refused with a clear error
+  ce_selfcon_r18.pth main_ce.py's checkpoint of `--method selfcon` (CEResNet: encoder, logit_fc, l_fc,
+                     feat_fc, frozen f_fc), CIFAR-10, SGD momentum for every trainable parameter, epoch 2
 and expected.json: the encoder's eval-mode features of fixed inputs, and the parameters' sums after
 one official SGD step (lr 0.05, momentum 0.9, weight decay 1e-4) from the saved momentum with a
-patterned gradient.
+patterned gradient; under "ce" the same for the CEResNet, with its logits.
 """
 import argparse
 import gzip
@@ -97,6 +99,20 @@ class ConResNet(nn.Module):
         self.sub_heads = nn.ModuleList([head()])
 
 
+class CEResNet(nn.Module):
+    """main_ce.py's model for --method selfcon (resnet_big.CEResNet): modules in the official order."""
+
+    def __init__(self, num_classes=10, dim_out=128):
+        super().__init__()
+        self.encoder = Encoder()
+        self.logit_fc = nn.ModuleList([nn.Linear(512, num_classes)])
+        self.l_fc = nn.Linear(512, num_classes)
+        self.feat_fc = nn.ModuleList([nn.Linear(512, dim_out)])
+        self.f_fc = nn.Linear(512, dim_out)
+        for p in self.f_fc.parameters():
+            p.requires_grad = False
+
+
 def fill(model):
     with torch.no_grad():
         for j, (name, t) in enumerate(model.state_dict().items()):
@@ -129,11 +145,41 @@ def options():
     )
 
 
+def ce_options():
+    # main_ce.py's argparse for `--method selfcon` on CIFAR-10 with a ResNet-18 fc exit.
+    return argparse.Namespace(
+        exp_name="", seed=0, print_freq=10, resume="", dataset="cifar10", data_folder="datasets/",
+        batch_size=256, num_workers=16, model="resnet18", selfcon_pos="[False,True,False]",
+        selfcon_arch="resnet", selfcon_size="fc", dim_out=128, epochs=500, learning_rate=0.2,
+        lr_decay_epochs=[350, 400, 450], lr_decay_rate=0.1, weight_decay=1e-4, momentum=0.9,
+        cosine=True, warm=False, method="selfcon", alpha=1.0, beta=0, gamma=0.8, temperature=3.0,
+        model_path="./save/distill/selfcon/cifar10_models", n_cls=10, n_data=50000,
+        model_name="selfcon_cifar10_resnet18_lr_0.2_decay_0.0001_bsz_256_seed_0_cosine", save_folder="./save/x",
+    )
+
+
 def optimizer_with_momentum(model):
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     for j, p in enumerate(model.parameters()):
-        opt.state[p]["momentum_buffer"] = 0.01 * pattern(p.numel(), 500 + j).view(p.shape)
+        if p.requires_grad:  # a frozen parameter never gets a gradient, so never a buffer
+            opt.state[p]["momentum_buffer"] = 0.01 * pattern(p.numel(), 500 + j).view(p.shape)
     return opt
+
+
+def sgd_step(model, opt):
+    """One official SGD step from the saved momentum, gradient = a pattern; the result, by name."""
+    for j, p in enumerate(model.parameters()):
+        if p.requires_grad:
+            p.grad = 0.001 * pattern(p.numel(), 900 + j).view(p.shape)
+    opt.step()
+    names = [k for k in model.state_dict() if not k.split(".")[-1] in ("running_mean", "running_var", "num_batches_tracked")]
+    params = list(model.parameters())
+    return {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4,
+            "grad": "0.001 * pattern(numel, 900 + index) for each trainable parameter",
+            "param_sums": {n: float(p.detach().double().sum()) for n, p in zip(names, params)},
+            "param_first": {n: float(p.detach().reshape(-1)[0]) for n, p in zip(names, params)},
+            "momentum_first": {n: float(opt.state[p]["momentum_buffer"].reshape(-1)[0])
+                               for n, p in zip(names, params) if p.requires_grad}}
 
 
 def save_gz2(obj, path, protocol=2):
@@ -188,22 +234,25 @@ def main():
     model.eval()
     with torch.no_grad():
         sub, backbone = model.encoder(inputs())
-    # One official SGD step from the saved momentum, gradient = a pattern.
-    for j, p in enumerate(model.parameters()):
-        p.grad = 0.001 * pattern(p.numel(), 900 + j).view(p.shape)
-    opt.step()
-    names = [k for k in model.state_dict() if not k.split(".")[-1] in ("running_mean", "running_var", "num_batches_tracked")]
-    sums = {n: float(p.detach().double().sum()) for n, p in zip(names, model.parameters())}
-    first = {n: float(p.detach().reshape(-1)[0]) for n, p in zip(names, model.parameters())}
-    momentum_first = {n: float(opt.state[p]["momentum_buffer"].reshape(-1)[0]) for n, p in zip(names, model.parameters())}
+    step = sgd_step(model, opt)
+
+    ce = CEResNet()
+    fill(ce)
+    ce_opt = optimizer_with_momentum(ce)
+    save_gz2({"opt": ce_options(), "model": ce.state_dict(), "optimizer": ce_opt.state_dict(), "epoch": 2},
+             os.path.join(out, "ce_selfcon_r18.pth"))
+    ce.eval()
+    with torch.no_grad():
+        ce_sub, ce_backbone = ce.encoder(inputs())
+        ce_logits, ce_sub_logits = ce.l_fc(ce_backbone), ce.logit_fc[0](ce_sub[0])
+    ce_step = sgd_step(ce, ce_opt)
     expected = {
         "torch_version": torch.__version__,
         "inputs": "pattern(4*3*32*32, 7, period=31) as [4, 3, 32, 32]",
         "backbone": backbone.tolist(),
         "sub_network.0": sub[0].tolist(),
-        "sgd_step": {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4,
-                     "grad": "0.001 * pattern(numel, 900 + index)", "param_sums": sums, "param_first": first,
-                     "momentum_first": momentum_first},
+        "sgd_step": step,
+        "ce": {"logits": ce_logits.tolist(), "sub_logits.0": ce_sub_logits.tolist(), "sgd_step": ce_step},
     }
     with open(os.path.join(out, "expected.json"), "w") as f:
         json.dump(expected, f)

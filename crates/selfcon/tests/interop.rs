@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::io::Read;
+use common::official::{expected, fixture, inputs, pattern};
+
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -13,44 +14,6 @@ use tch::{Device, Kind, Tensor};
 use selfcon::checkpoint::{CheckpointFormat, ModelCheckpoint, OfficialCheckpoint};
 use selfcon::data::DatasetKind;
 use selfcon::model::{Architecture, ConModel, ExitPositions, ModelConfig, SubNetworkArch, SubNetworkSize};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/official")
-}
-
-/// Unpacks fixture `name` (gzipped twice) into `dir`.
-fn fixture(dir: &Path, name: &str) -> PathBuf {
-    let packed = std::fs::read(fixtures().join(format!("{name}.gz.gz"))).unwrap();
-    let mut once = Vec::new();
-    flate2::read::GzDecoder::new(&packed[..]).read_to_end(&mut once).unwrap();
-    let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(&once[..]).read_to_end(&mut raw).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, raw).unwrap();
-    path
-}
-
-fn expected() -> Value {
-    serde_json::from_slice(&std::fs::read(fixtures().join("expected.json")).unwrap()).unwrap()
-}
-
-/// The script's `pattern(n, j, period)`.
-fn pattern(n: i64, j: i64, period: i64) -> Tensor {
-    let i = Tensor::arange(n, (Kind::Int64, Device::Cpu));
-    ((i * 37 + j * 11).remainder(period) - period / 2).to_kind(Kind::Float) / (period / 2) as f64
-}
-
-fn matrix(v: &Value) -> Tensor {
-    let rows: Vec<Tensor> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            Tensor::from_slice(&r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect::<Vec<_>>())
-        })
-        .collect();
-    Tensor::stack(&rows, 0)
-}
 
 fn readme_cifar100() -> ModelConfig {
     ModelConfig::new(
@@ -72,15 +35,10 @@ fn assert_pytorch_features(ckpt: &ModelCheckpoint) {
 fn assert_pytorch_features_within(ckpt: &ModelCheckpoint, relative: f64) {
     let (vs, model) = ConModel::build(&readme_cifar100(), Device::Cpu).unwrap();
     ckpt.load_into(&vs).unwrap();
-    let images = pattern(4 * 3 * 32 * 32, 7, 31).view([4, 3, 32, 32]);
-    let out = tch::no_grad(|| model.encode(&images, false)).unwrap();
+    let out = tch::no_grad(|| model.encode(&inputs(), false)).unwrap();
     let want = expected();
-    for (got, key) in [(&out.backbone, "backbone"), (&out.exits[0], "sub_network.0")] {
-        let want = matrix(&want[key]);
-        let diff = (got - &want).abs().max().double_value(&[]);
-        let scale = want.abs().max().double_value(&[]);
-        assert!(diff <= relative * scale.max(1.0), "{key}: max |ours − PyTorch| = {diff} (scale {scale})");
-    }
+    common::official::assert_close_to(&out.backbone, &want["backbone"], relative, "backbone");
+    common::official::assert_close_to(&out.exits[0], &want["sub_network.0"], relative, "sub_network.0");
 }
 
 #[test]
@@ -314,31 +272,7 @@ fn official_momentum_continues_as_the_official_sgd_step() {
     let dir = tempfile::tempdir().unwrap();
     let official = OfficialCheckpoint::open(&fixture(dir.path(), "selfcon_r18.pth")).unwrap();
     let (vs, _model) = ConModel::build(&readme_cifar100(), Device::Cpu).unwrap();
-    let weights = official.weights.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
-    selfcon::checkpoint::load_into_var_store(Path::new("fixture"), &vs, &weights).unwrap();
-    let mut sgd = selfcon::train::Sgd::new(&vs, 0.9, 1e-4);
-    sgd.load_state(official.momentum.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect()).unwrap();
-    let vars = vs.variables();
-    let names: Vec<&String> =
-        official.weights.iter().map(|(k, _)| k).filter(|k| !selfcon::checkpoint::official::is_buffer(k)).collect();
-    let mut loss = Tensor::zeros([], (Kind::Float, Device::Cpu));
-    for (j, name) in names.iter().enumerate() {
-        let p = &vars[*name];
-        let g = pattern(p.numel() as i64, 900 + j as i64, 29).view(p.size().as_slice()) * 0.001;
-        loss = loss + (p * g).sum(Kind::Float);
-    }
-    loss.backward();
-    sgd.step(0.05);
-    let want = &expected()["sgd_step"];
-    for name in names {
-        let p = &vars[name];
-        let first = p.flatten(0, -1).double_value(&[0]);
-        let want_first = want["param_first"][name.as_str()].as_f64().unwrap();
-        assert!((first - want_first).abs() <= 1e-6 * want_first.abs().max(1.0), "{name}: {first} vs {want_first}");
-        let sum = p.to_kind(Kind::Double).sum(Kind::Double).double_value(&[]);
-        let want_sum = want["param_sums"][name.as_str()].as_f64().unwrap();
-        assert!((sum - want_sum).abs() <= 1e-4 * want_sum.abs().max(1.0), "{name}: sum {sum} vs {want_sum}");
-    }
+    common::official::assert_official_sgd_step(&official, &vs, &expected()["sgd_step"]);
 }
 
 #[test]
@@ -407,26 +341,6 @@ fn pretrain_resumes_an_official_run_with_its_options() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("another model"));
-
-    // ce cannot continue an official main_ce.py run yet: a clear error, not a parse failure.
-    common::assert_usage_error(
-        &[
-            "ce",
-            "--method",
-            "ce",
-            "--resume",
-            ckpt.to_str().unwrap(),
-            "--dataset",
-            "fashionmnist",
-            "--data_folder",
-            data.to_str().unwrap(),
-            "--model",
-            "resnet18",
-            "--save_dir",
-            save.to_str().unwrap(),
-        ],
-        "ce --resume of an official main_ce.py checkpoint",
-    );
 }
 
 #[test]

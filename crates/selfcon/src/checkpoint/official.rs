@@ -138,6 +138,26 @@ impl OfficialCheckpoint {
     }
 }
 
+impl OfficialCheckpoint {
+    /// Errors unless the checkpoint's options (when it has them) describe `model`; another
+    /// dataset with the same stem (and so the same weights' shapes) is accepted.
+    pub fn check_same_model(&self, model: &ModelConfig) -> Result<()> {
+        let Some(saved) = self.model_config()? else { return Ok(()) };
+        if saved.dataset.stem() == model.dataset.stem()
+            && (ModelConfig { dataset: model.dataset, ..saved.clone() }) == *model
+        {
+            return Ok(());
+        }
+        Err(Error::file(
+            &self.path,
+            format!(
+                "was trained with another model ({} on {}, exits {}, size {}); leave the model flags out or give the same",
+                saved.architecture, saved.dataset, saved.exits, saved.sub_size
+            ),
+        ))
+    }
+}
+
 /// `argparse.Namespace(**d)` pickled as `Build(Reduce(Namespace, ()), d)` → d as JSON.
 fn namespace(v: &Value) -> std::result::Result<Map<String, Json>, String> {
     let Value::Build(obj, state) = v else { return Err("is not an argparse.Namespace".into()) };

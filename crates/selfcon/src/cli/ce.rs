@@ -2,20 +2,22 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{ArgMatches, Args};
 
 use selfcon::train::{train_ce, CeConfig, CeMethod};
 
 use super::data_args::DataArgs;
 use super::model_args::ModelArgs;
+use super::official_options::{self, float, some_text, OfficialOptions};
 use super::optim_args::OptimArgs;
 use super::progress::TerminalProgress;
 
 #[derive(Args, Debug)]
 pub struct CeArgs {
     /// ce, subnet_ce, kd or selfcon; each sets (alpha, beta, gamma) = (0,0,0), (1,0,0), (0.5,0.5,0), (1,0,0.8).
-    #[arg(long, value_name = "METHOD")]
-    pub method: String,
+    /// Optional with --resume of an official checkpoint (taken from its options).
+    #[arg(long, value_name = "METHOD", required_unless_present = "resume")]
+    pub method: Option<String>,
 
     #[arg(long, default_value = "cifar10")]
     pub dataset: String,
@@ -44,7 +46,9 @@ pub struct CeArgs {
     #[arg(long, default_value_t = 3.0)]
     pub temperature: f64,
 
-    /// A `ce` checkpoint (last.safetensors of a run folder) to continue from.
+    /// Checkpoint to continue from (training resumes at its epoch + 1): ours (last.safetensors of
+    /// a run folder) or the official main_ce.py's (last.pth: weights, SGD momentum, epoch; every
+    /// flag not given is taken from its options — method, model, dataset, schedule, ...).
     #[arg(long, value_name = "PATH")]
     pub resume: Option<PathBuf>,
 
@@ -52,8 +56,23 @@ pub struct CeArgs {
     pub optim: OptimArgs,
 }
 
-pub fn run(a: CeArgs) -> anyhow::Result<()> {
-    let method: CeMethod = a.method.parse()?;
+pub fn run(mut a: CeArgs, given: &ArgMatches) -> anyhow::Result<()> {
+    if let Some(opt) = official_options::of_resume(a.resume.as_deref(), "main_ce.py")? {
+        let mut official = OfficialOptions::new(&opt, given);
+        official.take("method", &mut a.method, some_text)?;
+        official.take_common(&mut a.dataset, &mut a.model, &mut a.optim)?;
+        official.take("dim_out", &mut a.dim_out, |v| v.as_i64())?;
+        official.take("temperature", &mut a.temperature, float)?;
+        if !official.taken.is_empty() && selfcon::distributed::is_primary() {
+            let resume = a.resume.as_deref().unwrap_or_else(|| std::path::Path::new("")).display();
+            eprintln!("ce: from the official options of {resume}: {}", official.taken.join(" "));
+        }
+    }
+    let method: CeMethod = a
+        .method
+        .as_deref()
+        .ok_or_else(|| selfcon::Error::option("method", "is required (ce, subnet_ce, kd or selfcon)"))?
+        .parse()?;
     let (alpha, beta, gamma) = method.weights();
     if (a.alpha, a.beta, a.gamma) != (0.0, 0.0, 0.0) && (a.alpha, a.beta, a.gamma) != (alpha, beta, gamma) {
         eprintln!("warning: --method {method} sets alpha, beta, gamma = {alpha}, {beta}, {gamma}; the values given are ignored (as in main_ce.py)");

@@ -11,6 +11,7 @@ mod features;
 mod launch;
 mod linear;
 mod model_args;
+mod official_options;
 mod optim_args;
 mod pretrain;
 mod progress;
@@ -99,7 +100,10 @@ pub fn run() -> Result<(), Failure> {
             pretrain::run(*args, given)
         }
         Command::Linear(args) => linear::run(*args),
-        Command::Ce(args) => ce::run(*args),
+        Command::Ce(args) => {
+            let given = matches.subcommand_matches("ce").expect("ce matches");
+            ce::run(*args, given)
+        }
         Command::Features(args) => features::run(*args),
         Command::Export(args) => export::run(*args),
         Command::Bench(args) => bench::run(args),

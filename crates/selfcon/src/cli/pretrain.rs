@@ -3,13 +3,13 @@
 use std::path::PathBuf;
 
 use clap::{ArgMatches, Args};
-use serde_json::{Map, Value};
 
 use selfcon::train::{pretrain, PretrainConfig};
 use selfcon::Error;
 
 use super::data_args::DataArgs;
 use super::model_args::ModelArgs;
+use super::official_options::{self, count, flag, float, some_text, OfficialOptions};
 use super::optim_args::OptimArgs;
 use super::progress::TerminalProgress;
 
@@ -74,18 +74,12 @@ pub struct PretrainArgs {
 }
 
 pub fn run(mut a: PretrainArgs, given: &ArgMatches) -> anyhow::Result<()> {
-    if let Some(resume) = a.resume.clone().filter(|r| r.is_file()) {
-        if selfcon::checkpoint::is_torch_file(&resume)? {
-            let official = selfcon::checkpoint::OfficialCheckpoint::open(&resume)?;
-            let opt = official.options.clone().ok_or_else(|| {
-                Error::file(&resume, "holds no options ('opt'): only a checkpoint of main_represent.py can be resumed")
-            })?;
-            let taken = a.take_official_options(&opt, |id| {
-                given.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
-            })?;
-            if !taken.is_empty() && selfcon::distributed::is_primary() {
-                eprintln!("pretrain: from the official options of {}: {}", resume.display(), taken.join(" "));
-            }
+    if let Some(opt) = official_options::of_resume(a.resume.as_deref(), "main_represent.py")? {
+        let mut official = OfficialOptions::new(&opt, given);
+        a.take_official_options(&mut official)?;
+        if !official.taken.is_empty() && selfcon::distributed::is_primary() {
+            let resume = a.resume.as_deref().unwrap_or_else(|| std::path::Path::new("")).display();
+            eprintln!("pretrain: from the official options of {resume}: {}", official.taken.join(" "));
         }
     }
     let config = a.to_config()?;
@@ -139,67 +133,21 @@ impl PretrainArgs {
 }
 
 impl PretrainArgs {
-    /// Every flag the user did not give takes the value of the official run's `opt` (paths,
-    /// workers and devices of the other machine excepted); returns what was taken, as flags.
-    fn take_official_options(
-        &mut self,
-        opt: &Map<String, Value>,
-        given: impl Fn(&str) -> bool,
-    ) -> selfcon::Result<Vec<String>> {
-        let mut taken = Vec::new();
-        let bad =
-            |name: &str, v: &Value| Error::option("resume", format!("the official option {name} = {v} is not usable"));
-        macro_rules! take {
-            ($id:literal, $field:expr, $conv:expr) => {
-                if !given($id) {
-                    if let Some(v) = opt.get($id).filter(|v| !v.is_null()) {
-                        let converted = ($conv)(v).ok_or_else(|| bad($id, v))?;
-                        taken.push(format!("--{} {}", $id, v));
-                        $field = converted;
-                    }
-                }
-            };
-        }
-        let text = |v: &Value| v.as_str().map(str::to_string);
-        let some_text = |v: &Value| v.as_str().map(|s| Some(s.to_string()));
-        let float = |v: &Value| v.as_f64();
-        let flag = |v: &Value| v.as_bool();
-        let count = |v: &Value| v.as_u64().map(|n| n as usize);
-        take!("method", self.method, some_text);
-        take!("dataset", self.dataset, text);
-        take!("model", self.model.model, some_text);
-        take!("selfcon_pos", self.model.selfcon_pos, some_text);
-        take!("selfcon_arch", self.model.selfcon_arch, some_text);
-        take!("selfcon_size", self.model.selfcon_size, some_text);
-        take!("multiview", self.multiview, flag);
+    /// Every flag the user did not give takes the value of the official `main_represent.py` run.
+    fn take_official_options(&mut self, o: &mut OfficialOptions) -> selfcon::Result<()> {
+        o.take("method", &mut self.method, some_text)?;
+        o.take_common(&mut self.dataset, &mut self.model, &mut self.optim)?;
+        o.take("multiview", &mut self.multiview, flag)?;
         // Official `label` is store_false (True = labels used); ours turns them off.
-        take!("label", self.label, |v: &Value| v.as_bool().map(|used| !used));
-        take!("alpha", self.alpha, float);
-        take!("temp", self.temp, float);
-        take!("weakaug", self.weakaug, flag);
-        take!("randaug", self.randaug, flag);
-        take!("save_freq", self.save_freq, count);
-        take!("batch_size", self.optim.batch_size, count);
-        take!("epochs", self.optim.epochs, count);
-        take!("learning_rate", self.optim.learning_rate, float);
-        take!("lr_decay_epochs", self.optim.lr_decay_epochs, |v: &Value| match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Array(items) => {
-                items.iter().map(|i| i.as_u64().map(|n| n.to_string())).collect::<Option<Vec<_>>>().map(|v| v.join(","))
-            }
-            _ => None,
-        });
-        take!("lr_decay_rate", self.optim.lr_decay_rate, float);
-        take!("weight_decay", self.optim.weight_decay, float);
-        take!("momentum", self.optim.momentum, float);
-        take!("cosine", self.optim.cosine, flag);
-        take!("warm", self.optim.warm, flag);
-        take!("seed", self.optim.seed, |v: &Value| v.as_u64());
-        take!("exp_name", self.optim.exp_name, text);
+        o.take("label", &mut self.label, |v| v.as_bool().map(|used| !used))?;
+        o.take("alpha", &mut self.alpha, float)?;
+        o.take("temp", &mut self.temp, float)?;
+        o.take("weakaug", &mut self.weakaug, flag)?;
+        o.take("randaug", &mut self.randaug, flag)?;
+        o.take("save_freq", &mut self.save_freq, count)?;
         // Official `precision` is a flag: CUDA AMP (fp16 with loss scaling) = our `auto`.
-        take!("precision", self.optim.precision, |v: &Value| v
-            .as_bool()
-            .map(|on| (if on { "auto" } else { "fp32" }).to_string()));
-        Ok(taken)
+        o.take("precision", &mut self.optim.precision, |v| {
+            v.as_bool().map(|on| (if on { "auto" } else { "fp32" }).to_string())
+        })
     }
 }

@@ -1,8 +1,8 @@
-//! The 1-stage model of `main_ce.py`: the encoder with its exits, a classifier on the backbone
-//! (`fc`) and one per exit (`sub_fc.{j}`), plus the auxiliary projections of `--method selfcon`:
-//! a trainable one per exit (`sub_proj.{j}`) and a frozen, randomly initialised one on the backbone
-//! (`proj`). (The official module names of this model are not part of the reference; these are
-//! ours.)
+//! The 1-stage model of `main_ce.py` (the official `CEResNet` and its VGG/WRN/EfficientNet
+//! siblings), under the official state-dict keys: the encoder with its exits, a classifier on the
+//! backbone (`l_fc`) and one per exit (`logit_fc.{j}`); with `--method selfcon` also the auxiliary
+//! projections — a trainable one per exit (`feat_fc.{j}`) and a frozen, randomly initialised one
+//! on the backbone (`f_fc`). The other methods have no projections (nor their parameters).
 
 use tch::{nn, Tensor};
 
@@ -15,46 +15,68 @@ use crate::error::{Error, Result};
 pub struct CeOutput {
     pub logits: Tensor,
     pub exit_logits: Vec<Tensor>,
-    /// Normalised auxiliary features: frozen projection of the backbone, trainable ones of the exits.
-    pub projection: Tensor,
-    pub exit_projections: Vec<Tensor>,
+    /// With projections: the normalised auxiliary features — the frozen projection of the
+    /// backbone, then the trainable ones of the exits.
+    pub projections: Option<(Tensor, Vec<Tensor>)>,
+}
+
+/// `feat_fc.{j}` per exit and the frozen `f_fc`.
+#[derive(Debug)]
+struct Projections {
+    feat_fc: Vec<Linear>,
+    f_fc: Linear,
 }
 
 #[derive(Debug)]
 pub struct CeModel {
     encoder: Encoder,
-    fc: Linear,
-    sub_fc: Vec<Linear>,
-    sub_proj: Vec<Linear>,
-    proj: Linear,
+    logit_fc: Vec<Linear>,
+    l_fc: Linear,
+    projections: Option<Projections>,
 }
 
 impl CeModel {
-    pub fn new(p: &nn::Path, config: &ModelConfig, num_classes: i64, dim_out: i64) -> Result<Self> {
+    /// `with_projections`: the auxiliary projections of `--method selfcon`.
+    pub fn new(
+        p: &nn::Path,
+        config: &ModelConfig,
+        num_classes: i64,
+        dim_out: i64,
+        with_projections: bool,
+    ) -> Result<Self> {
         config.validate()?;
         if dim_out < 1 {
             return Err(Error::option("dim_out", "must be positive"));
         }
         let d = config.feature_dim();
         let k = config.exits.count();
+        // Registration order of the official module (it fixes `model.parameters()` order, which
+        // the official optimizer state refers to by index).
         let encoder = Encoder::new(&(p / "encoder"), config);
-        let fc = Linear::new(&(p / "fc"), d, num_classes);
-        let sub_fc = (0..k).map(|j| Linear::new(&(p / "sub_fc" / j), d, num_classes)).collect();
-        let sub_proj = (0..k).map(|j| Linear::new(&(p / "sub_proj" / j), d, dim_out)).collect();
-        let proj = Linear::new(&(p / "proj"), d, dim_out);
-        // Frozen: the official code sets requires_grad False on the backbone's projection.
-        let _ = proj.weight.shallow_clone().set_requires_grad(false);
-        let _ = proj.bias.shallow_clone().set_requires_grad(false);
-        Ok(CeModel { encoder, fc, sub_fc, sub_proj, proj })
+        let logit_fc = (0..k).map(|j| Linear::new(&(p / "logit_fc" / j), d, num_classes)).collect();
+        let l_fc = Linear::new(&(p / "l_fc"), d, num_classes);
+        let projections = with_projections.then(|| {
+            let feat_fc = (0..k).map(|j| Linear::new(&(p / "feat_fc" / j), d, dim_out)).collect();
+            let f_fc = Linear::new(&(p / "f_fc"), d, dim_out);
+            // Frozen: the official code sets requires_grad False on the backbone's projection.
+            let _ = f_fc.weight.shallow_clone().set_requires_grad(false);
+            let _ = f_fc.bias.shallow_clone().set_requires_grad(false);
+            Projections { feat_fc, f_fc }
+        });
+        Ok(CeModel { encoder, logit_fc, l_fc, projections })
     }
 
     pub fn forward_t(&self, images: &Tensor, train: bool) -> CeOutput {
         let e = self.encoder.forward_t(images, train);
         CeOutput {
-            logits: self.fc.forward(&e.backbone),
-            exit_logits: e.exits.iter().zip(&self.sub_fc).map(|(h, fc)| fc.forward(h)).collect(),
-            projection: l2_normalize(&self.proj.forward(&e.backbone)),
-            exit_projections: e.exits.iter().zip(&self.sub_proj).map(|(h, p)| l2_normalize(&p.forward(h))).collect(),
+            logits: self.l_fc.forward(&e.backbone),
+            exit_logits: e.exits.iter().zip(&self.logit_fc).map(|(h, fc)| fc.forward(h)).collect(),
+            projections: self.projections.as_ref().map(|p| {
+                (
+                    l2_normalize(&p.f_fc.forward(&e.backbone)),
+                    e.exits.iter().zip(&p.feat_fc).map(|(h, fc)| l2_normalize(&fc.forward(h))).collect(),
+                )
+            }),
         }
     }
 }

@@ -115,8 +115,10 @@ impl CeConfig {
 #[derive(Clone, Debug, Serialize)]
 pub struct CeResult {
     pub run_dir: PathBuf,
-    /// Per epoch: test accuracy of the backbone classifier and of each exit's classifier.
+    /// Per epoch of this run (resumed runs: since the official checkpoint it continued), from
+    /// `first_epoch` on: test accuracy of the backbone classifier and of each exit's classifier.
     pub epochs: Vec<(Accuracy, Vec<Accuracy>)>,
+    pub first_epoch: usize,
     pub best_epoch: usize,
 }
 
@@ -149,8 +151,9 @@ pub fn train_ce(
     }
     let n_cls = data.train.num_classes();
     let vs = nn::VarStore::new(device);
-    let model =
-        crate::engine::seeded(config.optim.seed, || CeModel::new(&vs.root(), &config.model, n_cls, config.dim_out))?;
+    let model = crate::engine::seeded(config.optim.seed, || {
+        CeModel::new(&vs.root(), &config.model, n_cls, config.dim_out, config.method == CeMethod::Selfcon)
+    })?;
     config.optim.prepare_model(&vs)?;
     let mut optimizer = config.optim.optimizer(&vs);
     let run_dir = config.run_dir();
@@ -164,16 +167,24 @@ pub fn train_ce(
     )?;
     let test = DataLoader::new(test_set, Transform::Eval(config.eval), loader_config(512, false))?;
     let con = ConLoss::new(config.temperature);
-    let mut epochs: Vec<(Accuracy, Vec<Accuracy>)> = Vec::new();
-    if let Some(path) = resume {
-        epochs = restore(path, config, &vs, &mut optimizer)?;
+    // The accuracies of this run's epochs so far, the first of them being `first_epoch`.
+    let (mut epochs, first_epoch) = match resume {
+        Some(path) => restore(path, config, &vs, &mut optimizer)?,
+        None => (Vec::new(), 1),
+    };
+    let start_epoch = first_epoch + epochs.len();
+    if start_epoch > config.optim.epochs {
+        return Err(Error::option(
+            "resume",
+            format!("the checkpoint already covers all {} epochs (give a larger --epochs)", config.optim.epochs),
+        ));
     }
     let last = run_dir.join("last.safetensors");
     let mut train = config.optim.train_loop("ce", device, config.optim.schedule(true), &vs)?;
     train.print_freq = config.print_freq;
     train.last_checkpoint = Some(last.clone());
-    progress.run_started("ce", &run_dir, epochs.len() + 1, data.train.len());
-    for epoch in epochs.len() + 1..=config.optim.epochs {
+    progress.run_started("ce", &run_dir, start_epoch, data.train.len());
+    for epoch in start_epoch..=config.optim.epochs {
         let pass = Pass { loader: &train_loader, order: epoch as u64, epoch, what: format!("epoch {epoch}") };
         let stats = train.run_pass(
             pass,
@@ -192,8 +203,8 @@ pub fn train_ce(
                     if beta != 0.0 {
                         loss = loss + kd_loss(&exit_logits, &logits, config.temperature) * beta;
                     }
-                    if gamma != 0.0 {
-                        let pair = Tensor::stack(&[float(&out.exit_projections[j]), float(&out.projection)], 1);
+                    if let (true, Some((backbone, exits))) = (gamma != 0.0, &out.projections) {
+                        let pair = Tensor::stack(&[float(&exits[j]), float(backbone)], 1);
                         loss = loss + con.forward(&pair, Positives::Labels(y), ConLossFlags::default())? * gamma;
                     }
                 }
@@ -229,30 +240,29 @@ pub fn train_ce(
         .iter()
         .enumerate()
         .max_by(|a, b| a.1 .0.top1.partial_cmp(&b.1 .0.top1).unwrap_or(std::cmp::Ordering::Equal).then(b.0.cmp(&a.0)))
-        .map(|(i, _)| i + 1)
-        .unwrap_or(1);
+        .map(|(i, _)| first_epoch + i)
+        .expect("at least one epoch ran");
     // Official: best backbone top-1 and the sub-network accuracy of that epoch.
-    let (best, best_sub) = &epochs[best_epoch - 1];
+    let (best, best_sub) = &epochs[best_epoch - first_epoch];
     let round2 = |x: f64| (x * 100.0).round() / 100.0;
     let entry =
         json!({"backbone": round2(best.top1), "sub": best_sub.last().map(|s| round2(s.top1)), "epoch": best_epoch});
     let key = run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     super::linear::write_results(&config.optim.save_dir.join("results.json"), &key, &entry)?;
-    Ok(CeResult { run_dir, epochs, best_epoch })
+    Ok(CeResult { run_dir, epochs, first_epoch, best_epoch })
 }
 
-/// Restores model, optimiser and accuracy history from a `ce` checkpoint.
+/// Restores model, optimiser and accuracy history from a `ce` checkpoint (ours or the official
+/// code's); returns the history and the epoch its first entry belongs to.
 fn restore(
     path: &std::path::Path,
     config: &CeConfig,
     vs: &nn::VarStore,
     optimizer: &mut Sgd,
-) -> Result<Vec<(Accuracy, Vec<Accuracy>)>> {
+) -> Result<(Vec<(Accuracy, Vec<Accuracy>)>, usize)> {
     if path.is_file() && crate::checkpoint::is_torch_file(path)? {
-        return Err(Error::NotImplemented(format!(
-            "ce --resume of an official main_ce.py checkpoint ({}): the key names of its model are not in the specification this was built from; pretrain --resume, linear, features and export read official checkpoints",
-            path.display()
-        )));
+        let epoch = restore_official(path, config, vs, optimizer)?;
+        return Ok((Vec::new(), epoch + 1));
     }
     let resumed = Resumed::open(path, "ce")?;
     let saved: CeConfig = resumed.config()?;
@@ -261,7 +271,30 @@ fn restore(
     }
     resumed.restore_weights("", vs)?;
     resumed.restore_optimizer("", optimizer)?;
-    resumed.history()
+    let history: Vec<(Accuracy, Vec<Accuracy>)> = resumed.history()?;
+    let first_epoch = (resumed.epoch + 1).checked_sub(history.len()).filter(|e| *e >= 1).ok_or_else(|| {
+        Error::file(path, format!("holds {} epochs of accuracies but finished epoch {}", history.len(), resumed.epoch))
+    })?;
+    Ok((history, first_epoch))
+}
+
+/// Continues an official `main_ce.py` run (`CEResNet` and siblings); its `--method` decides
+/// which modules the model has, so it must agree.
+fn restore_official(
+    path: &std::path::Path,
+    config: &CeConfig,
+    vs: &nn::VarStore,
+    optimizer: &mut Sgd,
+) -> Result<usize> {
+    let official = crate::checkpoint::OfficialCheckpoint::open(path)?;
+    let method = official.options.as_ref().and_then(|opt| opt.get("method")).and_then(|m| m.as_str());
+    if let Some(method) = method.filter(|m| *m != config.method.name()) {
+        return Err(Error::file(
+            path,
+            format!("was trained with --method {method}, not {}; leave --method out or give the same", config.method),
+        ));
+    }
+    super::train_checkpoint::resume_official(official, &config.model, vs, optimizer)
 }
 
 fn evaluate(model: &CeModel, loader: &DataLoader, exits: usize, device: Device) -> Result<(Accuracy, Vec<Accuracy>)> {

@@ -275,7 +275,8 @@ fn epoch_record(epoch: usize, stats: &EpochStats) -> serde_json::Value {
 /// Loads a checkpoint for resuming (ours or the official code's); returns the epoch it finished.
 fn restore(path: &Path, config: &PretrainConfig, vs: &tch::nn::VarStore, optimizer: &mut Sgd) -> Result<usize> {
     if path.is_file() && crate::checkpoint::is_torch_file(path)? {
-        return restore_official(path, config, vs, optimizer);
+        let official = crate::checkpoint::OfficialCheckpoint::open(path)?;
+        return super::train_checkpoint::resume_official(official, &config.model, vs, optimizer);
     }
     let resumed = Resumed::open(path, "pretrain")?;
     let saved: PretrainConfig = resumed.config()?;
@@ -291,41 +292,4 @@ fn restore(path: &Path, config: &PretrainConfig, vs: &tch::nn::VarStore, optimiz
     resumed.restore_weights("", vs)?;
     resumed.restore_optimizer("", optimizer)?;
     Ok(resumed.epoch)
-}
-
-/// Continues an official `main_represent.py` run: its weights, its SGD momentum buffers (mapped
-/// through the official parameter order, see `checkpoint::official`) and its epoch.
-fn restore_official(
-    path: &Path,
-    config: &PretrainConfig,
-    vs: &tch::nn::VarStore,
-    optimizer: &mut Sgd,
-) -> Result<usize> {
-    let official = crate::checkpoint::OfficialCheckpoint::open(path)?;
-    let epoch = official.epoch.ok_or_else(|| {
-        Error::file(
-            path,
-            "has no 'epoch': a bare state dict holds weights only and cannot be resumed (use it with linear)",
-        )
-    })?;
-    if let Some(saved) = official.model_config()? {
-        // Another dataset with the same stem gives the same weights (the Con model has no classifier).
-        let same_stem = saved.dataset.stem() == config.model.dataset.stem();
-        if !same_stem || (ModelConfig { dataset: config.model.dataset, ..saved.clone() }) != config.model {
-            return Err(Error::file(
-                path,
-                format!(
-                    "was trained with another model ({} on {}, exits {}, size {}); leave the model flags out or give the same",
-                    saved.architecture, saved.dataset, saved.exits, saved.sub_size
-                ),
-            ));
-        }
-    }
-    let weights = official.weights.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
-    crate::checkpoint::load_into_var_store(path, vs, &weights)?;
-    if official.momentum.is_empty() {
-        return Err(Error::file(path, "has no SGD momentum buffers in 'optimizer' to continue from"));
-    }
-    optimizer.load_state(official.momentum).map_err(|e| Error::file(path, format!("'optimizer': {e}")))?;
-    Ok(epoch)
 }

@@ -121,3 +121,29 @@ impl Resumed {
             .map_err(|e| Error::file(&self.path, e.to_string()))
     }
 }
+
+/// Continues an official run (`main_represent.py`, `main_ce.py`) from its checkpoint: the model
+/// its options describe must be `model`; weights (checked strictly), SGD momentum buffers (mapped
+/// through the official parameter order, see `checkpoint::official`); returns its finished epoch.
+pub fn resume_official(
+    official: checkpoint::OfficialCheckpoint,
+    model: &crate::model::ModelConfig,
+    vs: &tch::nn::VarStore,
+    optimizer: &mut Sgd,
+) -> Result<usize> {
+    let path = official.path.clone();
+    let epoch = official.epoch.ok_or_else(|| {
+        Error::file(
+            &path,
+            "has no 'epoch': a bare state dict holds weights only and cannot be resumed (use it with linear)",
+        )
+    })?;
+    official.check_same_model(model)?;
+    let weights = official.weights.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
+    checkpoint::load_into_var_store(&path, vs, &weights)?;
+    if official.momentum.is_empty() {
+        return Err(Error::file(&path, "has no SGD momentum buffers in 'optimizer' to continue from"));
+    }
+    optimizer.load_state(official.momentum).map_err(|e| Error::file(&path, format!("'optimizer': {e}")))?;
+    Ok(epoch)
+}

@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests.
 
+pub mod official;
+
 /// The error of `r`, checked to be a user error rendered as one line.
 #[allow(dead_code)]
 pub fn user_error<T>(r: selfcon::Result<T>) -> String {
