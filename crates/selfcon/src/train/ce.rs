@@ -262,7 +262,7 @@ fn restore(
 ) -> Result<(Vec<(Accuracy, Vec<Accuracy>)>, usize)> {
     if path.is_file() && crate::checkpoint::is_torch_file(path)? {
         let epoch = restore_official(path, config, vs, optimizer)?;
-        return Ok((Vec::new(), epoch + 1));
+        return Ok((Vec::new(), epoch.saturating_add(1)));
     }
     let resumed = Resumed::open(path, "ce")?;
     let saved: CeConfig = resumed.config()?;
@@ -272,7 +272,7 @@ fn restore(
     resumed.restore_weights("", vs)?;
     resumed.restore_optimizer("", optimizer)?;
     let history: Vec<(Accuracy, Vec<Accuracy>)> = resumed.history()?;
-    let first_epoch = (resumed.epoch + 1).checked_sub(history.len()).filter(|e| *e >= 1).ok_or_else(|| {
+    let first_epoch = resumed.epoch.saturating_add(1).checked_sub(history.len()).filter(|e| *e >= 1).ok_or_else(|| {
         Error::file(path, format!("holds {} epochs of accuracies but finished epoch {}", history.len(), resumed.epoch))
     })?;
     Ok((history, first_epoch))

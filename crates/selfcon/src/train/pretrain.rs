@@ -208,7 +208,7 @@ pub fn pretrain(
     let mut optimizer = config.optim.optimizer(&vs);
     let mut start_epoch = 1;
     if let Some(path) = resume {
-        start_epoch = restore(path, config, &vs, &mut optimizer)? + 1;
+        start_epoch = restore(path, config, &vs, &mut optimizer)?.saturating_add(1);
     }
     let run_dir = config.run_dir();
     let config_json = prepare_run_dir(&run_dir, config)?;
