@@ -65,7 +65,14 @@ impl Dialect {
         Dialect { globals: &TORCH_GLOBALS, persistent_ids: true, reads: "tensors, state dicts and argparse options" };
 }
 
-/// A parsed pickle value.
+/// How deeply containers may nest. Real files nest a handful of levels (a state dict of
+/// tensors, an optimiser state); a limit keeps hostile nesting from overflowing the stack.
+pub const MAX_DEPTH: usize = 200;
+
+/// A parsed pickle value. Containers are shared (`Rc`) as in Python: an object the pickle
+/// memoises and refers to again is one object, not a copy, so a small file cannot ask for an
+/// exponential number of nodes. (Walking a value as a tree can still visit a shared object many
+/// times: consumers that walk whole values bound their work, see `checkpoint::official`.)
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
     None,
@@ -74,16 +81,16 @@ pub enum Value {
     Float(f64),
     Bytes(Rc<Vec<u8>>),
     Str(Rc<str>),
-    List(Vec<Value>),
-    Tuple(Vec<Value>),
-    Dict(Vec<(Value, Value)>),
-    Global(String, String),
+    List(Rc<Vec<Value>>),
+    Tuple(Rc<Vec<Value>>),
+    Dict(Rc<Vec<(Value, Value)>>),
+    Global(Rc<str>, Rc<str>),
     /// `callable(*args)`, not called.
-    Reduce(Box<Value>, Box<Value>),
+    Reduce(Rc<Value>, Rc<Value>),
     /// `obj.__setstate__(state)`, not called.
-    Build(Box<Value>, Box<Value>),
+    Build(Rc<Value>, Rc<Value>),
     /// An object the pickle refers to by id (torch: `('storage', type, key, location, numel)`).
-    PersistentId(Box<Value>),
+    PersistentId(Rc<Value>),
 }
 
 impl Value {
@@ -149,12 +156,12 @@ impl Value {
     }
 }
 
-fn is_global(v: &Value, module: &str, name: &str) -> bool {
-    matches!(v, Value::Global(m, n) if m == module && n == name)
+pub fn is_global(v: &Value, module: &str, name: &str) -> bool {
+    matches!(v, Value::Global(m, n) if &**m == module && &**n == name)
 }
 
 fn is_array_global(v: &Value, name: &str) -> bool {
-    matches!(v, Value::Global(m, n) if n == name && m.starts_with("numpy"))
+    matches!(v, Value::Global(m, n) if &**n == name && m.starts_with("numpy"))
 }
 
 /// A numpy array of unsigned bytes or integers, as read from a pickle.
@@ -209,7 +216,11 @@ impl NdArray {
             .collect::<Result<Vec<_>, _>>()?;
         let dtype = dtype_string(dtype)?;
         let array = NdArray { shape, dtype, data, fortran_order };
-        let expected = array.shape.iter().product::<usize>() * array.item_size()?;
+        let expected = array
+            .shape
+            .iter()
+            .try_fold(array.item_size()?, |n, &d| n.checked_mul(d))
+            .ok_or_else(|| format!("numpy array shape {:?} overflows", array.shape))?;
         if array.data.len() != expected {
             return Err(format!(
                 "numpy array {:?} of {} needs {expected} bytes, found {}",
@@ -280,16 +291,46 @@ pub fn parse(bytes: &[u8]) -> Result<Value, PickleError> {
 
 /// Parses a whole pickle of the given dialect.
 pub fn parse_as(bytes: &[u8], dialect: Dialect) -> Result<Value, PickleError> {
-    Machine { input: bytes, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), dialect }.run()
+    let mut machine = Machine {
+        input: bytes,
+        pos: 0,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+        nodes: Vec::new(),
+        dialect,
+    };
+    let root = machine.run()?;
+    Freezer { nodes: &machine.nodes, done: HashMap::new(), open: vec![false; machine.nodes.len()] }.freeze(&root, 0)
+}
+
+/// A value on the machine's stack: a finished leaf, or a container in the arena (containers are
+/// mutable until the end — APPEND, SETITEM — and every reference to one sees the same object).
+#[derive(Clone, Debug)]
+enum Item {
+    Leaf(Value),
+    Node(usize),
+}
+
+#[derive(Debug)]
+enum Node {
+    List(Vec<Item>),
+    Tuple(Vec<Item>),
+    Dict(Vec<(Item, Item)>),
+    Reduce(Item, Item),
+    Build(Item, Item),
+    PersistentId(Item),
 }
 
 struct Machine<'a> {
     dialect: Dialect,
     input: &'a [u8],
     pos: usize,
-    stack: Vec<Value>,
+    stack: Vec<Item>,
     marks: Vec<usize>,
-    memo: HashMap<u64, Value>,
+    /// Memo entries refer to stack items (containers by arena index: shared, never copied).
+    memo: HashMap<u64, Item>,
+    nodes: Vec<Node>,
 }
 
 impl<'a> Machine<'a> {
@@ -322,18 +363,36 @@ impl<'a> Machine<'a> {
         Ok(s)
     }
 
-    fn pop(&mut self) -> Result<Value, PickleError> {
+    fn push(&mut self, v: Value) {
+        self.stack.push(Item::Leaf(v))
+    }
+
+    fn push_node(&mut self, node: Node) {
+        self.nodes.push(node);
+        self.stack.push(Item::Node(self.nodes.len() - 1))
+    }
+
+    fn pop(&mut self) -> Result<Item, PickleError> {
         if self.marks.last().is_some_and(|m| *m >= self.stack.len()) {
             return Err("malformed pickle: pop across a mark".into());
         }
         self.stack.pop().ok_or_else(|| "malformed pickle: stack underflow".into())
     }
 
-    fn top(&mut self) -> Result<&mut Value, PickleError> {
-        self.stack.last_mut().ok_or_else(|| "malformed pickle: empty stack".into())
+    /// The container on top of the stack, for APPEND / SETITEM.
+    fn top_node(&mut self) -> Result<&mut Node, PickleError> {
+        match self.stack.last() {
+            Some(Item::Node(i)) => Ok(&mut self.nodes[*i]),
+            Some(Item::Leaf(_)) => Err("malformed pickle: adding items to a non-container".into()),
+            None => Err("malformed pickle: empty stack".into()),
+        }
     }
 
-    fn pop_mark(&mut self) -> Result<Vec<Value>, PickleError> {
+    fn top(&self) -> Result<Item, PickleError> {
+        self.stack.last().cloned().ok_or_else(|| "malformed pickle: empty stack".into())
+    }
+
+    fn pop_mark(&mut self) -> Result<Vec<Item>, PickleError> {
         let mark = self.marks.pop().ok_or("malformed pickle: no mark")?;
         if mark > self.stack.len() {
             return Err("malformed pickle: mark beyond stack".into());
@@ -353,7 +412,7 @@ impl<'a> Machine<'a> {
 
     fn global(&self, module: String, name: String) -> Result<Value, PickleError> {
         if self.dialect.globals.iter().any(|(m, n)| *m == module && *n == name) {
-            Ok(Value::Global(module, name))
+            Ok(Value::Global(module.into(), name.into()))
         } else {
             Err(format!(
                 "refusing pickle global {module}.{name}: only {} and plain data are read, nothing is called",
@@ -362,11 +421,37 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn memo_get(&self, key: u64) -> Result<Value, PickleError> {
-        self.memo.get(&key).cloned().ok_or_else(|| format!("malformed pickle: memo entry {key} missing"))
+    fn memo_put(&mut self, key: u64) -> Result<(), PickleError> {
+        let v = self.top()?;
+        self.memo.insert(key, v);
+        Ok(())
     }
 
-    fn run(mut self) -> Result<Value, PickleError> {
+    fn memo_get(&mut self, key: u64) -> Result<(), PickleError> {
+        let v = self.memo.get(&key).cloned().ok_or_else(|| format!("malformed pickle: memo entry {key} missing"))?;
+        self.stack.push(v);
+        Ok(())
+    }
+
+    fn is_empty_tuple(&self, item: &Item) -> bool {
+        match item {
+            Item::Node(i) => matches!(&self.nodes[*i], Node::Tuple(t) if t.is_empty()),
+            Item::Leaf(_) => false,
+        }
+    }
+
+    fn is_dict(&self, item: &Item) -> bool {
+        matches!(item, Item::Node(i) if matches!(self.nodes[*i], Node::Dict(_)))
+    }
+
+    fn leaf_text(item: Item, what: &str) -> Result<String, PickleError> {
+        match item {
+            Item::Leaf(v) => v.as_text().ok_or_else(|| format!("malformed pickle: {what}")),
+            Item::Node(_) => Err(format!("malformed pickle: {what}")),
+        }
+    }
+
+    fn run(&mut self) -> Result<Item, PickleError> {
         loop {
             let op = self.u8().map_err(|_| "truncated pickle: no STOP opcode".to_string())?;
             match op {
@@ -381,20 +466,20 @@ impl<'a> Machine<'a> {
                 }
                 b'.' => return self.pop(),
                 b'(' => self.marks.push(self.stack.len()),
-                b'N' => self.stack.push(Value::None),
-                0x88 => self.stack.push(Value::Bool(true)),
-                0x89 => self.stack.push(Value::Bool(false)),
+                b'N' => self.push(Value::None),
+                0x88 => self.push(Value::Bool(true)),
+                0x89 => self.push(Value::Bool(false)),
                 b'K' => {
                     let v = self.u8()?;
-                    self.stack.push(Value::Int(v as i64))
+                    self.push(Value::Int(v as i64))
                 }
                 b'M' => {
                     let v = u16::from_le_bytes(self.take(2)?.try_into().unwrap());
-                    self.stack.push(Value::Int(v as i64))
+                    self.push(Value::Int(v as i64))
                 }
                 b'J' => {
                     let v = self.u32()? as i32;
-                    self.stack.push(Value::Int(v as i64))
+                    self.push(Value::Int(v as i64))
                 }
                 0x8a => {
                     let n = self.u8()? as usize;
@@ -404,7 +489,7 @@ impl<'a> Machine<'a> {
                     }
                     let mut buf = if raw.last().is_some_and(|b| b & 0x80 != 0) { [0xffu8; 8] } else { [0u8; 8] };
                     buf[..n].copy_from_slice(raw);
-                    self.stack.push(Value::Int(i64::from_le_bytes(buf)))
+                    self.push(Value::Int(i64::from_le_bytes(buf)))
                 }
                 b'I' => {
                     let line = self.line()?;
@@ -413,56 +498,56 @@ impl<'a> Machine<'a> {
                         "01" => Value::Bool(true),
                         s => Value::Int(s.parse().map_err(|_| format!("malformed pickle integer '{s}'"))?),
                     };
-                    self.stack.push(v)
+                    self.push(v)
                 }
                 b'G' => {
                     let v = f64::from_be_bytes(self.take(8)?.try_into().unwrap());
-                    self.stack.push(Value::Float(v))
+                    self.push(Value::Float(v))
                 }
                 b'U' | b'C' => {
                     let n = self.u8()? as usize;
                     let v = self.bytes(n)?;
-                    self.stack.push(v)
+                    self.push(v)
                 }
                 b'T' | b'B' => {
                     let n = self.u32()? as usize;
                     let v = self.bytes(n)?;
-                    self.stack.push(v)
+                    self.push(v)
                 }
                 0x8e | 0x96 => {
                     let n = usize::try_from(self.u64()?).map_err(|_| "pickle bytes too large")?;
                     let v = self.bytes(n)?;
-                    self.stack.push(v)
+                    self.push(v)
                 }
                 0x8c => {
                     let n = self.u8()? as usize;
                     let v = self.text(n)?;
-                    self.stack.push(v)
+                    self.push(v)
                 }
                 b'X' => {
                     let n = self.u32()? as usize;
                     let v = self.text(n)?;
-                    self.stack.push(v)
+                    self.push(v)
                 }
                 0x8d => {
                     let n = usize::try_from(self.u64()?).map_err(|_| "pickle string too large")?;
                     let v = self.text(n)?;
-                    self.stack.push(v)
+                    self.push(v)
                 }
-                b'}' => self.stack.push(Value::Dict(Vec::new())),
-                b']' => self.stack.push(Value::List(Vec::new())),
-                b')' => self.stack.push(Value::Tuple(Vec::new())),
+                b'}' => self.push_node(Node::Dict(Vec::new())),
+                b']' => self.push_node(Node::List(Vec::new())),
+                b')' => self.push_node(Node::Tuple(Vec::new())),
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(items))
+                    self.push_node(Node::Tuple(items))
                 }
                 b'l' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::List(items))
+                    self.push_node(Node::List(items))
                 }
                 b'd' => {
-                    let items = self.pop_mark()?;
-                    self.stack.push(Value::Dict(pairs(items)?))
+                    let items = pairs(self.pop_mark()?)?;
+                    self.push_node(Node::Dict(items))
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
@@ -471,34 +556,34 @@ impl<'a> Machine<'a> {
                         items.push(self.pop()?);
                     }
                     items.reverse();
-                    self.stack.push(Value::Tuple(items))
+                    self.push_node(Node::Tuple(items))
                 }
                 b'a' => {
                     let v = self.pop()?;
-                    match self.top()? {
-                        Value::List(items) => items.push(v),
+                    match self.top_node()? {
+                        Node::List(items) => items.push(v),
                         _ => return Err("malformed pickle: APPEND to a non-list".into()),
                     }
                 }
                 b'e' => {
                     let items = self.pop_mark()?;
-                    match self.top()? {
-                        Value::List(list) => list.extend(items),
+                    match self.top_node()? {
+                        Node::List(list) => list.extend(items),
                         _ => return Err("malformed pickle: APPENDS to a non-list".into()),
                     }
                 }
                 b's' => {
                     let v = self.pop()?;
                     let k = self.pop()?;
-                    match self.top()? {
-                        Value::Dict(d) => d.push((k, v)),
+                    match self.top_node()? {
+                        Node::Dict(d) => d.push((k, v)),
                         _ => return Err("malformed pickle: SETITEM on a non-dict".into()),
                     }
                 }
                 b'u' => {
                     let items = pairs(self.pop_mark()?)?;
-                    match self.top()? {
-                        Value::Dict(d) => d.extend(items),
+                    match self.top_node()? {
+                        Node::Dict(d) => d.extend(items),
                         _ => return Err("malformed pickle: SETITEMS on a non-dict".into()),
                     }
                 }
@@ -506,63 +591,59 @@ impl<'a> Machine<'a> {
                     let module = self.line()?;
                     let name = self.line()?;
                     let g = self.global(module, name)?;
-                    self.stack.push(g)
+                    self.push(g)
                 }
                 0x93 => {
-                    let name = self.pop()?.as_text().ok_or("malformed pickle: STACK_GLOBAL name")?;
-                    let module = self.pop()?.as_text().ok_or("malformed pickle: STACK_GLOBAL module")?;
+                    let name = Self::leaf_text(self.pop()?, "STACK_GLOBAL name")?;
+                    let module = Self::leaf_text(self.pop()?, "STACK_GLOBAL module")?;
                     let g = self.global(module, name)?;
-                    self.stack.push(g)
+                    self.push(g)
                 }
                 b'R' | 0x81 => {
                     let args = self.pop()?;
                     let f = self.pop()?;
                     // An empty OrderedDict is a dict that SETITEMS then fills.
-                    let empty = args.as_seq().is_some_and(<[Value]>::is_empty);
-                    if empty && is_global(&f, "collections", "OrderedDict") {
-                        self.stack.push(Value::Dict(Vec::new()))
+                    let ordered_dict = matches!(&f, Item::Leaf(g) if is_global(g, "collections", "OrderedDict"));
+                    if ordered_dict && self.is_empty_tuple(&args) {
+                        self.push_node(Node::Dict(Vec::new()))
                     } else {
-                        self.stack.push(Value::Reduce(Box::new(f), Box::new(args)))
+                        self.push_node(Node::Reduce(f, args))
                     }
                 }
                 b'b' => {
                     let state = self.pop()?;
                     let obj = self.pop()?;
-                    match obj {
+                    if self.is_dict(&obj) {
                         // An OrderedDict's instance attributes (a state dict's `_metadata`: module
                         // versions) are not part of its items.
-                        Value::Dict(_) => self.stack.push(obj),
-                        obj => self.stack.push(Value::Build(Box::new(obj), Box::new(state))),
+                        self.stack.push(obj)
+                    } else {
+                        self.push_node(Node::Build(obj, state))
                     }
                 }
                 b'Q' if self.dialect.persistent_ids => {
                     let id = self.pop()?;
-                    self.stack.push(Value::PersistentId(Box::new(id)))
+                    self.push_node(Node::PersistentId(id))
                 }
                 b'q' => {
                     let k = self.u8()? as u64;
-                    let v = self.top()?.clone();
-                    self.memo.insert(k, v);
+                    self.memo_put(k)?
                 }
                 b'r' => {
                     let k = self.u32()? as u64;
-                    let v = self.top()?.clone();
-                    self.memo.insert(k, v);
+                    self.memo_put(k)?
                 }
                 0x94 => {
                     let k = self.memo.len() as u64;
-                    let v = self.top()?.clone();
-                    self.memo.insert(k, v);
+                    self.memo_put(k)?
                 }
                 b'h' => {
                     let k = self.u8()? as u64;
-                    let v = self.memo_get(k)?;
-                    self.stack.push(v)
+                    self.memo_get(k)?
                 }
                 b'j' => {
                     let k = self.u32()? as u64;
-                    let v = self.memo_get(k)?;
-                    self.stack.push(v)
+                    self.memo_get(k)?
                 }
                 other => {
                     return Err(format!("unsupported pickle opcode 0x{other:02x} at offset {}", self.pos - 1));
@@ -572,7 +653,7 @@ impl<'a> Machine<'a> {
     }
 }
 
-fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, PickleError> {
+fn pairs(items: Vec<Item>) -> Result<Vec<(Item, Item)>, PickleError> {
     if items.len() % 2 != 0 {
         return Err("malformed pickle: odd number of dict items".into());
     }
@@ -582,4 +663,53 @@ fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, PickleError> {
         out.push((k, v));
     }
     Ok(out)
+}
+
+/// Turns the arena into shared values: each container once (`done`), so memoised objects stay
+/// shared; nesting deeper than [`MAX_DEPTH`] and objects that contain themselves are refused.
+struct Freezer<'n> {
+    nodes: &'n [Node],
+    done: HashMap<usize, Value>,
+    /// Containers being frozen right now (the path from the root): meeting one again is a cycle.
+    open: Vec<bool>,
+}
+
+impl Freezer<'_> {
+    fn freeze(&mut self, item: &Item, depth: usize) -> Result<Value, PickleError> {
+        let i = match item {
+            Item::Leaf(v) => return Ok(v.clone()),
+            Item::Node(i) => *i,
+        };
+        if let Some(v) = self.done.get(&i) {
+            return Ok(v.clone());
+        }
+        if depth >= MAX_DEPTH {
+            return Err(format!("pickle nests containers more than {MAX_DEPTH} levels deep"));
+        }
+        if self.open[i] {
+            return Err("pickle holds an object that contains itself (recursive objects are not read)".into());
+        }
+        self.open[i] = true;
+        let d = depth + 1;
+        let v = match &self.nodes[i] {
+            Node::List(items) => Value::List(Rc::new(self.all(items, d)?)),
+            Node::Tuple(items) => Value::Tuple(Rc::new(self.all(items, d)?)),
+            Node::Dict(items) => Value::Dict(Rc::new(
+                items
+                    .iter()
+                    .map(|(k, v)| Ok((self.freeze(k, d)?, self.freeze(v, d)?)))
+                    .collect::<Result<_, PickleError>>()?,
+            )),
+            Node::Reduce(f, args) => Value::Reduce(Rc::new(self.freeze(f, d)?), Rc::new(self.freeze(args, d)?)),
+            Node::Build(obj, state) => Value::Build(Rc::new(self.freeze(obj, d)?), Rc::new(self.freeze(state, d)?)),
+            Node::PersistentId(id) => Value::PersistentId(Rc::new(self.freeze(id, d)?)),
+        };
+        self.open[i] = false;
+        self.done.insert(i, v.clone());
+        Ok(v)
+    }
+
+    fn all(&mut self, items: &[Item], depth: usize) -> Result<Vec<Value>, PickleError> {
+        items.iter().map(|item| self.freeze(item, depth)).collect()
+    }
 }

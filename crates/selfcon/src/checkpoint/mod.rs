@@ -110,6 +110,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8], what: &str) -> Result<()> {
     tmp.write_all(bytes).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;
     tmp.persist(path).map_err(|e| io(e.error))?;
+    // The rename is durable only once the folder's entry is on disk (a crash right after could
+    // otherwise bring back the old file, or none). Folders cannot be opened for sync everywhere.
+    #[cfg(unix)]
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
     Ok(())
 }
 
@@ -121,9 +125,14 @@ pub struct Loaded {
 
 pub fn load(path: &Path) -> Result<Loaded> {
     let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read checkpoint: {e}")))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)
+    load_bytes(path, &bytes)
+}
+
+/// A checkpoint held in memory (`path` names it in errors).
+pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<Loaded> {
+    let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| Error::file(path, format!("not a selfcon checkpoint (safetensors): {e}")))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::file(path, format!("corrupt checkpoint: {e}")))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::file(path, format!("corrupt checkpoint: {e}")))?;
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
         let kind =
@@ -225,8 +234,15 @@ pub struct ModelCheckpoint {
 impl ModelCheckpoint {
     /// Opens a pre-training checkpoint: ours, an official `last.pth`, or a bare state dict.
     pub fn open(path: &Path) -> Result<Self> {
-        if is_torch_file(path)? {
-            let official = OfficialCheckpoint::open(path)?;
+        let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read checkpoint: {e}")))?;
+        Self::from_bytes(path, bytes)
+    }
+
+    /// A checkpoint held in memory (`path` names it in errors).
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
+        if torch_archive::looks_like_torch_file(&bytes) {
+            let official =
+                OfficialCheckpoint::from_archive(torch_archive::TorchArchive::from_bytes(path, bytes)?, path)?;
             let model = official.model_config()?;
             let format = if official.options.is_some() || official.epoch.is_some() {
                 CheckpointFormat::Official
@@ -241,7 +257,7 @@ impl ModelCheckpoint {
                 weights: official.weights.into_iter().collect(),
             });
         }
-        let loaded = load(path)?;
+        let loaded = load_bytes(path, &bytes)?;
         let stage = loaded.metadata.get("stage").map(String::as_str);
         if let Some(stage @ ("linear" | "ce")) = stage {
             return Err(Error::file(path, format!("is a selfcon {stage} checkpoint, not a pre-trained encoder")));

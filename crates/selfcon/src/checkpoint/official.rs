@@ -68,7 +68,7 @@ impl OfficialCheckpoint {
         };
         let Value::Dict(items) = state else { return Err(bad("'model' is not a state dict".into())) };
         let mut weights = Vec::with_capacity(items.len());
-        for (k, v) in items {
+        for (k, v) in items.iter() {
             let key = k.as_text().ok_or_else(|| bad("a state-dict key is not text".into()))?;
             let what = if full { format!("model['{key}']") } else { format!("['{key}']") };
             weights.push((map_key(&key), archive.tensor(v, &what)?));
@@ -87,7 +87,7 @@ impl OfficialCheckpoint {
         // The official 'opt', or the plain dict `selfcon export --format pth` writes.
         let options = match (root.get("opt"), root.get("selfcon_model")) {
             (Some(opt), _) if full => Some(namespace(opt).map_err(|e| bad(format!("'opt': {e}")))?),
-            (None, Some(model)) if full => match to_json(model) {
+            (None, Some(model)) if full => match to_plain_json(model) {
                 Ok(Json::Object(map)) => Some(map),
                 _ => return Err(bad("'selfcon_model' is not a dict of plain values".into())),
             },
@@ -161,26 +161,42 @@ impl OfficialCheckpoint {
 /// `argparse.Namespace(**d)` pickled as `Build(Reduce(Namespace, ()), d)` → d as JSON.
 fn namespace(v: &Value) -> std::result::Result<Map<String, Json>, String> {
     let Value::Build(obj, state) = v else { return Err("is not an argparse.Namespace".into()) };
-    if !matches!(obj.as_ref(), Value::Reduce(f, _) if matches!(f.as_ref(), Value::Global(m, n) if m == "argparse" && n == "Namespace"))
-    {
+    if !matches!(obj.as_ref(), Value::Reduce(f, _) if crate::pickle::is_global(f, "argparse", "Namespace")) {
         return Err("is not an argparse.Namespace".into());
     }
     let Value::Dict(items) = state.as_ref() else { return Err("namespace state is not a dict".into()) };
-    items.iter().map(|(k, v)| Ok((k.as_text().ok_or("an option name is not text")?, to_json(v)?))).collect()
+    let mut budget = JSON_BUDGET;
+    items
+        .iter()
+        .map(|(k, v)| Ok((k.as_text().ok_or("an option name is not text")?, to_json(v, &mut budget)?)))
+        .collect()
 }
 
-fn to_json(v: &Value) -> std::result::Result<Json, String> {
+/// How many values an options dict may expand to. Pickled objects are shared (memoised), so a
+/// small file can describe a value whose tree has astronomically many nodes; real options are
+/// a few hundred.
+const JSON_BUDGET: usize = 100_000;
+
+fn to_plain_json(v: &Value) -> std::result::Result<Json, String> {
+    let mut budget = JSON_BUDGET;
+    to_json(v, &mut budget)
+}
+
+fn to_json(v: &Value, budget: &mut usize) -> std::result::Result<Json, String> {
+    *budget = budget.checked_sub(1).ok_or("holds more than 100000 values (options are a few hundred)")?;
     Ok(match v {
         Value::None => Json::Null,
         Value::Bool(b) => Json::Bool(*b),
         Value::Int(i) => Json::from(*i),
         Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
         Value::Str(_) | Value::Bytes(_) => Json::String(v.as_text().unwrap_or_default()),
-        Value::List(items) | Value::Tuple(items) => Json::Array(items.iter().map(to_json).collect::<Result<_, _>>()?),
+        Value::List(items) | Value::Tuple(items) => {
+            Json::Array(items.iter().map(|v| to_json(v, budget)).collect::<Result<_, _>>()?)
+        }
         Value::Dict(items) => Json::Object(
             items
                 .iter()
-                .map(|(k, v)| Ok((k.as_text().ok_or("a key is not text")?, to_json(v)?)))
+                .map(|(k, v)| Ok((k.as_text().ok_or("a key is not text")?, to_json(v, budget)?)))
                 .collect::<Result<_, String>>()?,
         ),
         _ => return Err("holds an object that is not plain data".into()),
@@ -200,7 +216,7 @@ fn momentum_buffers(
         weights.iter().filter(|(k, _)| !is_buffer(k)).map(|(k, t)| (k.as_str(), t)).collect();
     let Some(Value::Dict(state)) = opt.get("state") else { return Err(bad("has no 'state' dict".into())) };
     let mut out = Vec::new();
-    for (index, entry) in state {
+    for (index, entry) in state.iter() {
         let i = index.as_int().ok_or_else(|| bad("a state key is not a parameter index".into()))?;
         let (name, param) = usize::try_from(i)
             .ok()

@@ -17,8 +17,11 @@ use crate::pickle::{self, Dialect, Value};
 
 /// The first bytes of a zip archive (and so of every `torch.save` file since torch 1.6).
 pub const ZIP_MAGIC: &[u8; 4] = b"PK\x03\x04";
-/// The first bytes of a pickle of protocol 2 or later: the legacy `torch.save` format starts with one.
-const PICKLE_PROTOCOL: u8 = 0x80;
+/// The first bytes of the legacy `torch.save` format: protocol 2, then the start of its magic
+/// number as a LONG1. (Not just the protocol byte: a safetensors file starts with its header
+/// length, whose first byte is 0x80 once in 256 files; these four bytes as a length would be
+/// 177 MB, beyond any safetensors header.)
+const LEGACY_MAGIC: [u8; 4] = [0x80, 0x02, 0x8a, 0x0a];
 
 /// An opened `torch.save` file: its pickled object and the raw storages it refers to.
 pub struct TorchArchive {
@@ -30,7 +33,7 @@ pub struct TorchArchive {
 
 /// True when `bytes` start like a `torch.save` file (zip or legacy).
 pub fn looks_like_torch_file(bytes: &[u8]) -> bool {
-    bytes.starts_with(ZIP_MAGIC) || bytes.first() == Some(&PICKLE_PROTOCOL)
+    bytes.starts_with(ZIP_MAGIC) || bytes.starts_with(&LEGACY_MAGIC)
 }
 
 impl TorchArchive {
@@ -42,13 +45,16 @@ impl TorchArchive {
     pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
         let bad = |reason: String| Error::file(path, reason);
         if !bytes.starts_with(ZIP_MAGIC) {
-            if bytes.first() == Some(&PICKLE_PROTOCOL) {
+            if bytes.starts_with(&LEGACY_MAGIC) {
                 return Err(bad(
                     "is in the legacy torch.save format of torch < 1.6, which is not read; load and save it again with torch ≥ 1.6".into(),
                 ));
             }
             return Err(bad("is not a torch.save file (no zip archive)".into()));
         }
+        // torch.save stores records uncompressed: what they expand to is bounded by the file's size
+        // (with room for a compressing re-packer), so a small "zip bomb" cannot exhaust memory.
+        let mut budget = (bytes.len() as u64).saturating_mul(EXPANSION_LIMIT).saturating_add(1 << 20);
         let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
             .map_err(|e| bad(format!("is not a readable zip archive: {e}")))?;
         let names: Vec<String> = zip.file_names().map(str::to_string).collect();
@@ -62,7 +68,7 @@ impl TorchArchive {
             )));
         };
         let prefix = pkl.trim_end_matches("data.pkl").to_string();
-        if let Some(order) = read_record(&mut zip, &format!("{prefix}byteorder")).map_err(&bad)? {
+        if let Some(order) = read_record(&mut zip, &format!("{prefix}byteorder"), &mut budget).map_err(&bad)? {
             if order != b"little" {
                 return Err(bad(format!(
                     "stores tensors in {} byte order; only little-endian files are read",
@@ -70,13 +76,13 @@ impl TorchArchive {
                 )));
             }
         }
-        let data = read_record(&mut zip, pkl).map_err(&bad)?.unwrap_or_default();
+        let data = read_record(&mut zip, pkl, &mut budget).map_err(&bad)?.unwrap_or_default();
         let root = pickle::parse_as(&data, Dialect::TORCH).map_err(|e| bad(format!("{pkl}: {e}")))?;
         let data_prefix = format!("{prefix}data/");
         let mut records = HashMap::new();
         for name in names.iter().filter(|n| n.starts_with(&data_prefix)) {
             let key = name[data_prefix.len()..].to_string();
-            if let Some(record) = read_record(&mut zip, name).map_err(&bad)? {
+            if let Some(record) = read_record(&mut zip, name, &mut budget).map_err(&bad)? {
                 records.insert(key, record);
             }
         }
@@ -92,7 +98,7 @@ impl TorchArchive {
     pub fn tensor(&self, value: &Value, what: &str) -> Result<Tensor> {
         let bad = |reason: String| self.error(format!("{what}: {reason}"));
         let Value::Reduce(f, args) = value else { return Err(bad("is not a tensor".into())) };
-        if !matches!(f.as_ref(), Value::Global(m, n) if m == "torch._utils" && n == "_rebuild_tensor_v2") {
+        if !pickle::is_global(f, "torch._utils", "_rebuild_tensor_v2") {
             return Err(bad("is not a plain tensor (_rebuild_tensor_v2)".into()));
         }
         let args = args.as_seq().ok_or_else(|| bad("tensor arguments are not a tuple".into()))?;
@@ -156,7 +162,7 @@ fn storage_id(value: &Value) -> std::result::Result<(Kind, String, i64), String>
         return Err("persistent id is not a storage".into());
     }
     let Value::Global(_, name) = ty else { return Err("storage type is not a torch storage class".into()) };
-    let kind = match name.as_str() {
+    let kind = match &**name {
         "FloatStorage" => Kind::Float,
         "DoubleStorage" => Kind::Double,
         "HalfStorage" => Kind::Half,
@@ -172,18 +178,29 @@ fn storage_id(value: &Value) -> std::result::Result<(Kind, String, i64), String>
     Ok((kind, key, numel))
 }
 
+/// How many times its own size a `torch.save` archive's records may expand to.
+const EXPANSION_LIMIT: u64 = 4;
+
+/// One record, within what is left of `budget` (bytes all records may expand to).
 fn read_record<R: Read + std::io::Seek>(
     zip: &mut zip::ZipArchive<R>,
     name: &str,
+    budget: &mut u64,
 ) -> std::result::Result<Option<Vec<u8>>, String> {
     let mut file = match zip.by_name(name) {
         Ok(f) => f,
         Err(zip::result::ZipError::FileNotFound) => return Ok(None),
         Err(e) => return Err(format!("{name}: {e}")),
     };
-    // The header's size bounds what is read, whatever the stream says.
+    // The header's size bounds what is read, whatever the stream says; the budget bounds both.
     let size = file.size();
-    let mut out = Vec::with_capacity(size.min(1 << 30) as usize);
+    if size > *budget {
+        return Err(format!(
+            "{name} claims {size} bytes, more than {EXPANSION_LIMIT} times the file's size (torch.save stores records uncompressed)"
+        ));
+    }
+    let mut out = Vec::with_capacity(size.min(64 << 20) as usize);
     (&mut file).take(size).read_to_end(&mut out).map_err(|e| format!("{name}: {e}"))?;
+    *budget -= out.len() as u64;
     Ok(Some(out))
 }

@@ -101,13 +101,8 @@ impl DataArgs {
     }
 }
 
-/// Parses "(a, b, c)", "a,b,c" or "[a, b, c]".
+/// `--mean` / `--std`: three numbers.
 fn triple(flag: &str, text: Option<&str>) -> selfcon::Result<[f32; 3]> {
     let text = text.ok_or_else(|| Error::option(flag, "--dataset folder needs it (three numbers)"))?;
-    let inner = text.trim().trim_start_matches(['(', '[']).trim_end_matches([')', ']']);
-    let values: Vec<f32> = inner
-        .split(',')
-        .map(|v| v.trim().parse::<f32>().map_err(|_| Error::option(flag, format!("'{text}' is not three numbers"))))
-        .collect::<selfcon::Result<_>>()?;
-    <[f32; 3]>::try_from(values).map_err(|_| Error::option(flag, format!("'{text}' is not three numbers")))
+    selfcon::data::parse_triple(text).map_err(|why| Error::option(flag, why))
 }

@@ -95,6 +95,17 @@ fn read(path: &Path) -> Result<Vec<u8>> {
     })
 }
 
+/// The first few keys of a pickled dict, for an error message.
+fn some_keys(root: &pickle::Value) -> String {
+    let keys = root.keys();
+    let shown: Vec<&str> = keys.iter().take(8).map(String::as_str).collect();
+    if keys.len() > shown.len() {
+        format!("{}, … {} in all", shown.join(", "), keys.len())
+    } else {
+        shown.join(", ")
+    }
+}
+
 fn check_labels(path: &Path, labels: &[i64], variant: CifarVariant) -> Result<()> {
     let n = variant.num_classes();
     match labels.iter().position(|l| !(0..n).contains(l)) {
@@ -105,13 +116,17 @@ fn check_labels(path: &Path, labels: &[i64], variant: CifarVariant) -> Result<()
 
 /// One pickled batch: `{data: uint8 [N, 3072], labels | fine_labels: list or array}`.
 fn read_python_batch(path: &Path, variant: CifarVariant) -> Result<InMemoryImages> {
-    let bytes = read(path)?;
+    parse_python_batch(path, &read(path)?, variant)
+}
+
+/// A pickled batch held in memory (`path` names it in errors).
+pub fn parse_python_batch(path: &Path, bytes: &[u8], variant: CifarVariant) -> Result<InMemoryImages> {
     let bad = |why: String| Error::file(path, why);
     if bytes.first() != Some(&0x80) {
         return Err(bad("not a Python pickle (protocol 2 or later expected)".into()));
     }
-    let root = pickle::parse(&bytes).map_err(bad)?;
-    let data = root.get("data").ok_or_else(|| bad(format!("no 'data' entry (keys: {:?})", root.keys())))?;
+    let root = pickle::parse(bytes).map_err(bad)?;
+    let data = root.get("data").ok_or_else(|| bad(format!("no 'data' entry (keys: {})", some_keys(&root))))?;
     let array = NdArray::from_value(data).map_err(|e| bad(format!("'data': {e}")))?;
     let pixels = array.to_u8().map_err(|e| bad(format!("'data': {e}")))?;
     if array.shape.len() != 2 || array.shape[1] != IMAGE_BYTES {
@@ -121,7 +136,7 @@ fn read_python_batch(path: &Path, variant: CifarVariant) -> Result<InMemoryImage
         CifarVariant::Cifar10 => "labels",
         CifarVariant::Cifar100 => "fine_labels",
     };
-    let raw = root.get(key).ok_or_else(|| bad(format!("no '{key}' entry (keys: {:?})", root.keys())))?;
+    let raw = root.get(key).ok_or_else(|| bad(format!("no '{key}' entry (keys: {})", some_keys(&root))))?;
     let labels: Vec<i64> = match raw.as_seq() {
         Some(items) => items
             .iter()
@@ -139,7 +154,11 @@ fn read_python_batch(path: &Path, variant: CifarVariant) -> Result<InMemoryImage
 
 /// One binary batch: records of label byte(s) + 3072 CHW bytes (CIFAR-100: coarse, fine).
 fn read_binary_batch(path: &Path, variant: CifarVariant) -> Result<InMemoryImages> {
-    let bytes = read(path)?;
+    parse_binary_batch(path, &read(path)?, variant)
+}
+
+/// A binary batch held in memory (`path` names it in errors).
+pub fn parse_binary_batch(path: &Path, bytes: &[u8], variant: CifarVariant) -> Result<InMemoryImages> {
     let label_bytes = match variant {
         CifarVariant::Cifar10 => 1,
         CifarVariant::Cifar100 => 2,

@@ -1,10 +1,16 @@
 //! `--download`: fetches an official archive when the data is absent, checks its MD5 against the
 //! published checksum and unpacks it atomically (into a temporary folder that is renamed into
 //! place), so an interrupted download never looks like a data set.
+//!
+//! Several processes may ask at once (the ranks of a `launch`, two runs): an exclusive lock on
+//! `root/.{archive}.lock` lets one download while the others wait, then find the folder. A server
+//! that stops sending for `read_timeout` fails the download with a message; more bytes than the
+//! archive's published size stop it at once (before any MD5 check could).
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use md5::{Digest, Md5};
 
@@ -20,24 +26,30 @@ pub struct ArchiveSource {
     pub archive: String,
     /// The folder the archive unpacks to (its single top-level entry).
     pub folder: String,
+    /// Published size of the archive in bytes: a server sending more is cut off.
+    pub size: u64,
+    /// How long the server may send nothing before the download fails.
+    pub read_timeout: Duration,
 }
 
 impl ArchiveSource {
-    fn official(name: &str, md5: &str, folder: &str) -> Self {
+    fn official(name: &str, md5: &str, size: u64, folder: &str) -> Self {
         ArchiveSource {
             url: format!("https://www.cs.toronto.edu/~kriz/{name}"),
             md5: md5.into(),
             archive: name.into(),
             folder: folder.into(),
+            size,
+            read_timeout: Duration::from_secs(60),
         }
     }
 
     pub fn cifar10() -> Self {
-        Self::official("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", "cifar-10-batches-py")
+        Self::official("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", 170_498_071, "cifar-10-batches-py")
     }
 
     pub fn cifar100() -> Self {
-        Self::official("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python")
+        Self::official("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", 169_001_437, "cifar-100-python")
     }
 }
 
@@ -49,10 +61,17 @@ pub fn ensure_downloaded(root: &Path, source: &ArchiveSource, progress: bool) ->
         return Ok(target);
     }
     std::fs::create_dir_all(root).map_err(|e| Error::Io { path: root.to_path_buf(), source: e })?;
+    // One process downloads; the others wait here and then find the folder.
+    let lock_path = root.join(format!(".{}.lock", source.archive));
+    let lock = File::create(&lock_path).map_err(|e| Error::Io { path: lock_path.clone(), source: e })?;
+    lock.lock().map_err(|e| Error::Io { path: lock_path.clone(), source: e })?;
+    if target.is_dir() {
+        return Ok(target);
+    }
     let archive = root.join(&source.archive);
     let have_valid_archive = archive.is_file() && md5_of_file(&archive)? == source.md5;
     if !have_valid_archive {
-        download(&source.url, &archive, &source.md5, progress)?;
+        download(source, &archive, progress)?;
     }
     unpack(&archive, root, &source.folder)?;
     Ok(target)
@@ -76,11 +95,17 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Streams `url` into `dest` (through a temporary file), checking the MD5 on the way.
-fn download(url: &str, dest: &Path, md5: &str, progress: bool) -> Result<()> {
+/// Streams the archive into `dest` (through a temporary file), checking size and MD5 on the way.
+fn download(source: &ArchiveSource, dest: &Path, progress: bool) -> Result<()> {
+    let (url, md5) = (&source.url, &source.md5);
     let failed = |why: String| Error::file(dest, format!("download from {url} failed: {why}"));
-    let response = ureq::get(url).call().map_err(|e| failed(first_line(&e.to_string())))?;
+    let agent =
+        ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(30)).timeout_read(source.read_timeout).build();
+    let response = agent.get(url).call().map_err(|e| failed(first_line(&e.to_string())))?;
     let total = response.header("Content-Length").and_then(|v| v.parse::<u64>().ok());
+    if let Some(total) = total.filter(|t| *t > source.size) {
+        return Err(failed(format!("the server announces {total} bytes; the archive has {}", source.size)));
+    }
     let bar = if progress {
         let bar = indicatif::ProgressBar::new(total.unwrap_or(0));
         bar.set_style(
@@ -92,7 +117,7 @@ fn download(url: &str, dest: &Path, md5: &str, progress: bool) -> Result<()> {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let partial = dest.with_extension("part");
+    let partial = dest.with_extension(format!("{}.part", std::process::id()));
     let io = |e: std::io::Error| Error::Io { path: partial.clone(), source: e };
     let mut out = BufWriter::new(File::create(&partial).map_err(io)?);
     let mut reader = response.into_reader();
@@ -104,11 +129,23 @@ fn download(url: &str, dest: &Path, md5: &str, progress: bool) -> Result<()> {
             Ok(n) => n,
             Err(e) => {
                 let _ = std::fs::remove_file(&partial);
-                return Err(failed(format!("connection broke after {received} bytes: {e}")));
+                let why = if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) {
+                    format!(
+                        "the server sent nothing for {} s after {received} bytes",
+                        source.read_timeout.as_secs_f64()
+                    )
+                } else {
+                    format!("connection broke after {received} bytes: {e}")
+                };
+                return Err(failed(why));
             }
         };
         if n == 0 {
             break;
+        }
+        if received + n as u64 > source.size {
+            let _ = std::fs::remove_file(&partial);
+            return Err(failed(format!("the server sent more than the archive's {} bytes", source.size)));
         }
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n]).map_err(io)?;
@@ -119,7 +156,7 @@ fn download(url: &str, dest: &Path, md5: &str, progress: bool) -> Result<()> {
     drop(out);
     bar.finish_and_clear();
     let got = hex(&hasher.finalize());
-    if got != md5 {
+    if got != *md5 {
         let _ = std::fs::remove_file(&partial);
         return Err(failed(format!("MD5 {got} does not match the published {md5} ({received} bytes received)")));
     }
@@ -128,7 +165,7 @@ fn download(url: &str, dest: &Path, md5: &str, progress: bool) -> Result<()> {
 
 /// Unpacks the tar.gz into a temporary folder beside `folder`, then renames it into place.
 fn unpack(archive: &Path, root: &Path, folder: &str) -> Result<()> {
-    let staging = root.join(format!(".{folder}.unpacking"));
+    let staging = root.join(format!(".{folder}.unpacking.{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(|e| Error::Io { path: staging.clone(), source: e })?;
     let result = (|| {

@@ -47,14 +47,56 @@ impl Dataset for FileDataset {
     }
 }
 
+/// The most pixels a decoded image may have (8,000 × 8,000; ImageNet's largest are ~10 MP): a
+/// header claiming more is refused before the pixels are allocated.
+pub const MAX_IMAGE_PIXELS: u64 = 64_000_000;
+/// The longest side may be at most this many times the shorter one: resizing the shorter side
+/// (ImageNet's Resize(256)) of a 1 × 20000 strip would otherwise ask for gigabytes.
+pub const MAX_ASPECT_RATIO: u64 = 64;
+/// What a decoder may allocate for one image (the RGBA/16-bit intermediate of the largest one).
+const MAX_DECODER_BYTES: u64 = 1 << 30;
+
 /// Reads and decodes an image file to 8-bit RGB (as PIL's `convert("RGB")`).
 pub fn decode_image(path: &Path) -> Result<Image> {
     let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("unreadable image: {e}")))?;
-    let decoded =
-        image::load_from_memory(&bytes).map_err(|e| Error::file(path, format!("corrupt or unsupported image: {e}")))?;
+    decode_image_bytes(&bytes).map_err(|why| Error::file(path, why))
+}
+
+/// Decodes an image held in memory, within the limits above.
+pub fn decode_image_bytes(bytes: &[u8]) -> std::result::Result<Image, String> {
+    let reader = |max_side: Option<u32>| {
+        let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| format!("unreadable image: {e}"))?;
+        let mut limits = image::Limits::default();
+        limits.max_alloc = Some(MAX_DECODER_BYTES);
+        limits.max_image_width = max_side;
+        limits.max_image_height = max_side;
+        reader.limits(limits);
+        Ok::<_, String>(reader)
+    };
+    // The header first: the size is checked before any pixel is decoded.
+    let (w, h) = reader(None)?.into_dimensions().map_err(|e| format!("corrupt or unsupported image: {e}"))?;
+    check_size(w as u64, h as u64)?;
+    let decoded = reader(Some(w.max(h)))?.decode().map_err(|e| format!("corrupt or unsupported image: {e}"))?;
     let rgb = decoded.into_rgb8();
     let (w, h) = rgb.dimensions();
     Ok(Image::new(w as usize, h as usize, rgb.into_raw()))
+}
+
+fn check_size(w: u64, h: u64) -> std::result::Result<(), String> {
+    if w == 0 || h == 0 {
+        return Err(format!("image is {w} × {h} pixels (empty)"));
+    }
+    if w * h > MAX_IMAGE_PIXELS {
+        return Err(format!("image is {w} × {h} pixels, more than the {MAX_IMAGE_PIXELS}-pixel limit"));
+    }
+    if w.max(h) > MAX_ASPECT_RATIO * w.min(h) {
+        return Err(format!(
+            "image is {w} × {h} pixels, longer than {MAX_ASPECT_RATIO} times its shorter side (resizing it would take too much memory)"
+        ));
+    }
+    Ok(())
 }
 
 fn is_image(path: &Path) -> bool {
@@ -74,14 +116,31 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Every image file below `dir` (following links, sorted at each level, as torchvision walks).
+/// A link back to a folder on the current path (a loop) is an error naming it; the same folder
+/// reached twice through different links is listed twice, as torchvision does.
 fn images_below(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for path in list_dir(dir)? {
+    let mut path_so_far = Vec::new();
+    walk(dir, out, &mut path_so_far)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>, open: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = list_dir(dir)?;
+    let canonical = dir.canonicalize().map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?;
+    if open.contains(&canonical) {
+        return Err(Error::file(
+            dir,
+            format!("is a link back to {} (a folder loop); remove the link", canonical.display()),
+        ));
+    }
+    open.push(canonical);
+    for path in entries {
         if path.is_dir() {
-            images_below(&path, out)?;
+            walk(&path, out, open)?;
         } else if is_image(&path) {
             out.push(path);
         }
     }
+    open.pop();
     Ok(())
 }
 

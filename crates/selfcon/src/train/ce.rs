@@ -272,9 +272,13 @@ fn restore(
     resumed.restore_weights("", vs)?;
     resumed.restore_optimizer("", optimizer)?;
     let history: Vec<(Accuracy, Vec<Accuracy>)> = resumed.history()?;
-    let first_epoch = resumed.epoch.saturating_add(1).checked_sub(history.len()).filter(|e| *e >= 1).ok_or_else(|| {
-        Error::file(path, format!("holds {} epochs of accuracies but finished epoch {}", history.len(), resumed.epoch))
-    })?;
+    let first_epoch =
+        resumed.epoch.saturating_add(1).checked_sub(history.len()).filter(|e| *e >= 1).ok_or_else(|| {
+            Error::file(
+                path,
+                format!("holds {} epochs of accuracies but finished epoch {}", history.len(), resumed.epoch),
+            )
+        })?;
     Ok((history, first_epoch))
 }
 

@@ -67,7 +67,13 @@ impl Resumed {
         if !path.is_file() {
             return Err(Error::option("resume", format!("{} does not exist", path.display())));
         }
-        let loaded = checkpoint::load(path)?;
+        let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read checkpoint: {e}")))?;
+        Self::from_bytes(path, &bytes, stage)
+    }
+
+    /// A checkpoint held in memory (`path` names it in errors), which must be of `stage`.
+    pub fn from_bytes(path: &Path, bytes: &[u8], stage: &str) -> Result<Self> {
+        let loaded = checkpoint::load_bytes(path, bytes)?;
         let found = loaded.metadata.get("stage").map(String::as_str).unwrap_or("unknown");
         if found != stage {
             return Err(Error::file(path, format!("is a {found} checkpoint, not a selfcon {stage} checkpoint")));

@@ -1,0 +1,169 @@
+//! Small hostile or broken files give a one-line error (or the right value) quickly, never a
+//! crash, a hang or an exhausted machine. Each file is generated here.
+
+mod common;
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use selfcon::pickle::{parse, parse_as, Dialect, Value, MAX_DEPTH};
+
+#[test]
+fn a_memoised_object_is_shared_not_copied() {
+    // ~300 bytes asking for 2^40 list nodes if memo entries were copied: `]q\0` then 40 × `(h\0h\0lq\0`.
+    let mut bomb = vec![0x80, 2, b']', b'q', 0];
+    for _ in 0..40 {
+        bomb.extend_from_slice(b"(h\x00h\x00lq\x00");
+    }
+    bomb.push(b'.');
+    assert!(bomb.len() < 400);
+    let started = Instant::now();
+    let value = parse(&bomb).unwrap();
+    assert!(started.elapsed().as_secs() < 2, "parsing is linear in the file");
+    // Every level holds the same object twice.
+    let mut v = &value;
+    for _ in 0..40 {
+        let items = v.as_seq().expect("a list");
+        assert_eq!(items.len(), 2);
+        let (Value::List(a), Value::List(b)) = (&items[0], &items[1]) else { panic!("lists") };
+        assert!(Rc::ptr_eq(a, b), "one shared object, as in Python");
+        v = &items[0];
+    }
+}
+
+#[test]
+fn a_list_memoised_before_its_items_is_the_same_list_afterwards() {
+    // Python: l = [1]; pickle.dumps((l, l), 2) — the memo entry is made before APPEND.
+    let value = parse(b"\x80\x02]q\x00K\x01ah\x00\x86q\x01.").unwrap();
+    let items = value.as_seq().unwrap();
+    assert_eq!(items.len(), 2);
+    for item in items {
+        assert_eq!(item.as_seq().unwrap(), [Value::Int(1)], "both references see the appended item");
+    }
+}
+
+#[test]
+fn deep_nesting_is_refused_with_a_message_not_a_stack_overflow() {
+    // N × `]` then N-1 × `a`: a list N deep.
+    let n = 1_000_000;
+    let mut deep = vec![0x80, 2];
+    deep.extend(std::iter::repeat_n(b']', n));
+    deep.extend(std::iter::repeat_n(b'a', n - 1));
+    deep.push(b'.');
+    let e = parse(&deep).unwrap_err();
+    assert!(e.contains(&format!("more than {MAX_DEPTH} levels deep")), "{e}");
+    // Just inside the limit is fine.
+    let mut ok = vec![0x80, 2];
+    ok.extend(std::iter::repeat_n(b']', MAX_DEPTH));
+    ok.extend(std::iter::repeat_n(b'a', MAX_DEPTH - 1));
+    ok.push(b'.');
+    parse(&ok).unwrap();
+}
+
+#[test]
+fn an_object_that_contains_itself_is_refused() {
+    // l = []; l.append(l)
+    let e = parse(b"\x80\x02]q\x00h\x00a.").unwrap_err();
+    assert!(e.contains("contains itself"), "{e}");
+}
+
+#[test]
+fn sizes_computed_from_file_data_cannot_overflow() {
+    // A numpy array whose shape multiplies past usize: _reconstruct + BUILD with shape (2^62, 2^62).
+    let mut p = vec![0x80, 2];
+    p.extend_from_slice(b"cnumpy.core.multiarray\n_reconstruct\n");
+    p.extend_from_slice(b"cnumpy\nndarray\nK\x00\x85C\x01b\x87R");
+    // state: (1, (2^62, 2^62), dtype('u1'), False, b'')
+    p.extend_from_slice(b"(K\x01");
+    for _ in 0..2 {
+        p.push(0x8a);
+        p.push(8);
+        p.extend_from_slice(&(1u64 << 62).to_le_bytes());
+    }
+    p.push(0x86);
+    p.extend_from_slice(b"cnumpy\ndtype\nX\x02\x00\x00\x00u1\x89\x88\x87R");
+    p.extend_from_slice(b"\x89C\x00tb.");
+    let value = parse(&p).unwrap();
+    let e = selfcon::pickle::NdArray::from_value(&value).unwrap_err();
+    assert!(e.contains("overflows"), "{e}");
+}
+
+#[test]
+fn torch_dialect_refuses_globals_before_reading_further() {
+    let e = parse_as(b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00ls\x85R.", Dialect::TORCH).unwrap_err();
+    assert!(e.contains("refusing pickle global os.system"), "{e}");
+}
+
+#[test]
+fn a_zip_record_claiming_more_than_the_file_could_hold_is_refused() {
+    use std::io::Write;
+    // A deflated record that expands 1000×: torch.save never compresses, so this is refused
+    // before it is inflated.
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let deflated = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file("archive/data.pkl", deflated).unwrap();
+    zip.write_all(&vec![b'N'; 8 << 20]).unwrap();
+    let bytes = zip.finish().unwrap().into_inner();
+    assert!(bytes.len() < 64 << 10);
+    let e = selfcon::checkpoint::torch_archive::TorchArchive::from_bytes(std::path::Path::new("bomb.pth"), bytes)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("bomb.pth") && e.contains("more than 4 times the file's size"), "{e}");
+}
+
+#[test]
+fn huge_or_strip_images_are_refused_before_decoding() {
+    use selfcon::data::decode_image_bytes;
+    let ppm = |w: u64, h: u64, body: usize| {
+        let mut v = format!("P6\n{w} {h}\n255\n").into_bytes();
+        v.extend(std::iter::repeat_n(7u8, body));
+        v
+    };
+    let e = decode_image_bytes(&ppm(100_000, 100_000, 30)).unwrap_err();
+    assert!(e.contains("more than the 64000000-pixel limit"), "{e}");
+    let e = decode_image_bytes(&ppm(20_000, 1, 60_000)).unwrap_err();
+    assert!(e.contains("longer than 64 times its shorter side"), "{e}");
+    let img = decode_image_bytes(&ppm(4, 2, 24)).unwrap();
+    assert_eq!((img.width, img.height), (4, 2));
+}
+
+#[cfg(unix)]
+#[test]
+fn a_folder_loop_is_an_error_naming_the_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let class = dir.path().join("root/cats");
+    std::fs::create_dir_all(class.join("inner")).unwrap();
+    image::RgbImage::new(4, 4).save(class.join("a.png")).unwrap();
+    std::os::unix::fs::symlink(&class, class.join("inner/loop")).unwrap();
+    let e = selfcon::data::image_folder(&dir.path().join("root")).err().unwrap().to_string();
+    assert!(e.contains("inner/loop") && e.contains("folder loop"), "{e}");
+    // The same folder linked twice side by side (no loop) is read, as torchvision does.
+    std::fs::remove_file(class.join("inner/loop")).unwrap();
+    let other = dir.path().join("root/dogs");
+    std::fs::create_dir_all(&other).unwrap();
+    std::os::unix::fs::symlink(class.join("a.png"), other.join("b.png")).unwrap();
+    let data = selfcon::data::image_folder(&dir.path().join("root")).unwrap();
+    assert_eq!(data.files.len(), 2);
+}
+
+#[test]
+fn a_safetensors_file_whose_first_byte_is_0x80_is_not_taken_for_a_legacy_torch_file() {
+    use safetensors::tensor::{Dtype, TensorView};
+    let data = [0u8; 4];
+    let view = TensorView::new(Dtype::F32, vec![1], &data).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.safetensors");
+    // Pad the metadata until the header length's low byte is 0x80 (one file in 256 is like this).
+    let bytes = (0..600)
+        .map(|k| {
+            let meta = std::collections::HashMap::from([("pad".to_string(), "a".repeat(k))]);
+            safetensors::tensor::serialize([("x", &view)], &Some(meta)).unwrap()
+        })
+        .find(|b| b[0] == 0x80)
+        .expect("some padding gives 0x80");
+    std::fs::write(&path, bytes).unwrap();
+    assert!(!selfcon::checkpoint::is_torch_file(&path).unwrap());
+    let ckpt = selfcon::checkpoint::ModelCheckpoint::open(&path).unwrap();
+    assert_eq!(ckpt.weights.len(), 1);
+}
