@@ -164,6 +164,10 @@ fn resume_errors() {
     std::fs::write(&junk, b"not a checkpoint").unwrap();
     let e = pretrain(&c, &data, Device::Cpu, Some(&junk), &mut Quiet).unwrap_err().to_string();
     assert!(e.contains("junk.safetensors: not a selfcon checkpoint"), "{e}");
+    // A finished run resumed with the same --epochs: nothing to do is an error, not a silent no-op
+    // that names a checkpoint it never wrote.
+    let e = pretrain(&c, &data, Device::Cpu, Some(&done.last_checkpoint), &mut Quiet).unwrap_err().to_string();
+    assert!(e.contains("already covers all 1 epochs"), "{e}");
 }
 
 #[test]

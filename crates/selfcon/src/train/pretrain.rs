@@ -209,6 +209,12 @@ pub fn pretrain(
     let mut start_epoch = 1;
     if let Some(path) = resume {
         start_epoch = restore(path, config, &vs, &mut optimizer)?.saturating_add(1);
+        if start_epoch > config.optim.epochs {
+            return Err(Error::option(
+                "resume",
+                format!("the checkpoint already covers all {} epochs (give a larger --epochs)", config.optim.epochs),
+            ));
+        }
     }
     let run_dir = config.run_dir();
     let config_json = prepare_run_dir(&run_dir, config)?;
