@@ -15,8 +15,9 @@ fuzz_target!(|data: &[u8]| {
         let _ = resumed.history::<Vec<f64>>();
         // A small model: the strict name/shape check and the optimiser state restore.
         let vs = nn::VarStore::new(Device::Cpu);
-        let _w = vs.root().var("head.0.weight", &[4, 3], nn::Init::Const(0.0));
-        let _b = vs.root().var("head.0.bias", &[4], nn::Init::Const(0.0));
+        let head = vs.root() / "head" / 0;
+        let _w = head.var("weight", &[4, 3], nn::Init::Const(0.0));
+        let _b = head.var("bias", &[4], nn::Init::Const(0.0));
         let _ = resumed.restore_weights("", &vs);
         let mut sgd = selfcon::train::Sgd::new(&vs, 0.9, 1e-4);
         let _ = resumed.restore_optimizer("", &mut sgd);

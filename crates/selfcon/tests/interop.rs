@@ -278,11 +278,7 @@ fn official_momentum_continues_as_the_official_sgd_step() {
 #[test]
 fn pretrain_resumes_an_official_run_with_its_options() {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = fixture(dir.path(), "selfcon_r18.pth");
-    let data = dir.path().join("fmnist");
-    std::fs::create_dir_all(&data).unwrap();
-    common::tiny_fashion_mnist(&data, 24, 12);
-    let save = dir.path().join("save");
+    let (ckpt, data, save) = common::official::resume_fixture(dir.path(), "selfcon_r18.pth");
     // No --method, no model flags: SelfCon, resnet18, fc exit after layer2, temp 0.1, cosine...
     // come from 'opt'; the dataset, epochs, batch and precision are overridden.
     let o = common::selfcon(&[
@@ -316,14 +312,7 @@ fn pretrain_resumes_an_official_run_with_its_options() {
     assert!(last.to_string_lossy().contains("SelfCon_fashionmnist_resnet18_lr_0.5"), "{}", last.display());
     let resumed = selfcon::train::Resumed::open(&last, "pretrain").unwrap();
     assert_eq!(resumed.epoch, 4, "continued at the official epoch 3 + 1");
-    let metrics = std::fs::read_to_string(last.parent().unwrap().join("metrics.jsonl")).unwrap();
-    let epochs: Vec<i64> = metrics
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r["kind"] == "epoch")
-        .map(|r| r["epoch"].as_i64().unwrap())
-        .collect();
-    assert_eq!(epochs, [4]);
+    assert_eq!(common::official::logged_epochs(last.parent().unwrap()), [4]);
 
     // A contradicting model flag is refused before anything is trained.
     let o = common::selfcon(&[

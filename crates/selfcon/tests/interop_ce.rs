@@ -83,11 +83,7 @@ fn official_ce_momentum_continues_as_the_official_sgd_step() {
 #[test]
 fn ce_resumes_an_official_main_ce_run_with_its_options() {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = fixture(dir.path(), "ce_selfcon_r18.pth");
-    let data = dir.path().join("fmnist");
-    std::fs::create_dir_all(&data).unwrap();
-    common::tiny_fashion_mnist(&data, 24, 12);
-    let save = dir.path().join("save");
+    let (ckpt, data, save) = common::official::resume_fixture(dir.path(), "ce_selfcon_r18.pth");
     let run_from = |resume: &std::path::Path, extra: &[&str]| {
         let mut v: Vec<&str> = vec![
             "ce",
@@ -126,14 +122,7 @@ fn ce_resumes_an_official_main_ce_run_with_its_options() {
         "{}",
         run_dir.display()
     );
-    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
-    let epochs: Vec<i64> = metrics
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r["kind"] == "epoch")
-        .map(|r| r["epoch"].as_i64().unwrap())
-        .collect();
-    assert_eq!(epochs, [3]);
+    assert_eq!(common::official::logged_epochs(&run_dir), [3]);
     let results: Value = serde_json::from_slice(&std::fs::read(save.join("results.json")).unwrap()).unwrap();
     assert_eq!(results.to_string().matches("\"epoch\":3").count(), 1, "best epoch is epoch 3: {results}");
 

@@ -92,3 +92,24 @@ pub fn assert_official_sgd_step(official: &OfficialCheckpoint, vs: &VarStore, wa
         assert!((sum - want_sum).abs() <= 1e-4 * want_sum.abs().max(1.0), "{name}: sum {sum} vs {want_sum}");
     }
 }
+
+/// An official checkpoint unpacked into `dir` with tiny Fashion-MNIST data and a save folder, for
+/// the `--resume` tests: (checkpoint, data folder, save folder).
+pub fn resume_fixture(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let ckpt = fixture(dir, name);
+    let data = dir.join("fmnist");
+    std::fs::create_dir_all(&data).unwrap();
+    super::tiny_fashion_mnist(&data, 24, 12);
+    (ckpt, data, dir.join("save"))
+}
+
+/// The epochs a run folder's metrics.jsonl logged.
+pub fn logged_epochs(run_dir: &Path) -> Vec<i64> {
+    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["kind"] == "epoch")
+        .map(|r| r["epoch"].as_i64().unwrap())
+        .collect()
+}
