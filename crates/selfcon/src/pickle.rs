@@ -94,16 +94,35 @@ pub enum Value {
 }
 
 impl Value {
-    /// Dictionary lookup by text key, whether the key was pickled as bytes or str.
+    /// Dictionary lookup by text key, whether the key was pickled as bytes or str (the last
+    /// entry wins, as in Python). Compares without copying keys: a hostile dict may repeat one
+    /// huge shared key many times.
     pub fn get(&self, key: &str) -> Option<&Value> {
         let Value::Dict(items) = self else { return None };
-        items.iter().find(|(k, _)| k.as_text().as_deref() == Some(key)).map(|(_, v)| v)
+        items.iter().rev().find(|(k, _)| k.is_text(key)).map(|(_, v)| v)
     }
 
-    pub fn keys(&self) -> Vec<String> {
+    /// Whether this is the text `key` (str, latin-1 bytes, or `_codecs.encode(str, 'latin1')`).
+    fn is_text(&self, key: &str) -> bool {
+        let latin1_eq =
+            |b: &[u8]| b.len() == key.chars().count() && b.iter().zip(key.chars()).all(|(&b, c)| b as u32 == c as u32);
         match self {
-            Value::Dict(items) => items.iter().filter_map(|(k, _)| k.as_text()).collect(),
-            _ => Vec::new(),
+            Value::Str(s) => &**s == key,
+            Value::Bytes(b) => b.len() <= key.len() && latin1_eq(b),
+            // A latin-1 character takes one or two bytes of UTF-8: longer text cannot match.
+            Value::Reduce(_, args) => match args.as_seq().and_then(|a| a.first()) {
+                Some(Value::Str(s)) if s.len() > 2 * key.len() => false,
+                _ => self.as_bytes().is_some_and(|b| latin1_eq(&b)),
+            },
+            _ => false,
+        }
+    }
+
+    /// The first `limit` text keys of a dict and how many keys it has (for error messages).
+    pub fn some_keys(&self, limit: usize) -> (Vec<String>, usize) {
+        match self {
+            Value::Dict(items) => (items.iter().take(limit).filter_map(|(k, _)| k.as_text()).collect(), items.len()),
+            _ => (Vec::new(), 0),
         }
     }
 
@@ -669,47 +688,57 @@ fn pairs(items: Vec<Item>) -> Result<Vec<(Item, Item)>, PickleError> {
 /// shared; nesting deeper than [`MAX_DEPTH`] and objects that contain themselves are refused.
 struct Freezer<'n> {
     nodes: &'n [Node],
-    done: HashMap<usize, Value>,
+    /// Frozen containers with their height (levels of containers from them down, themselves
+    /// included): a shared object's height counts wherever it is placed.
+    done: HashMap<usize, (Value, usize)>,
     /// Containers being frozen right now (the path from the root): meeting one again is a cycle.
     open: Vec<bool>,
 }
 
 impl Freezer<'_> {
+    /// The frozen value of `item` placed `depth` containers deep.
     fn freeze(&mut self, item: &Item, depth: usize) -> Result<Value, PickleError> {
+        self.freeze_with_height(item, depth).map(|(v, _)| v)
+    }
+
+    fn freeze_with_height(&mut self, item: &Item, depth: usize) -> Result<(Value, usize), PickleError> {
+        let too_deep = || format!("pickle nests containers more than {MAX_DEPTH} levels deep");
         let i = match item {
-            Item::Leaf(v) => return Ok(v.clone()),
+            Item::Leaf(v) => return Ok((v.clone(), 0)),
             Item::Node(i) => *i,
         };
-        if let Some(v) = self.done.get(&i) {
-            return Ok(v.clone());
+        if let Some((v, height)) = self.done.get(&i) {
+            if depth + height > MAX_DEPTH {
+                return Err(too_deep());
+            }
+            return Ok((v.clone(), *height));
         }
         if depth >= MAX_DEPTH {
-            return Err(format!("pickle nests containers more than {MAX_DEPTH} levels deep"));
+            return Err(too_deep());
         }
         if self.open[i] {
             return Err("pickle holds an object that contains itself (recursive objects are not read)".into());
         }
         self.open[i] = true;
         let d = depth + 1;
+        let mut height = 0;
+        let mut f = |this: &mut Self, item: &Item| -> Result<Value, PickleError> {
+            let (v, h) = this.freeze_with_height(item, d)?;
+            height = height.max(h);
+            Ok(v)
+        };
         let v = match &self.nodes[i] {
-            Node::List(items) => Value::List(Rc::new(self.all(items, d)?)),
-            Node::Tuple(items) => Value::Tuple(Rc::new(self.all(items, d)?)),
+            Node::List(items) => Value::List(Rc::new(items.iter().map(|x| f(self, x)).collect::<Result<_, _>>()?)),
+            Node::Tuple(items) => Value::Tuple(Rc::new(items.iter().map(|x| f(self, x)).collect::<Result<_, _>>()?)),
             Node::Dict(items) => Value::Dict(Rc::new(
-                items
-                    .iter()
-                    .map(|(k, v)| Ok((self.freeze(k, d)?, self.freeze(v, d)?)))
-                    .collect::<Result<_, PickleError>>()?,
+                items.iter().map(|(k, v)| Ok((f(self, k)?, f(self, v)?))).collect::<Result<_, PickleError>>()?,
             )),
-            Node::Reduce(f, args) => Value::Reduce(Rc::new(self.freeze(f, d)?), Rc::new(self.freeze(args, d)?)),
-            Node::Build(obj, state) => Value::Build(Rc::new(self.freeze(obj, d)?), Rc::new(self.freeze(state, d)?)),
-            Node::PersistentId(id) => Value::PersistentId(Rc::new(self.freeze(id, d)?)),
+            Node::Reduce(g, args) => Value::Reduce(Rc::new(f(self, g)?), Rc::new(f(self, args)?)),
+            Node::Build(obj, state) => Value::Build(Rc::new(f(self, obj)?), Rc::new(f(self, state)?)),
+            Node::PersistentId(id) => Value::PersistentId(Rc::new(f(self, id)?)),
         };
         self.open[i] = false;
-        self.done.insert(i, v.clone());
-        Ok(v)
-    }
-
-    fn all(&mut self, items: &[Item], depth: usize) -> Result<Vec<Value>, PickleError> {
-        items.iter().map(|item| self.freeze(item, depth)).collect()
+        self.done.insert(i, (v.clone(), height + 1));
+        Ok((v, height + 1))
     }
 }

@@ -61,6 +61,22 @@ fn deep_nesting_is_refused_with_a_message_not_a_stack_overflow() {
 }
 
 #[test]
+fn a_shared_object_counts_its_own_depth_wherever_it_is_placed() {
+    // Chain 1 is 150 lists deep; chain 2 is 150 lists around chain 1 (shared through the memo),
+    // so 300 deep although no single new nesting exceeds 200.
+    let mut p = vec![0x80, 2, b']', b'q', 0];
+    p.extend(std::iter::repeat_n(b']', 150));
+    p.extend(std::iter::repeat_n(b'a', 149));
+    p.extend_from_slice(b"q\x01a");
+    p.extend(std::iter::repeat_n(b']', 150));
+    p.extend_from_slice(b"h\x01");
+    p.extend(std::iter::repeat_n(b'a', 150));
+    p.extend_from_slice(b"a.");
+    let e = parse(&p).unwrap_err();
+    assert!(e.contains("levels deep"), "{e}");
+}
+
+#[test]
 fn an_object_that_contains_itself_is_refused() {
     // l = []; l.append(l)
     let e = parse(b"\x80\x02]q\x00h\x00a.").unwrap_err();

@@ -133,7 +133,9 @@ fn ce_resumes_an_official_main_ce_run_with_its_options() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success() && err.contains("ce epoch 4:") && !err.contains("ce epoch 3:"), "{err}");
 
-    // Another --method would need other modules: refused naming both, nothing trained.
+    // Another --method would need other modules: refused naming both, nothing trained, and the
+    // run folder left as it was.
+    let config_before = std::fs::read(run_dir.join("config.json")).unwrap();
     let o = run(&["--epochs", "3", "--method", "ce"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
@@ -143,4 +145,5 @@ fn ce_resumes_an_official_main_ce_run_with_its_options() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("already covers all 2 epochs"), "{err}");
+    assert_eq!(std::fs::read(run_dir.join("config.json")).unwrap(), config_before, "refused runs write nothing");
 }

@@ -172,10 +172,10 @@ fn namespace(v: &Value) -> std::result::Result<Map<String, Json>, String> {
         .collect()
 }
 
-/// How many values an options dict may expand to. Pickled objects are shared (memoised), so a
-/// small file can describe a value whose tree has astronomically many nodes; real options are
-/// a few hundred.
-const JSON_BUDGET: usize = 100_000;
+/// How much an options dict may expand to: one unit per value and per byte of text. Pickled
+/// objects are shared (memoised), so a small file can describe a value whose tree has
+/// astronomically many nodes or repeats one huge string; real options are a few kilobytes.
+const JSON_BUDGET: usize = 10_000_000;
 
 fn to_plain_json(v: &Value) -> std::result::Result<Json, String> {
     let mut budget = JSON_BUDGET;
@@ -183,7 +183,12 @@ fn to_plain_json(v: &Value) -> std::result::Result<Json, String> {
 }
 
 fn to_json(v: &Value, budget: &mut usize) -> std::result::Result<Json, String> {
-    *budget = budget.checked_sub(1).ok_or("holds more than 100000 values (options are a few hundred)")?;
+    let text = match v {
+        Value::Str(t) => t.len(),
+        Value::Bytes(b) => b.len(),
+        _ => 0,
+    };
+    *budget = budget.checked_sub(1 + text).ok_or("expands to more than 10 MB (options are a few kilobytes)")?;
     Ok(match v {
         Value::None => Json::Null,
         Value::Bool(b) => Json::Bool(*b),
@@ -196,7 +201,11 @@ fn to_json(v: &Value, budget: &mut usize) -> std::result::Result<Json, String> {
         Value::Dict(items) => Json::Object(
             items
                 .iter()
-                .map(|(k, v)| Ok((k.as_text().ok_or("a key is not text")?, to_json(v, budget)?)))
+                .map(|(k, v)| {
+                    let key = k.as_text().ok_or("a key is not text")?;
+                    *budget = budget.checked_sub(key.len()).ok_or("expands to more than 10 MB")?;
+                    Ok((key, to_json(v, budget)?))
+                })
                 .collect::<Result<_, String>>()?,
         ),
         _ => return Err("holds an object that is not plain data".into()),

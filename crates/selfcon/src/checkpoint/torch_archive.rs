@@ -29,6 +29,9 @@ pub struct TorchArchive {
     pub root: Value,
     /// Storage records by key (`<prefix>/data/<key>`).
     records: HashMap<String, Vec<u8>>,
+    /// Storages already turned into tensors: every tensor of a storage is a view of it (as in
+    /// torch), so a file that names one storage many times cannot multiply its size in memory.
+    storages: std::cell::RefCell<HashMap<String, Tensor>>,
 }
 
 /// True when `bytes` start like a `torch.save` file (zip or legacy).
@@ -86,7 +89,7 @@ impl TorchArchive {
                 records.insert(key, record);
             }
         }
-        Ok(TorchArchive { path: path.to_path_buf(), root, records })
+        Ok(TorchArchive { path: path.to_path_buf(), root, records, storages: Default::default() })
     }
 
     fn error(&self, reason: impl Into<String>) -> Error {
@@ -134,20 +137,28 @@ impl TorchArchive {
         let end = offset.checked_add(n).filter(|&e| e <= numel).ok_or_else(|| {
             bad(format!("tensor of {n} elements at offset {offset} does not fit its storage of {numel}"))
         })?;
-        let record = self
-            .records
-            .get(&key)
-            .ok_or_else(|| bad(format!("storage record data/{key} is missing from the archive")))?;
-        let item = kind.elt_size_in_bytes() as i64;
-        let needed = numel.checked_mul(item).ok_or_else(|| bad("storage size overflows".into()))?;
-        if (record.len() as i64) < needed {
-            return Err(bad(format!(
-                "storage data/{key} has {} bytes, its {numel} elements need {needed}",
-                record.len()
-            )));
+        let storage = self.storage(&key, kind, numel).map_err(&bad)?;
+        Ok(storage.f_narrow(0, offset, end - offset)?.f_view(size.as_slice())?)
+    }
+
+    /// The whole storage `key` as a 1-D tensor of `numel` elements of `kind`, made once.
+    fn storage(&self, key: &str, kind: Kind, numel: i64) -> std::result::Result<Tensor, String> {
+        if let Some(t) = self.storages.borrow().get(key) {
+            if t.kind() != kind || t.numel() as i64 != numel {
+                return Err(format!("storage data/{key} is named with two different types or sizes"));
+            }
+            return Ok(t.shallow_clone());
         }
-        let bytes = &record[(offset * item) as usize..(end * item) as usize];
-        Ok(Tensor::f_from_data_size(bytes, &size, kind)?)
+        let record =
+            self.records.get(key).ok_or_else(|| format!("storage record data/{key} is missing from the archive"))?;
+        let item = kind.elt_size_in_bytes() as i64;
+        let needed = numel.checked_mul(item).ok_or("storage size overflows")?;
+        if (record.len() as i64) < needed {
+            return Err(format!("storage data/{key} has {} bytes, its {numel} elements need {needed}", record.len()));
+        }
+        let t = Tensor::f_from_data_size(&record[..needed as usize], &[numel], kind).map_err(|e| e.to_string())?;
+        self.storages.borrow_mut().insert(key.to_string(), t.shallow_clone());
+        Ok(t)
     }
 }
 

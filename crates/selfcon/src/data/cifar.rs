@@ -97,10 +97,9 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 
 /// The first few keys of a pickled dict, for an error message.
 fn some_keys(root: &pickle::Value) -> String {
-    let keys = root.keys();
-    let shown: Vec<&str> = keys.iter().take(8).map(String::as_str).collect();
-    if keys.len() > shown.len() {
-        format!("{}, … {} in all", shown.join(", "), keys.len())
+    let (shown, all) = root.some_keys(8);
+    if all > shown.len() {
+        format!("{}, … {all} in all", shown.join(", "))
     } else {
         shown.join(", ")
     }

@@ -137,6 +137,9 @@ pub fn train_ce(
     progress: &mut dyn Progress,
 ) -> Result<CeResult> {
     let test_set = data.test.clone().ok_or_else(|| Error::option("dataset", "1-stage training needs a test split"))?;
+    if config.optim.epochs == 0 {
+        return Err(Error::option("epochs", "must be at least 1"));
+    }
     let (alpha, beta, gamma) = config.method.weights();
     let exits = config.model.exits.count();
     if config.method != CeMethod::Ce && exits == 0 {
@@ -156,17 +159,6 @@ pub fn train_ce(
     })?;
     config.optim.prepare_model(&vs)?;
     let mut optimizer = config.optim.optimizer(&vs);
-    let run_dir = config.run_dir();
-    let config_json = prepare_run_dir(&run_dir, config)?;
-    let mut log = MetricsLog::open(&run_dir, &["kind", "stage", "epoch", "step", "loss", "lr", "top1", "sub_top1"])?;
-    let loader_config = |batch_size: usize, shuffle: bool| config.optim.loader(data, batch_size, shuffle, device);
-    let train_loader = DataLoader::new(
-        data.train.clone(),
-        Transform::Train { transform: TrainTransform::crop_flip(config.image_size), views: 1 },
-        loader_config(config.optim.batch_size, true),
-    )?;
-    let test = DataLoader::new(test_set, Transform::Eval(config.eval), loader_config(512, false))?;
-    let con = ConLoss::new(config.temperature);
     // The accuracies of this run's epochs so far, the first of them being `first_epoch`.
     let (mut epochs, first_epoch) = match resume {
         Some(path) => restore(path, config, &vs, &mut optimizer)?,
@@ -179,6 +171,18 @@ pub fn train_ce(
             format!("the checkpoint already covers all {} epochs (give a larger --epochs)", config.optim.epochs),
         ));
     }
+    // Only now, once the checkpoint is accepted: a refused resume leaves the run folder alone.
+    let run_dir = config.run_dir();
+    let config_json = prepare_run_dir(&run_dir, config)?;
+    let mut log = MetricsLog::open(&run_dir, &["kind", "stage", "epoch", "step", "loss", "lr", "top1", "sub_top1"])?;
+    let loader_config = |batch_size: usize, shuffle: bool| config.optim.loader(data, batch_size, shuffle, device);
+    let train_loader = DataLoader::new(
+        data.train.clone(),
+        Transform::Train { transform: TrainTransform::crop_flip(config.image_size), views: 1 },
+        loader_config(config.optim.batch_size, true),
+    )?;
+    let test = DataLoader::new(test_set, Transform::Eval(config.eval), loader_config(512, false))?;
+    let con = ConLoss::new(config.temperature);
     let last = run_dir.join("last.safetensors");
     let mut train = config.optim.train_loop("ce", device, config.optim.schedule(true), &vs)?;
     train.print_freq = config.print_freq;
