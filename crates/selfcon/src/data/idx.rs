@@ -143,10 +143,10 @@ mod gzip_tests {
 
     #[test]
     fn a_gzip_bomb_stops_at_the_size_its_header_says() {
-        // Header for 10 bytes, then 64 MiB of zeros: decompression stops after 11 bytes.
+        // Header for 10 bytes, then 8 MiB of zeros: decompression stops after 11 bytes.
         let mut raw = vec![0, 0, 8, 1, 0, 0, 0, 10];
-        raw.resize(8 + (64 << 20), 0);
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        raw.resize(8 + (8 << 20), 0);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&raw).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bomb-idx1-ubyte.gz");
