@@ -161,6 +161,12 @@ fn a_folder_loop_is_an_error_naming_the_link() {
     std::os::unix::fs::symlink(class.join("a.png"), other.join("b.png")).unwrap();
     let data = selfcon::data::image_folder(&dir.path().join("root")).unwrap();
     assert_eq!(data.files.len(), 2);
+    // An "image" that never ends (a link to /dev/zero) is read only up to the largest image allowed.
+    std::os::unix::fs::symlink("/dev/zero", other.join("c.png")).unwrap();
+    let data = selfcon::data::image_folder(&dir.path().join("root")).unwrap();
+    let i = data.files.iter().position(|f| f.ends_with("c.png")).unwrap();
+    let e = selfcon::data::decode_image(&data.files[i]).err().unwrap().to_string();
+    assert!(e.contains("c.png") && e.contains("image file is larger than"), "{e}");
 }
 
 #[test]

@@ -53,12 +53,25 @@ pub const MAX_IMAGE_PIXELS: u64 = 64_000_000;
 /// The longest side may be at most this many times the shorter one: resizing the shorter side
 /// (ImageNet's Resize(256)) of a 1 × 20000 strip would otherwise ask for gigabytes.
 pub const MAX_ASPECT_RATIO: u64 = 64;
+/// The largest image file read: the pixel cap stored uncompressed (16-bit RGBA TIFF) and some.
+const MAX_IMAGE_FILE_BYTES: u64 = 8 * MAX_IMAGE_PIXELS + (1 << 20);
 /// What a decoder may allocate for one image (the RGBA/16-bit intermediate of the largest one).
 const MAX_DECODER_BYTES: u64 = 1 << 30;
 
 /// Reads and decodes an image file to 8-bit RGB (as PIL's `convert("RGB")`).
 pub fn decode_image(path: &Path) -> Result<Image> {
-    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("unreadable image: {e}")))?;
+    use std::io::Read;
+    let unreadable = |e: std::io::Error| Error::file(path, format!("unreadable image: {e}"));
+    // Bounded even for a link to /dev/zero: the largest image allowed, stored uncompressed, fits.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(unreadable)?
+        .take(MAX_IMAGE_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_IMAGE_FILE_BYTES {
+        return Err(Error::file(path, format!("image file is larger than {MAX_IMAGE_FILE_BYTES} bytes")));
+    }
     decode_image_bytes(&bytes).map_err(|why| Error::file(path, why))
 }
 
