@@ -28,6 +28,12 @@ pub enum Error {
     #[error("{0}")]
     Distributed(String),
 
+    /// Training stopped on SIGTERM/SIGINT after saving where it stood; `message` says where and
+    /// which checkpoint continues it (`saved`, unless saving failed). The process should exit
+    /// with 128 + `signal`.
+    #[error("{message}")]
+    Interrupted { signal: i32, message: String, saved: Option<PathBuf> },
+
     /// libtorch reported an error; only its first line is kept (the rest is a C++ backtrace).
     #[error("libtorch: {}", first_line(&.0.to_string()))]
     Torch(#[from] tch::TchError),

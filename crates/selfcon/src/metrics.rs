@@ -50,7 +50,8 @@ impl MetricsLog {
             return Ok(());
         };
         let io = |e: std::io::Error| Error::file(self.path.join("metrics.jsonl"), e.to_string());
-        writeln!(jsonl, "{fields}").map_err(io)?;
+        // One write per line: a process killed mid-record leaves whole lines.
+        jsonl.write_all(format!("{fields}\n").as_bytes()).map_err(io)?;
         let row: Vec<String> = self
             .columns
             .iter()
@@ -60,6 +61,7 @@ impl MetricsLog {
                 Some(v) => v.to_string(),
             })
             .collect();
-        writeln!(csv, "{}", row.join(",")).map_err(|e| Error::file(self.path.join("metrics.csv"), e.to_string()))
+        csv.write_all(format!("{}\n", row.join(",")).as_bytes())
+            .map_err(|e| Error::file(self.path.join("metrics.csv"), e.to_string()))
     }
 }

@@ -52,6 +52,7 @@ fn config(
             distributed: Default::default(),
             step_cosine_warmup: None,
             lars_eta: None,
+            save_every_steps: 0,
         },
         weakaug: false,
         randaug: false,

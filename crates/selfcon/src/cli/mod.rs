@@ -91,6 +91,13 @@ pub fn run() -> Result<(), Failure> {
             return Err(Failure { message: format!("{message} (see --help)"), exit_code: EXIT_USAGE });
         }
     };
+    if matches!(cli.command, Command::Pretrain(_) | Command::Linear(_) | Command::Ce(_)) {
+        // SIGTERM/SIGINT: finish the step, save, stop (see train::stop_signals).
+        selfcon::train::stop_signals::install().map_err(|e| Failure {
+            message: format!("cannot install the signal handlers: {e}"),
+            exit_code: EXIT_FAILURE,
+        })?;
+    }
     let result = match cli.command {
         Command::Launch(args) => return launch::run(args),
         Command::Demo(args) => demo::run(*args),
@@ -109,6 +116,9 @@ pub fn run() -> Result<(), Failure> {
         Command::Bench(args) => bench::run(args),
     };
     result.map_err(|e| {
+        if let Some(selfcon::Error::Interrupted { signal, message, saved }) = e.downcast_ref::<selfcon::Error>() {
+            return interrupted(*signal, message, saved.as_deref());
+        }
         let user = e.chain().any(|c| c.downcast_ref::<selfcon::Error>().is_some_and(selfcon::Error::is_user_error));
         // In a distributed run every rank prints its own errors: say which one speaks.
         let rank = selfcon::distributed::current().map(|d| format!("rank {}: ", d.rank)).unwrap_or_default();
@@ -117,6 +127,53 @@ pub fn run() -> Result<(), Failure> {
             exit_code: if user { EXIT_USAGE } else { EXIT_FAILURE },
         }
     })
+}
+
+/// A run stopped by SIGTERM/SIGINT after saving: where it stopped and the command that continues
+/// it (rank 0 speaks for a distributed run); exit status 128 + signal, as shells report it.
+fn interrupted(signal: i32, message: &str, saved: Option<&std::path::Path>) -> Failure {
+    let exit_code = u8::try_from(128 + signal).unwrap_or(EXIT_FAILURE);
+    if !selfcon::distributed::is_primary() {
+        return Failure { message: String::new(), exit_code };
+    }
+    let mut text = message.to_string();
+    // A rank of `launch` does not know the launcher's command line.
+    if let (Some(saved), None) = (saved, selfcon::distributed::current()) {
+        text.push_str(&format!("\nto continue: {}", resume_command(&saved.to_string_lossy())));
+    }
+    Failure { message: text, exit_code }
+}
+
+/// This process's command line with `--resume PATH` in place of any earlier one, shell-quoted.
+fn resume_command(path: &str) -> String {
+    let mut args: Vec<String> = std::env::args().collect();
+    if let Some(first) = args.first_mut() {
+        *first = "selfcon".into();
+    }
+    let mut kept = Vec::with_capacity(args.len() + 2);
+    let mut skip_value = false;
+    for arg in args {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        if arg == "--resume" {
+            skip_value = true;
+        } else if !arg.starts_with("--resume=") {
+            kept.push(arg);
+        }
+    }
+    kept.push("--resume".into());
+    kept.push(path.into());
+    kept.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
+}
+
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty() && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
 }
 
 fn one_line(s: &str) -> String {

@@ -60,6 +60,12 @@ pub struct OptimArgs {
     #[arg(long = "print_freq", visible_alias = "print-freq", default_value_t = 10, value_name = "N")]
     pub print_freq: usize,
 
+    /// Also write last.safetensors every N steps within an epoch (0: at the end of each epoch only).
+    /// `--resume` from it continues at the next step with the same batches and learning rate and
+    /// ends exactly where an uninterrupted run ends. SIGTERM/SIGINT always save before stopping.
+    #[arg(long = "save_every_steps", visible_alias = "save-every-steps", default_value_t = 0, value_name = "N")]
+    pub save_every_steps: usize,
+
     /// Root of the output tree.
     #[arg(long = "save_dir", visible_alias = "save-dir", default_value = "./save/representation", value_name = "DIR")]
     pub save_dir: PathBuf,
@@ -152,6 +158,7 @@ impl OptimArgs {
             },
             step_cosine_warmup: None,
             lars_eta: None,
+            save_every_steps: self.save_every_steps,
         })
     }
 

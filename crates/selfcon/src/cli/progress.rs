@@ -75,6 +75,10 @@ impl Progress for TerminalProgress {
         }
     }
 
+    fn stop_requested(&mut self) -> Option<i32> {
+        selfcon::train::stop_signals::requested()
+    }
+
     fn pass_finished(&mut self) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();

@@ -128,15 +128,23 @@ impl DataLoader {
 
     /// Starts the workers for `epoch` and returns the batches in order.
     pub fn epoch(&self, epoch: u64) -> EpochBatches {
+        self.epoch_from(epoch, 0)
+    }
+
+    /// The batches of `epoch` from batch `first` on: the same batches as [`DataLoader::epoch`]
+    /// yields after its first `first` (what a run resumed mid-epoch continues with).
+    pub fn epoch_from(&self, epoch: u64, first: usize) -> EpochBatches {
         let order = self.order(epoch);
-        let batches: Arc<Vec<Vec<usize>>> = Arc::new(match &self.config.shard {
+        let mut all = match &self.config.shard {
             Some(shard) => shard.batches(&order, self.config.batch_size, self.config.drop_last),
             None => order
                 .chunks(self.config.batch_size)
                 .filter(|c| !self.config.drop_last || c.len() == self.config.batch_size)
                 .map(<[usize]>::to_vec)
                 .collect(),
-        });
+        };
+        all.drain(..first.min(all.len()));
+        let batches: Arc<Vec<Vec<usize>>> = Arc::new(all);
         let threads = self.config.threads.min(batches.len()).max(1);
         let stop = Arc::new(AtomicBool::new(false));
         let mut receivers = Vec::with_capacity(threads);

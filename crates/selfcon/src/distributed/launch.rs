@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -73,11 +73,13 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
-/// The last SIGINT/SIGTERM the launcher received (0: none).
+/// The last SIGINT/SIGTERM the launcher received (0: none) and how many it received.
 static SIGNALLED: AtomicI32 = AtomicI32::new(0);
+static SIGNALS: AtomicUsize = AtomicUsize::new(0);
 
 extern "C" fn remember_signal(signal: libc::c_int) {
     SIGNALLED.store(signal, Ordering::SeqCst);
+    SIGNALS.fetch_add(1, Ordering::SeqCst);
 }
 
 /// Runs the ranks of this node to completion.
@@ -106,10 +108,13 @@ pub fn launch(config: &LaunchConfig) -> std::result::Result<(), LaunchFailure> {
         if let Some(t) = threads {
             command.env("OMP_NUM_THREADS", t.to_string());
         }
-        // SAFETY: prctl is async-signal-safe; it only asks for SIGKILL when the launcher dies.
+        // SAFETY: prctl and setpgid are async-signal-safe. PDEATHSIG: SIGKILL when the launcher
+        // dies. Own process group: Ctrl-C in the terminal reaches the launcher alone, which passes
+        // each one on exactly once (a rank that got it twice would take the second as "stop now").
         unsafe {
             command.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                libc::setpgid(0, 0);
                 Ok(())
             });
         }
@@ -134,12 +139,14 @@ pub fn launch(config: &LaunchConfig) -> std::result::Result<(), LaunchFailure> {
         libc::signal(libc::SIGTERM, remember_signal as *const () as libc::sighandler_t);
     }
     let mut forwarded = 0;
+    let mut forwarded_count = 0;
     let mut first_failure: Option<(usize, ExitStatus)> = None;
     let mut deadline: Option<Instant> = None;
     let mut killed: Vec<usize> = Vec::new();
     while !children.is_empty() {
-        let signal = SIGNALLED.load(Ordering::SeqCst);
-        if signal != 0 && signal != forwarded {
+        let (count, signal) = (SIGNALS.load(Ordering::SeqCst), SIGNALLED.load(Ordering::SeqCst));
+        if count != forwarded_count && signal != 0 {
+            forwarded_count = count;
             for (_, child) in &children {
                 // SAFETY: signals a child we started and have not reaped.
                 unsafe { libc::kill(child.id() as libc::pid_t, signal) };

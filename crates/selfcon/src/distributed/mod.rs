@@ -159,6 +159,13 @@ impl Distributed {
         Ok(t.double_value(&[0]) / self.world_size as f64)
     }
 
+    /// The sums over ranks of several numbers, in one collective.
+    pub fn sum_values(&self, values: &[f64], what: &str) -> Result<Vec<f64>> {
+        let t = Tensor::from_slice(values).to_kind(Kind::Double);
+        self.all_reduce_sum(&[&t], what)?;
+        Ok(Vec::<f64>::try_from(&t).unwrap_or_default())
+    }
+
     /// The sums over ranks of integer counters.
     pub fn sum_counts(&self, counts: &[i64], what: &str) -> Result<Vec<i64>> {
         let t = Tensor::from_slice(counts);

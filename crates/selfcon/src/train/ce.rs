@@ -13,6 +13,7 @@ use super::epoch_loop::Pass;
 use super::linear::Accuracy;
 use super::optim_config::{prepare_run_dir, OptimConfig};
 use super::optimizer::Sgd;
+use super::pass_state::PassState;
 use super::progress::Progress;
 use super::run_name::python_float;
 use super::train_checkpoint::{Resumed, TrainingState};
@@ -160,9 +161,9 @@ pub fn train_ce(
     config.optim.prepare_model(&vs)?;
     let mut optimizer = config.optim.optimizer(&vs);
     // The accuracies of this run's epochs so far, the first of them being `first_epoch`.
-    let (mut epochs, first_epoch) = match resume {
+    let (mut epochs, first_epoch, mut position) = match resume {
         Some(path) => restore(path, config, &vs, &mut optimizer)?,
-        None => (Vec::new(), 1),
+        None => (Vec::new(), 1, None),
     };
     let start_epoch = first_epoch + epochs.len();
     if start_epoch > config.optim.epochs {
@@ -186,10 +187,31 @@ pub fn train_ce(
     let last = run_dir.join("last.safetensors");
     let mut train = config.optim.train_loop("ce", device, config.optim.schedule(true), &vs)?;
     train.print_freq = config.print_freq;
+    train.save_every_steps = config.optim.save_every_steps;
     train.last_checkpoint = Some(last.clone());
+    let save = |optimizer: &Sgd, epochs: &[(Accuracy, Vec<Accuracy>)], finished: usize, position| {
+        TrainingState {
+            stage: "ce",
+            epoch: finished,
+            position,
+            config_json: &config_json,
+            history: Some(serde_json::to_string(epochs).expect("accuracies serialise")),
+            weights: vs.variables().into_iter().collect(),
+            optimizers: vec![("", optimizer)],
+        }
+        .save(&last)
+    };
     progress.run_started("ce", &run_dir, start_epoch, data.train.len());
     for epoch in start_epoch..=config.optim.epochs {
-        let pass = Pass { loader: &train_loader, order: epoch as u64, epoch, what: format!("epoch {epoch}") };
+        let pass = Pass {
+            loader: &train_loader,
+            order: epoch as u64,
+            epoch,
+            index: 0,
+            what: format!("epoch {epoch}"),
+            resume: position.take(),
+        };
+        let history = &epochs;
         let stats = train.run_pass(
             pass,
             &mut optimizer,
@@ -214,6 +236,10 @@ pub fn train_ce(
                 }
                 Ok(loss)
             },
+            &mut |optimizer, at| {
+                save(optimizer, history, epoch - 1, Some(at.clone()))?;
+                Ok(last.clone())
+            },
         )?;
         let (top, sub) = evaluate(&model, &test, exits, device)?;
         progress.epoch_finished(&format!(
@@ -230,15 +256,7 @@ pub fn train_ce(
         log.record(json!({"kind": "epoch", "stage": "ce", "epoch": epoch, "loss": stats.loss, "lr": stats.lr,
             "top1": top.top1, "sub_top1": sub.last().map(|s| s.top1)}))?;
         epochs.push((top, sub));
-        TrainingState {
-            stage: "ce",
-            epoch,
-            config_json: &config_json,
-            history: Some(serde_json::to_string(&epochs).expect("accuracies serialise")),
-            weights: vs.variables().into_iter().collect(),
-            optimizers: vec![("", &optimizer)],
-        }
-        .save(&last)?;
+        save(&optimizer, &epochs, epoch, None)?;
     }
     let best_epoch = epochs
         .iter()
@@ -257,16 +275,17 @@ pub fn train_ce(
 }
 
 /// Restores model, optimiser and accuracy history from a `ce` checkpoint (ours or the official
-/// code's); returns the history and the epoch its first entry belongs to.
+/// code's); returns the history, the epoch its first entry belongs to, and, for a checkpoint
+/// written mid-epoch, where the next epoch's pass stands.
 fn restore(
     path: &std::path::Path,
     config: &CeConfig,
     vs: &nn::VarStore,
     optimizer: &mut Sgd,
-) -> Result<(Vec<(Accuracy, Vec<Accuracy>)>, usize)> {
+) -> Result<(Vec<(Accuracy, Vec<Accuracy>)>, usize, Option<PassState>)> {
     if path.is_file() && crate::checkpoint::is_torch_file(path)? {
         let epoch = restore_official(path, config, vs, optimizer)?;
-        return Ok((Vec::new(), epoch.saturating_add(1)));
+        return Ok((Vec::new(), epoch.saturating_add(1), None));
     }
     let resumed = Resumed::open(path, "ce")?;
     let saved: CeConfig = resumed.config()?;
@@ -283,7 +302,7 @@ fn restore(
                 format!("holds {} epochs of accuracies but finished epoch {}", history.len(), resumed.epoch),
             )
         })?;
-    Ok((history, first_epoch))
+    Ok((history, first_epoch, resumed.position.clone()))
 }
 
 /// Continues an official `main_ce.py` run (`CEResNet` and siblings); its `--method` decides

@@ -10,6 +10,7 @@ use serde_json::json;
 use tch::{Device, Tensor};
 
 use super::optimizer::Sgd;
+use super::pass_state::PassState;
 use super::precision::{GradScaler, Precision};
 use super::progress::Progress;
 use super::schedule::LrSchedule;
@@ -62,6 +63,9 @@ pub struct TrainLoop {
     pub schedule: LrSchedule,
     /// Every `print_freq` steps a step record goes to the metrics log (0: none).
     pub print_freq: usize,
+    /// Every `save_every_steps` steps mid-pass the pass's `save` writes a checkpoint (0: only at
+    /// the end of each epoch, by the caller).
+    pub save_every_steps: usize,
     /// Appended to the NaN/inf message: what usually causes it at this stage.
     pub nan_hint: &'static str,
     /// Named in the NaN/inf message as the last good state, when it exists.
@@ -74,6 +78,8 @@ pub struct TrainLoop {
     /// Distributed runs: the model's buffers (BatchNorm running statistics), set to rank 0's
     /// after every pass so that evaluation and checkpoints see one model.
     pub buffers: Vec<Tensor>,
+    /// A stop agreed on in the last step of a pass: the next pass saves and stops first thing.
+    pending_stop: Option<i32>,
 }
 
 /// What [`TrainLoop::step`] did; each carries the loss value.
@@ -86,13 +92,21 @@ pub enum StepResult {
     NonFinite(f64),
 }
 
-/// One pass: which loader, which shuffle order, which epoch, what to call it.
+/// One pass: which loader, which shuffle order, which epoch, what to call it, and where to start.
 pub struct Pass<'a> {
     pub loader: &'a DataLoader,
     pub order: u64,
     pub epoch: usize,
+    /// Which pass of the epoch (linear evaluation trains one classifier per pass; otherwise 0).
+    pub index: usize,
     pub what: String,
+    /// Continue a pass that a mid-epoch checkpoint left after some steps.
+    pub resume: Option<PassState>,
 }
+
+/// Writes a checkpoint of the state mid-pass: gets the optimiser being stepped and where the pass
+/// stands, returns the file written.
+pub type SaveMidPass<'s> = dyn FnMut(&Sgd, &PassState) -> Result<PathBuf> + 's;
 
 impl TrainLoop {
     pub fn new(stage: &'static str, device: Device, precision: Precision, schedule: LrSchedule) -> Self {
@@ -102,17 +116,22 @@ impl TrainLoop {
             precision: precision.resolve(device),
             schedule,
             print_freq: 0,
+            save_every_steps: 0,
             nan_hint: "",
             last_checkpoint: None,
             channels_last: false,
             reduction: Reduction::Mean,
             buffers: Vec::new(),
+            pending_stop: None,
         }
     }
 
     /// Trains `optimizer`'s parameters for one pass. `forward` maps the batch's images (on the
     /// device) to model outputs and runs under autocast; `objective` maps those outputs and the
-    /// labels to the scalar loss, in fp32 outside autocast.
+    /// labels to the scalar loss, in fp32 outside autocast. `save` writes the state mid-pass:
+    /// every `save_every_steps` steps, and when a stop is requested (SIGTERM/SIGINT, asked through
+    /// `progress`), after which the pass ends with [`Error::Interrupted`].
+    #[allow(clippy::too_many_arguments)]
     pub fn run_pass<T>(
         &mut self,
         pass: Pass<'_>,
@@ -121,39 +140,87 @@ impl TrainLoop {
         log: &mut MetricsLog,
         mut forward: impl FnMut(&Tensor) -> Result<T>,
         mut objective: impl FnMut(T, &Tensor) -> Result<Tensor>,
+        save: &mut SaveMidPass<'_>,
     ) -> Result<EpochStats> {
         let batches = pass.loader.len();
-        progress.pass_started(&pass.what, batches);
+        let mut state = match pass.resume {
+            Some(state) => {
+                if (state.epoch, state.pass) != (pass.epoch, pass.index) || state.batches != batches {
+                    return Err(Error::input(format!(
+                        "the checkpoint stopped at {} but this run's {} has {batches} steps: resume needs the same data and --batch_size",
+                        state.describe(),
+                        pass.what
+                    )));
+                }
+                state
+            }
+            None => PassState::start(pass.epoch, pass.index, batches),
+        };
+        let first = state.steps;
+        let what = if first > 0 { format!("{} (from step {})", pass.what, first + 1) } else { pass.what.clone() };
+        progress.pass_started(&what, batches - first);
         let started = Instant::now();
         let mut stats = EpochStats { lr: self.schedule.epoch_lr(pass.epoch), ..EpochStats::default() };
-        let mut loss_sum = 0.0;
-        // As the official code: a fresh GradScaler (scale 65536) at the start of every epoch, so
-        // checkpoints need no scaler state.
-        let mut scaler = self.new_scaler();
-        for (step, batch) in pass.loader.epoch(pass.order).enumerate() {
+        // As the official code: a fresh GradScaler (scale 65536) at the start of every epoch; a
+        // pass resumed mid-way continues with the scale it had.
+        let mut scaler = self.new_scaler().map(|s| match state.scaler {
+            Some(saved) => GradScaler::from_state(self.device, saved),
+            None => s,
+        });
+        // A stop agreed at the end of the previous pass (or asked for before this one started,
+        // outside a distributed run, where no agreement is needed): save here and stop.
+        let stop_now = self.pending_stop.take().or_else(|| match distributed::current() {
+            None => progress.stop_requested(),
+            Some(_) => None,
+        });
+        if let Some(signal) = stop_now {
+            return Err(self.interrupted(signal, optimizer, &state, scaler.as_ref(), save));
+        }
+        let mut images_this_run = 0;
+        for (step, batch) in (first..).zip(pass.loader.epoch_from(pass.order, first)) {
             let batch = batch?;
             stats.lr = self.schedule.lr(pass.epoch, step, batches);
             let images = self.images_to_device(&batch.images)?;
             let labels = self.to_device(&batch.labels);
-            let step_result =
-                self.step(&images, &labels, optimizer, scaler.as_mut(), stats.lr, &mut forward, &mut objective)?;
+            let (step_result, stop) = self.step_voting(
+                &images,
+                &labels,
+                optimizer,
+                scaler.as_mut(),
+                stats.lr,
+                &mut forward,
+                &mut objective,
+                &mut || progress.stop_requested(),
+            )?;
             let value = match step_result {
                 StepResult::NonFinite(value) => return Err(self.non_finite(value, pass.epoch, step)),
                 StepResult::Skipped(value) => {
-                    stats.skipped_steps += 1;
+                    state.skipped_steps += 1;
                     value
                 }
                 StepResult::Taken(value) => value,
             };
             // Every rank runs equal batches: the global batch is world size × this one.
             let n = batch.indices.len() * distributed::current().map_or(1, |d| d.world_size);
-            loss_sum += value * n as f64;
-            stats.images += n;
-            let rate = stats.images as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            state.loss_sum += value * n as f64;
+            state.images += n;
+            state.steps = step + 1;
+            images_this_run += n;
+            let rate = images_this_run as f64 / started.elapsed().as_secs_f64().max(1e-9);
             progress.step(pass.epoch, step, value, stats.lr, rate);
             if self.print_freq > 0 && (step + 1) % self.print_freq == 0 {
                 log.record(json!({"kind": "step", "stage": self.stage, "epoch": pass.epoch, "step": step + 1,
                     "loss": value, "lr": stats.lr, "images_per_s": rate}))?;
+            }
+            let pass_done = state.steps == batches;
+            match stop {
+                // The epoch's own checkpoint follows; the next pass stops before its first step.
+                Some(signal) if pass_done => self.pending_stop = Some(signal),
+                Some(signal) => return Err(self.interrupted(signal, optimizer, &state, scaler.as_ref(), save)),
+                None if !pass_done && self.save_every_steps > 0 && state.steps % self.save_every_steps == 0 => {
+                    save(optimizer, &with_scaler(&state, scaler.as_ref()))?;
+                }
+                None => {}
             }
         }
         progress.pass_finished();
@@ -166,8 +233,42 @@ impl TrainLoop {
         if let Device::Cuda(i) = self.device {
             stats.peak_memory_bytes = torch_shim::device_memory_stats(i).ok().map(|m| m.peak_allocated);
         }
-        stats.loss = loss_sum / stats.images.max(1) as f64;
+        // Speed counts this process's images; the mean loss covers the whole pass.
+        stats.images = images_this_run;
+        stats.skipped_steps = state.skipped_steps;
+        stats.loss = state.loss_sum / state.images.max(1) as f64;
         Ok(stats)
+    }
+
+    /// Saves the pass where it stands and returns the error that stops the run, naming the
+    /// checkpoint that continues it.
+    fn interrupted(
+        &self,
+        signal: i32,
+        optimizer: &Sgd,
+        state: &PassState,
+        scaler: Option<&GradScaler>,
+        save: &mut SaveMidPass<'_>,
+    ) -> Error {
+        let name = super::stop_signals::name(signal);
+        match save(optimizer, &with_scaler(state, scaler)) {
+            Ok(path) => Error::Interrupted {
+                signal,
+                message: format!(
+                    "{} stopped by {name} at {}; saved {} (continue with --resume {})",
+                    self.stage,
+                    state.describe(),
+                    path.display(),
+                    path.display()
+                ),
+                saved: Some(path),
+            },
+            Err(e) => Error::Interrupted {
+                signal,
+                message: format!("{} stopped by {name} at {}, but saving failed: {e}", self.stage, state.describe()),
+                saved: None,
+            },
+        }
     }
 
     /// One SGD step on one batch: forward under autocast, objective in fp32, (scaled) backward,
@@ -183,6 +284,25 @@ impl TrainLoop {
         forward: &mut impl FnMut(&Tensor) -> Result<T>,
         objective: &mut impl FnMut(T, &Tensor) -> Result<Tensor>,
     ) -> Result<StepResult> {
+        Ok(self.step_voting(images, labels, optimizer, scaler, lr, forward, objective, &mut || None)?.0)
+    }
+
+    /// [`TrainLoop::step`] that also says whether the run stops after it: `vote` asks this
+    /// process (a signal number). Alone, it is asked once the step is done; in a distributed run
+    /// it is asked before the loss is averaged and sent with it (no extra collective), so that
+    /// a request on any rank stops every rank after the same step (SIGTERM over SIGINT).
+    #[allow(clippy::too_many_arguments)]
+    pub fn step_voting<T>(
+        &self,
+        images: &Tensor,
+        labels: &Tensor,
+        optimizer: &mut Sgd,
+        scaler: Option<&mut GradScaler>,
+        lr: f64,
+        forward: &mut impl FnMut(&Tensor) -> Result<T>,
+        objective: &mut impl FnMut(T, &Tensor) -> Result<Tensor>,
+        vote: &mut dyn FnMut() -> Option<i32>,
+    ) -> Result<(StepResult, Option<i32>)> {
         let outputs = {
             let _autocast = self.precision.autocast(self.device)?;
             forward(images)?
@@ -198,13 +318,26 @@ impl TrainLoop {
         distributed::sync_bn::take_failure()?;
         let loss = objective(outputs, labels)?;
         let mut value = loss.double_value(&[]);
+        let mut stop = None;
         if let Some(d) = dist {
+            let vote = vote();
             // The mean over ranks: what the log shows, and a NaN on one rank stops them all.
-            value = d.mean(value, "averaging the loss")?;
+            let votes = [vote == Some(libc::SIGTERM), vote.is_some_and(|s| s != libc::SIGTERM)].map(f64::from);
+            let sums = d.sum_values(&[value, votes[0], votes[1]], "averaging the loss")?;
+            value = sums[0] / d.world_size as f64;
+            stop = if sums[1] > 0.0 {
+                Some(libc::SIGTERM)
+            } else if sums[2] > 0.0 {
+                Some(vote.unwrap_or(libc::SIGINT))
+            } else {
+                None
+            };
         }
         if !value.is_finite() {
-            return Ok(StepResult::NonFinite(value));
+            return Ok((StepResult::NonFinite(value), stop));
         }
+        // Alone: the request as of the end of the step.
+        let mut stop_after = |stop: Option<i32>| if dist.is_some() { stop } else { vote() };
         optimizer.zero_grad();
         let backward = |loss: &Tensor| -> Result<()> {
             loss.f_backward().map_err(|e| match dist {
@@ -225,12 +358,12 @@ impl TrainLoop {
                     optimizer.step(lr);
                 }
                 scaler.update();
-                Ok(if finite { StepResult::Taken(value) } else { StepResult::Skipped(value) })
+                Ok((if finite { StepResult::Taken(value) } else { StepResult::Skipped(value) }, stop_after(stop)))
             }
             None => {
                 backward(&loss)?;
                 optimizer.step(lr);
-                Ok(StepResult::Taken(value))
+                Ok((StepResult::Taken(value), stop_after(stop)))
             }
         }
     }
@@ -274,4 +407,9 @@ impl TrainLoop {
             step + 1
         ))
     }
+}
+
+/// `state` with the loss scaler's current scale (what a resumed pass continues with).
+fn with_scaler(state: &PassState, scaler: Option<&GradScaler>) -> PassState {
+    PassState { scaler: scaler.map(GradScaler::state), ..state.clone() }
 }

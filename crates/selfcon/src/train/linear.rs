@@ -3,6 +3,7 @@
 //! last exit's features; each epoch reports top-1/top-5 of backbone, sub-network and ensemble
 //! (mean of the two classifiers' logits).
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,6 +15,7 @@ use tch::{nn, Device, Kind, Tensor};
 use super::epoch_loop::{Pass, TrainLoop};
 use super::optim_config::OptimConfig;
 use super::optimizer::Sgd;
+use super::pass_state::PassState;
 use super::progress::Progress;
 use super::train_checkpoint::{Resumed, TrainingState};
 use crate::checkpoint;
@@ -88,10 +90,6 @@ impl Head {
 
     fn prefix(&self) -> String {
         format!("{}.", self.name)
-    }
-
-    fn weights(&self) -> Vec<(String, Tensor)> {
-        self.vs.variables().into_iter().map(|(k, t)| (format!("{}.{k}", self.name), t)).collect()
     }
 
     fn restore(&mut self, resumed: &Resumed) -> Result<()> {
@@ -183,8 +181,10 @@ pub fn linear_eval_model(
     let mut epochs: Vec<EpochAccuracy> = Vec::new();
     let run_dir = config.run_dir();
     let config_json = super::optim_config::prepare_run_dir(&run_dir, config)?;
+    // A checkpoint written mid-epoch: the pass (classifier) to continue.
+    let mut position = None;
     if let Some(path) = resume {
-        epochs = restore(path, config, &mut backbone, sub.as_mut())?;
+        (epochs, position) = restore(path, config, &mut backbone, sub.as_mut())?;
     }
     let mut log = MetricsLog::open(
         &run_dir,
@@ -195,37 +195,75 @@ pub fn linear_eval_model(
     let mut train = TrainLoop::new("linear", device, config.optim.precision, config.optim.schedule(false));
     train.channels_last = config.optim.channels_last;
     train.print_freq = config.print_freq;
+    train.save_every_steps = config.optim.save_every_steps;
     train.last_checkpoint = Some(last.clone());
     progress.run_started("linear", &run_dir, epochs.len() + 1, train_loader.dataset().len());
+    let heads = if sub.is_some() { 2 } else { 1 };
     for epoch in epochs.len() + 1..=config.optim.epochs {
         let started = Instant::now();
-        let mut heads = vec![&mut backbone];
-        heads.extend(sub.as_mut());
         let mut train_top1 = Vec::new();
+        let mut first_pass = 0;
+        if let Some(p) = &position {
+            if p.pass >= heads || p.earlier.len() != p.pass || p.counters.len() != 2 {
+                return Err(Error::file(
+                    resume.unwrap_or(Path::new("")),
+                    format!("stopped at {} with partial results this run cannot continue", p.describe()),
+                ));
+            }
+            first_pass = p.pass;
+            train_top1 = p.earlier.clone();
+        }
         // Each classifier sees its own shuffle of the training set, as two official loops would.
-        for (k, head) in heads.into_iter().enumerate() {
+        for k in first_pass..heads {
+            let (head, other) = match (k, sub.as_mut()) {
+                (0, sub) => (&mut backbone, sub.map(|s| &*s)),
+                (_, Some(sub)) => (sub, Some(&backbone)),
+                (_, None) => unreachable!("one head without a sub-network classifier"),
+            };
             let use_exit = k == 1;
+            let resume_pass = position.take();
+            let counters = resume_pass.as_ref().map_or(vec![0, 0], |p| p.counters.clone());
+            let (correct, seen) = (Cell::new(counters[0]), Cell::new(counters[1]));
             let pass = Pass {
                 loader: &train_loader,
                 order: 2 * epoch as u64 + k as u64,
                 epoch,
+                index: k,
                 what: format!("epoch {epoch} · {} classifier", head.name),
+                resume: resume_pass,
             };
-            let (mut correct, mut seen) = (0i64, 0i64);
-            let linear = &head.linear;
+            let Head { linear, optimizer, vs, name } = head;
+            let this_head = (&*vs, *name);
             train.run_pass(
                 pass,
-                &mut head.optimizer,
+                optimizer,
                 progress,
                 &mut log,
                 |images| Ok(linear.forward_t(&features(model, images, use_exit)?, true)),
                 |logits, labels| {
-                    correct += logits.argmax(1, false).eq_tensor(labels).sum(Kind::Int64).int64_value(&[]);
-                    seen += labels.size()[0];
+                    correct.set(
+                        correct.get() + logits.argmax(1, false).eq_tensor(labels).sum(Kind::Int64).int64_value(&[]),
+                    );
+                    seen.set(seen.get() + labels.size()[0]);
                     Ok(logits.to_kind(Kind::Float).cross_entropy_for_logits(labels))
                 },
+                &mut |optimizer, at| {
+                    let at = PassState {
+                        counters: vec![correct.get(), seen.get()],
+                        earlier: train_top1.clone(),
+                        ..at.clone()
+                    };
+                    let mut state = HeadsState::new(&config_json, &epochs, epoch - 1, Some(at));
+                    state.add(this_head.0, this_head.1, optimizer);
+                    if let Some(other) = other {
+                        state.add(&other.vs, other.name, &other.optimizer);
+                    }
+                    state.0.save(&last)?;
+                    Ok(last.clone())
+                },
             )?;
-            let total = crate::distributed::total_counts(vec![correct, seen], "summing the training accuracy")?;
+            let total =
+                crate::distributed::total_counts(vec![correct.get(), seen.get()], "summing the training accuracy")?;
             train_top1.push(100.0 * total[0] as f64 / total[1].max(1) as f64);
         }
         let (train_backbone, train_sub) = (train_top1[0], train_top1.get(1).copied());
@@ -247,21 +285,12 @@ pub fn linear_eval_model(
         epochs.push(EpochAccuracy { epoch, backbone: b, sub: s, ensemble: e, train_backbone, train_sub, val_backbone });
         log.record(json!({"kind": "epoch", "stage": "linear", "epoch": epoch, "backbone_top1": b.top1,
             "sub_top1": s.map(|a| a.top1), "ensemble_top1": e.map(|a| a.top1), "train_top1": train_backbone}))?;
-        let mut weights = backbone.weights();
-        let mut optimizers = vec![("backbone.", &backbone.optimizer)];
+        let mut state = HeadsState::new(&config_json, &epochs, epoch, None);
+        state.add(&backbone.vs, backbone.name, &backbone.optimizer);
         if let Some(head) = &sub {
-            weights.extend(head.weights());
-            optimizers.push(("sub.", &head.optimizer));
+            state.add(&head.vs, head.name, &head.optimizer);
         }
-        TrainingState {
-            stage: "linear",
-            epoch,
-            config_json: &config_json,
-            history: Some(serde_json::to_string(&epochs).expect("accuracies serialise")),
-            weights,
-            optimizers,
-        }
-        .save(&last)?;
+        state.0.save(&last)?;
     }
     if epochs.is_empty() {
         return Err(Error::option(
@@ -338,13 +367,40 @@ pub(super) fn topk_correct(logits: &Tensor, labels: &Tensor) -> (i64, i64) {
     (top1, top5)
 }
 
-/// Restores the classifiers and the accuracy history from a linear-evaluation checkpoint.
+/// A linear-evaluation checkpoint: every classifier with its optimiser, the accuracy history.
+struct HeadsState<'a>(TrainingState<'a>);
+
+impl<'a> HeadsState<'a> {
+    fn new(config_json: &'a str, epochs: &[EpochAccuracy], finished: usize, position: Option<PassState>) -> Self {
+        HeadsState(TrainingState {
+            stage: "linear",
+            epoch: finished,
+            position,
+            config_json,
+            history: Some(serde_json::to_string(epochs).expect("accuracies serialise")),
+            weights: Vec::new(),
+            optimizers: Vec::new(),
+        })
+    }
+
+    /// Adds classifier `name` (its weights in `vs`) and its optimiser.
+    fn add(&mut self, vs: &nn::VarStore, name: &'static str, optimizer: &'a Sgd) {
+        self.0.weights.extend(vs.variables().into_iter().map(|(k, t)| (format!("{name}.{k}"), t)));
+        self.0.optimizers.push((PREFIXES[usize::from(name != "backbone")], optimizer));
+    }
+}
+
+/// Optimiser prefixes in checkpoints, by classifier.
+const PREFIXES: [&str; 2] = ["backbone.", "sub."];
+
+/// Restores the classifiers and the accuracy history from a linear-evaluation checkpoint, and
+/// where the epoch in progress stands when it was written mid-epoch.
 fn restore(
     path: &Path,
     config: &LinearConfig,
     backbone: &mut Head,
     sub: Option<&mut Head>,
-) -> Result<Vec<EpochAccuracy>> {
+) -> Result<(Vec<EpochAccuracy>, Option<PassState>)> {
     let resumed = Resumed::open(path, "linear")?;
     let saved: LinearConfig = resumed.config()?;
     if saved.model != config.model || saved.subnet != config.subnet {
@@ -354,7 +410,14 @@ fn restore(
     if let Some(head) = sub {
         head.restore(&resumed)?;
     }
-    resumed.history()
+    let history: Vec<EpochAccuracy> = resumed.history()?;
+    if history.len() != resumed.epoch {
+        return Err(Error::file(
+            path,
+            format!("holds {} epochs of accuracies but finished epoch {}", history.len(), resumed.epoch),
+        ));
+    }
+    Ok((history, resumed.position.clone()))
 }
 
 fn round2(x: f64) -> f64 {

@@ -6,12 +6,14 @@ mod features;
 mod linear;
 mod optim_config;
 mod optimizer;
+mod pass_state;
 mod precision;
 mod pretrain;
 mod probe;
 mod progress;
 mod run_name;
 mod schedule;
+pub mod stop_signals;
 mod throughput;
 mod train_checkpoint;
 
@@ -21,6 +23,7 @@ pub use features::{encoder_features, EncoderFeatures, FeatureExtraction};
 pub use linear::{linear_eval, linear_eval_model, Accuracy, EpochAccuracy, LinearConfig, LinearResult};
 pub use optim_config::OptimConfig;
 pub use optimizer::Sgd;
+pub use pass_state::PassState;
 pub use precision::{GradScaler, Precision};
 pub use pretrain::{check_min_crop_scale, pretrain, PretrainConfig, PretrainResult};
 pub use probe::{

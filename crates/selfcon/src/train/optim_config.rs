@@ -48,6 +48,9 @@ pub struct OptimConfig {
     /// LARS trust coefficient (see [`super::Sgd::lars_eta`]); `None`: the official plain SGD.
     #[serde(default)]
     pub lars_eta: Option<f64>,
+    /// `--save_every_steps`: `last` is also written every N steps mid-epoch (0: at epoch ends only).
+    #[serde(default)]
+    pub save_every_steps: usize,
 }
 
 impl OptimConfig {

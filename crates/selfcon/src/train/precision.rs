@@ -125,6 +125,19 @@ impl GradScaler {
         }
     }
 
+    /// A scaler continuing from a saved `(scale, growth tracker)` (mid-epoch resume).
+    pub fn from_state(device: Device, (scale, growth_tracker): (f64, i64)) -> Self {
+        let mut scaler = Self::new(device);
+        let _ = scaler.scale.fill_(scale);
+        let _ = scaler.growth_tracker.fill_(growth_tracker);
+        scaler
+    }
+
+    /// `(scale, growth tracker)`, what [`GradScaler::from_state`] takes back.
+    pub fn state(&self) -> (f64, i64) {
+        (self.scale_value(), self.growth_tracker.int64_value(&[0]))
+    }
+
     pub fn scale_value(&self) -> f64 {
         self.scale.double_value(&[0])
     }

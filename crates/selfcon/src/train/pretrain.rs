@@ -10,6 +10,7 @@ use tch::{Device, Tensor};
 use super::epoch_loop::{EpochStats, Pass};
 use super::optim_config::{prepare_run_dir, OptimConfig};
 use super::optimizer::Sgd;
+use super::pass_state::PassState;
 use super::progress::Progress;
 use super::run_name::{python_bool, python_float};
 use super::schedule::LrSchedule;
@@ -207,8 +208,12 @@ pub fn pretrain(
     config.optim.prepare_model(&vs)?;
     let mut optimizer = config.optim.optimizer(&vs);
     let mut start_epoch = 1;
+    // A checkpoint written mid-epoch: the pass to continue.
+    let mut position = None;
     if let Some(path) = resume {
-        start_epoch = restore(path, config, &vs, &mut optimizer)?.saturating_add(1);
+        let (finished, at) = restore(path, config, &vs, &mut optimizer)?;
+        start_epoch = finished.saturating_add(1);
+        position = at;
         if start_epoch > config.optim.epochs {
             return Err(Error::option(
                 "resume",
@@ -229,14 +234,34 @@ pub fn pretrain(
     let last = run_dir.join("last.safetensors");
     let mut train = config.optim.train_loop("pretrain", device, config.schedule(), &vs)?;
     train.print_freq = config.print_freq;
+    train.save_every_steps = config.optim.save_every_steps;
     train.last_checkpoint = Some(last.clone());
     train.nan_hint = "without labels, or with --label, an anchor with no positive makes the official loss NaN; check --method/--multiview/--batch_size";
     let objective = config.step_objective();
     train.reduction = objective.reduction();
     let mut epoch_losses = Vec::new();
 
+    let save = |optimizer: &Sgd, epoch: usize, position: Option<PassState>, path: &Path| {
+        TrainingState {
+            stage: "pretrain",
+            epoch,
+            position,
+            config_json: &config_json,
+            history: None,
+            weights: vs.variables().into_iter().collect(),
+            optimizers: vec![("", optimizer)],
+        }
+        .save(path)
+    };
     for epoch in start_epoch..=config.optim.epochs {
-        let pass = Pass { loader: &loader, order: epoch as u64, epoch, what: format!("epoch {epoch}") };
+        let pass = Pass {
+            loader: &loader,
+            order: epoch as u64,
+            epoch,
+            index: 0,
+            what: format!("epoch {epoch}"),
+            resume: position.take(),
+        };
         let stats = train.run_pass(
             pass,
             &mut optimizer,
@@ -244,20 +269,16 @@ pub fn pretrain(
             &mut log,
             |images| model.forward_t(images, true),
             |out, labels| objective.compute(&out, labels),
+            &mut |optimizer, at| {
+                save(optimizer, epoch - 1, Some(at.clone()), &last)?;
+                Ok(last.clone())
+            },
         )?;
         epoch_losses.push(stats.loss);
         log.record(epoch_record(epoch, &stats))?;
-        let state = |epoch| TrainingState {
-            stage: "pretrain",
-            epoch,
-            config_json: &config_json,
-            history: None,
-            weights: vs.variables().into_iter().collect(),
-            optimizers: vec![("", &optimizer)],
-        };
-        state(epoch).save(&last)?;
+        save(&optimizer, epoch, None, &last)?;
         if config.save_freq > 0 && epoch % config.save_freq == 0 {
-            state(epoch).save(&run_dir.join(format!("ckpt_epoch_{epoch}.safetensors")))?;
+            save(&optimizer, epoch, None, &run_dir.join(format!("ckpt_epoch_{epoch}.safetensors")))?;
         }
         progress.epoch_finished(&format!(
             "epoch {epoch}: loss {:.4} · lr {:.5} · {:.0} images/s · {:.1} s{}{}",
@@ -278,11 +299,17 @@ fn epoch_record(epoch: usize, stats: &EpochStats) -> serde_json::Value {
         "peak_memory_bytes": stats.peak_memory_bytes})
 }
 
-/// Loads a checkpoint for resuming (ours or the official code's); returns the epoch it finished.
-fn restore(path: &Path, config: &PretrainConfig, vs: &tch::nn::VarStore, optimizer: &mut Sgd) -> Result<usize> {
+/// Loads a checkpoint for resuming (ours or the official code's); returns the epoch it finished
+/// and, when it was written mid-epoch, where the next epoch's pass stands.
+fn restore(
+    path: &Path,
+    config: &PretrainConfig,
+    vs: &tch::nn::VarStore,
+    optimizer: &mut Sgd,
+) -> Result<(usize, Option<PassState>)> {
     if path.is_file() && crate::checkpoint::is_torch_file(path)? {
         let official = crate::checkpoint::OfficialCheckpoint::open(path)?;
-        return super::train_checkpoint::resume_official(official, &config.model, vs, optimizer);
+        return Ok((super::train_checkpoint::resume_official(official, &config.model, vs, optimizer)?, None));
     }
     let resumed = Resumed::open(path, "pretrain")?;
     let saved: PretrainConfig = resumed.config()?;
@@ -297,5 +324,5 @@ fn restore(path: &Path, config: &PretrainConfig, vs: &tch::nn::VarStore, optimiz
     }
     resumed.restore_weights("", vs)?;
     resumed.restore_optimizer("", optimizer)?;
-    Ok(resumed.epoch)
+    Ok((resumed.epoch, resumed.position.clone()))
 }

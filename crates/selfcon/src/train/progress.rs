@@ -12,6 +12,11 @@ pub trait Progress {
     fn pass_finished(&mut self) {}
     /// The epoch's one-line summary (loss, lr, speed, accuracies).
     fn epoch_finished(&mut self, _summary: &str) {}
+    /// Asked after every step: a signal number (SIGTERM, SIGINT) when the run should save where
+    /// it stands and stop (the CLI answers from `stop_signals`).
+    fn stop_requested(&mut self) -> Option<i32> {
+        None
+    }
 }
 
 pub struct Quiet;

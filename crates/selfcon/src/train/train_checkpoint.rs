@@ -1,8 +1,9 @@
 //! The checkpoint every training command writes each epoch and `--resume` reads: weights under
 //! their state-dict names, each optimiser's momentum buffers, and metadata
-//! (stage, finished epoch, the run's full config, the accuracy history). Data order and
-//! augmentation are derived from (seed, epoch, sample), so no RNG state is needed to continue
-//! exactly, and the fp16 loss scaler starts afresh every epoch (official behaviour).
+//! (stage, finished epoch, the run's full config, the accuracy history) and, written mid-epoch,
+//! where the pass stands ([`PassState`]). Data order and augmentation are derived from (seed,
+//! epoch, sample), so no RNG state is needed to continue exactly; the fp16 loss scaler starts
+//! afresh every epoch (official behaviour) and mid-epoch continues from its saved scale.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,6 +12,7 @@ use serde::de::DeserializeOwned;
 use tch::Tensor;
 
 use super::optimizer::Sgd;
+use super::pass_state::PassState;
 use crate::checkpoint::{self, Metadata, OPTIMIZER_PREFIX};
 use crate::error::{Error, Result};
 
@@ -19,8 +21,10 @@ pub const FORMAT: &str = "selfcon-checkpoint-1";
 /// What goes into one training checkpoint.
 pub struct TrainingState<'a> {
     pub stage: &'static str,
-    /// The epoch just finished.
+    /// The last epoch finished.
     pub epoch: usize,
+    /// Written mid-epoch: where the pass in progress stands (its epoch is `epoch + 1`).
+    pub position: Option<PassState>,
     pub config_json: &'a str,
     /// JSON of the per-epoch results so far (linear, ce).
     pub history: Option<String>,
@@ -33,6 +37,7 @@ pub struct TrainingState<'a> {
 impl TrainingState<'_> {
     /// Writes the checkpoint atomically.
     pub fn save(self, path: &Path) -> Result<()> {
+        debug_assert!(self.position.as_ref().is_none_or(|p| p.epoch == self.epoch + 1));
         // Distributed: rank 0 alone writes (every rank holds the same weights).
         if !crate::distributed::is_primary() {
             return Ok(());
@@ -49,6 +54,9 @@ impl TrainingState<'_> {
         if let Some(history) = self.history {
             meta.insert("history".into(), history);
         }
+        if let Some(position) = &self.position {
+            meta.insert("position".into(), serde_json::to_string(position).expect("a pass state serialises"));
+        }
         checkpoint::save(path, &tensors, &meta)
     }
 }
@@ -56,7 +64,10 @@ impl TrainingState<'_> {
 /// A training checkpoint opened for `--resume`.
 pub struct Resumed {
     pub path: std::path::PathBuf,
+    /// The last epoch finished.
     pub epoch: usize,
+    /// Set when the checkpoint was written mid-epoch: the pass to continue.
+    pub position: Option<PassState>,
     tensors: BTreeMap<String, Tensor>,
     metadata: Metadata,
 }
@@ -78,12 +89,32 @@ impl Resumed {
         if found != stage {
             return Err(Error::file(path, format!("is a {found} checkpoint, not a selfcon {stage} checkpoint")));
         }
-        let epoch = loaded
+        let epoch: usize = loaded
             .metadata
             .get("epoch")
             .and_then(|e| e.parse().ok())
             .ok_or_else(|| Error::file(path, "has no epoch"))?;
-        Ok(Resumed { path: path.to_path_buf(), epoch, tensors: loaded.tensors, metadata: loaded.metadata })
+        let position: Option<PassState> = match loaded.metadata.get("position") {
+            None => None,
+            Some(text) => Some(
+                serde_json::from_str(text)
+                    .map_err(|e| Error::file(path, format!("has an unreadable position: {e}")))?,
+            ),
+        };
+        if let Some(p) = &position {
+            if p.epoch != epoch.saturating_add(1) || p.steps > p.batches {
+                return Err(Error::file(
+                    path,
+                    format!("says it finished epoch {epoch} but stopped at {}", p.describe()),
+                ));
+            }
+        }
+        Ok(Resumed { path: path.to_path_buf(), epoch, position, tensors: loaded.tensors, metadata: loaded.metadata })
+    }
+
+    /// The epoch to continue with: the one in progress, or the next.
+    pub fn next_epoch(&self) -> usize {
+        self.epoch.saturating_add(1)
     }
 
     /// The run configuration the checkpoint was written with.
