@@ -8,7 +8,8 @@
 #   - torch-shim's tests (c10d collectives between threads, several process groups at once),
 #   - selfcon's loader tests (worker threads, prefetch, shutdown),
 #   - selfcon's distributed tests (ranks as processes: launch, SIGKILL/SIGSTOP of a rank, resume)
-#     in every other round, since they take about two minutes each.
+#     in odd rounds, since they take about two minutes each,
+#   - selfcon's step-resume tests (SIGTERM/SIGINT/SIGKILL at random moments, resume) in even rounds.
 # Stops at the first failure, naming the suite and the round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,8 @@ for round in $(seq 1 "$rounds"); do
   run "$round" "loader" -p selfcon --test loader
   if [ $((round % 2)) = 1 ]; then
     run "$round" "distributed" -p selfcon --test distributed
+  else
+    run "$round" "step-resume" -p selfcon --test step_resume
   fi
 done
 echo "repeat-tests: $rounds rounds, no failure"

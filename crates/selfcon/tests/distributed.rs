@@ -480,3 +480,53 @@ fn two_launchers_as_two_nodes_train_like_one_node_with_two_processes() {
         max_difference(&run_dir(&nodes).join("last.safetensors"), &run_dir(&local).join("last.safetensors"));
     assert!(d < 1e-10, "{d:e} at {name}");
 }
+
+/// SIGTERM to the launcher: every rank finishes the same step, rank 0 alone writes `last` and
+/// reports, all exit 143; launching again with `--resume` ends on the uninterrupted run's weights.
+#[test]
+fn sigterm_under_launch_stops_every_rank_after_the_same_step_and_the_run_resumes_exactly() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let (straight, stopped) = (tmp.path().join("straight"), tmp.path().join("stopped"));
+    let flags = ["--precision", "fp64", "--syncbn", "--cosine"];
+    ok(&launch(2, 29900, &pretrain_args(&data, &straight, 8, 2, &flags)));
+
+    let mut launcher = Command::new(BIN)
+        .args(["launch", "--nproc_per_node", "2", "--master_port", "29901", "--"])
+        .args(pretrain_args(&data, &stopped, 8, 2, &flags))
+        .env("OMP_NUM_THREADS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(launcher.stderr.take().unwrap()).lines().map_while(Result::ok);
+    let mut err: Vec<String> = Vec::new();
+    // Rank 0 logs every step (stderr is not a terminal): stop during epoch 1.
+    for line in lines.by_ref() {
+        let first_step = line.starts_with("epoch 1 step 1 ");
+        err.push(line);
+        if first_step {
+            break;
+        }
+    }
+    unsafe { libc::kill(launcher.id() as i32, libc::SIGTERM) };
+    err.extend(lines);
+    let status = launcher.wait().unwrap();
+    let err = err.join("\n");
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{err}");
+    let reports: Vec<&str> = err.lines().filter(|l| l.contains("stopped by SIGTERM")).collect();
+    assert_eq!(reports.len(), 1, "rank 0 alone reports: {err}");
+    assert!(reports[0].starts_with("selfcon: pretrain stopped by SIGTERM at epoch "), "{err}");
+    assert!(!err.contains("to continue:"), "a rank does not know the launch command: {err}");
+    assert!(err.trim_end().ends_with("launch: stopped by signal 15, passed on to every rank"), "{err}");
+    let last = run_dir(&stopped).join("last.safetensors");
+    let position = selfcon::train::Resumed::open(&last, "pretrain").unwrap().position;
+    assert!(position.is_some_and(|p| p.steps < 3 && p.batches == 3), "{err}");
+
+    let mut resume = pretrain_args(&data, &stopped, 8, 2, &flags);
+    resume.extend(["--resume".into(), last.display().to_string()]);
+    ok(&launch(2, 29902, &resume));
+    let (d, name) = max_difference(&run_dir(&straight).join("last.safetensors"), &last);
+    assert!(d == 0.0, "resumed run differs by {d:e} at {name}");
+}

@@ -73,6 +73,20 @@ fn batches_do_not_depend_on_threads_and_epochs_reshuffle() {
 }
 
 #[test]
+fn an_epoch_from_batch_k_is_the_tail_of_the_whole_epoch() {
+    let loader = DataLoader::new(tiny(30), train(2), config(4, 2)).unwrap();
+    let whole: Vec<_> = loader.epoch(3).map(Result::unwrap).collect();
+    for first in [0, 1, 5, 7, 8, 20] {
+        let tail: Vec<_> = loader.epoch_from(3, first).map(Result::unwrap).collect();
+        assert_eq!(tail.len(), whole.len().saturating_sub(first), "from {first}");
+        for (a, b) in whole.iter().skip(first).zip(&tail) {
+            assert_eq!(a.indices, b.indices);
+            assert!(a.images.equal(&b.images), "same augmentation when resumed mid-epoch");
+        }
+    }
+}
+
+#[test]
 fn multiview_rows_are_view_major_and_views_differ() {
     let loader = DataLoader::new(tiny(6), train(2), config(3, 2)).unwrap();
     let batch = loader.epoch(0).next().unwrap().unwrap();

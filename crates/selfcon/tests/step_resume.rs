@@ -191,6 +191,16 @@ fn save_every_steps_writes_mid_epoch_checkpoints_that_resume_exactly() {
         assert_eq!(resumed.epoch_losses, straight.epoch_losses[epoch - 1..]);
     }
 
+    // A position that contradicts the finished epoch is refused, naming the file.
+    let from = copies.path().join("1_4.safetensors");
+    let mut loaded = checkpoint::load(&from).unwrap();
+    loaded.metadata.insert("position".into(), loaded.metadata["position"].replace("\"epoch\":1", "\"epoch\":3"));
+    let tampered = copies.path().join("tampered.safetensors");
+    let tensors: Vec<_> = loaded.tensors.into_iter().collect();
+    checkpoint::save(&tampered, &tensors, &loaded.metadata).unwrap();
+    let e = common::user_error(selfcon::train::Resumed::open(&tampered, "pretrain"));
+    assert!(e.contains("tampered.safetensors: says it finished epoch 0 but stopped at epoch 3, step 4 of 5"), "{e}");
+
     // The same checkpoint with another batch size cannot continue its epoch.
     let other = tempfile::tempdir().unwrap();
     let e = common::user_error(pretrain(
@@ -463,8 +473,8 @@ fn sigkill_at_random_moments_and_resume_ends_on_the_uninterrupted_weights() {
     while killed < kills {
         let mut run = Running::start(&with_resume(&args));
         // A random step line, then a random moment inside the next step or checkpoint write.
-        run.wait_for("epoch ", 1 + next(3) as usize);
-        std::thread::sleep(Duration::from_millis(next(400)));
+        run.wait_for("epoch ", 1 + next(2) as usize);
+        std::thread::sleep(Duration::from_millis(next(300)));
         run.signal(libc::SIGKILL);
         let (code, err) = run.finish();
         if code == 0 {

@@ -175,6 +175,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_scaler_continues_from_its_saved_state() {
+        let mut scaler = GradScaler::new(Device::Cpu);
+        let grads = [Tensor::from_slice(&[f32::INFINITY])];
+        assert!(!scaler.unscale(&grads).unwrap());
+        scaler.update();
+        let clean = [Tensor::from_slice(&[1.0f32])];
+        assert!(scaler.unscale(&clean).unwrap());
+        scaler.update();
+        assert_eq!(scaler.state(), (32768.0, 1), "backed off once, one clean step since");
+        let mut resumed = GradScaler::from_state(Device::Cpu, scaler.state());
+        assert_eq!(resumed.state(), scaler.state());
+        for s in [&mut scaler, &mut resumed] {
+            assert!(s.unscale(&[Tensor::from_slice(&[1.0f32])]).unwrap());
+            s.update();
+        }
+        assert_eq!(resumed.state(), scaler.state());
+    }
+
+    #[test]
     fn names_round_trip_and_auto_resolves_per_device() {
         for p in [Precision::Fp32, Precision::Auto, Precision::Fp16, Precision::Bf16] {
             assert_eq!(p.name().parse::<Precision>().unwrap(), p);
