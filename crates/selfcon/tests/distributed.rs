@@ -348,6 +348,23 @@ fn linear_and_ce_on_two_ranks() {
         assert_eq!(a[key], b[key], "{key}: {a} vs {b}");
     }
 
+    // SIGTERM in the last epoch's second pass (the sub-network classifier), resumed under launch:
+    // the same results, the final training accuracies included (their running counts cross the
+    // stop summed over the ranks).
+    let stopped = tmp.path().join("lin_stopped");
+    let err = launch_and_sigterm(29862, &linear(&stopped, 8), "epoch 2 step 1 ", 2);
+    assert!(err.contains("selfcon: linear stopped by SIGTERM at epoch "), "{err}");
+    let last =
+        std::fs::read_dir(stopped.join("linear")).unwrap().next().unwrap().unwrap().path().join("last.safetensors");
+    let at = selfcon::train::Resumed::open(&last, "linear").unwrap().position.expect("a mid-epoch checkpoint");
+    assert!(at.epoch == 2 && at.pass == 1 && at.earlier.len() == 1, "{at:?}");
+    // The running counts of both ranks: 16 images per global step.
+    assert_eq!(at.counters[1], 16 * at.steps as i64, "{at:?}");
+    let mut resume = linear(&stopped, 8);
+    resume.extend(["--resume".into(), last.display().to_string()]);
+    let c: Value = serde_json::from_str(&ok(&launch(2, 29863, &resume))).unwrap();
+    assert_eq!(b, c, "resumed under launch");
+
     let ce = |save: &Path| -> Vec<String> {
         [
             "ce",
@@ -481,32 +498,24 @@ fn two_launchers_as_two_nodes_train_like_one_node_with_two_processes() {
     assert!(d < 1e-10, "{d:e} at {name}");
 }
 
-/// SIGTERM to the launcher: every rank finishes the same step, rank 0 alone writes `last` and
-/// reports, all exit 143; launching again with `--resume` ends on the uninterrupted run's weights.
-#[test]
-fn sigterm_under_launch_stops_every_rank_after_the_same_step_and_the_run_resumes_exactly() {
+/// Launches 2 ranks and sends SIGTERM to the launcher once the `n`-th stderr line starting with
+/// `at` appeared; expects exit status 143 and returns stderr.
+fn launch_and_sigterm(port: u16, args: &[String], at: &str, n: usize) -> String {
     use std::io::{BufRead, BufReader};
-    let tmp = tempfile::tempdir().unwrap();
-    let data = data(tmp.path());
-    let (straight, stopped) = (tmp.path().join("straight"), tmp.path().join("stopped"));
-    let flags = ["--precision", "fp64", "--syncbn", "--cosine"];
-    ok(&launch(2, 29900, &pretrain_args(&data, &straight, 8, 2, &flags)));
-
     let mut launcher = Command::new(BIN)
-        .args(["launch", "--nproc_per_node", "2", "--master_port", "29901", "--"])
-        .args(pretrain_args(&data, &stopped, 8, 2, &flags))
+        .args(["launch", "--nproc_per_node", "2", "--master_port", &port.to_string(), "--"])
+        .args(args)
         .env("OMP_NUM_THREADS", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(launcher.stderr.take().unwrap()).lines().map_while(Result::ok);
-    let mut err: Vec<String> = Vec::new();
-    // Rank 0 logs every step (stderr is not a terminal): stop during epoch 1.
+    let (mut err, mut seen) = (Vec::new(), 0);
     for line in lines.by_ref() {
-        let first_step = line.starts_with("epoch 1 step 1 ");
+        seen += usize::from(line.starts_with(at));
         err.push(line);
-        if first_step {
+        if seen == n {
             break;
         }
     }
@@ -515,6 +524,21 @@ fn sigterm_under_launch_stops_every_rank_after_the_same_step_and_the_run_resumes
     let status = launcher.wait().unwrap();
     let err = err.join("\n");
     assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{err}");
+    err
+}
+
+/// SIGTERM to the launcher: every rank finishes the same step, rank 0 alone writes `last` and
+/// reports, all exit 143; launching again with `--resume` ends on the uninterrupted run's weights.
+#[test]
+fn sigterm_under_launch_stops_every_rank_after_the_same_step_and_the_run_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let (straight, stopped) = (tmp.path().join("straight"), tmp.path().join("stopped"));
+    let flags = ["--precision", "fp64", "--syncbn", "--cosine"];
+    ok(&launch(2, 29900, &pretrain_args(&data, &straight, 8, 2, &flags)));
+
+    // Rank 0 logs every step (stderr is not a terminal): stop during epoch 1.
+    let err = launch_and_sigterm(29901, &pretrain_args(&data, &stopped, 8, 2, &flags), "epoch 1 step 1 ", 1);
     let reports: Vec<&str> = err.lines().filter(|l| l.contains("stopped by SIGTERM")).collect();
     assert_eq!(reports.len(), 1, "rank 0 alone reports: {err}");
     assert!(reports[0].starts_with("selfcon: pretrain stopped by SIGTERM at epoch "), "{err}");

@@ -111,10 +111,10 @@ fn a_run_stopped_at_any_step_resumes_to_the_uninterrupted_weights() {
     let straight = pretrain(&config(straight_dir.path(), 2, 12), &data, Device::Cpu, None, &mut Quiet).unwrap();
 
     // (request after the step logged as epoch, step) → where the checkpoint stands: the step in
-    // progress when the request arrives (the next one) is finished first. After the last step of
-    // an epoch, the epoch's own checkpoint is written and the run stops before the next epoch's
-    // first step.
-    for ((epoch, step), (at_epoch, at_step)) in [((1, 1), (1, 2)), ((1, 2), (2, 0)), ((1, 3), (2, 0)), ((2, 1), (2, 2))]
+    // progress when the request arrives (the next one) is finished first. Stopped after an
+    // epoch's last step, the checkpoint says the pass is done (the resumed run goes on with the
+    // epoch's end); asked between passes, the run stops before the next pass's first step.
+    for ((epoch, step), (at_epoch, at_step)) in [((1, 1), (1, 2)), ((1, 2), (1, 3)), ((1, 3), (2, 0)), ((2, 1), (2, 2))]
     {
         let dir = tempfile::tempdir().unwrap();
         let c = config(dir.path(), 2, 12);
@@ -201,20 +201,21 @@ fn save_every_steps_writes_mid_epoch_checkpoints_that_resume_exactly() {
     let e = common::user_error(selfcon::train::Resumed::open(&tampered, "pretrain"));
     assert!(e.contains("tampered.safetensors: says it finished epoch 0 but stopped at epoch 3, step 4 of 5"), "{e}");
 
-    // The same checkpoint with another batch size cannot continue its epoch.
+    // The same checkpoint with another batch size, seed or learning rate cannot continue its
+    // epoch (other batches, or another run); more epochs or other loader threads can.
+    let from = copies.path().join("1_4.safetensors");
     let other = tempfile::tempdir().unwrap();
-    let e = common::user_error(pretrain(
-        &config(other.path(), 2, 10),
-        &data,
-        Device::Cpu,
-        Some(&copies.path().join("1_4.safetensors")),
-        &mut Quiet,
-    ));
-    assert!(
-        e.contains("the checkpoint stopped at epoch 1, step 4 of 5 but this run's epoch 1 has 6 steps")
-            && e.contains("same data and --batch_size"),
-        "{e}"
-    );
+    let resume = |c: PretrainConfig| pretrain(&c, &data, Device::Cpu, Some(&from), &mut Quiet);
+    let e = common::user_error(resume(config(other.path(), 2, 10)));
+    assert!(e.contains("optim.batch_size: 12 vs 10"), "{e}");
+    assert!(e.contains("1_4.safetensors: stopped at epoch 1, step 4 of 5 of a run with other settings"), "{e}");
+    let mut c = config(other.path(), 2, 12);
+    (c.optim.seed, c.optim.learning_rate) = (6, 0.5);
+    let e = common::user_error(resume(c));
+    assert!(e.contains("optim.learning_rate: 0.05 vs 0.5, optim.seed: 5 vs 6"), "{e}");
+    let mut c = config(other.path(), 3, 12);
+    c.optim.num_workers = 1;
+    resume(c).expect("more epochs and other loader threads continue the run");
 }
 
 // ---- The CLI: real signals ----
@@ -348,7 +349,7 @@ fn find_last(dir: &Path) -> Option<PathBuf> {
 
 /// Stops `args` with SIGTERM once the `n`-th line starting with `at` appears, checks the report,
 /// runs the printed command that continues it, and returns that command's stdout.
-fn stop_with_sigterm_and_continue(args: &[String], at: &str, n: usize, stage: &str) -> String {
+fn stop_with_sigterm_and_continue(args: &[String], at: &str, n: usize, stage: &str) -> (String, PassState) {
     let mut run = Running::start(args);
     run.wait_for(at, n);
     run.signal(libc::SIGTERM);
@@ -361,9 +362,9 @@ fn stop_with_sigterm_and_continue(args: &[String], at: &str, n: usize, stage: &s
     let mut words: Vec<String> = command.split_whitespace().map(|w| w.trim_matches('\'').to_string()).collect();
     assert_eq!(words[0], "selfcon");
     assert_eq!(words[words.len() - 2], "--resume");
-    assert!(position(Path::new(&words[words.len() - 1])).is_some(), "{command}");
+    let at = position(Path::new(&words[words.len() - 1])).unwrap_or_else(|| panic!("no position: {command}"));
     words.remove(0);
-    run_ok(&words)
+    (run_ok(&words), at)
 }
 
 #[test]
@@ -374,7 +375,9 @@ fn sigterm_stops_pretrain_after_the_step_and_the_printed_command_continues_it_ex
     run_ok(&pretrain_args(&data, &straight, 2));
     let stopped = tmp.path().join("stopped");
     // Stopped in epoch 1 after its second step has been logged.
-    let out = stop_with_sigterm_and_continue(&pretrain_args(&data, &stopped, 2), "epoch 1 step 2 ", 1, "pretrain");
+    let (out, at) =
+        stop_with_sigterm_and_continue(&pretrain_args(&data, &stopped, 2), "epoch 1 step 2 ", 1, "pretrain");
+    assert!(at.epoch == 1 && at.steps >= 2, "{at:?}");
     assert_eq!(PathBuf::from(out.trim()), last_under(&stopped));
     assert_same_tensors(&last_under(&straight), &last_under(&stopped));
 }
@@ -394,9 +397,15 @@ fn sigterm_stops_linear_and_ce_mid_epoch_and_they_continue_exactly() {
     let straight_results = run_ok(&linear(&straight));
     let stopped = tmp.path().join("linear_stopped");
     // Epoch 1's second pass (the sub-network classifier) after its first step.
-    let results = stop_with_sigterm_and_continue(&linear(&stopped), "epoch 1 step 1 ", 2, "linear");
-    assert_eq!(results, straight_results, "the same accuracies, epoch by epoch");
+    let (results, at) = stop_with_sigterm_and_continue(&linear(&stopped), "epoch 1 step 1 ", 2, "linear");
+    // In the second pass: the first classifier's training accuracy and the second's running
+    // counts cross the stop.
+    assert!(at.epoch == 1 && at.pass == 1 && at.steps >= 1 && at.earlier.len() == 1, "{at:?}");
+    assert_eq!(at.counters[1], 12 * at.steps as i64, "{at:?}");
+    assert_eq!(results, straight_results);
     assert_same_tensors(&last_under(&straight), &last_under(&stopped));
+    let history = |dir: &Path| checkpoint::load(&last_under(dir)).unwrap().metadata["history"].clone();
+    assert_eq!(history(&straight), history(&stopped), "the same accuracies, training ones too, epoch by epoch");
 
     let ce = |save: &Path| {
         let mut args = strings(&["ce", "--method", "selfcon", "--epochs", "2", "--cosine"]);
@@ -406,7 +415,8 @@ fn sigterm_stops_linear_and_ce_mid_epoch_and_they_continue_exactly() {
     };
     let (straight, stopped) = (tmp.path().join("ce_straight"), tmp.path().join("ce_stopped"));
     run_ok(&ce(&straight));
-    stop_with_sigterm_and_continue(&ce(&stopped), "epoch 2 step 1 ", 1, "ce");
+    let (_, at) = stop_with_sigterm_and_continue(&ce(&stopped), "epoch 2 step 1 ", 1, "ce");
+    assert!(at.epoch == 2 && at.steps >= 1, "{at:?}");
     assert_same_tensors(&last_under(&straight), &last_under(&stopped));
     let results = |dir: &Path| std::fs::read_to_string(dir.join("results.json")).unwrap();
     assert_eq!(results(&straight), results(&stopped));
@@ -438,11 +448,12 @@ fn a_second_sigint_ends_the_run_at_once() {
 
 /// SIGKILL at random moments (no chance to save), each time resumed from whatever `last` holds
 /// (`--save_every_steps 1`): the run still ends on the uninterrupted weights. The kill count is
-/// `SELFCON_SOAK_KILLS` (default 3; `scripts/soak-sigkill.sh` runs a longer version).
+/// `SELFCON_SOAK_KILLS` (default 3) over `SELFCON_SOAK_EPOCHS` (default 3, 9 steps);
+/// `scripts/soak-sigkill.sh` runs a longer version.
 #[test]
 fn sigkill_at_random_moments_and_resume_ends_on_the_uninterrupted_weights() {
     let kills: usize = std::env::var("SELFCON_SOAK_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-    let epochs: usize = std::env::var("SELFCON_SOAK_EPOCHS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let epochs: usize = std::env::var("SELFCON_SOAK_EPOCHS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     eprintln!("soak seed {seed}, {kills} kills, {epochs} epochs");
     let mut rng = seed | 1;
@@ -469,9 +480,13 @@ fn sigkill_at_random_moments_and_resume_ends_on_the_uninterrupted_weights() {
         }
         args
     };
-    let (mut killed, mut finished) = (0, false);
+    let (mut killed, mut finished, mut mid_epoch_resumes) = (0, false, 0);
     while killed < kills {
-        let mut run = Running::start(&with_resume(&args));
+        let next_args = with_resume(&args);
+        if find_last(&soaked).is_some_and(|last| position(&last).is_some()) {
+            mid_epoch_resumes += 1;
+        }
+        let mut run = Running::start(&next_args);
         // A random step line, then a random moment inside the next step or checkpoint write.
         run.wait_for("epoch ", 1 + next(2) as usize);
         std::thread::sleep(Duration::from_millis(next(300)));
@@ -486,6 +501,8 @@ fn sigkill_at_random_moments_and_resume_ends_on_the_uninterrupted_weights() {
         assert_eq!(code, -libc::SIGKILL, "{err}");
         killed += 1;
     }
+    eprintln!("{killed} kills, {mid_epoch_resumes} resumes from mid-epoch checkpoints");
+    assert!(killed >= kills.min(2) && mid_epoch_resumes >= 1, "too few kills landed mid-run to test anything");
     if !finished {
         let out = run_ok(&with_resume(&args));
         assert_eq!(PathBuf::from(out.trim()), last_under(&soaked));

@@ -106,7 +106,18 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: &Metadata) -> R
 pub fn write_atomically(path: &Path, bytes: &[u8], what: &str) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let io = |e: std::io::Error| Error::file(path, format!("cannot write {what}: {e}"));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    // `.last.safetensors.XXXXXX.tmp`: a process killed while writing leaves one behind, which the
+    // next write of the same file removes (one writer per file: rank 0 of a run).
+    let prefix = format!(".{}.", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) && name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    let mut tmp = tempfile::Builder::new().prefix(&prefix).suffix(".tmp").tempfile_in(dir).map_err(io)?;
     tmp.write_all(bytes).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;
     tmp.persist(path).map_err(|e| io(e.error))?;

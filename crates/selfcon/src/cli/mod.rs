@@ -91,13 +91,6 @@ pub fn run() -> Result<(), Failure> {
             return Err(Failure { message: format!("{message} (see --help)"), exit_code: EXIT_USAGE });
         }
     };
-    if matches!(cli.command, Command::Pretrain(_) | Command::Linear(_) | Command::Ce(_)) {
-        // SIGTERM/SIGINT: finish the step, save, stop (see train::stop_signals).
-        selfcon::train::stop_signals::install().map_err(|e| Failure {
-            message: format!("cannot install the signal handlers: {e}"),
-            exit_code: EXIT_FAILURE,
-        })?;
-    }
     let result = match cli.command {
         Command::Launch(args) => return launch::run(args),
         Command::Demo(args) => demo::run(*args),
@@ -139,14 +132,26 @@ fn interrupted(signal: i32, message: &str, saved: Option<&std::path::Path>) -> F
     let mut text = message.to_string();
     // A rank of `launch` does not know the launcher's command line.
     if let (Some(saved), None) = (saved, selfcon::distributed::current()) {
-        text.push_str(&format!("\nto continue: {}", resume_command(&saved.to_string_lossy())));
+        let (command, official) = resume_command(&saved.to_string_lossy());
+        text.push_str(&format!("\nto continue: {command}"));
+        if official {
+            text.push_str(" plus the flags taken from the official options (listed when the run started)");
+        }
     }
     Failure { message: text, exit_code }
 }
 
-/// This process's command line with `--resume PATH` in place of any earlier one, shell-quoted.
-fn resume_command(path: &str) -> String {
-    let mut args: Vec<String> = std::env::args().collect();
+/// This process's command line with `--resume PATH` in place of any earlier one, shell-quoted,
+/// and whether the earlier one was an official checkpoint (whose options filled in flags).
+fn resume_command(path: &str) -> (String, bool) {
+    let mut args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    let official = args
+        .iter()
+        .position(|a| a == "--resume")
+        .and_then(|i| args.get(i + 1))
+        .map(|p| p.to_string())
+        .or_else(|| args.iter().find_map(|a| a.strip_prefix("--resume=").map(str::to_string)))
+        .is_some_and(|p| selfcon::checkpoint::is_torch_file(std::path::Path::new(&p)).unwrap_or(false));
     if let Some(first) = args.first_mut() {
         *first = "selfcon".into();
     }
@@ -164,7 +169,7 @@ fn resume_command(path: &str) -> String {
     }
     kept.push("--resume".into());
     kept.push(path.into());
-    kept.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
+    (kept.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" "), official)
 }
 
 fn shell_quote(arg: &str) -> String {

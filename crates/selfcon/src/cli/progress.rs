@@ -31,6 +31,11 @@ impl TerminalProgress {
 
 impl Progress for TerminalProgress {
     fn run_started(&mut self, stage: &str, run_dir: &Path, first_epoch: usize, train_images: usize) {
+        // From here on SIGTERM/SIGINT finish the step, save and stop (see train::stop_signals);
+        // before, while data and checkpoints load, they end the process at once as usual.
+        if let Err(e) = selfcon::train::stop_signals::install() {
+            eprintln!("warning: SIGTERM/SIGINT will not save before stopping: {e}");
+        }
         if self.silent {
             return;
         }

@@ -68,6 +68,27 @@ pub struct LoaderConfig {
     pub shard: Option<Shard>,
 }
 
+/// See [`DataLoader::order_key`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OrderKey {
+    pub samples: usize,
+    pub batch_size: usize,
+    /// `None` without shuffling.
+    pub seed: Option<u64>,
+    pub drop_last: bool,
+}
+
+impl std::fmt::Display for OrderKey {
+    /// "36 samples in batches of 12, shuffled with seed 5"
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} samples in batches of {}", self.samples, self.batch_size)?;
+        match self.seed {
+            Some(seed) => write!(f, ", shuffled with seed {seed}"),
+            None => write!(f, ", not shuffled"),
+        }
+    }
+}
+
 /// One batch: `images` is `[views·B, 3, H, W]` with rows `[view 1 of every image; view 2; …]`.
 #[derive(Debug)]
 pub struct Batch {
@@ -98,6 +119,18 @@ impl DataLoader {
 
     pub fn dataset(&self) -> &Arc<dyn Dataset> {
         &self.dataset
+    }
+
+    /// What decides the batches of an epoch besides its number: samples, global batch size
+    /// (world size × this rank's), shuffle seed.
+    pub fn order_key(&self) -> OrderKey {
+        let world = self.config.shard.as_ref().map_or(1, |s| s.world_size);
+        OrderKey {
+            samples: self.dataset.len(),
+            batch_size: self.config.batch_size * world,
+            seed: if self.config.shuffle { Some(self.config.seed) } else { None },
+            drop_last: self.config.drop_last,
+        }
     }
 
     /// Batches per epoch.

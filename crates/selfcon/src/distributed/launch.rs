@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -73,13 +73,13 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
-/// The last SIGINT/SIGTERM the launcher received (0: none) and how many it received.
-static SIGNALLED: AtomicI32 = AtomicI32::new(0);
-static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+/// How many SIGTERMs and SIGINTs the launcher received.
+static SIGTERMS: AtomicUsize = AtomicUsize::new(0);
+static SIGINTS: AtomicUsize = AtomicUsize::new(0);
 
 extern "C" fn remember_signal(signal: libc::c_int) {
-    SIGNALLED.store(signal, Ordering::SeqCst);
-    SIGNALS.fetch_add(1, Ordering::SeqCst);
+    let count = if signal == libc::SIGTERM { &SIGTERMS } else { &SIGINTS };
+    count.fetch_add(1, Ordering::SeqCst);
 }
 
 /// Runs the ranks of this node to completion.
@@ -138,28 +138,42 @@ pub fn launch(config: &LaunchConfig) -> std::result::Result<(), LaunchFailure> {
         libc::signal(libc::SIGINT, remember_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, remember_signal as *const () as libc::sighandler_t);
     }
+    // The signal the ranks were asked to stop with (SIGTERM wins), and how many of each were
+    // passed on: each one once, however close together they came (a second SIGINT means "now").
     let mut forwarded = 0;
-    let mut forwarded_count = 0;
+    let mut passed_on = [0usize; 2];
     let mut first_failure: Option<(usize, ExitStatus)> = None;
     let mut deadline: Option<Instant> = None;
     let mut killed: Vec<usize> = Vec::new();
     while !children.is_empty() {
-        let (count, signal) = (SIGNALS.load(Ordering::SeqCst), SIGNALLED.load(Ordering::SeqCst));
-        if count != forwarded_count && signal != 0 {
-            forwarded_count = count;
-            for (_, child) in &children {
-                // SAFETY: signals a child we started and have not reaped.
-                unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        for (k, (signal, count)) in [(libc::SIGTERM, &SIGTERMS), (libc::SIGINT, &SIGINTS)].into_iter().enumerate() {
+            let received = count.load(Ordering::SeqCst);
+            while passed_on[k] < received {
+                for (_, child) in &children {
+                    // SAFETY: signals a child we started and have not reaped.
+                    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+                }
+                passed_on[k] += 1;
+                if forwarded != libc::SIGTERM {
+                    forwarded = signal;
+                }
+                // Signals of one kind still pending at a rank merge into one: space them out.
+                std::thread::sleep(Duration::from_millis(10));
             }
-            forwarded = signal;
-            deadline.get_or_insert(Instant::now() + config.grace);
         }
         let mut i = 0;
         while i < children.len() {
             match children[i].1.try_wait() {
                 Ok(Some(status)) => {
                     let (rank, _) = children.remove(i);
-                    if !status.success() && first_failure.is_none() {
+                    // Asked to stop, a rank ends with 143 / 130 once it saved (130 also for a
+                    // second Ctrl-C), is ended by the signal itself before training started
+                    // (nothing to save), or 0 if it had finished; anything else is a failure.
+                    let by_stop_signal = |s: i32| s == libc::SIGTERM || s == libc::SIGINT;
+                    let stopped = forwarded != 0
+                        && (status.code().is_some_and(|c| by_stop_signal(c - 128))
+                            || status.signal().is_some_and(by_stop_signal));
+                    if !status.success() && !stopped && first_failure.is_none() {
                         first_failure = Some((rank, status));
                         deadline = Some(Instant::now() + config.grace);
                     }
@@ -178,7 +192,9 @@ pub fn launch(config: &LaunchConfig) -> std::result::Result<(), LaunchFailure> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    if forwarded != 0 {
+    // Ranks asked to stop get the time they need to finish their step and save (the scheduler's
+    // SIGKILL bounds it); only a failure starts the grace period.
+    if forwarded != 0 && first_failure.is_none() {
         return Err(LaunchFailure {
             message: format!("launch: stopped by signal {forwarded}, passed on to every rank"),
             exit_code: 128 + forwarded,

@@ -292,6 +292,7 @@ fn restore(
     if saved.model != config.model || saved.method != config.method || saved.dim_out != config.dim_out {
         return Err(Error::file(path, "was made for another model, --method or --dim_out"));
     }
+    resumed.check_same_run(config)?;
     resumed.restore_weights("", vs)?;
     resumed.restore_optimizer("", optimizer)?;
     let history: Vec<(Accuracy, Vec<Accuracy>)> = resumed.history()?;

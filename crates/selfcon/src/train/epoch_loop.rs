@@ -78,8 +78,6 @@ pub struct TrainLoop {
     /// Distributed runs: the model's buffers (BatchNorm running statistics), set to rank 0's
     /// after every pass so that evaluation and checkpoints see one model.
     pub buffers: Vec<Tensor>,
-    /// A stop agreed on in the last step of a pass: the next pass saves and stops first thing.
-    pending_stop: Option<i32>,
 }
 
 /// What [`TrainLoop::step`] did; each carries the loss value.
@@ -122,7 +120,6 @@ impl TrainLoop {
             channels_last: false,
             reduction: Reduction::Mean,
             buffers: Vec::new(),
-            pending_stop: None,
         }
     }
 
@@ -143,18 +140,24 @@ impl TrainLoop {
         save: &mut SaveMidPass<'_>,
     ) -> Result<EpochStats> {
         let batches = pass.loader.len();
+        let order = pass.loader.order_key();
         let mut state = match pass.resume {
             Some(state) => {
-                if (state.epoch, state.pass) != (pass.epoch, pass.index) || state.batches != batches {
+                if (state.epoch, state.pass) != (pass.epoch, pass.index)
+                    || state.batches != batches
+                    || state.order != order
+                {
                     return Err(Error::input(format!(
-                        "the checkpoint stopped at {} but this run's {} has {batches} steps: resume needs the same data and --batch_size",
+                        "the checkpoint stopped at {} ({}), but this run's {} has {batches} steps ({}): a mid-epoch resume needs the same data, global --batch_size and --seed",
                         state.describe(),
-                        pass.what
+                        state.order,
+                        pass.what,
+                        order
                     )));
                 }
                 state
             }
-            None => PassState::start(pass.epoch, pass.index, batches),
+            None => PassState::start(pass.epoch, pass.index, batches, order),
         };
         let first = state.steps;
         let what = if first > 0 { format!("{} (from step {})", pass.what, first + 1) } else { pass.what.clone() };
@@ -167,12 +170,12 @@ impl TrainLoop {
             Some(saved) => GradScaler::from_state(self.device, saved),
             None => s,
         });
-        // A stop agreed at the end of the previous pass (or asked for before this one started,
-        // outside a distributed run, where no agreement is needed): save here and stop.
-        let stop_now = self.pending_stop.take().or_else(|| match distributed::current() {
+        // Asked to stop between passes (during an evaluation): save here and stop. A distributed
+        // run needs the ranks' agreement, which its first step brings.
+        let stop_now = match distributed::current() {
             None => progress.stop_requested(),
             Some(_) => None,
-        });
+        };
         if let Some(signal) = stop_now {
             return Err(self.interrupted(signal, optimizer, &state, scaler.as_ref(), save));
         }
@@ -214,8 +217,8 @@ impl TrainLoop {
             }
             let pass_done = state.steps == batches;
             match stop {
-                // The epoch's own checkpoint follows; the next pass stops before its first step.
-                Some(signal) if pass_done => self.pending_stop = Some(signal),
+                // Also after the last step: the position then says the pass is done and a resumed
+                // run goes straight on to what follows it (evaluation, the epoch's checkpoint).
                 Some(signal) => return Err(self.interrupted(signal, optimizer, &state, scaler.as_ref(), save)),
                 None if !pass_done && self.save_every_steps > 0 && state.steps % self.save_every_steps == 0 => {
                     save(optimizer, &with_scaler(&state, scaler.as_ref()))?;
@@ -241,7 +244,7 @@ impl TrainLoop {
     }
 
     /// Saves the pass where it stands and returns the error that stops the run, naming the
-    /// checkpoint that continues it.
+    /// checkpoint that continues it; when saving fails, that error (nothing continues the run).
     fn interrupted(
         &self,
         signal: i32,
@@ -250,24 +253,21 @@ impl TrainLoop {
         scaler: Option<&GradScaler>,
         save: &mut SaveMidPass<'_>,
     ) -> Error {
-        let name = super::stop_signals::name(signal);
-        match save(optimizer, &with_scaler(state, scaler)) {
-            Ok(path) => Error::Interrupted {
-                signal,
-                message: format!(
-                    "{} stopped by {name} at {}; saved {} (continue with --resume {})",
-                    self.stage,
-                    state.describe(),
-                    path.display(),
-                    path.display()
-                ),
-                saved: Some(path),
-            },
-            Err(e) => Error::Interrupted {
-                signal,
-                message: format!("{} stopped by {name} at {}, but saving failed: {e}", self.stage, state.describe()),
-                saved: None,
-            },
+        let path = match save(optimizer, &with_scaler(state, scaler)) {
+            Ok(path) => path,
+            Err(e) => return e,
+        };
+        Error::Interrupted {
+            signal,
+            message: format!(
+                "{} stopped by {} at {}; saved {} (continue with --resume {})",
+                self.stage,
+                super::stop_signals::name(signal),
+                state.describe(),
+                path.display(),
+                path.display()
+            ),
+            saved: Some(path),
         }
     }
 

@@ -222,7 +222,11 @@ pub fn linear_eval_model(
             };
             let use_exit = k == 1;
             let resume_pass = position.take();
-            let counters = resume_pass.as_ref().map_or(vec![0, 0], |p| p.counters.clone());
+            // Saved counters are the run's totals (all ranks): rank 0 carries them on.
+            let counters = match &resume_pass {
+                Some(p) if crate::distributed::is_primary() => p.counters.clone(),
+                _ => vec![0, 0],
+            };
             let (correct, seen) = (Cell::new(counters[0]), Cell::new(counters[1]));
             let pass = Pass {
                 loader: &train_loader,
@@ -249,7 +253,10 @@ pub fn linear_eval_model(
                 },
                 &mut |optimizer, at| {
                     let at = PassState {
-                        counters: vec![correct.get(), seen.get()],
+                        counters: crate::distributed::total_counts(
+                            vec![correct.get(), seen.get()],
+                            "summing the training accuracy so far",
+                        )?,
                         earlier: train_top1.clone(),
                         ..at.clone()
                     };
@@ -406,6 +413,7 @@ fn restore(
     if saved.model != config.model || saved.subnet != config.subnet {
         return Err(Error::file(path, "was made for another model or --subnet setting"));
     }
+    resumed.check_same_run(config)?;
     backbone.restore(&resumed)?;
     if let Some(head) = sub {
         head.restore(&resumed)?;

@@ -169,6 +169,6 @@ pub fn prepare_run_dir(run_dir: &std::path::Path, config: &impl Serialize) -> Re
     std::fs::create_dir_all(run_dir).map_err(|e| Error::file(run_dir, format!("cannot create the run folder: {e}")))?;
     let json = serde_json::to_string_pretty(config).expect("configs serialise");
     let path = run_dir.join("config.json");
-    std::fs::write(&path, &json).map_err(|e| Error::file(&path, e.to_string()))?;
+    crate::checkpoint::write_atomically(&path, json.as_bytes(), "the run configuration")?;
     Ok(json)
 }

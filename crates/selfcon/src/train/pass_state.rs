@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::OrderKey;
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PassState {
     /// The epoch in progress (1-based).
@@ -16,6 +18,8 @@ pub struct PassState {
     pub steps: usize,
     /// Steps in the whole pass: a resumed run must see the same (same data and batch size).
     pub batches: usize,
+    /// What the pass's batches are drawn from: a resumed run must draw the same.
+    pub order: OrderKey,
     /// Running sums of the pass so far (the epoch's mean loss and image count).
     pub loss_sum: f64,
     pub images: usize,
@@ -32,8 +36,8 @@ pub struct PassState {
 
 impl PassState {
     /// The start of pass `pass` of `epoch`.
-    pub fn start(epoch: usize, pass: usize, batches: usize) -> Self {
-        PassState { epoch, pass, batches, ..PassState::default() }
+    pub fn start(epoch: usize, pass: usize, batches: usize, order: OrderKey) -> Self {
+        PassState { epoch, pass, batches, order, ..PassState::default() }
     }
 
     /// "epoch 3, step 120 of 390" (linear adds the pass).

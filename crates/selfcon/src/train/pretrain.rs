@@ -322,6 +322,7 @@ fn restore(
             ),
         ));
     }
+    resumed.check_same_run(config)?;
     resumed.restore_weights("", vs)?;
     resumed.restore_optimizer("", optimizer)?;
     Ok((resumed.epoch, resumed.position.clone()))

@@ -117,6 +117,28 @@ impl Resumed {
         self.epoch.saturating_add(1)
     }
 
+    /// A checkpoint written mid-epoch continues one run: `current` (this run's configuration)
+    /// must equal the one saved, except for the settings that do not change the training
+    /// (output paths, logging, workers, how long to train). Lists what differs.
+    pub fn check_same_run<C: serde::Serialize>(&self, current: &C) -> Result<()> {
+        let Some(position) = &self.position else { return Ok(()) };
+        let saved: serde_json::Value = self.json("config")?;
+        let current = serde_json::to_value(current).expect("configs serialise");
+        let mut differences = Vec::new();
+        json_differences("", &saved, &current, &mut differences);
+        if differences.is_empty() {
+            return Ok(());
+        }
+        Err(Error::file(
+            &self.path,
+            format!(
+                "stopped at {} of a run with other settings ({}); a mid-epoch resume continues the same run: give the same flags",
+                position.describe(),
+                differences.join(", ")
+            ),
+        ))
+    }
+
     /// The run configuration the checkpoint was written with.
     pub fn config<C: DeserializeOwned>(&self) -> Result<C> {
         self.json("config")
@@ -183,4 +205,39 @@ pub fn resume_official(
     }
     optimizer.load_state(official.momentum).map_err(|e| Error::file(&path, format!("'optimizer': {e}")))?;
     Ok(epoch)
+}
+
+/// Settings a mid-epoch resume may change: where results go, logging, loader threads, the
+/// distributed timeouts and overlap, the number of epochs, the encoder file's path.
+const FREE_SETTINGS: [&str; 10] = [
+    "optim.epochs",
+    "optim.num_workers",
+    "optim.save_dir",
+    "optim.exp_name",
+    "optim.save_every_steps",
+    "optim.distributed.timeout_s",
+    "optim.distributed.overlap",
+    "print_freq",
+    "save_freq",
+    "ckpt",
+];
+
+/// "path: saved vs current" for every leaf that differs, outside [`FREE_SETTINGS`].
+fn json_differences(path: &str, saved: &serde_json::Value, current: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    if FREE_SETTINGS.contains(&path) {
+        return;
+    }
+    match (saved, current) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                let sub = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                let null = Value::Null;
+                json_differences(&sub, a.get(key).unwrap_or(&null), b.get(key).unwrap_or(&null), out);
+            }
+        }
+        (a, b) if a != b => out.push(format!("{path}: {a} vs {b}")),
+        _ => {}
+    }
 }
