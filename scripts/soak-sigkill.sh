@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The long version of the SIGKILL soak test: one pre-training run killed with SIGKILL at random
-# moments KILLS times (no chance to save; `--save_every_steps 1`), resumed from whatever `last`
-# holds each time, must end with exactly the weights of the uninterrupted run. CI runs the same
-# test with 3 kills over 2 epochs. Each try prints its random seed.
+# The long version of the SIGKILL soak test: one pre-training run (`--save_every_steps 1`) killed
+# with SIGKILL at random moments (no chance to save) until KILLS kills left a mid-epoch checkpoint,
+# resumed from whatever `last` holds each time, must end with exactly the weights of the
+# uninterrupted run. CI runs the same test with 3 kills over 3 epochs. Each try prints its seed.
 #
 #   scripts/soak-sigkill.sh [KILLS] [EPOCHS] [TRIES]     defaults 30 kills, 20 epochs (60 steps), 1 try
 set -euo pipefail

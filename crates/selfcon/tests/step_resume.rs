@@ -447,8 +447,9 @@ fn a_second_sigint_ends_the_run_at_once() {
 }
 
 /// SIGKILL at random moments (no chance to save), each time resumed from whatever `last` holds
-/// (`--save_every_steps 1`): the run still ends on the uninterrupted weights. The kill count is
-/// `SELFCON_SOAK_KILLS` (default 3) over `SELFCON_SOAK_EPOCHS` (default 3, 9 steps);
+/// (`--save_every_steps 1`): the run still ends on the uninterrupted weights. The number of kills
+/// followed by a mid-epoch resume is `SELFCON_SOAK_KILLS` (default 3), over
+/// `SELFCON_SOAK_EPOCHS` (default 3, 9 steps);
 /// `scripts/soak-sigkill.sh` runs a longer version.
 #[test]
 fn sigkill_at_random_moments_and_resume_ends_on_the_uninterrupted_weights() {
@@ -480,32 +481,30 @@ fn sigkill_at_random_moments_and_resume_ends_on_the_uninterrupted_weights() {
         }
         args
     };
-    let (mut killed, mut finished, mut mid_epoch_resumes) = (0, false, 0);
-    while killed < kills {
-        let next_args = with_resume(&args);
-        if find_last(&soaked).is_some_and(|last| position(&last).is_some()) {
-            mid_epoch_resumes += 1;
-        }
-        let mut run = Running::start(&next_args);
+    // Kill until `kills` kills have left a mid-epoch checkpoint to resume from (a kill can also
+    // land before the first save or right after an epoch's end); a run that finishes before
+    // enough kills landed is started over.
+    let (mut killed, mut mid_epoch_resumes, mut attempts) = (0, 0, 0);
+    while mid_epoch_resumes < kills {
+        attempts += 1;
+        assert!(attempts <= 20 * kills.max(1), "{attempts} tries gave only {mid_epoch_resumes} mid-epoch kills");
+        let mut run = Running::start(&with_resume(&args));
         // A random step line, then a random moment inside the next step or checkpoint write.
         run.wait_for("epoch ", 1 + next(2) as usize);
         std::thread::sleep(Duration::from_millis(next(300)));
         run.signal(libc::SIGKILL);
         let (code, err) = run.finish();
         if code == 0 {
-            // The run finished before the kill landed.
-            eprintln!("the run finished before kill {}", killed + 1);
-            finished = true;
-            break;
+            eprintln!("the run finished before the kill landed: starting over");
+            std::fs::remove_dir_all(&soaked).unwrap();
+            continue;
         }
         assert_eq!(code, -libc::SIGKILL, "{err}");
         killed += 1;
+        mid_epoch_resumes += usize::from(find_last(&soaked).is_some_and(|last| position(&last).is_some()));
     }
-    eprintln!("{killed} kills, {mid_epoch_resumes} resumes from mid-epoch checkpoints");
-    assert!(killed >= kills.min(2) && mid_epoch_resumes >= 1, "too few kills landed mid-run to test anything");
-    if !finished {
-        let out = run_ok(&with_resume(&args));
-        assert_eq!(PathBuf::from(out.trim()), last_under(&soaked));
-    }
+    eprintln!("{killed} kills, {mid_epoch_resumes} of them followed by a resume from a mid-epoch checkpoint");
+    let out = run_ok(&with_resume(&args));
+    assert_eq!(PathBuf::from(out.trim()), last_under(&soaked));
     assert_same_tensors(&last_under(&straight), &last_under(&soaked));
 }

@@ -208,6 +208,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         source: data.source.clone(),
     };
     let mut progress = TerminalProgress::new(10);
+    // The demo has no --resume: Ctrl-C ends it at once.
+    progress.graceful_stop = false;
     progress.banner = format!(
         "pre-training SelfCon (ResNet-18, fc exit after layer2) on {} images, {} epochs",
         pretrain_images, a.epochs

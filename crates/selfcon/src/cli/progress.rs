@@ -15,6 +15,8 @@ pub struct TerminalProgress {
     tty: bool,
     /// Ranks other than 0 of a distributed run show nothing.
     silent: bool,
+    /// SIGTERM/SIGINT save and stop once training starts (commands that can `--resume`).
+    pub graceful_stop: bool,
 }
 
 impl TerminalProgress {
@@ -25,6 +27,7 @@ impl TerminalProgress {
             print_freq,
             tty: std::io::stderr().is_terminal(),
             silent: !selfcon::distributed::is_primary(),
+            graceful_stop: true,
         }
     }
 }
@@ -33,8 +36,10 @@ impl Progress for TerminalProgress {
     fn run_started(&mut self, stage: &str, run_dir: &Path, first_epoch: usize, train_images: usize) {
         // From here on SIGTERM/SIGINT finish the step, save and stop (see train::stop_signals);
         // before, while data and checkpoints load, they end the process at once as usual.
-        if let Err(e) = selfcon::train::stop_signals::install() {
-            eprintln!("warning: SIGTERM/SIGINT will not save before stopping: {e}");
+        if self.graceful_stop {
+            if let Err(e) = selfcon::train::stop_signals::install() {
+                eprintln!("warning: SIGTERM/SIGINT will not save before stopping: {e}");
+            }
         }
         if self.silent {
             return;
