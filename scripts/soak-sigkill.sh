@@ -25,6 +25,6 @@ for try in $(seq 1 "$tries"); do
     echo "soak-sigkill: try $try failed" >&2
     exit 1
   fi
-  grep -E "soak seed|finished before" "$log" || true
+  grep -E "soak seed|kills,|starting over" "$log" || true
   echo "soak-sigkill: try $try/$tries: $kills kills over $epochs epochs, same weights as the uninterrupted run ($((SECONDS - started)) s)"
 done
