@@ -123,8 +123,13 @@ pub fn write_atomically(path: &Path, bytes: &[u8], what: &str) -> Result<()> {
     tmp.persist(path).map_err(|e| io(e.error))?;
     // The rename is durable only once the folder's entry is on disk (a crash right after could
     // otherwise bring back the old file, or none). Folders cannot be opened for sync everywhere.
+    // Some file systems (network ones, FUSE) cannot sync a folder (EINVAL, ENOTSUP): the file
+    // itself is synced and renamed, which is all they offer.
     #[cfg(unix)]
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    match std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP | libc::EBADF)) => {}
+        other => other.map_err(io)?,
+    }
     Ok(())
 }
 

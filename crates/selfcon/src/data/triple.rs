@@ -4,7 +4,15 @@
 /// The three finite numbers of `text`, or what is wrong with it.
 pub fn parse_triple(text: &str) -> Result<[f32; 3], String> {
     let bad = || format!("'{text}' is not three numbers");
-    let inner = text.trim().trim_start_matches(['(', '[']).trim_end_matches([')', ']']);
+    let trimmed = text.trim();
+    // At most one pair of brackets, and a matching one: "(a, b, c]" is a typo, not a triple.
+    let inner = match trimmed.chars().next() {
+        Some(open @ ('(' | '[')) => {
+            let close = if open == '(' { ')' } else { ']' };
+            trimmed[1..].strip_suffix(close).ok_or_else(bad)?
+        }
+        _ => trimmed,
+    };
     let values: Vec<f32> = inner
         .split(',')
         .map(|v| v.trim().parse::<f32>().ok().filter(|x| x.is_finite()).ok_or_else(bad))
@@ -21,7 +29,7 @@ mod tests {
         for text in ["(0.5, 0.25, 0.125)", "[0.5,0.25,0.125]", "0.5,0.25,0.125", " ( 0.5 ,0.25, 0.125 ) "] {
             assert_eq!(parse_triple(text), Ok([0.5, 0.25, 0.125]), "{text}");
         }
-        for text in ["", "(1, 2)", "1,2,3,4", "a,b,c", "(1, nan, 2)", "(1, inf, 2)", "((((", ","] {
+        for text in ["", "(1, 2)", "1,2,3,4", "a,b,c", "(1, nan, 2)", "(1, inf, 2)", "((((", ",", "(1, 2, 3]", "[1, 2, 3)", "((1, 2, 3))", "1, 2, 3)"] {
             assert!(parse_triple(text).unwrap_err().contains("is not three numbers"), "{text}");
         }
     }
