@@ -106,7 +106,7 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: &Metadata) -> R
 pub fn write_atomically(path: &Path, bytes: &[u8], what: &str) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let io = |e: std::io::Error| Error::file(path, format!("cannot write {what}: {e}"));
-    // `.last.safetensors.XXXXXX.tmp`: a process killed while writing leaves one behind, which the
+    // `.last.safetensors.<random>.tmp`: a process killed while writing leaves one behind, which the
     // next write of the same file removes (one writer per file: rank 0 of a run).
     let prefix = format!(".{}.", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
     if let Ok(entries) = std::fs::read_dir(dir) {

@@ -152,13 +152,6 @@ impl Distributed {
         self.group.all_gather(t).map_err(|e| self.failed(what, e))
     }
 
-    /// The mean over ranks of one number.
-    pub fn mean(&self, value: f64, what: &str) -> Result<f64> {
-        let t = Tensor::from_slice(&[value]).to_kind(Kind::Double);
-        self.all_reduce_sum(&[&t], what)?;
-        Ok(t.double_value(&[0]) / self.world_size as f64)
-    }
-
     /// The sums over ranks of several numbers, in one collective.
     pub fn sum_values(&self, values: &[f64], what: &str) -> Result<Vec<f64>> {
         let t = Tensor::from_slice(values).to_kind(Kind::Double);

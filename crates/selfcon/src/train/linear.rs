@@ -88,13 +88,13 @@ impl Head {
         Head { linear, optimizer, vs, name }
     }
 
-    fn prefix(&self) -> String {
-        format!("{}.", self.name)
+    fn prefix(&self) -> &'static str {
+        checkpoint_prefix(self.name)
     }
 
     fn restore(&mut self, resumed: &Resumed) -> Result<()> {
-        resumed.restore_weights(&self.prefix(), &self.vs)?;
-        resumed.restore_optimizer(&self.prefix(), &mut self.optimizer)
+        resumed.restore_weights(self.prefix(), &self.vs)?;
+        resumed.restore_optimizer(self.prefix(), &mut self.optimizer)
     }
 }
 
@@ -237,7 +237,6 @@ pub fn linear_eval_model(
                 resume: resume_pass,
             };
             let Head { linear, optimizer, vs, name } = head;
-            let this_head = (&*vs, *name);
             train.run_pass(
                 pass,
                 optimizer,
@@ -261,7 +260,7 @@ pub fn linear_eval_model(
                         ..at.clone()
                     };
                     let mut state = HeadsState::new(&config_json, &epochs, epoch - 1, Some(at));
-                    state.add(this_head.0, this_head.1, optimizer);
+                    state.add(vs, name, optimizer);
                     if let Some(other) = other {
                         state.add(&other.vs, other.name, &other.optimizer);
                     }
@@ -393,12 +392,18 @@ impl<'a> HeadsState<'a> {
     /// Adds classifier `name` (its weights in `vs`) and its optimiser.
     fn add(&mut self, vs: &nn::VarStore, name: &'static str, optimizer: &'a Sgd) {
         self.0.weights.extend(vs.variables().into_iter().map(|(k, t)| (format!("{name}.{k}"), t)));
-        self.0.optimizers.push((PREFIXES[usize::from(name != "backbone")], optimizer));
+        self.0.optimizers.push((checkpoint_prefix(name), optimizer));
     }
 }
 
-/// Optimiser prefixes in checkpoints, by classifier.
-const PREFIXES: [&str; 2] = ["backbone.", "sub."];
+/// A classifier's prefix in checkpoints ("backbone.", "sub.").
+fn checkpoint_prefix(name: &str) -> &'static str {
+    if name == "backbone" {
+        "backbone."
+    } else {
+        "sub."
+    }
+}
 
 /// Restores the classifiers and the accuracy history from a linear-evaluation checkpoint, and
 /// where the epoch in progress stands when it was written mid-epoch.

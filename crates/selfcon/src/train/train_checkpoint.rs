@@ -112,11 +112,6 @@ impl Resumed {
         Ok(Resumed { path: path.to_path_buf(), epoch, position, tensors: loaded.tensors, metadata: loaded.metadata })
     }
 
-    /// The epoch to continue with: the one in progress, or the next.
-    pub fn next_epoch(&self) -> usize {
-        self.epoch.saturating_add(1)
-    }
-
     /// A checkpoint written mid-epoch continues one run: `current` (this run's configuration)
     /// must equal the one saved, except for the settings that do not change the training
     /// (output paths, logging, workers, how long to train). Lists what differs.
