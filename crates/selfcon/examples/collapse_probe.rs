@@ -103,6 +103,6 @@ fn main() {
         }
         sgd.zero_grad();
         loss.total.backward();
-        sgd.step(if step < warm { lr * (step + 1) as f64 / warm as f64 } else { lr });
+        sgd.step(if step < warm { lr * (step + 1) as f64 / warm as f64 } else { lr }).unwrap();
     }
 }

@@ -90,8 +90,8 @@ fn main() {
                 for (epochs, lr) in [(60, 0.1), (30, 0.1), (60, 0.02), (60, 0.5)] {
                     let t1 = std::time::Instant::now();
                     let s = ProbeSettings { epochs, lr, weight_decay: 0.0 };
-                    let rv = linear_probe(&f_n, &v, 10, s, seed);
-                    let rt = linear_probe(&f_n, &t, 10, s, seed);
+                    let rv = linear_probe(&f_n, &v, 10, s, seed).unwrap();
+                    let rt = linear_probe(&f_n, &t, 10, s, seed).unwrap();
                     println!(
                         "{which:7} bn={bn:5} fit={n_fit:5} ep={epochs:3} lr={lr:4}  val {:6.2} {:6.2} {:6.2}  test {:6.2} {:6.2} {:6.2}  ({:.1}s)",
                         rv.backbone.top1,

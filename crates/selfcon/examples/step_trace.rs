@@ -35,6 +35,6 @@ fn main() {
         println!("step {step} loss {:.10}", loss.total.double_value(&[]));
         sgd.zero_grad();
         loss.total.backward();
-        sgd.step(0.05);
+        sgd.step(0.05).unwrap();
     }
 }

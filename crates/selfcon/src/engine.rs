@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
-use tch::Device;
+use tch::{Device, Tensor};
 
 use crate::error::{Error, Result};
 
@@ -46,16 +46,45 @@ pub fn select_device(request: DeviceRequest) -> Result<Device> {
             Ok(if cuda_backend().is_ok() && tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu })
         }
         DeviceRequest::Cuda(index) => {
-            cuda_backend().map_err(|why| Error::option("device", format!("cuda requested but {why}")))?;
-            let count = tch::Cuda::device_count() as usize;
-            if index >= count {
-                return Err(Error::option(
-                    "device",
-                    format!("cuda:{index} requested but {count} CUDA device(s) are visible"),
-                ));
-            }
+            use_device(Device::Cuda(index))?;
             Ok(Device::Cuda(index))
         }
+    }
+}
+
+/// Makes `device` usable, or says why it is not: for CUDA, loads libtorch's CUDA backend (before
+/// anything asks libtorch about CUDA: it caches a "no CUDA" answer from the first question) and
+/// checks that the device exists. Every library entry point that takes a device calls it first,
+/// so a library user who never went through [`select_device`] gets the same order.
+pub fn use_device(device: Device) -> Result<()> {
+    let Device::Cuda(index) = device else { return Ok(()) };
+    cuda_backend().map_err(|why| Error::option("device", format!("cuda:{index} requested but {why}")))?;
+    let count = tch::Cuda::device_count() as usize;
+    if index >= count {
+        return Err(Error::option("device", format!("cuda:{index} requested but {count} CUDA device(s) are visible")));
+    }
+    Ok(())
+}
+
+/// `t` on `device`, the one way every path (training, evaluation, benchmarks, probes) moves
+/// batches: a host tensor goes to an accelerator from page-locked memory with an asynchronous copy
+/// (the transfer overlaps work already queued on the device; a tensor the loader already pinned
+/// is not copied again); a tensor already on `device` is returned as it is (no copy, and never
+/// pinned: only host memory can be); anything else is a plain copy.
+pub fn to_device(t: &Tensor, device: Device) -> Result<Tensor> {
+    if t.device() == device {
+        return Ok(t.shallow_clone());
+    }
+    match (t.device(), device) {
+        (Device::Cpu, Device::Cuda(_)) => {
+            let pinned = if torch_shim::is_pinned(t) {
+                t.shallow_clone()
+            } else {
+                torch_shim::pin_memory(t).map_err(|e| Error::input(format!("pinning a batch in host memory: {e}")))?
+            };
+            pinned.f_to_device_(device, pinned.kind(), true, false).map_err(Error::Torch)
+        }
+        _ => t.f_to_device(device).map_err(Error::Torch),
     }
 }
 
@@ -124,7 +153,7 @@ mod tests {
         assert!(auto == Device::Cpu || tch::Cuda::is_available());
         if cuda_backend().is_err() {
             let err = select_device(DeviceRequest::Cuda(0)).unwrap_err().to_string();
-            assert!(err.starts_with("--device: cuda requested but libtorch's CUDA backend"), "{err}");
+            assert!(err.starts_with("--device: cuda:0 requested but libtorch's CUDA backend"), "{err}");
         }
     }
 }

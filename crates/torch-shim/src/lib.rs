@@ -55,6 +55,30 @@ mod ffi {
         pub fn selfcon_shim_device_reset_peak(device_index: c_int, err: *mut *mut c_char) -> c_int;
         pub fn selfcon_shim_device_synchronize(device_index: c_int, err: *mut *mut c_char) -> c_int;
         pub fn selfcon_shim_set_log_level(level: c_int);
+        pub fn selfcon_shim_sgd_foreach(
+            params: *const *const u8,
+            grads: *const *const u8,
+            buffers: *const *const u8,
+            n: i64,
+            weight_decay: f64,
+            momentum: f64,
+            lr: f64,
+            err: *mut *mut c_char,
+        ) -> c_int;
+        pub fn selfcon_shim_sgd_fused(
+            params: *const *const u8,
+            grads: *const *const u8,
+            buffers: *const *const u8,
+            n: i64,
+            weight_decay: f64,
+            momentum: f64,
+            lr: f64,
+            found_inf: *const u8,
+            err: *mut *mut c_char,
+        ) -> c_int;
+        pub fn selfcon_shim_set_grads_to_none(params: *const *const u8, n: i64);
+        pub fn selfcon_shim_pin_memory(tensor: *const u8, err: *mut *mut c_char) -> *mut u8;
+        pub fn selfcon_shim_is_pinned(tensor: *const u8) -> c_int;
     }
 }
 
@@ -197,6 +221,105 @@ pub fn amp_unscale_(grads: &[Tensor], found_inf: &mut Tensor, inv_scale: &Tensor
         )
     })
     .map(|_| ())
+}
+
+fn pointers(tensors: &[Tensor]) -> Vec<*const u8> {
+    tensors.iter().map(|t| t.as_ptr() as *const u8).collect()
+}
+
+/// One SGD update (momentum, weight decay; `torch.optim.SGD` without dampening or Nesterov) of
+/// `params` from `grads`, momentum buffers in `buffers` (unused when `momentum` is 0; a zero
+/// buffer acts as a first step), in place.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdStep {
+    pub weight_decay: f64,
+    pub momentum: f64,
+    pub lr: f64,
+}
+
+impl SgdStep {
+    fn check(&self, params: &[Tensor], grads: &[Tensor], buffers: &[Tensor]) -> Result<()> {
+        if grads.len() != params.len() || (self.momentum != 0.0 && buffers.len() != params.len()) {
+            return Err(ShimError(format!(
+                "sgd: {} parameters, {} gradients, {} momentum buffers",
+                params.len(),
+                grads.len(),
+                buffers.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// With the multi-tensor `_foreach_*` kernels, operation for operation the per-tensor update
+    /// `d = g + p·wd; buf = buf·momentum + d; p -= buf·lr` (the same bits).
+    pub fn foreach(&self, params: &[Tensor], grads: &[Tensor], buffers: &[Tensor]) -> Result<()> {
+        self.check(params, grads, buffers)?;
+        let (p, g, b) = (pointers(params), pointers(grads), pointers(buffers));
+        // SAFETY: three arrays of live `at::Tensor*` of the lengths checked above.
+        checked(|err| unsafe {
+            ffi::selfcon_shim_sgd_foreach(
+                p.as_ptr(),
+                g.as_ptr(),
+                b.as_ptr(),
+                p.len() as i64,
+                self.weight_decay,
+                self.momentum,
+                self.lr,
+                err,
+            )
+        })
+        .map(|_| ())
+    }
+
+    /// With the fused `_fused_sgd_` kernel, which leaves everything unchanged, on the device, when
+    /// `found_inf` holds a non-zero value (no host read). Weight decay by fused multiply-add: the
+    /// last bit may differ from [`SgdStep::foreach`].
+    pub fn fused(
+        &self,
+        params: &[Tensor],
+        grads: &[Tensor],
+        buffers: &[Tensor],
+        found_inf: Option<&Tensor>,
+    ) -> Result<()> {
+        self.check(params, grads, buffers)?;
+        let (p, g, b) = (pointers(params), pointers(grads), pointers(buffers));
+        let inf = found_inf.map_or(std::ptr::null(), |t| t.as_ptr() as *const u8);
+        // SAFETY: as in `foreach`; `inf` is null or a live tensor.
+        checked(|err| unsafe {
+            ffi::selfcon_shim_sgd_fused(
+                p.as_ptr(),
+                g.as_ptr(),
+                b.as_ptr(),
+                p.len() as i64,
+                self.weight_decay,
+                self.momentum,
+                self.lr,
+                inf,
+                err,
+            )
+        })
+        .map(|_| ())
+    }
+}
+
+/// `p.grad = None` for each parameter (`optimizer.zero_grad(set_to_none=True)`).
+pub fn set_grads_to_none(params: &[Tensor]) {
+    let p = pointers(params);
+    // SAFETY: live `at::Tensor*`s; resetting a gradient does not throw.
+    unsafe { ffi::selfcon_shim_set_grads_to_none(p.as_ptr(), p.len() as i64) }
+}
+
+/// `tensor.pin_memory()`: a copy in page-locked host memory, from which a copy to an accelerator
+/// can run asynchronously. Only for CPU tensors (libtorch refuses others; needs an accelerator).
+pub fn pin_memory(tensor: &Tensor) -> Result<Tensor> {
+    let ptr = checked(|err| unsafe { ffi::selfcon_shim_pin_memory(tensor.as_ptr() as *const u8, err) })?;
+    // SAFETY: a new heap `at::Tensor*`, now owned by the tch Tensor.
+    Ok(unsafe { Tensor::from_ptr(ptr as *mut _) })
+}
+
+pub fn is_pinned(tensor: &Tensor) -> bool {
+    // SAFETY: reads a flag of a live tensor.
+    unsafe { ffi::selfcon_shim_is_pinned(tensor.as_ptr() as *const u8) == 1 }
 }
 
 /// Bytes held by the accelerator's caching allocator (all pools).

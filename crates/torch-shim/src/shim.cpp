@@ -3,12 +3,19 @@
 // Every function that can throw reports the exception text through `err` (malloc'ed, freed by
 // selfcon_shim_free_error) instead of unwinding into Rust.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/DeviceAccelerator.h>
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 #include <c10/util/Logging.h>
 
+#include <ATen/ops/_foreach_add.h>
+#include <ATen/ops/_foreach_mul.h>
+#include <ATen/ops/_foreach_sub.h>
+#include <ATen/ops/_fused_sgd.h>
+
 #include <cstdlib>
+#include <optional>
 #include <cstring>
 #include <exception>
 #include <string>
@@ -90,6 +97,90 @@ int selfcon_shim_amp_unscale(const at::Tensor* const* grads, int64_t n, at::Tens
   return 0;
   SHIM_CATCH(err, -1)
 }
+
+// ---- optimiser -------------------------------------------------------------------------------
+
+namespace {
+std::vector<at::Tensor> tensor_list(const at::Tensor* const* tensors, int64_t n) {
+  std::vector<at::Tensor> list;
+  list.reserve(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) list.push_back(*tensors[i]);
+  return list;
+}
+}  // namespace
+
+// SGD (momentum, weight decay; no dampening, no Nesterov) over all parameters with the
+// multi-tensor `_foreach_*` kernels: a handful of launches per step instead of several per
+// parameter. The arithmetic is the per-tensor sequence the Rust optimiser used before, operation
+// for operation (d = g + p*wd; buf = buf*momentum + d; p -= buf*lr), so the update is bit-for-bit
+// the same. Momentum buffers start as zeros: 0*momentum + d is d.
+int selfcon_shim_sgd_foreach(const at::Tensor* const* params, const at::Tensor* const* grads,
+                             const at::Tensor* const* buffers, int64_t n, double weight_decay,
+                             double momentum, double lr, char** err) {
+  SHIM_TRY(err, -1)
+  if (n == 0) return 0;
+  at::NoGradGuard no_grad;  // an update, not part of any graph (as torch.optim's @no_grad)
+  auto p = tensor_list(params, n);
+  auto g = tensor_list(grads, n);
+  std::vector<at::Tensor> d;
+  if (weight_decay != 0.0) {
+    d = at::_foreach_mul(p, weight_decay);
+    at::_foreach_add_(d, g);
+  } else {
+    d = g;
+  }
+  if (momentum != 0.0) {
+    auto b = tensor_list(buffers, n);
+    at::_foreach_mul_(b, momentum);
+    at::_foreach_add_(b, d);
+    d = b;
+  }
+  at::_foreach_sub_(p, at::_foreach_mul(d, lr));
+  return 0;
+  SHIM_CATCH(err, -1)
+}
+
+// The same update in one fused kernel (`_fused_sgd_`) that skips itself on the device when
+// `found_inf` (one float, may be null) is non-zero: how fp16 steps skip an overflow without the
+// host reading the flag. Its weight decay uses a fused multiply-add, so the last bit can differ
+// from the `_foreach_` sequence above.
+int selfcon_shim_sgd_fused(const at::Tensor* const* params, const at::Tensor* const* grads,
+                           const at::Tensor* const* buffers, int64_t n, double weight_decay,
+                           double momentum, double lr, const at::Tensor* found_inf, char** err) {
+  SHIM_TRY(err, -1)
+  if (n == 0) return 0;
+  at::NoGradGuard no_grad;
+  auto p = tensor_list(params, n);
+  auto g = tensor_list(grads, n);
+  std::vector<at::Tensor> b;
+  if (momentum != 0.0) b = tensor_list(buffers, n);
+  std::optional<at::Tensor> inf;
+  if (found_inf != nullptr) inf = *found_inf;
+  at::_fused_sgd_(p, g, b, weight_decay, momentum, lr, /*dampening=*/0.0, /*nesterov=*/false,
+                  /*maximize=*/false, /*is_first_step=*/false, /*grad_scale=*/std::nullopt, inf);
+  return 0;
+  SHIM_CATCH(err, -1)
+}
+
+// `param.grad = None` for each: the next backward writes fresh gradients instead of adding to
+// zeroed ones (no zero-fill kernels, and no memory held between steps).
+void selfcon_shim_set_grads_to_none(const at::Tensor* const* params, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const_cast<at::Tensor*>(params[i])->mutable_grad().reset();
+  }
+}
+
+// ---- host -> device ---------------------------------------------------------------------------
+
+// A copy of a CPU tensor in page-locked memory (`tensor.pin_memory()`, no device argument: the
+// form with one is deprecated and warns on every call).
+at::Tensor* selfcon_shim_pin_memory(const at::Tensor* tensor, char** err) {
+  SHIM_TRY(err, nullptr)
+  return new at::Tensor(tensor->pin_memory());
+  SHIM_CATCH(err, nullptr)
+}
+
+int selfcon_shim_is_pinned(const at::Tensor* tensor) { return tensor->is_pinned() ? 1 : 0; }
 
 // ---- accelerator memory statistics (caching allocator, any accelerator) ---------------------
 

@@ -253,7 +253,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         );
         let train = extract_features(encoder, &probe_set, extraction)?;
         let test = extract_features(encoder, &test_set, extraction)?;
-        Ok(select_and_probe(&train, &test, 10, &grid, VALIDATION_FRACTION, a.seed))
+        Ok(select_and_probe(&train, &test, 10, &grid, VALIDATION_FRACTION, a.seed)?)
     };
     let ours_selected = probe(&pretrained, "pre-trained")?;
     let baseline_selected = probe(&random, "randomly initialised")?;

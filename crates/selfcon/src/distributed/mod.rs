@@ -129,6 +129,8 @@ impl Distributed {
     pub fn device_for(&self, device: Device) -> Result<Device> {
         match device {
             Device::Cuda(_) => {
+                // The CUDA backend before the first CUDA question (libtorch caches the answer).
+                crate::engine::use_device(Device::Cuda(0))?;
                 let count = tch::Cuda::device_count() as usize;
                 if self.local_rank >= count {
                     return Err(Error::input(format!(

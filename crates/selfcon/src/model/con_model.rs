@@ -43,6 +43,7 @@ impl ConModel {
 
     /// A fresh var store on `device` holding a new model.
     pub fn build(config: &ModelConfig, device: Device) -> Result<(nn::VarStore, Self)> {
+        crate::engine::use_device(device)?;
         let vs = nn::VarStore::new(device);
         let model = ConModel::new(&vs.root(), config)?;
         Ok((vs, model))

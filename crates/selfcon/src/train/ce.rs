@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tch::{nn, Device, Kind, Tensor};
 
-use super::epoch_loop::Pass;
+use super::epoch_loop::{Pass, TrainLoop};
 use super::linear::Accuracy;
 use super::optim_config::{prepare_run_dir, OptimConfig};
 use super::optimizer::Sgd;
@@ -137,6 +137,7 @@ pub fn train_ce(
     resume: Option<&std::path::Path>,
     progress: &mut dyn Progress,
 ) -> Result<CeResult> {
+    crate::engine::use_device(device)?;
     let test_set = data.test.clone().ok_or_else(|| Error::option("dataset", "1-stage training needs a test split"))?;
     if config.optim.epochs == 0 {
         return Err(Error::option("epochs", "must be at least 1"));
@@ -241,7 +242,7 @@ pub fn train_ce(
                 Ok(last.clone())
             },
         )?;
-        let (top, sub) = evaluate(&model, &test, exits, device)?;
+        let (top, sub) = evaluate(&model, &test, exits, &train)?;
         progress.epoch_finished(&format!(
             "ce epoch {epoch}: loss {:.4} · lr {:.5} · test top-1 {:.2}{} · {:.0} images/s · {:.1} s{}{}",
             stats.loss,
@@ -325,23 +326,30 @@ fn restore_official(
     super::train_checkpoint::resume_official(official, &config.model, vs, optimizer)
 }
 
-fn evaluate(model: &CeModel, loader: &DataLoader, exits: usize, device: Device) -> Result<(Accuracy, Vec<Accuracy>)> {
+/// Test accuracies of the classifier and of each exit's, with the batches placed as in training
+/// (memory format, autocast); hits are counted on the device and read once.
+fn evaluate(
+    model: &CeModel,
+    loader: &DataLoader,
+    exits: usize,
+    train: &TrainLoop,
+) -> Result<(Accuracy, Vec<Accuracy>)> {
     let _guard = tch::no_grad_guard();
-    let mut correct = vec![[0i64; 2]; exits + 1];
+    let _autocast = train.autocast()?;
+    let hits = Tensor::zeros([exits as i64 + 1, 2], (Kind::Int64, train.device));
     let mut seen = 0i64;
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let y = batch.labels.to_device(device);
-        let out = model.forward_t(&batch.images.to_device(device), false);
-        for (c, logits) in correct.iter_mut().zip(std::iter::once(&out.logits).chain(&out.exit_logits)) {
-            let (top1, top5) = super::linear::topk_correct(logits, &y);
-            c[0] += top1;
-            c[1] += top5;
+        let y = train.labels_to_device(&batch.labels)?;
+        let out = model.forward_t(&train.images_to_device(&batch.images)?, false);
+        for (k, logits) in std::iter::once(&out.logits).chain(&out.exit_logits).enumerate() {
+            let _ = hits.get(k as i64).g_add_(&super::linear::topk_hits(logits, &y));
         }
         seen += y.size()[0];
     }
     // Distributed: each rank saw its shard of the test set.
-    let mut flat: Vec<i64> = correct.iter().flatten().copied().chain([seen]).collect();
+    let mut flat = Vec::<i64>::try_from(hits.flatten(0, -1).to_device(Device::Cpu)).map_err(Error::Torch)?;
+    flat.push(seen);
     flat = crate::distributed::total_counts(flat, "summing the evaluation counts")?;
     let seen = flat[flat.len() - 1];
     let correct: Vec<[i64; 2]> = flat[..flat.len() - 1].chunks(2).map(|c| [c[0], c[1]]).collect();

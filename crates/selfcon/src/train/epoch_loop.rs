@@ -80,14 +80,21 @@ pub struct TrainLoop {
     pub buffers: Vec<Tensor>,
 }
 
-/// What [`TrainLoop::step`] did; each carries the loss value.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum StepResult {
-    Taken(f64),
-    /// fp16 gradients overflowed: no update, the loss scale was lowered.
-    Skipped(f64),
-    /// The loss itself is NaN/inf: nothing was updated.
-    NonFinite(f64),
+/// What one [`TrainLoop::step`] left on the device: nothing in a step waits for the device, so
+/// the loss is read later ([`super::loss_window::LossWindow`]).
+pub struct StepOutput {
+    /// The loss (a detached scalar; in a distributed run the mean over the ranks).
+    pub loss: Tensor,
+    /// With fp16 loss scaling: 1 when the gradients overflowed and the update was skipped (the
+    /// loss scale was lowered), else 0 (a one-element float tensor on the device).
+    pub skipped: Option<Tensor>,
+}
+
+impl StepOutput {
+    /// Reads the loss (waits for the device): for callers outside the loop.
+    pub fn loss_value(&self) -> f64 {
+        self.loss.double_value(&[])
+    }
 }
 
 /// One pass: which loader, which shuffle order, which epoch, what to call it, and where to start.
@@ -180,12 +187,17 @@ impl TrainLoop {
             return Err(self.interrupted(signal, optimizer, &state, scaler.as_ref(), save));
         }
         let mut images_this_run = 0;
+        // Losses stay on the device until read: every `print_freq` steps (the step record and
+        // the plain progress line need the value then), before any checkpoint, at the end.
+        let read_every = if self.print_freq > 0 { self.print_freq } else { super::loss_window::DEFAULT_READ_EVERY };
+        let mut window = super::loss_window::LossWindow::default();
+        let mut last_loss = f64::NAN;
         for (step, batch) in (first..).zip(pass.loader.epoch_from(pass.order, first)) {
             let batch = batch?;
             stats.lr = self.schedule.lr(pass.epoch, step, batches);
             let images = self.images_to_device(&batch.images)?;
-            let labels = self.to_device(&batch.labels);
-            let (step_result, stop) = self.step_voting(
+            let labels = self.labels_to_device(&batch.labels)?;
+            let (output, stop) = self.step_voting(
                 &images,
                 &labels,
                 optimizer,
@@ -195,32 +207,34 @@ impl TrainLoop {
                 &mut objective,
                 &mut || progress.stop_requested(),
             )?;
-            let value = match step_result {
-                StepResult::NonFinite(value) => return Err(self.non_finite(value, pass.epoch, step)),
-                StepResult::Skipped(value) => {
-                    state.skipped_steps += 1;
-                    value
-                }
-                StepResult::Taken(value) => value,
-            };
             // Every rank runs equal batches: the global batch is world size × this one.
             let n = batch.indices.len() * distributed::current().map_or(1, |d| d.world_size);
-            state.loss_sum += value * n as f64;
-            state.images += n;
+            window.push(step, n, &output.loss, output.skipped.as_ref());
             state.steps = step + 1;
             images_this_run += n;
+            let pass_done = state.steps == batches;
+            let save_due = !pass_done && self.save_every_steps > 0 && state.steps % self.save_every_steps == 0;
+            if (step + 1) % read_every == 0 || pass_done || save_due || stop.is_some() {
+                let read = window.read();
+                if let Some((bad_step, value)) = read.non_finite {
+                    return Err(self.non_finite(value, pass.epoch, bad_step));
+                }
+                state.loss_sum += read.loss_sum;
+                state.images += read.images;
+                state.skipped_steps += read.skipped_steps;
+                last_loss = read.last;
+            }
             let rate = images_this_run as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            progress.step(pass.epoch, step, value, stats.lr, rate);
+            progress.step(pass.epoch, step, last_loss, stats.lr, rate);
             if self.print_freq > 0 && (step + 1) % self.print_freq == 0 {
                 log.record(json!({"kind": "step", "stage": self.stage, "epoch": pass.epoch, "step": step + 1,
-                    "loss": value, "lr": stats.lr, "images_per_s": rate}))?;
+                    "loss": last_loss, "lr": stats.lr, "images_per_s": rate}))?;
             }
-            let pass_done = state.steps == batches;
             match stop {
                 // Also after the last step: the position then says the pass is done and a resumed
                 // run goes straight on to what follows it (evaluation, the epoch's checkpoint).
                 Some(signal) => return Err(self.interrupted(signal, optimizer, &state, scaler.as_ref(), save)),
-                None if !pass_done && self.save_every_steps > 0 && state.steps % self.save_every_steps == 0 => {
+                None if save_due => {
                     save(optimizer, &with_scaler(&state, scaler.as_ref()))?;
                 }
                 None => {}
@@ -272,7 +286,8 @@ impl TrainLoop {
     }
 
     /// One SGD step on one batch: forward under autocast, objective in fp32, (scaled) backward,
-    /// update. A non-finite loss stops before any update.
+    /// update. Nothing here waits for the device: a NaN/inf loss is found when the loss is read
+    /// (the loop stops then, naming the step), fp16 overflow skips the update on the device.
     #[allow(clippy::too_many_arguments)]
     pub fn step<T>(
         &self,
@@ -283,14 +298,15 @@ impl TrainLoop {
         lr: f64,
         forward: &mut impl FnMut(&Tensor) -> Result<T>,
         objective: &mut impl FnMut(T, &Tensor) -> Result<Tensor>,
-    ) -> Result<StepResult> {
+    ) -> Result<StepOutput> {
         Ok(self.step_voting(images, labels, optimizer, scaler, lr, forward, objective, &mut || None)?.0)
     }
 
     /// [`TrainLoop::step`] that also says whether the run stops after it: `vote` asks this
     /// process (a signal number). Alone, it is asked once the step is done; in a distributed run
     /// it is asked before the loss is averaged and sent with it (no extra collective), so that
-    /// a request on any rank stops every rank after the same step (SIGTERM over SIGINT).
+    /// a request on any rank stops every rank after the same step (SIGTERM over SIGINT). That
+    /// average is read by the host (Gloo works on host values), the one wait of a distributed step.
     #[allow(clippy::too_many_arguments)]
     pub fn step_voting<T>(
         &self,
@@ -302,7 +318,7 @@ impl TrainLoop {
         forward: &mut impl FnMut(&Tensor) -> Result<T>,
         objective: &mut impl FnMut(T, &Tensor) -> Result<Tensor>,
         vote: &mut dyn FnMut() -> Option<i32>,
-    ) -> Result<(StepResult, Option<i32>)> {
+    ) -> Result<(StepOutput, Option<i32>)> {
         let outputs = {
             let _autocast = self.precision.autocast(self.device)?;
             forward(images)?
@@ -317,14 +333,14 @@ impl TrainLoop {
         // A SyncBatchNorm layer that could not reach the other ranks left its error here.
         distributed::sync_bn::take_failure()?;
         let loss = objective(outputs, labels)?;
-        let mut value = loss.double_value(&[]);
+        let mut reported = loss.detach();
         let mut stop = None;
         if let Some(d) = dist {
             let vote = vote();
             // The mean over ranks: what the log shows, and a NaN on one rank stops them all.
             let votes = [vote == Some(libc::SIGTERM), vote.is_some_and(|s| s != libc::SIGTERM)].map(f64::from);
-            let sums = d.sum_values(&[value, votes[0], votes[1]], "averaging the loss")?;
-            value = sums[0] / d.world_size as f64;
+            let sums = d.sum_values(&[loss.double_value(&[]), votes[0], votes[1]], "averaging the loss")?;
+            reported = Tensor::from(sums[0] / d.world_size as f64);
             stop = if sums[1] > 0.0 {
                 Some(libc::SIGTERM)
             } else if sums[2] > 0.0 {
@@ -333,11 +349,6 @@ impl TrainLoop {
                 None
             };
         }
-        if !value.is_finite() {
-            return Ok((StepResult::NonFinite(value), stop));
-        }
-        // Alone: the request as of the end of the step.
-        let mut stop_after = |stop: Option<i32>| if dist.is_some() { stop } else { vote() };
         optimizer.zero_grad();
         let backward = |loss: &Tensor| -> Result<()> {
             loss.f_backward().map_err(|e| match dist {
@@ -350,36 +361,30 @@ impl TrainLoop {
             }
             Ok(())
         };
-        match scaler {
+        let skipped = match scaler {
             Some(scaler) => {
                 backward(&scaler.scale(&loss))?;
-                let finite = scaler.unscale(&optimizer.grads())?;
-                if finite {
-                    optimizer.step(lr);
-                }
+                scaler.unscale(&optimizer.grads())?;
+                optimizer.step_unless(lr, scaler.found_inf())?;
+                let skipped = scaler.found_inf().copy();
                 scaler.update();
-                Ok((if finite { StepResult::Taken(value) } else { StepResult::Skipped(value) }, stop_after(stop)))
+                Some(skipped)
             }
             None => {
                 backward(&loss)?;
-                optimizer.step(lr);
-                Ok((StepResult::Taken(value), stop_after(stop)))
+                optimizer.step(lr)?;
+                None
             }
-        }
+        };
+        // Alone: the request as of the end of the step.
+        let stop = if dist.is_some() { stop } else { vote() };
+        Ok((StepOutput { loss: reported, skipped }, stop))
     }
 
-    /// Host → device: on CUDA through pinned memory with an asynchronous copy, so the transfer
-    /// overlaps the work already queued on the GPU.
-    pub fn to_device(&self, t: &Tensor) -> Tensor {
-        match self.device {
-            Device::Cuda(_) => t.pin_memory(self.device).to_device_(self.device, t.kind(), true, false),
-            _ => t.to_device(self.device),
-        }
-    }
-
-    /// An image batch on the device, in the layout the model expects.
+    /// An image batch on the device, in the layout and dtype the model expects (training and
+    /// evaluation alike).
     pub fn images_to_device(&self, images: &Tensor) -> Result<Tensor> {
-        let mut images = self.to_device(images);
+        let mut images = crate::engine::to_device(images, self.device)?;
         if self.precision == Precision::Fp64 {
             images = images.to_kind(tch::Kind::Double);
         }
@@ -388,6 +393,15 @@ impl TrainLoop {
         } else {
             Ok(images)
         }
+    }
+
+    pub fn labels_to_device(&self, labels: &Tensor) -> Result<Tensor> {
+        crate::engine::to_device(labels, self.device)
+    }
+
+    /// Autocast for evaluation passes: the precision training uses (no-op for fp32/fp64).
+    pub fn autocast(&self) -> Result<Option<torch_shim::AutocastGuard>> {
+        self.precision.autocast(self.device)
     }
 
     /// A loss scaler for one epoch when the precision needs one (fp16).

@@ -43,6 +43,7 @@ pub fn encoder_features(
     how: FeatureExtraction,
 ) -> Result<EncoderFeatures> {
     let FeatureExtraction { mean, std, threads, device, precision, channels_last } = how;
+    crate::engine::use_device(device)?;
     let loader = DataLoader::new(
         set.clone(),
         Transform::Eval(transform),
@@ -66,7 +67,7 @@ pub fn encoder_features(
     let mut exits: Vec<Vec<Tensor>> = (0..n_exits).map(|_| Vec::new()).collect();
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let mut images = batch.images.to_device(device);
+        let mut images = crate::engine::to_device(&batch.images, device)?;
         if channels_last {
             images = crate::model::channels_last(&images)?;
         }

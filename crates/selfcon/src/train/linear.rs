@@ -3,7 +3,7 @@
 //! last exit's features; each epoch reports top-1/top-5 of backbone, sub-network and ensemble
 //! (mean of the two classifiers' logits).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -105,6 +105,7 @@ pub fn linear_eval(
     resume: Option<&Path>,
     progress: &mut dyn Progress,
 ) -> Result<LinearResult> {
+    crate::engine::use_device(device)?;
     let test_set =
         data.test.clone().ok_or_else(|| Error::option("dataset", "linear evaluation needs a test split (val/)"))?;
     if config.subnet && config.model.exits.count() == 0 {
@@ -153,6 +154,7 @@ pub fn linear_eval_model(
     resume: Option<&Path>,
     progress: &mut dyn Progress,
 ) -> Result<LinearResult> {
+    crate::engine::use_device(device)?;
     let n_cls = data.train.num_classes();
     let d = config.model.feature_dim();
     let (train_set, val_set): (Arc<dyn Dataset>, Option<Arc<dyn Dataset>>) = if config.val_split > 0.0 {
@@ -192,8 +194,7 @@ pub fn linear_eval_model(
     )?;
     let last = run_dir.join("last.safetensors");
     // Warm-up only when asked for (main_linear.py has no automatic switch).
-    let mut train = TrainLoop::new("linear", device, config.optim.precision, config.optim.schedule(false));
-    train.channels_last = config.optim.channels_last;
+    let mut train = config.optim.plain_train_loop("linear", device, config.optim.schedule(false))?;
     train.print_freq = config.print_freq;
     train.save_every_steps = config.optim.save_every_steps;
     train.last_checkpoint = Some(last.clone());
@@ -227,7 +228,9 @@ pub fn linear_eval_model(
                 Some(p) if crate::distributed::is_primary() => p.counters.clone(),
                 _ => vec![0, 0],
             };
-            let (correct, seen) = (Cell::new(counters[0]), Cell::new(counters[1]));
+            // Correct predictions counted on the device (read at a checkpoint and at the end).
+            let correct = RefCell::new(crate::engine::to_device(&Tensor::from(counters[0]), device)?);
+            let seen = Cell::new(counters[1]);
             let pass = Pass {
                 loader: &train_loader,
                 order: 2 * epoch as u64 + k as u64,
@@ -244,16 +247,15 @@ pub fn linear_eval_model(
                 &mut log,
                 |images| Ok(linear.forward_t(&features(model, images, use_exit)?, true)),
                 |logits, labels| {
-                    correct.set(
-                        correct.get() + logits.argmax(1, false).eq_tensor(labels).sum(Kind::Int64).int64_value(&[]),
-                    );
+                    let hits = logits.argmax(1, false).eq_tensor(labels).sum(Kind::Int64);
+                    let _ = correct.borrow_mut().g_add_(&hits);
                     seen.set(seen.get() + labels.size()[0]);
                     Ok(logits.to_kind(Kind::Float).cross_entropy_for_logits(labels))
                 },
                 &mut |optimizer, at| {
                     let at = PassState {
                         counters: crate::distributed::total_counts(
-                            vec![correct.get(), seen.get()],
+                            vec![correct.borrow().int64_value(&[]), seen.get()],
                             "summing the training accuracy so far",
                         )?,
                         earlier: train_top1.clone(),
@@ -268,14 +270,16 @@ pub fn linear_eval_model(
                     Ok(last.clone())
                 },
             )?;
-            let total =
-                crate::distributed::total_counts(vec![correct.get(), seen.get()], "summing the training accuracy")?;
+            let total = crate::distributed::total_counts(
+                vec![correct.borrow().int64_value(&[]), seen.get()],
+                "summing the training accuracy",
+            )?;
             train_top1.push(100.0 * total[0] as f64 / total[1].max(1) as f64);
         }
         let (train_backbone, train_sub) = (train_top1[0], train_top1.get(1).copied());
-        let (b, s, e) = evaluate(&test_loader, model, &backbone, sub.as_ref(), device)?;
+        let (b, s, e) = evaluate(&test_loader, model, &backbone, sub.as_ref(), &train)?;
         let val_backbone = match &val_loader {
-            Some(l) => Some(evaluate(l, model, &backbone, None, device)?.0),
+            Some(l) => Some(evaluate(l, model, &backbone, None, &train)?.0),
             None => None,
         };
         progress.epoch_finished(&format!(
@@ -325,20 +329,23 @@ fn features(model: &ConModel, images: &Tensor, use_exit: bool) -> Result<Tensor>
 
 type Evaluation = (Accuracy, Option<Accuracy>, Option<Accuracy>);
 
+/// Test (or validation) accuracies, with the batches placed as in training (memory format,
+/// autocast); hits are counted on the device and read once.
 fn evaluate(
     loader: &DataLoader,
     model: &ConModel,
     backbone: &Head,
     sub: Option<&Head>,
-    device: Device,
+    train: &TrainLoop,
 ) -> Result<Evaluation> {
     let _guard = tch::no_grad_guard();
-    let mut counts = [[0i64; 2]; 3];
+    let _autocast = train.autocast()?;
+    let counts = Tensor::zeros([3, 2], (Kind::Int64, train.device));
     let mut seen = 0i64;
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let labels = batch.labels.to_device(device);
-        let out = model.encode(&batch.images.to_device(device), false)?;
+        let labels = train.labels_to_device(&batch.labels)?;
+        let out = model.encode(&train.images_to_device(&batch.images)?, false)?;
         let lb = backbone.linear.forward(&out.backbone);
         let mut logits = vec![lb.shallow_clone()];
         if let Some(sub) = sub {
@@ -346,15 +353,14 @@ fn evaluate(
             logits.push((&lb + &ls) / 2.0);
             logits.insert(1, ls);
         }
-        for (c, l) in counts.iter_mut().zip(&logits) {
-            let (t1, t5) = topk_correct(l, &labels);
-            c[0] += t1;
-            c[1] += t5;
+        for (k, l) in logits.iter().enumerate() {
+            let _ = counts.get(k as i64).g_add_(&topk_hits(l, &labels));
         }
         seen += labels.size()[0];
     }
     // Distributed: each rank saw its shard of the test set.
-    let mut flat: Vec<i64> = counts.iter().flatten().copied().chain([seen]).collect();
+    let mut flat = Vec::<i64>::try_from(counts.flatten(0, -1).to_device(Device::Cpu)).map_err(Error::Torch)?;
+    flat.push(seen);
     flat = crate::distributed::total_counts(flat, "summing the evaluation counts")?;
     let seen = flat[6];
     let counts = [[flat[0], flat[1]], [flat[2], flat[3]], [flat[4], flat[5]]];
@@ -363,14 +369,13 @@ fn evaluate(
     Ok((acc(counts[0]), sub.map(|_| acc(counts[1])), sub.map(|_| acc(counts[2]))))
 }
 
-/// Rows whose label is the top-1 / among the top-5 (top-k for fewer classes) logits.
-pub(super) fn topk_correct(logits: &Tensor, labels: &Tensor) -> (i64, i64) {
+/// `[rows whose label is the top-1 logit, rows whose label is among the top-5]` (top-k for fewer
+/// classes), int64 on the logits' device.
+pub(super) fn topk_hits(logits: &Tensor, labels: &Tensor) -> Tensor {
     let k = 5.min(logits.size()[1]);
     let (_, top) = logits.topk(k, 1, true, true);
     let hits = top.eq_tensor(&labels.unsqueeze(1));
-    let top1 = hits.narrow(1, 0, 1).sum(Kind::Int64).int64_value(&[]);
-    let top5 = hits.sum(Kind::Int64).int64_value(&[]);
-    (top1, top5)
+    Tensor::stack(&[hits.narrow(1, 0, 1).sum(Kind::Int64), hits.sum(Kind::Int64)], 0)
 }
 
 /// A linear-evaluation checkpoint: every classifier with its optimiser, the accuracy history.

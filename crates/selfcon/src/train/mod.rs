@@ -4,6 +4,7 @@ mod ce;
 mod epoch_loop;
 mod features;
 mod linear;
+mod loss_window;
 mod optim_config;
 mod optimizer;
 mod pass_state;
@@ -18,7 +19,7 @@ mod throughput;
 mod train_checkpoint;
 
 pub use ce::{kd_loss, train_ce, CeConfig, CeMethod, CeResult};
-pub use epoch_loop::{EpochStats, Pass, StepResult, TrainLoop};
+pub use epoch_loop::{EpochStats, Pass, StepOutput, TrainLoop};
 pub use features::{encoder_features, EncoderFeatures, FeatureExtraction};
 pub use linear::{linear_eval, linear_eval_model, Accuracy, EpochAccuracy, LinearConfig, LinearResult};
 pub use optim_config::OptimConfig;

@@ -111,15 +111,7 @@ impl OptimConfig {
         schedule: LrSchedule,
         vs: &tch::nn::VarStore,
     ) -> Result<super::epoch_loop::TrainLoop> {
-        if self.flush_denormal {
-            torch_shim::set_flush_denormal(true);
-        }
-        if let tch::Device::Cuda(_) = device {
-            // Fixed input shapes: let cuDNN pick the fastest convolution algorithms once.
-            tch::Cuda::cudnn_set_benchmark(true);
-        }
-        let mut train = super::epoch_loop::TrainLoop::new(stage, device, self.precision, schedule);
-        train.channels_last = self.channels_last;
+        let mut train = self.plain_train_loop(stage, device, schedule)?;
         if let Some(d) = crate::distributed::current() {
             // Every rank continues from rank 0's weights (as DDP starts), whatever each one loaded.
             d.broadcast_from_primary(vs)?;
@@ -128,6 +120,29 @@ impl OptimConfig {
             buffers.sort_by(|a, b| a.0.cmp(&b.0));
             train.buffers = buffers.into_iter().map(|(_, t)| t).collect();
         }
+        Ok(train)
+    }
+
+    /// The training loop with this run's precision, memory format and engine settings (denormals,
+    /// cuDNN autotuning), without the distributed start (linear evaluation trains classifiers
+    /// that every rank creates alike).
+    pub fn plain_train_loop(
+        &self,
+        stage: &'static str,
+        device: tch::Device,
+        schedule: LrSchedule,
+    ) -> Result<super::epoch_loop::TrainLoop> {
+        crate::engine::use_device(device)?;
+        if self.flush_denormal {
+            torch_shim::set_flush_denormal(true);
+        }
+        if let tch::Device::Cuda(_) = device {
+            // Fixed input shapes: let cuDNN pick the fastest convolution algorithms once (for
+            // training and for evaluation, whose batches keep one shape too).
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
+        let mut train = super::epoch_loop::TrainLoop::new(stage, device, self.precision, schedule);
+        train.channels_last = self.channels_last;
         Ok(train)
     }
 

@@ -32,13 +32,10 @@ impl Sgd {
         Sgd { momentum, weight_decay, lars_eta: None, params, buffers, gradient_sync: None }
     }
 
+    /// `zero_grad(set_to_none=True)`: the next backward writes fresh gradients (no zero-fill
+    /// kernels, no gradient memory held between steps).
     pub fn zero_grad(&mut self) {
-        for (_, p) in &mut self.params {
-            let mut g = p.grad();
-            if g.defined() {
-                let _ = g.zero_();
-            }
-        }
+        torch_shim::set_grads_to_none(&self.parameters());
     }
 
     /// The trained parameters (shallow handles), in state-dict name order.
@@ -52,8 +49,58 @@ impl Sgd {
         self.params.iter().map(|(_, p)| p.grad()).filter(Tensor::defined).collect()
     }
 
-    /// One update at learning rate `lr`.
-    pub fn step(&mut self, lr: f64) {
+    /// One update at learning rate `lr`, in the multi-tensor `_foreach_*` kernels (a handful of
+    /// launches per step); bit-for-bit the per-parameter update (`reference_step` in the tests).
+    pub fn step(&mut self, lr: f64) -> Result<()> {
+        if self.lars_eta.is_some() {
+            self.lars_step(lr);
+            return Ok(());
+        }
+        let (params, grads, buffers) = self.with_gradients();
+        self.sgd(lr).foreach(&params, &grads, &buffers).map_err(|e| Error::input(format!("optimizer: {e}")))
+    }
+
+    /// One update that the device itself skips when `found_inf` (one float, set by loss scaling)
+    /// is non-zero: no host read of the flag. Fused `_fused_sgd_` kernel (its weight decay is a
+    /// fused multiply-add: the last bit may differ from [`Sgd::step`]); with LARS the flag is read.
+    pub fn step_unless(&mut self, lr: f64, found_inf: &Tensor) -> Result<()> {
+        if self.lars_eta.is_some() {
+            if found_inf.double_value(&[0]) == 0.0 {
+                self.lars_step(lr);
+            }
+            return Ok(());
+        }
+        let (params, grads, buffers) = self.with_gradients();
+        self.sgd(lr)
+            .fused(&params, &grads, &buffers, Some(found_inf))
+            .map_err(|e| Error::input(format!("optimizer: {e}")))
+    }
+
+    fn sgd(&self, lr: f64) -> torch_shim::SgdStep {
+        torch_shim::SgdStep { weight_decay: self.weight_decay, momentum: self.momentum, lr }
+    }
+
+    /// The parameters that have a gradient this step, their gradients and momentum buffers (a
+    /// new buffer is zeros: `0·momentum + d` is `d`, the first step's buffer).
+    fn with_gradients(&mut self) -> (Vec<Tensor>, Vec<Tensor>, Vec<Tensor>) {
+        let (mut params, mut grads, mut buffers) = (Vec::new(), Vec::new(), Vec::new());
+        for ((_, p), buf) in self.params.iter().zip(self.buffers.iter_mut()) {
+            let g = p.grad();
+            if !g.defined() {
+                continue;
+            }
+            if self.momentum != 0.0 {
+                let b = buf.get_or_insert_with(|| tch::no_grad(|| p.zeros_like()));
+                buffers.push(b.shallow_clone());
+            }
+            params.push(p.shallow_clone());
+            grads.push(g);
+        }
+        (params, grads, buffers)
+    }
+
+    /// LARS: per parameter, as each weight's trust ratio needs its own norms.
+    fn lars_step(&mut self, lr: f64) {
         tch::no_grad(|| {
             for ((_, p), buf) in self.params.iter_mut().zip(self.buffers.iter_mut()) {
                 let g = p.grad();
@@ -138,7 +185,7 @@ mod tests {
         let loss = (&w * 1000.0).sum(Kind::Float) + (&b * 2.0).sum(Kind::Float);
         loss.backward();
         let (w0, b0) = (w.copy(), b.copy());
-        sgd.step(0.5);
+        sgd.step(0.5).unwrap();
         let moved = (&w - &w0).norm().double_value(&[]);
         let expected = 0.5 * 0.01 * w0.norm().double_value(&[]);
         assert!((moved - expected).abs() < 1e-6 * expected.max(1.0), "{moved} vs {expected}");
@@ -153,9 +200,103 @@ mod tests {
         let w = vs.root().var("w", &[2, 2], nn::Init::Const(1.0));
         let mut sgd = Sgd::new(&vs, 0.9, 0.1);
         (&w * 3.0).sum(Kind::Float).backward();
-        sgd.step(0.1);
+        sgd.step(0.1).unwrap();
         // d = g + wd·w = 3.1; w ← 1 − 0.1 · 3.1
         let v = w.mean(Kind::Float).double_value(&[]);
         assert!((v - 0.69).abs() < 1e-6, "{v}");
+    }
+
+    /// The per-parameter update the optimiser used before the multi-tensor kernels.
+    fn reference_step(params: &[Tensor], buffers: &mut [Option<Tensor>], momentum: f64, wd: f64, lr: f64) {
+        tch::no_grad(|| {
+            for (p, buf) in params.iter().zip(buffers.iter_mut()) {
+                let g = p.grad();
+                let d = if wd != 0.0 { &g + p * wd } else { g };
+                let d = match buf {
+                    Some(b) => {
+                        let _ = b.g_mul_scalar_(momentum).g_add_(&d);
+                        b.shallow_clone()
+                    }
+                    None => {
+                        let b = d.detach().copy();
+                        *buf = Some(b.shallow_clone());
+                        b
+                    }
+                };
+                let mut p = p.shallow_clone();
+                let _ = p.g_sub_(&(d * lr));
+            }
+        });
+    }
+
+    /// A few parameters of different shapes in fp64 with random gradients each step.
+    fn double_params(vs: &nn::VarStore) -> Vec<Tensor> {
+        let root = vs.root();
+        [vec![8, 3, 3, 3], vec![8], vec![10, 8], vec![1]]
+            .iter()
+            .enumerate()
+            .map(|(i, shape)| root.var(&format!("p{i}"), shape, nn::Init::Randn { mean: 0.0, stdev: 1.0 }))
+            .map(|p| {
+                let mut p = p;
+                tch::no_grad(|| p.set_data(&p.to_kind(Kind::Double)));
+                p
+            })
+            .collect()
+    }
+
+    fn set_random_grads(params: &[Tensor], seed: i64) {
+        tch::manual_seed(seed);
+        for p in params {
+            let mut g = p.grad();
+            if g.defined() {
+                let _ = g.copy_(&p.randn_like());
+            } else {
+                // A first gradient through autograd, then overwritten with random values.
+                (p * p.randn_like()).sum(Kind::Double).backward();
+            }
+        }
+    }
+
+    #[test]
+    fn multi_tensor_step_is_bit_for_bit_the_per_parameter_update_in_fp64() {
+        let (ours_vs, reference_vs) = (nn::VarStore::new(Device::Cpu), nn::VarStore::new(Device::Cpu));
+        tch::manual_seed(3);
+        let ours = double_params(&ours_vs);
+        tch::manual_seed(3);
+        let reference = double_params(&reference_vs);
+        let mut sgd = Sgd::new(&ours_vs, 0.9, 5e-4);
+        let mut buffers: Vec<Option<Tensor>> = reference.iter().map(|_| None).collect();
+        for (step, lr) in [0.5, 0.25, 0.125, 0.3].into_iter().enumerate() {
+            set_random_grads(&ours, step as i64);
+            set_random_grads(&reference, step as i64);
+            sgd.step(lr).unwrap();
+            reference_step(&reference, &mut buffers, 0.9, 5e-4, lr);
+            for (a, b) in ours.iter().zip(&reference) {
+                assert!(a.equal(b), "step {step}: parameters differ");
+            }
+            sgd.zero_grad();
+            assert!(ours.iter().all(|p| !p.grad().defined()), "gradients set to none");
+            for p in &reference {
+                let _ = p.grad().zero_();
+            }
+        }
+        let state = sgd.state();
+        assert_eq!(state.len(), 4);
+        for ((_, a), b) in state.iter().zip(&buffers) {
+            assert!(a.equal(b.as_ref().unwrap()), "momentum buffers differ");
+        }
+    }
+
+    #[test]
+    fn fused_step_skips_on_the_device_when_gradients_overflowed() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().var("w", &[3], nn::Init::Const(1.0));
+        let mut sgd = Sgd::new(&vs, 0.9, 0.1);
+        (&w * 3.0).sum(Kind::Float).backward();
+        sgd.step_unless(0.1, &Tensor::from_slice(&[1.0f32])).unwrap();
+        assert_eq!(w.mean(Kind::Float).double_value(&[]), 1.0, "skipped");
+        sgd.step_unless(0.1, &Tensor::from_slice(&[0.0f32])).unwrap();
+        let v = w.mean(Kind::Float).double_value(&[]);
+        assert!((v - 0.69).abs() < 1e-6, "taken: {v}");
     }
 }

@@ -147,15 +147,24 @@ impl GradScaler {
         loss.to_kind(Kind::Float) * &self.scale
     }
 
-    /// Divides the gradients by the scale in place; returns whether they are all finite (the step
-    /// may be taken).
-    pub fn unscale(&mut self, grads: &[Tensor]) -> Result<bool> {
+    /// Divides the gradients by the scale in place and sets [`GradScaler::found_inf`] when any
+    /// of them holds an inf/NaN (the step must be skipped), all on the device.
+    pub fn unscale(&mut self, grads: &[Tensor]) -> Result<()> {
         let _ = self.found_inf.zero_();
         let inv_scale = self.scale.to_kind(Kind::Double).reciprocal().to_kind(Kind::Float);
         // The fused kernel wants one dtype per call; gradients are fp32 (parameters stay fp32).
         torch_shim::amp_unscale_(grads, &mut self.found_inf, &inv_scale)
-            .map_err(|e| Error::input(format!("loss scaling: {e}")))?;
-        Ok(self.found_inf.double_value(&[0]) == 0.0)
+            .map_err(|e| Error::input(format!("loss scaling: {e}")))
+    }
+
+    /// 1.0 when the last unscaled gradients overflowed, else 0.0 (one float on the device).
+    pub fn found_inf(&self) -> &Tensor {
+        &self.found_inf
+    }
+
+    /// Whether the last unscaled gradients were all finite (reads the device: tests, tools).
+    pub fn finite(&self) -> bool {
+        self.found_inf.double_value(&[0]) == 0.0
     }
 
     /// Backs off after a skipped step, grows after `GROWTH_INTERVAL` clean ones.
@@ -178,16 +187,19 @@ mod tests {
     fn a_scaler_continues_from_its_saved_state() {
         let mut scaler = GradScaler::new(Device::Cpu);
         let grads = [Tensor::from_slice(&[f32::INFINITY])];
-        assert!(!scaler.unscale(&grads).unwrap());
+        scaler.unscale(&grads).unwrap();
+        assert!(!scaler.finite());
         scaler.update();
         let clean = [Tensor::from_slice(&[1.0f32])];
-        assert!(scaler.unscale(&clean).unwrap());
+        scaler.unscale(&clean).unwrap();
+        assert!(scaler.finite());
         scaler.update();
         assert_eq!(scaler.state(), (32768.0, 1), "backed off once, one clean step since");
         let mut resumed = GradScaler::from_state(Device::Cpu, scaler.state());
         assert_eq!(resumed.state(), scaler.state());
         for s in [&mut scaler, &mut resumed] {
-            assert!(s.unscale(&[Tensor::from_slice(&[1.0f32])]).unwrap());
+            s.unscale(&[Tensor::from_slice(&[1.0f32])]).unwrap();
+            assert!(s.finite());
             s.update();
         }
         assert_eq!(resumed.state(), scaler.state());
@@ -212,12 +224,14 @@ mod tests {
         let loss = Tensor::from(2.0f32);
         assert_eq!(scaler.scale(&loss).double_value(&[]), 2.0 * GradScaler::INIT_SCALE);
         let grads = [Tensor::from_slice(&[65536.0f32, -131072.0])];
-        assert!(scaler.unscale(&grads).unwrap());
+        scaler.unscale(&grads).unwrap();
+        assert!(scaler.finite());
         assert_eq!(Vec::<f32>::try_from(&grads[0]).unwrap(), vec![1.0, -2.0]);
         scaler.update();
         assert_eq!(scaler.scale_value(), GradScaler::INIT_SCALE);
         let bad = [Tensor::from_slice(&[f32::NAN])];
-        assert!(!scaler.unscale(&bad).unwrap());
+        scaler.unscale(&bad).unwrap();
+        assert!(!scaler.finite());
         scaler.update();
         assert_eq!(scaler.scale_value(), GradScaler::INIT_SCALE * GradScaler::BACKOFF_FACTOR);
     }

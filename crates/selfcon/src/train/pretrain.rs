@@ -203,6 +203,7 @@ pub fn pretrain(
     resume: Option<&Path>,
     progress: &mut dyn Progress,
 ) -> Result<PretrainResult> {
+    crate::engine::use_device(device)?;
     config.validate()?;
     let (vs, model) = crate::engine::seeded(config.optim.seed, || ConModel::build(&config.model, device))?;
     config.optim.prepare_model(&vs)?;

@@ -15,6 +15,7 @@ use super::linear::Accuracy;
 use super::optimizer::Sgd;
 use crate::data::augment::{sample_rng, EvalTransform};
 use crate::data::Dataset;
+use crate::engine::to_device;
 use crate::error::Result;
 use crate::model::{ConModel, LinearClassifier};
 
@@ -30,9 +31,9 @@ pub fn extract_features(model: &ConModel, set: &Arc<dyn Dataset>, how: FeatureEx
     let mut f = encoder_features(model, set, EvalTransform::Identity, how)?;
     let device = how.device;
     Ok(CachedFeatures {
-        backbone: f.backbone.to_device(device),
-        exit: f.exits.pop().map(|e| e.to_device(device)),
-        labels: f.labels.to_device(device),
+        backbone: to_device(&f.backbone, device)?,
+        exit: f.exits.pop().map(|e| to_device(&e, device)).transpose()?,
+        labels: to_device(&f.labels, device)?,
     })
 }
 
@@ -68,7 +69,14 @@ impl ProbeSettings {
 
 /// Trains `Linear(d, n_classes)` on `(x, y)` (standardised with `x`'s statistics) and returns the
 /// logits of `evaluate`.
-fn fit_linear(x: &Tensor, y: &Tensor, evaluate: &Tensor, n_classes: i64, s: ProbeSettings, seed: u64) -> Tensor {
+fn fit_linear(
+    x: &Tensor,
+    y: &Tensor,
+    evaluate: &Tensor,
+    n_classes: i64,
+    s: ProbeSettings,
+    seed: u64,
+) -> Result<Tensor> {
     let mean = x.mean_dim(0, true, Kind::Float);
     let std = x.std_dim(0, true, true) + 1e-6;
     let x = (x - &mean) / &std;
@@ -84,15 +92,15 @@ fn fit_linear(x: &Tensor, y: &Tensor, evaluate: &Tensor, n_classes: i64, s: Prob
         let mut order: Vec<i64> = (0..n as i64).collect();
         order.shuffle(&mut rng);
         for step in 0..steps {
-            let idx = Tensor::from_slice(&order[step * batch..((step + 1) * batch).min(n)]).to_device(x.device());
+            let idx = to_device(&Tensor::from_slice(&order[step * batch..((step + 1) * batch).min(n)]), x.device())?;
             let logits = clf.forward(&x.index_select(0, &idx));
             let loss = logits.cross_entropy_for_logits(&y.index_select(0, &idx));
             sgd.zero_grad();
             loss.backward();
-            sgd.step(rate);
+            sgd.step(rate)?;
         }
     }
-    tch::no_grad(|| clf.forward(&((evaluate - &mean) / &std)))
+    Ok(tch::no_grad(|| clf.forward(&((evaluate - &mean) / &std))))
 }
 
 fn accuracy(logits: &Tensor, labels: &Tensor) -> Accuracy {
@@ -114,13 +122,13 @@ pub fn linear_probe(
     n_classes: i64,
     s: ProbeSettings,
     seed: u64,
-) -> ProbeResult {
-    let backbone = fit_linear(&train.backbone, &train.labels, &test.backbone, n_classes, s, seed);
+) -> Result<ProbeResult> {
+    let backbone = fit_linear(&train.backbone, &train.labels, &test.backbone, n_classes, s, seed)?;
     let sub = match (&train.exit, &test.exit) {
-        (Some(x), Some(tx)) => Some(fit_linear(x, &train.labels, tx, n_classes, s, seed)),
+        (Some(x), Some(tx)) => Some(fit_linear(x, &train.labels, tx, n_classes, s, seed)?),
         _ => None,
     };
-    ProbeResult::score(&backbone, sub.as_ref(), &test.labels)
+    Ok(ProbeResult::score(&backbone, sub.as_ref(), &test.labels))
 }
 
 impl ProbeResult {
@@ -155,40 +163,40 @@ pub fn select_and_probe(
     grid: &[ProbeSettings],
     val_fraction: f64,
     seed: u64,
-) -> SelectedProbe {
+) -> Result<SelectedProbe> {
     assert!(!grid.is_empty(), "an empty probe grid");
     let n = train.labels.size()[0];
     let n_val = ((n as f64 * val_fraction).round() as i64).clamp(1, n - 1);
     let mut order: Vec<i64> = (0..n).collect();
     order.shuffle(&mut sample_rng(seed, 0, 0, 11));
     let device = train.labels.device();
-    let val_idx = Tensor::from_slice(&order[..n_val as usize]).to_device(device);
-    let fit_idx = Tensor::from_slice(&order[n_val as usize..]).to_device(device);
+    let val_idx = to_device(&Tensor::from_slice(&order[..n_val as usize]), device)?;
+    let fit_idx = to_device(&Tensor::from_slice(&order[n_val as usize..]), device)?;
     let (y_fit, y_val) = (train.labels.index_select(0, &fit_idx), train.labels.index_select(0, &val_idx));
-    let choose = |x: &Tensor, tx: &Tensor| -> (ProbeSettings, f64, Tensor) {
+    let choose = |x: &Tensor, tx: &Tensor| -> Result<(ProbeSettings, f64, Tensor)> {
         let (x_fit, x_val) = (x.index_select(0, &fit_idx), x.index_select(0, &val_idx));
         let mut best: Option<(ProbeSettings, f64)> = None;
         for &s in grid {
-            let logits = fit_linear(&x_fit, &y_fit, &x_val, n_classes, s, seed);
+            let logits = fit_linear(&x_fit, &y_fit, &x_val, n_classes, s, seed)?;
             let top1 = accuracy(&logits, &y_val).top1;
             if best.map_or(true, |(_, b)| top1 > b) {
                 best = Some((s, top1));
             }
         }
         let (s, val) = best.expect("a non-empty grid");
-        (s, val, fit_linear(x, &train.labels, tx, n_classes, s, seed))
+        Ok((s, val, fit_linear(x, &train.labels, tx, n_classes, s, seed)?))
     };
-    let (bs, bv, backbone) = choose(&train.backbone, &test.backbone);
+    let (bs, bv, backbone) = choose(&train.backbone, &test.backbone)?;
     let sub = match (&train.exit, &test.exit) {
-        (Some(x), Some(tx)) => Some(choose(x, tx)),
+        (Some(x), Some(tx)) => Some(choose(x, tx)?),
         _ => None,
     };
-    SelectedProbe {
+    Ok(SelectedProbe {
         test: ProbeResult::score(&backbone, sub.as_ref().map(|(_, _, l)| l), &test.labels),
         validation_top1: (bv, sub.as_ref().map(|(_, v, _)| *v)),
         backbone: bs,
         sub: sub.as_ref().map(|(s, _, _)| *s),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -210,11 +218,11 @@ mod tests {
     fn settings_are_chosen_on_held_out_training_features_never_on_the_test_features() {
         let train = blobs(400, 1, 0.0);
         let grid = ProbeSettings::demo_grid(5);
-        let a = select_and_probe(&train, &blobs(200, 2, 0.0), 3, &grid, 0.2, 0);
+        let a = select_and_probe(&train, &blobs(200, 2, 0.0), 3, &grid, 0.2, 0).unwrap();
         // A test set that is pure noise scores worse but changes no choice.
         let mut noise = blobs(200, 3, 0.0);
         noise.labels = noise.labels.flip([0]);
-        let b = select_and_probe(&train, &noise, 3, &grid, 0.2, 0);
+        let b = select_and_probe(&train, &noise, 3, &grid, 0.2, 0).unwrap();
         assert_eq!(a.backbone, b.backbone);
         assert_eq!(a.sub, b.sub);
         assert_eq!(a.validation_top1, b.validation_top1);
@@ -235,14 +243,16 @@ mod tests {
             3,
             ProbeSettings { epochs: 5, lr: 0.1, weight_decay: 0.0 },
             0,
-        );
+        )
+        .unwrap();
         let shifted = linear_probe(
             &blobs(300, 4, 1e3),
             &blobs(100, 5, 1e3),
             3,
             ProbeSettings { epochs: 5, lr: 0.1, weight_decay: 0.0 },
             0,
-        );
+        )
+        .unwrap();
         assert!((plain.backbone.top1 - shifted.backbone.top1).abs() <= 2.0, "{plain:?} {shifted:?}");
     }
 }

@@ -8,7 +8,6 @@ use std::time::Instant;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-use super::epoch_loop::StepResult;
 use super::pretrain::PretrainConfig;
 use crate::data::{DataLoader, OpenedDataset};
 use crate::error::{Error, Result};
@@ -49,6 +48,7 @@ pub fn measure_pretrain_steps(
     warmup: usize,
     steps: usize,
 ) -> Result<Throughput> {
+    crate::engine::use_device(device)?;
     config.validate()?;
     if steps == 0 {
         return Err(Error::option("steps", "must be at least 1"));
@@ -90,7 +90,7 @@ pub fn measure_pretrain_steps(
     let mut scaler = train.new_scaler();
     let mut epoch = 0u64;
     let mut batches = loader.as_ref().map(|l| l.epoch(epoch));
-    let mut last_loss = f64::NAN;
+    let mut last_loss = Tensor::from(f64::NAN);
     let mut started = Instant::now();
     let cuda_index = match device {
         Device::Cuda(i) => Some(i),
@@ -116,20 +116,19 @@ pub fn measure_pretrain_steps(
                         batches.as_mut().and_then(Iterator::next).ok_or_else(|| Error::input("empty loader"))??
                     }
                 };
-                (train.images_to_device(&batch.images)?, train.to_device(&batch.labels))
+                (train.images_to_device(&batch.images)?, train.labels_to_device(&batch.labels)?)
             }
             (None, None) => unreachable!("one source is set"),
         };
         let lr = config.optim.learning_rate;
-        last_loss =
-            match train.step(&images, &labels, &mut optimizer, scaler.as_mut(), lr, &mut forward, &mut loss_of)? {
-                StepResult::Taken(v) | StepResult::Skipped(v) => v,
-                StepResult::NonFinite(v) => {
-                    return Err(Error::input(format!("bench loss is {v} at step {}", step + 1)))
-                }
-            };
+        // Kept on the device: reading it every step would wait for the GPU (as training does not).
+        last_loss = train.step(&images, &labels, &mut optimizer, scaler.as_mut(), lr, &mut forward, &mut loss_of)?.loss;
     }
     synchronize(cuda_index)?;
+    let last_loss = last_loss.double_value(&[]);
+    if !last_loss.is_finite() {
+        return Err(Error::input(format!("bench loss is {last_loss} at step {}", warmup + steps)));
+    }
     let seconds = started.elapsed().as_secs_f64();
     let gradient_sync_ms_per_step = dist.map(|d| 1000.0 * (d.gradient_sync_seconds() - sync_before) / steps as f64);
     let (peak_memory_bytes, peak_memory_kind) = match cuda_index {

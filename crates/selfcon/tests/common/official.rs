@@ -81,7 +81,7 @@ pub fn assert_official_sgd_step(official: &OfficialCheckpoint, vs: &VarStore, wa
         }
     }
     loss.backward();
-    sgd.step(0.05);
+    sgd.step(0.05).unwrap();
     for name in names {
         let p = &vars[name];
         let first = p.flatten(0, -1).double_value(&[0]);

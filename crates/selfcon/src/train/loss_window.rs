@@ -1,0 +1,109 @@
+//! The losses of the last few steps, kept where they were computed and read by the host together:
+//! a training step never waits for the device to report its loss (reading a CUDA value waits for
+//! every kernel queued before it, leaving the GPU idle while the host queues the next step).
+//! The loop reads the window every `--print_freq` steps, before any checkpoint and at the end of
+//! a pass; a NaN/inf loss is then reported with the step it happened at.
+
+use tch::{Kind, Tensor};
+
+/// Read when no `--print_freq` sets the rhythm (the official default).
+pub const DEFAULT_READ_EVERY: usize = 10;
+
+#[derive(Default)]
+pub struct LossWindow {
+    /// (step index, images the loss covers) of each loss below.
+    steps: Vec<(usize, usize)>,
+    /// Each step's loss: a detached scalar on the device (no autograd graph kept alive).
+    losses: Vec<Tensor>,
+    /// Steps whose update the loss scaler skipped, counted on the device.
+    skipped: Option<Tensor>,
+}
+
+/// What one read of the window found.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct WindowTotals {
+    /// Σ loss × images over the window's steps.
+    pub loss_sum: f64,
+    pub images: usize,
+    pub skipped_steps: usize,
+    /// The newest step's loss (NaN for an empty window).
+    pub last: f64,
+    /// The first step with a NaN/inf loss: (step index, loss).
+    pub non_finite: Option<(usize, f64)>,
+}
+
+impl LossWindow {
+    /// Adds one step's loss (covering `images` images) and, with loss scaling, its skip flag (a
+    /// one-element float tensor, 1 when the update was skipped; it is read now, on the device).
+    pub fn push(&mut self, step: usize, images: usize, loss: &Tensor, skipped: Option<&Tensor>) {
+        self.steps.push((step, images));
+        self.losses.push(loss.detach().to_kind(Kind::Double).reshape([1]));
+        if let Some(flag) = skipped {
+            let flag = flag.to_kind(Kind::Double).reshape([1]);
+            self.skipped = Some(match self.skipped.take() {
+                Some(sum) => sum + flag,
+                None => flag,
+            });
+        }
+    }
+
+    /// Copies the window to the host (one synchronisation) and empties it.
+    pub fn read(&mut self) -> WindowTotals {
+        let mut totals = WindowTotals { last: f64::NAN, ..WindowTotals::default() };
+        if !self.steps.is_empty() {
+            let values = Vec::<f64>::try_from(Tensor::cat(&self.losses, 0).to_device(tch::Device::Cpu))
+                .expect("a float64 vector converts");
+            for (&(step, images), &value) in self.steps.iter().zip(&values) {
+                if !value.is_finite() && totals.non_finite.is_none() {
+                    totals.non_finite = Some((step, value));
+                }
+                totals.loss_sum += value * images as f64;
+                totals.images += images;
+            }
+            totals.last = *values.last().expect("non-empty");
+        }
+        if let Some(skipped) = self.skipped.take() {
+            totals.skipped_steps = skipped.double_value(&[0]).round() as usize;
+        }
+        self.steps.clear();
+        self.losses.clear();
+        totals
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_sums_and_names_the_first_non_finite_step() {
+        let mut window = LossWindow::default();
+        assert_eq!(window.read().images, 0);
+        let flag = |v: f32| Tensor::from_slice(&[v]);
+        window.push(4, 8, &Tensor::from(2.0f32), Some(&flag(0.0)));
+        window.push(5, 8, &Tensor::from(f32::NAN), Some(&flag(1.0)));
+        window.push(6, 4, &Tensor::from(f32::INFINITY), Some(&flag(1.0)));
+        window.push(7, 4, &Tensor::from(1.5f32), Some(&flag(0.0)));
+        assert_eq!(window.steps.len(), 4);
+        let totals = window.read();
+        assert!(window.steps.is_empty() && window.losses.is_empty());
+        assert_eq!(totals.images, 24);
+        assert_eq!(totals.skipped_steps, 2);
+        assert_eq!(totals.last, 1.5);
+        let (step, value) = totals.non_finite.unwrap();
+        assert!(step == 5 && value.is_nan());
+        window.push(8, 2, &Tensor::from(3.0f64), None);
+        let totals = window.read();
+        assert_eq!((totals.loss_sum, totals.images, totals.skipped_steps, totals.non_finite), (6.0, 2, 0, None));
+    }
+
+    #[test]
+    fn a_kept_loss_does_not_hold_its_graph() {
+        let x = Tensor::ones([3], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+        let loss = (&x * 2.0).sum(Kind::Float);
+        let mut window = LossWindow::default();
+        window.push(0, 1, &loss, None);
+        assert!(!window.losses[0].requires_grad());
+        assert_eq!(window.read().last, 6.0);
+    }
+}
