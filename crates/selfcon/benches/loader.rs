@@ -23,6 +23,7 @@ fn main() {
                 drop_last: false,
                 background: false,
                 shard: None,
+                format: Default::default(),
                 mean: data.mean,
                 std: data.std,
             };

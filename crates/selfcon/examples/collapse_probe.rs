@@ -53,6 +53,7 @@ fn main() {
             std: data.std,
             background: true,
             shard: None,
+            format: Default::default(),
         },
     )
     .unwrap();

@@ -32,6 +32,7 @@ fn recalibrate(model: &ConModel, set: &Arc<dyn Dataset>, mean: [f32; 3], std: [f
             std,
             background: true,
             shard: None,
+            format: Default::default(),
         },
     )
     .unwrap();

@@ -30,6 +30,7 @@ fn config(batch_size: usize, threads: usize) -> LoaderConfig {
         drop_last: false,
         background: false,
         shard: None,
+        format: Default::default(),
         mean: [0.5; 3],
         std: [0.25; 3],
     }
@@ -165,4 +166,39 @@ fn bundled_data_through_the_loader() {
     assert_eq!(batch.images.size(), [64, 3, 32, 32]);
     let mean = batch.images.mean(Kind::Float).double_value(&[]);
     assert!(mean.abs() < 0.5, "normalised batch mean {mean}");
+}
+
+#[test]
+fn every_batch_format_gives_the_model_the_same_numbers() {
+    use selfcon::data::BatchFormat;
+    // Two views of a training transform and an evaluation transform, two threads.
+    for transform in [train(2), Transform::Eval(EvalTransform::Identity)] {
+        let batches = |format: BatchFormat| {
+            let mut c = config(5, 2);
+            c.format = format;
+            DataLoader::new(tiny(13), transform.clone(), c).unwrap().epoch(3).map(Result::unwrap).collect::<Vec<_>>()
+        };
+        let nchw = batches(BatchFormat::default());
+        let nhwc = batches(BatchFormat { channels_last: true, ..BatchFormat::default() });
+        let raw = batches(BatchFormat { raw_u8: true, ..BatchFormat::default() });
+        assert_eq!(nchw.len(), 3);
+        for ((a, b), c) in nchw.iter().zip(&nhwc).zip(&raw) {
+            assert_eq!(a.images.kind(), Kind::Float);
+            assert!(a.normalization.is_none() && b.normalization.is_none());
+            let n = a.images.size()[0];
+            assert_eq!(a.images.stride(), [3 * 64, 64, 8, 1], "NCHW memory");
+            assert_eq!(b.images.size(), a.images.size());
+            assert_eq!(b.images.stride(), [3 * 64, 1, 24, 3], "NHWC memory");
+            assert_eq!(c.images.kind(), Kind::Uint8);
+            assert_eq!(c.images.stride(), [3 * 64, 1, 24, 3], "u8 pixels in the images' own HWC order");
+            let on_device = c.images_on(tch::Device::Cpu).unwrap();
+            assert_eq!(on_device.kind(), Kind::Float);
+            assert_eq!(on_device.stride(), [3 * 64, 1, 24, 3], "normalised where it is, still channels-last");
+            // Bit for bit: the same operations in the same order, wherever they run.
+            assert!(a.images.equal(&b.images), "NHWC f32 differs from NCHW");
+            assert!(a.images.equal(&on_device), "u8 normalised differs from the host's normalisation");
+            assert_eq!(a.indices, c.indices);
+            assert_eq!(n as usize, a.indices.len() * if matches!(transform, Transform::Train { .. }) { 2 } else { 1 });
+        }
+    }
 }

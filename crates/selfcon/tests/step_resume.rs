@@ -1,6 +1,7 @@
 //! Step-level checkpoints and graceful stops: a run stopped at any step (SIGTERM, SIGINT, a
 //! stop asked through `Progress`, a `--save_every_steps` checkpoint, SIGKILL) and resumed ends
-//! with exactly the weights, optimiser state and results of the uninterrupted run (CPU, fp32).
+//! with exactly the weights, optimiser state and results of the uninterrupted run (fp32; the
+//! library-level ones on `SELFCON_TEST_DEVICE`, deterministic kernels on a GPU).
 
 mod common;
 
@@ -13,57 +14,11 @@ use std::time::{Duration, Instant};
 
 use selfcon::checkpoint;
 use selfcon::data::{open_dataset, DatasetKind, OpenedDataset};
-use selfcon::loss::Method;
-use selfcon::model::{ExitPositions, ModelConfig, SubNetworkSize};
-use selfcon::train::{pretrain, OptimConfig, PassState, Precision, PretrainConfig, Progress, Quiet};
-use tch::Device;
+use selfcon::train::{pretrain, PassState, PretrainConfig, Progress, Quiet};
 
 const BIN: &str = env!("CARGO_BIN_EXE_selfcon");
 
-fn config(save_dir: &Path, epochs: usize, batch: usize) -> PretrainConfig {
-    let mut model = ModelConfig::readme(DatasetKind::FashionMnist);
-    model.exits = ExitPositions::new(vec![false, true, false]);
-    model.sub_size = SubNetworkSize::Fc;
-    PretrainConfig {
-        model,
-        method: Method::SelfCon,
-        multiview: false,
-        label: true,
-        alpha: 0.0,
-        temp: 0.1,
-        optim: OptimConfig {
-            epochs,
-            batch_size: batch,
-            learning_rate: 0.05,
-            lr_decay_epochs: vec![700],
-            lr_decay_rate: 0.1,
-            weight_decay: 1e-4,
-            momentum: 0.9,
-            // The learning rate changes every step (cosine with warm-up per iteration): a resume
-            // at the wrong step would show.
-            cosine: true,
-            warm: false,
-            seed: 5,
-            num_workers: 2,
-            save_dir: save_dir.to_path_buf(),
-            exp_name: String::new(),
-            precision: Precision::Fp32,
-            channels_last: false,
-            flush_denormal: false,
-            distributed: Default::default(),
-            step_cosine_warmup: Some(2),
-            lars_eta: None,
-            save_every_steps: 0,
-        },
-        weakaug: false,
-        randaug: false,
-        min_crop_scale: 0.2,
-        print_freq: 1,
-        save_freq: 0,
-        dataset_name: "fashionmnist".into(),
-        image_size: 32,
-    }
-}
+use common::tiny_pretrain_config as config;
 
 fn data(n: usize) -> (tempfile::TempDir, OpenedDataset) {
     let dir = tempfile::tempdir().unwrap();
@@ -108,7 +63,8 @@ fn a_run_stopped_at_any_step_resumes_to_the_uninterrupted_weights() {
     // 36 images, batch 12: 3 steps per epoch, 2 epochs.
     let (_d, data) = data(36);
     let straight_dir = tempfile::tempdir().unwrap();
-    let straight = pretrain(&config(straight_dir.path(), 2, 12), &data, Device::Cpu, None, &mut Quiet).unwrap();
+    let straight =
+        pretrain(&config(straight_dir.path(), 2, 12), &data, common::test_device(), None, &mut Quiet).unwrap();
 
     // (request after the step logged as epoch, step) → where the checkpoint stands: the step in
     // progress when the request arrives (the next one) is finished first. Stopped after an
@@ -119,7 +75,7 @@ fn a_run_stopped_at_any_step_resumes_to_the_uninterrupted_weights() {
         let dir = tempfile::tempdir().unwrap();
         let c = config(dir.path(), 2, 12);
         let mut stop = StopAfter { epoch, step, reached: false };
-        let e = pretrain(&c, &data, Device::Cpu, None, &mut stop).err().expect("stopped");
+        let e = pretrain(&c, &data, common::test_device(), None, &mut stop).err().expect("stopped");
         let selfcon::Error::Interrupted { signal, message, saved } = &e else { panic!("not an interruption: {e}") };
         assert_eq!(*signal, libc::SIGTERM);
         let saved = saved.clone().expect("saved");
@@ -133,7 +89,7 @@ fn a_run_stopped_at_any_step_resumes_to_the_uninterrupted_weights() {
         assert_eq!((p.epoch, p.steps, p.batches, p.pass), (at_epoch, at_step, 3, 0));
         assert_eq!(checkpoint::load(&saved).unwrap().metadata["epoch"], (at_epoch - 1).to_string());
 
-        let resumed = pretrain(&c, &data, Device::Cpu, Some(&saved), &mut Quiet).unwrap();
+        let resumed = pretrain(&c, &data, common::test_device(), Some(&saved), &mut Quiet).unwrap();
         assert_same_tensors(&straight.last_checkpoint, &resumed.last_checkpoint);
         // The mean loss of the epoch that was cut covers all of its steps.
         assert_eq!(resumed.epoch_losses, straight.epoch_losses[at_epoch - 1..], "stop after {epoch}/{step}");
@@ -167,7 +123,8 @@ fn save_every_steps_writes_mid_epoch_checkpoints_that_resume_exactly() {
     // (step 5 is the epoch's own checkpoint).
     let (_d, data) = data(60);
     let straight_dir = tempfile::tempdir().unwrap();
-    let straight = pretrain(&config(straight_dir.path(), 2, 12), &data, Device::Cpu, None, &mut Quiet).unwrap();
+    let straight =
+        pretrain(&config(straight_dir.path(), 2, 12), &data, common::test_device(), None, &mut Quiet).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path(), 2, 12);
@@ -178,7 +135,7 @@ fn save_every_steps_writes_mid_epoch_checkpoints_that_resume_exactly() {
         dir: copies.path().to_path_buf(),
         seen: BTreeSet::new(),
     };
-    let run = pretrain(&c, &data, Device::Cpu, None, &mut snapshots).unwrap();
+    let run = pretrain(&c, &data, common::test_device(), None, &mut snapshots).unwrap();
     assert_same_tensors(&straight.last_checkpoint, &run.last_checkpoint);
     assert_eq!(snapshots.seen, BTreeSet::from([(1, 2), (1, 4), (2, 2), (2, 4)]));
 
@@ -186,7 +143,7 @@ fn save_every_steps_writes_mid_epoch_checkpoints_that_resume_exactly() {
         let resume_dir = tempfile::tempdir().unwrap();
         let c = config(resume_dir.path(), 2, 12);
         let from = copies.path().join(format!("{epoch}_{step}.safetensors"));
-        let resumed = pretrain(&c, &data, Device::Cpu, Some(&from), &mut Quiet).unwrap();
+        let resumed = pretrain(&c, &data, common::test_device(), Some(&from), &mut Quiet).unwrap();
         assert_same_tensors(&straight.last_checkpoint, &resumed.last_checkpoint);
         assert_eq!(resumed.epoch_losses, straight.epoch_losses[epoch - 1..]);
     }
@@ -205,7 +162,7 @@ fn save_every_steps_writes_mid_epoch_checkpoints_that_resume_exactly() {
     // epoch (other batches, or another run); more epochs or other loader threads can.
     let from = copies.path().join("1_4.safetensors");
     let other = tempfile::tempdir().unwrap();
-    let resume = |c: PretrainConfig| pretrain(&c, &data, Device::Cpu, Some(&from), &mut Quiet);
+    let resume = |c: PretrainConfig| pretrain(&c, &data, common::test_device(), Some(&from), &mut Quiet);
     let e = common::user_error(resume(config(other.path(), 2, 10)));
     assert!(e.contains("optim.batch_size: 12 vs 10"), "{e}");
     assert!(e.contains("1_4.safetensors: stopped at epoch 1, step 4 of 5 of a run with other settings"), "{e}");

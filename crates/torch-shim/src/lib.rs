@@ -55,6 +55,7 @@ mod ffi {
         pub fn selfcon_shim_device_reset_peak(device_index: c_int, err: *mut *mut c_char) -> c_int;
         pub fn selfcon_shim_device_synchronize(device_index: c_int, err: *mut *mut c_char) -> c_int;
         pub fn selfcon_shim_set_log_level(level: c_int);
+        pub fn selfcon_shim_set_deterministic(on: c_int);
         pub fn selfcon_shim_sgd_foreach(
             params: *const *const u8,
             grads: *const *const u8,
@@ -79,6 +80,7 @@ mod ffi {
         pub fn selfcon_shim_set_grads_to_none(params: *const *const u8, n: i64);
         pub fn selfcon_shim_pin_memory(tensor: *const u8, err: *mut *mut c_char) -> *mut u8;
         pub fn selfcon_shim_is_pinned(tensor: *const u8) -> c_int;
+        pub fn selfcon_shim_empty_pinned(sizes: *const i64, ndim: i64, dtype: c_int, err: *mut *mut c_char) -> *mut u8;
     }
 }
 
@@ -107,6 +109,14 @@ pub enum LogLevel {
 pub fn set_log_level(level: LogLevel) {
     // SAFETY: sets two logging flags.
     unsafe { ffi::selfcon_shim_set_log_level(level as c_int) }
+}
+
+/// `torch.use_deterministic_algorithms(on, warn_only=True)` plus cuDNN's deterministic mode and no
+/// cuDNN autotuning: the same run gives the same bits on a GPU (cuBLAS also needs
+/// `CUBLAS_WORKSPACE_CONFIG=:4096:8` in the environment before CUDA starts).
+pub fn set_deterministic(on: bool) {
+    // SAFETY: sets flags of libtorch's global context.
+    unsafe { ffi::selfcon_shim_set_deterministic(c_int::from(on)) }
 }
 
 /// `c10::DeviceType` of a tch device.
@@ -313,6 +323,19 @@ pub fn set_grads_to_none(params: &[Tensor]) {
 /// can run asynchronously. Only for CPU tensors (libtorch refuses others; needs an accelerator).
 pub fn pin_memory(tensor: &Tensor) -> Result<Tensor> {
     let ptr = checked(|err| unsafe { ffi::selfcon_shim_pin_memory(tensor.as_ptr() as *const u8, err) })?;
+    // SAFETY: a new heap `at::Tensor*`, now owned by the tch Tensor.
+    Ok(unsafe { Tensor::from_ptr(ptr as *mut _) })
+}
+
+/// An uninitialised CPU tensor in page-locked memory (u8 or f32), from libtorch's caching host
+/// allocator. Needs an accelerator backend (an error without one).
+pub fn empty_pinned(sizes: &[i64], kind: Kind) -> Result<Tensor> {
+    let dtype = match kind {
+        Kind::Uint8 => 0,
+        Kind::Float => 6,
+        other => return Err(ShimError(format!("empty_pinned: {other:?} is not supported"))),
+    };
+    let ptr = checked(|err| unsafe { ffi::selfcon_shim_empty_pinned(sizes.as_ptr(), sizes.len() as i64, dtype, err) })?;
     // SAFETY: a new heap `at::Tensor*`, now owned by the tch Tensor.
     Ok(unsafe { Tensor::from_ptr(ptr as *mut _) })
 }

@@ -69,6 +69,17 @@ int selfcon_shim_set_flush_denormal(int on) {
   return supported ? 1 : 0;
 }
 
+// ---- determinism ----------------------------------------------------------------------------
+
+// torch.use_deterministic_algorithms(on, warn_only=True) with cuDNN's deterministic algorithms and
+// no autotuning (which may pick other algorithms from run to run).
+void selfcon_shim_set_deterministic(int on) {
+  auto& context = at::globalContext();
+  context.setDeterministicAlgorithms(on != 0, /*warn_only=*/true);
+  context.setDeterministicCuDNN(on != 0);
+  if (on != 0) context.setBenchmarkCuDNN(false);
+}
+
 // ---- memory formats -------------------------------------------------------------------------
 
 at::Tensor* selfcon_shim_contiguous(const at::Tensor* tensor, int memory_format, char** err) {
@@ -177,6 +188,15 @@ void selfcon_shim_set_grads_to_none(const at::Tensor* const* params, int64_t n) 
 at::Tensor* selfcon_shim_pin_memory(const at::Tensor* tensor, char** err) {
   SHIM_TRY(err, nullptr)
   return new at::Tensor(tensor->pin_memory());
+  SHIM_CATCH(err, nullptr)
+}
+
+// An uninitialised CPU tensor in page-locked memory from libtorch's caching host allocator (which
+// hands a block out again only after the device copies that read it have completed).
+at::Tensor* selfcon_shim_empty_pinned(const int64_t* sizes, int64_t ndim, int dtype, char** err) {
+  SHIM_TRY(err, nullptr)
+  const auto options = at::TensorOptions().dtype(static_cast<at::ScalarType>(dtype)).pinned_memory(true);
+  return new at::Tensor(at::empty(at::IntArrayRef(sizes, static_cast<size_t>(ndim)), options));
   SHIM_CATCH(err, nullptr)
 }
 

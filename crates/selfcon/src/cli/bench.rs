@@ -92,6 +92,7 @@ fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
         drop_last: false,
         background: false,
         shard: None,
+        format: Default::default(),
         mean: data.mean,
         std: data.std,
     };

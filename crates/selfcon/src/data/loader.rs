@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use rand::seq::SliceRandom;
 use tch::{Kind, Tensor};
 
-use super::augment::{sample_rng, to_normalized_chw, EvalTransform, TrainTransform};
+use super::augment::{sample_rng, to_normalized_chw, to_normalized_hwc, EvalTransform, TrainTransform};
 use super::dataset::Dataset;
 use super::image::Image;
 use super::shard::Shard;
@@ -47,6 +47,54 @@ impl Transform {
     }
 }
 
+/// The form of the image batches a loader hands over. Every form is the same `[N, 3, H, W]`
+/// (NCHW) tensor to its user and gives the model the same numbers; they differ in memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchFormat {
+    /// u8 pixels, not normalised: a quarter of the bytes to copy to an accelerator, which
+    /// normalises them itself ([`Batch::images_on`]). Stored channels-last (the images' own
+    /// HWC order: no transposition anywhere).
+    pub raw_u8: bool,
+    /// Normalised f32 stored channels-last (NHWC memory) for a channels-last model, instead of
+    /// NCHW: no conversion copy on the compute thread. (u8 batches are channels-last anyway.)
+    pub channels_last: bool,
+    /// Batches in page-locked host memory (CUDA runs: the copy to the GPU is asynchronous and
+    /// needs no staging copy). The buffers come from libtorch's caching host allocator, which
+    /// hands a block out again only after the copy that read it has finished.
+    pub pinned: bool,
+}
+
+impl BatchFormat {
+    /// What suits a model on `device`: on CUDA u8 pixels in page-locked memory, normalised on the
+    /// GPU; on the CPU normalised f32 (by the loader's threads, off the compute threads), in the
+    /// model's memory format.
+    pub fn for_device(device: tch::Device, channels_last: bool) -> Self {
+        let cuda = matches!(device, tch::Device::Cuda(_));
+        BatchFormat { raw_u8: cuda, channels_last, pinned: cuda }
+    }
+}
+
+/// `Normalize(mean, std)` of u8 pixels, applied where the batch is used (on the accelerator).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Normalization {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Normalization {
+    /// `(x / 255 − mean) / std` in f32 on `x`'s device, in `x`'s memory format: the operations
+    /// of the host's `ToTensor` + `Normalize` in the same order (each a true division by a
+    /// tensor: a scalar divisor may become a multiplication by its reciprocal on CUDA).
+    pub fn apply(&self, x: &Tensor) -> Tensor {
+        // The constants are filled in on the device (a copy from pageable host memory would make
+        // the host wait for the device).
+        let options = (Kind::Float, x.device());
+        let filled = |v: f32| Tensor::full([1], f64::from(v), options);
+        let per_channel = |v: [f32; 3]| Tensor::cat(&v.map(filled), 0).view([1, 3, 1, 1]);
+        (x.to_kind(Kind::Float) / filled(255.0) - per_channel(self.mean)) / per_channel(self.std)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoaderConfig {
     pub batch_size: usize,
@@ -66,6 +114,8 @@ pub struct LoaderConfig {
     pub background: bool,
     /// This rank's share of each epoch in a distributed run (`None`: all samples).
     pub shard: Option<Shard>,
+    /// How batches leave the loader (layout, dtype, memory).
+    pub format: BatchFormat,
 }
 
 /// See [`DataLoader::order_key`].
@@ -92,9 +142,24 @@ impl std::fmt::Display for OrderKey {
 /// One batch: `images` is `[views·B, 3, H, W]` with rows `[view 1 of every image; view 2; …]`.
 #[derive(Debug)]
 pub struct Batch {
+    /// `[N, 3, H, W]`: normalised f32, or u8 pixels when `normalization` is set.
     pub images: Tensor,
+    /// Set for u8 batches ([`BatchFormat::raw_u8`]): what turns them into model input.
+    pub normalization: Option<Normalization>,
     pub labels: Tensor,
     pub indices: Vec<usize>,
+}
+
+impl Batch {
+    /// The model input on `device`: copied there (asynchronously from page-locked memory, see
+    /// [`crate::engine::to_device`]), then, for u8 batches, normalised there.
+    pub fn images_on(&self, device: tch::Device) -> Result<Tensor> {
+        let images = crate::engine::to_device(&self.images, device)?;
+        Ok(match &self.normalization {
+            Some(n) => n.apply(&images),
+            None => images,
+        })
+    }
 }
 
 pub struct DataLoader {
@@ -192,6 +257,7 @@ impl DataLoader {
                 std: self.config.std,
                 seed: self.config.seed,
                 epoch,
+                format: self.config.format,
             };
             let (batches, stop) = (batches.clone(), stop.clone());
             let background = self.config.background;
@@ -224,15 +290,15 @@ struct BatchJob {
     std: [f32; 3],
     seed: u64,
     epoch: u64,
+    format: BatchFormat,
 }
 
 impl BatchJob {
     fn build(&self, indices: &[usize]) -> Result<Batch> {
         let views = self.transform.views();
         let n = indices.len();
-        let mut buffer: Vec<f32> = Vec::new();
-        let mut plane = 0;
-        let mut shape = (0, 0);
+        // Rows [view 1 of every image; view 2; …].
+        let mut outs: Vec<Option<Image>> = (0..views * n).map(|_| None).collect();
         for (row, &index) in indices.iter().enumerate() {
             let image = self.dataset.image(index)?;
             for view in 0..views {
@@ -242,24 +308,64 @@ impl BatchJob {
                     }
                     Transform::Eval(t) => t.apply(&image),
                 };
-                if buffer.is_empty() {
-                    shape = self.transform.output_size(&out);
-                    plane = 3 * shape.0 * shape.1;
-                    buffer = vec![0f32; views * n * plane];
-                }
-                if (out.height, out.width) != shape {
-                    return Err(Error::input(format!(
-                        "image {index} is {}×{} after the transform but the batch is {}×{} (use a resizing transform)",
-                        out.width, out.height, shape.1, shape.0
-                    )));
-                }
-                let slot = view * n + row;
-                to_normalized_chw(&out, self.mean, self.std, &mut buffer[slot * plane..(slot + 1) * plane]);
+                outs[view * n + row] = Some(out);
             }
         }
-        let images = Tensor::from_slice(&buffer).view([(views * n) as i64, 3, shape.0 as i64, shape.1 as i64]);
+        let outs: Vec<Image> = outs.into_iter().map(|o| o.expect("every slot filled")).collect();
+        let (h, w) = self.transform.output_size(&outs[0]);
+        if let Some((slot, out)) = outs.iter().enumerate().find(|(_, o)| (o.height, o.width) != (h, w)) {
+            return Err(Error::input(format!(
+                "image {} is {}×{} after the transform but the batch is {w}×{h} (use a resizing transform)",
+                indices[slot % n],
+                out.width,
+                out.height
+            )));
+        }
+        let images = self.images_tensor(&outs, h as i64, w as i64)?;
         let labels: Vec<i64> = indices.iter().map(|&i| self.dataset.label(i)).collect();
-        Ok(Batch { images, labels: Tensor::from_slice(&labels).to_kind(Kind::Int64), indices: indices.to_vec() })
+        Ok(Batch {
+            images,
+            normalization: self.format.raw_u8.then_some(Normalization { mean: self.mean, std: self.std }),
+            labels: Tensor::from_slice(&labels).to_kind(Kind::Int64),
+            indices: indices.to_vec(),
+        })
+    }
+
+    /// The batch tensor, written in place (no staging buffer): u8 HWC pixels, or normalised f32
+    /// in NHWC or NCHW memory; always seen as `[N, 3, H, W]`.
+    fn images_tensor(&self, outs: &[Image], h: i64, w: i64) -> Result<Tensor> {
+        let format = self.format;
+        let channels_last = format.raw_u8 || format.channels_last;
+        let n = outs.len() as i64;
+        let shape = if channels_last { [n, h, w, 3] } else { [n, 3, h, w] };
+        let kind = if format.raw_u8 { Kind::Uint8 } else { Kind::Float };
+        let tensor = if format.pinned {
+            torch_shim::empty_pinned(&shape, kind)
+                .map_err(|e| Error::input(format!("allocating a batch in page-locked memory: {e}")))?
+        } else {
+            Tensor::empty(shape, (kind, tch::Device::Cpu))
+        };
+        let plane = (3 * h * w) as usize;
+        let total = outs.len() * plane;
+        if format.raw_u8 {
+            // SAFETY: a new contiguous u8 tensor of `total` elements, written only here, before
+            // anything else can see it.
+            let pixels = unsafe { std::slice::from_raw_parts_mut(tensor.data_ptr() as *mut u8, total) };
+            for (dst, out) in pixels.chunks_exact_mut(plane).zip(outs) {
+                dst.copy_from_slice(&out.data);
+            }
+        } else {
+            // SAFETY: as above, f32.
+            let pixels = unsafe { std::slice::from_raw_parts_mut(tensor.data_ptr() as *mut f32, total) };
+            for (dst, out) in pixels.chunks_exact_mut(plane).zip(outs) {
+                if channels_last {
+                    to_normalized_hwc(out, self.mean, self.std, dst);
+                } else {
+                    to_normalized_chw(out, self.mean, self.std, dst);
+                }
+            }
+        }
+        Ok(if channels_last { tensor.permute([0, 3, 1, 2]) } else { tensor })
     }
 }
 

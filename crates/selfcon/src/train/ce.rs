@@ -341,7 +341,7 @@ fn evaluate(
     for batch in loader.epoch(0) {
         let batch = batch?;
         let y = train.labels_to_device(&batch.labels)?;
-        let out = model.forward_t(&train.images_to_device(&batch.images)?, false);
+        let out = model.forward_t(&train.batch_images(&batch)?, false);
         for (k, logits) in std::iter::once(&out.logits).chain(&out.exit_logits).enumerate() {
             let _ = hits.get(k as i64).g_add_(&super::linear::topk_hits(logits, &y));
         }

@@ -14,7 +14,7 @@ use super::pass_state::PassState;
 use super::precision::{GradScaler, Precision};
 use super::progress::Progress;
 use super::schedule::LrSchedule;
-use crate::data::DataLoader;
+use crate::data::{Batch, DataLoader};
 use crate::distributed::{self, gradients::Reduction};
 use crate::error::{Error, Result};
 use crate::metrics::MetricsLog;
@@ -195,7 +195,7 @@ impl TrainLoop {
         for (step, batch) in (first..).zip(pass.loader.epoch_from(pass.order, first)) {
             let batch = batch?;
             stats.lr = self.schedule.lr(pass.epoch, step, batches);
-            let images = self.images_to_device(&batch.images)?;
+            let images = self.batch_images(&batch)?;
             let labels = self.labels_to_device(&batch.labels)?;
             let (output, stop) = self.step_voting(
                 &images,
@@ -381,17 +381,27 @@ impl TrainLoop {
         Ok((StepOutput { loss: reported, skipped }, stop))
     }
 
-    /// An image batch on the device, in the layout and dtype the model expects (training and
-    /// evaluation alike).
+    /// A loader batch's images on the device (normalised there when the loader sent u8
+    /// pixels), in the layout and dtype the model expects: training and evaluation alike.
+    pub fn batch_images(&self, batch: &Batch) -> Result<Tensor> {
+        self.model_input(batch.images_on(self.device)?)
+    }
+
+    /// Normalised images (on any device) on the device, in the model's layout and dtype.
     pub fn images_to_device(&self, images: &Tensor) -> Result<Tensor> {
-        let mut images = crate::engine::to_device(images, self.device)?;
+        self.model_input(crate::engine::to_device(images, self.device)?)
+    }
+
+    fn model_input(&self, mut images: Tensor) -> Result<Tensor> {
         if self.precision == Precision::Fp64 {
             images = images.to_kind(tch::Kind::Double);
         }
         if self.channels_last {
             crate::model::channels_last(&images)
         } else {
-            Ok(images)
+            // A channels-last batch (u8 from the loader) for an NCHW model: the layout it was
+            // built for, so that kernels and their numbers are those of an NCHW run.
+            Ok(images.contiguous())
         }
     }
 

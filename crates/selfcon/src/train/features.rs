@@ -8,7 +8,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::precision::Precision;
 use crate::data::augment::EvalTransform;
-use crate::data::{DataLoader, Dataset, LoaderConfig, Transform};
+use crate::data::{BatchFormat, DataLoader, Dataset, LoaderConfig, Transform};
 use crate::error::Result;
 use crate::model::ConModel;
 
@@ -58,6 +58,7 @@ pub fn encoder_features(
             std,
             background: device == Device::Cpu,
             shard: None,
+            format: BatchFormat::for_device(device, channels_last),
         },
     )?;
     let _guard = tch::no_grad_guard();
@@ -67,10 +68,8 @@ pub fn encoder_features(
     let mut exits: Vec<Vec<Tensor>> = (0..n_exits).map(|_| Vec::new()).collect();
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let mut images = crate::engine::to_device(&batch.images, device)?;
-        if channels_last {
-            images = crate::model::channels_last(&images)?;
-        }
+        let mut images = batch.images_on(device)?;
+        images = if channels_last { crate::model::channels_last(&images)? } else { images.contiguous() };
         let out = model.encode(&images, false)?;
         backbone.push(out.backbone.to_kind(Kind::Float).to_device(Device::Cpu));
         for (k, e) in out.exits.iter().enumerate() {

@@ -345,7 +345,7 @@ fn evaluate(
     for batch in loader.epoch(0) {
         let batch = batch?;
         let labels = train.labels_to_device(&batch.labels)?;
-        let out = model.encode(&train.images_to_device(&batch.images)?, false)?;
+        let out = model.encode(&train.batch_images(&batch)?, false)?;
         let lb = backbone.linear.forward(&out.backbone);
         let mut logits = vec![lb.shallow_clone()];
         if let Some(sub) = sub {

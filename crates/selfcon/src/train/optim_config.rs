@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::precision::Precision;
 use super::schedule::LrSchedule;
-use crate::data::{LoaderConfig, OpenedDataset, Shard, ShardMode};
+use crate::data::{BatchFormat, LoaderConfig, OpenedDataset, Shard, ShardMode};
 use crate::distributed::DistributedOptions;
 use crate::error::{Error, Result};
 
@@ -136,7 +136,7 @@ impl OptimConfig {
         if self.flush_denormal {
             torch_shim::set_flush_denormal(true);
         }
-        if let tch::Device::Cuda(_) = device {
+        if matches!(device, tch::Device::Cuda(_)) && !crate::engine::deterministic() {
             // Fixed input shapes: let cuDNN pick the fastest convolution algorithms once (for
             // training and for evaluation, whose batches keep one shape too).
             tch::Cuda::cudnn_set_benchmark(true);
@@ -166,6 +166,7 @@ impl OptimConfig {
                 world_size: d.world_size,
                 mode: if shuffle { ShardMode::GlobalBatches } else { ShardMode::Strided },
             }),
+            format: BatchFormat::for_device(device, self.channels_last),
         }
     }
 }

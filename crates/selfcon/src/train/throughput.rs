@@ -116,7 +116,7 @@ pub fn measure_pretrain_steps(
                         batches.as_mut().and_then(Iterator::next).ok_or_else(|| Error::input("empty loader"))??
                     }
                 };
-                (train.images_to_device(&batch.images)?, train.labels_to_device(&batch.labels)?)
+                (train.batch_images(&batch)?, train.labels_to_device(&batch.labels)?)
             }
             (None, None) => unreachable!("one source is set"),
         };

@@ -53,3 +53,77 @@ pub fn assert_usage_error(args: &[&str], want: &str) {
     assert!(err.starts_with("selfcon: error: ") && err.contains(want), "{args:?}: {err}");
     assert!(o.stdout.is_empty(), "{args:?}");
 }
+
+/// The device of the tests that can run on a GPU: `SELFCON_TEST_DEVICE` (`cpu`, `cuda`,
+/// `cuda:N`; the CPU when unset). On a GPU the kernels are made deterministic, so that tests
+/// comparing two runs bit for bit hold there too. `bench/gpu_check.sh` sets it.
+#[allow(dead_code)]
+pub fn test_device() -> tch::Device {
+    static DEVICE: std::sync::OnceLock<tch::Device> = std::sync::OnceLock::new();
+    *DEVICE.get_or_init(|| {
+        let request = std::env::var("SELFCON_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+        let device = selfcon::engine::select_device(request.parse().expect("SELFCON_TEST_DEVICE: cpu, cuda or cuda:N"))
+            .unwrap_or_else(|e| panic!("SELFCON_TEST_DEVICE={request}: {e}"));
+        if device.is_cuda() {
+            assert_eq!(
+                std::env::var("CUBLAS_WORKSPACE_CONFIG").as_deref(),
+                Ok(":4096:8"),
+                "deterministic cuBLAS needs CUBLAS_WORKSPACE_CONFIG=:4096:8 set before the tests start"
+            );
+            selfcon::engine::set_deterministic(true);
+        }
+        device
+    })
+}
+
+/// SelfCon-FC on the README's Fashion-MNIST ResNet, fp32, a cosine schedule that changes the
+/// learning rate every step (a resume at the wrong step shows), a loss read every step.
+#[allow(dead_code)]
+pub fn tiny_pretrain_config(save_dir: &std::path::Path, epochs: usize, batch: usize) -> selfcon::train::PretrainConfig {
+    use selfcon::data::DatasetKind;
+    use selfcon::loss::Method;
+    use selfcon::model::{ExitPositions, ModelConfig, SubNetworkSize};
+    use selfcon::train::{OptimConfig, Precision, PretrainConfig};
+    let mut model = ModelConfig::readme(DatasetKind::FashionMnist);
+    model.exits = ExitPositions::new(vec![false, true, false]);
+    model.sub_size = SubNetworkSize::Fc;
+    PretrainConfig {
+        model,
+        method: Method::SelfCon,
+        multiview: false,
+        label: true,
+        alpha: 0.0,
+        temp: 0.1,
+        optim: OptimConfig {
+            epochs,
+            batch_size: batch,
+            learning_rate: 0.05,
+            lr_decay_epochs: vec![700],
+            lr_decay_rate: 0.1,
+            weight_decay: 1e-4,
+            momentum: 0.9,
+            // The learning rate changes every step (cosine with warm-up per iteration): a resume
+            // at the wrong step would show.
+            cosine: true,
+            warm: false,
+            seed: 5,
+            num_workers: 2,
+            save_dir: save_dir.to_path_buf(),
+            exp_name: String::new(),
+            precision: Precision::Fp32,
+            channels_last: false,
+            flush_denormal: false,
+            distributed: Default::default(),
+            step_cosine_warmup: Some(2),
+            lars_eta: None,
+            save_every_steps: 0,
+        },
+        weakaug: false,
+        randaug: false,
+        min_crop_scale: 0.2,
+        print_freq: 1,
+        save_freq: 0,
+        dataset_name: "fashionmnist".into(),
+        image_size: 32,
+    }
+}

@@ -17,7 +17,7 @@ pub use color::{adjust_brightness, adjust_contrast, adjust_hue, adjust_saturatio
 pub use geometry::{center_crop, hflip, random_resized_crop_box, resize_shorter_side, resized_crop, CropBox};
 pub use randaugment::{RandAugment, RandOp};
 pub use resample::resize_bilinear;
-pub use tensor::to_normalized_chw;
+pub use tensor::{to_normalized_chw, to_normalized_hwc};
 
 use crate::data::image::Image;
 

@@ -1,0 +1,219 @@
+//! The training step on the device named by `SELFCON_TEST_DEVICE` (the CPU when unset; a GPU
+//! when `bench/gpu_check.sh` runs these binaries there): the loss and gradients agree with the
+//! CPU's, fp16 and bf16 steps train, fp16 overflow is skipped on the device, a step and the
+//! loader's batches never make the host wait for the device, and the loader's u8 batches give
+//! the model the numbers of host normalisation.
+
+mod common;
+
+use std::sync::Arc;
+
+use selfcon::data::augment::TrainTransform;
+use selfcon::data::{BatchFormat, DataLoader, Dataset, InMemoryImages, LoaderConfig, MemoryDataset, Transform};
+use selfcon::model::ConModel;
+use selfcon::train::{GradScaler, Precision, PretrainConfig, Sgd};
+use tch::{nn, Device, Kind, Tensor};
+
+fn config(precision: Precision) -> PretrainConfig {
+    let mut c = common::tiny_pretrain_config(std::path::Path::new("unused"), 1, 16);
+    c.optim.precision = precision;
+    c
+}
+
+/// A fixed batch of 16 images in 4 classes, normalised.
+fn batch(device: Device) -> (Tensor, Tensor) {
+    tch::manual_seed(11);
+    let images = Tensor::randn([16, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let labels = Tensor::arange(16, (Kind::Int64, Device::Cpu)).remainder(4);
+    (images.to_device(device), labels.to_device(device))
+}
+
+/// The largest difference relative to the largest magnitude of `want`.
+fn relative_difference(got: &Tensor, want: &Tensor) -> f64 {
+    let got = got.to_device(Device::Cpu).to_kind(Kind::Double);
+    let want = want.to_device(Device::Cpu).to_kind(Kind::Double);
+    (got - &want).abs().max().double_value(&[]) / want.abs().max().double_value(&[]).max(1e-12)
+}
+
+#[test]
+fn loss_and_gradients_agree_with_the_cpu() {
+    let device = common::test_device();
+    let c = config(Precision::Fp32);
+    let objective = c.step_objective();
+    let run = |device: Device| {
+        let (vs, model) = selfcon::engine::seeded(3, || ConModel::build(&c.model, device)).unwrap();
+        let (images, labels) = batch(device);
+        let loss = objective.compute(&model.forward_t(&images, true).unwrap(), &labels).unwrap();
+        loss.backward();
+        let mut grads: Vec<(String, Tensor)> =
+            vs.variables().into_iter().filter(|(_, p)| p.requires_grad()).map(|(n, p)| (n, p.grad())).collect();
+        grads.sort_by(|a, b| a.0.cmp(&b.0));
+        (loss.detach(), grads)
+    };
+    let (cpu_loss, cpu_grads) = run(Device::Cpu);
+    let (loss, grads) = run(device);
+    // cuDNN convolutions run in TF32 by default (PyTorch's default too): about 1e-3 relative.
+    let loss_diff = relative_difference(&loss, &cpu_loss);
+    assert!(
+        loss_diff < 1e-3,
+        "loss {} on {device:?} vs {} on the CPU",
+        loss.double_value(&[]),
+        cpu_loss.double_value(&[])
+    );
+    let worst = grads
+        .iter()
+        .zip(&cpu_grads)
+        .map(|((name, g), (_, want))| (relative_difference(g, want), name.clone()))
+        .fold((0.0, String::new()), |a, b| if b.0 > a.0 { b } else { a });
+    eprintln!("{device:?} vs CPU: loss {loss_diff:.2e}, worst gradient {:.2e} ({})", worst.0, worst.1);
+    assert!(worst.0 < 2e-2, "gradient of {} differs by {:.2e} (relative to its largest value)", worst.1, worst.0);
+}
+
+/// fp16 and bf16 on a GPU; bf16 alone on the CPU, whose fp16 convolutions are reference loops
+/// (minutes for one step; the fp16 loss-scaling path is covered by the overflow test below).
+fn mixed_precisions(device: Device) -> &'static [Precision] {
+    if device.is_cuda() {
+        &[Precision::Fp16, Precision::Bf16]
+    } else {
+        &[Precision::Bf16]
+    }
+}
+
+#[test]
+fn fp16_and_bf16_steps_train() {
+    let device = common::test_device();
+    for &precision in mixed_precisions(device) {
+        let c = config(precision);
+        let (vs, model) = selfcon::engine::seeded(3, || ConModel::build(&c.model, device)).unwrap();
+        c.optim.prepare_model(&vs).unwrap();
+        let mut optimizer = c.optim.optimizer(&vs);
+        let train = c.optim.train_loop("test", device, c.schedule(), &vs).unwrap();
+        let objective = c.step_objective();
+        let mut scaler = train.new_scaler();
+        assert_eq!(scaler.is_some(), precision == Precision::Fp16, "loss scaling for fp16 only");
+        let (images, labels) = batch(device);
+        let images = train.images_to_device(&images).unwrap();
+        let mut losses = Vec::new();
+        for _ in 0..8 {
+            let out = train
+                .step(
+                    &images,
+                    &labels,
+                    &mut optimizer,
+                    scaler.as_mut(),
+                    0.05,
+                    &mut |x: &Tensor| model.forward_t(x, true),
+                    &mut |out, y: &Tensor| objective.compute(&out, y),
+                )
+                .unwrap();
+            losses.push(out.loss);
+        }
+        let values: Vec<f64> = losses.iter().map(|l| l.double_value(&[])).collect();
+        eprintln!("{precision} on {device:?}: losses {values:.4?}");
+        assert!(values.iter().all(|v| v.is_finite()), "{precision}: {values:?}");
+        assert!(values[7] < values[0], "{precision}: the loss did not fall on a fixed batch: {values:?}");
+    }
+}
+
+#[test]
+fn an_overflowing_fp16_step_is_skipped_on_the_device_and_the_scale_backs_off() {
+    let device = common::test_device();
+    let vs = nn::VarStore::new(device);
+    let w = vs.root().var("w", &[4], nn::Init::Const(1.0));
+    let mut sgd = Sgd::new(&vs, 0.9, 1e-4);
+    let mut scaler = GradScaler::new(device);
+    let step = |sgd: &mut Sgd, scaler: &mut GradScaler, g: f32| {
+        (&w * f64::from(g)).sum(Kind::Float).backward();
+        scaler.unscale(&sgd.grads()).unwrap();
+        sgd.step_unless(0.1, scaler.found_inf()).unwrap();
+        scaler.update();
+        sgd.zero_grad();
+    };
+    step(&mut sgd, &mut scaler, f32::INFINITY);
+    assert_eq!(Vec::<f32>::try_from(w.to_device(Device::Cpu)).unwrap(), vec![1.0; 4], "skipped: unchanged");
+    assert_eq!(scaler.state(), (GradScaler::INIT_SCALE * GradScaler::BACKOFF_FACTOR, 0));
+    step(&mut sgd, &mut scaler, 32768.0);
+    // Unscaled gradient 1: w ← 1 − 0.1 · (1 + 1e-4).
+    let v = w.mean(Kind::Float).double_value(&[]);
+    assert!((v - (1.0 - 0.1 * 1.0001)).abs() < 1e-6, "taken: {v}");
+    assert_eq!(scaler.state(), (32768.0, 1));
+}
+
+/// Makes every CUDA call that waits for the device an error (`torch.cuda.set_sync_debug_mode
+/// ("error")`) while `f` runs. The mode lives in libc10_cuda's `warning_state()`, an inline
+/// function's static (C++ header only, no accessor): its exported symbol is set directly.
+fn with_device_waits_forbidden<T>(f: impl FnOnce() -> T) -> T {
+    const SYMBOL: &[u8] = b"_ZZN3c104cuda13warning_stateEvE14warning_state_\0";
+    // SAFETY: looks a symbol up in the loaded libraries.
+    let mode = unsafe { libc::dlsym(libc::RTLD_DEFAULT, SYMBOL.as_ptr() as *const libc::c_char) } as *mut i32;
+    assert!(!mode.is_null(), "libc10_cuda's sync debug mode (warning_state_) not found");
+    // SAFETY: `c10::cuda::WarningState` holds one `SyncDebugMode` (an int enum: 0 off, 2 error).
+    unsafe { mode.write_volatile(2) };
+    let out = f();
+    unsafe { mode.write_volatile(0) };
+    out
+}
+
+#[test]
+fn a_training_step_and_its_batch_never_wait_for_the_device() {
+    let device = common::test_device();
+    let dataset: Arc<dyn Dataset> = Arc::new(MemoryDataset {
+        images: InMemoryImages {
+            pixels: (0..32 * 32 * 32 * 3).map(|i| (i * 13 % 256) as u8).collect(),
+            height: 32,
+            width: 32,
+            channels: 3,
+            labels: (0..32).map(|i| i % 4).collect(),
+        },
+        num_classes: 4,
+    });
+    for &precision in [Precision::Fp32].iter().chain(mixed_precisions(device)) {
+        let c = config(precision);
+        let (vs, model) = selfcon::engine::seeded(3, || ConModel::build(&c.model, device)).unwrap();
+        c.optim.prepare_model(&vs).unwrap();
+        let mut optimizer = c.optim.optimizer(&vs);
+        let train = c.optim.train_loop("test", device, c.schedule(), &vs).unwrap();
+        let objective = c.step_objective();
+        let mut scaler = train.new_scaler();
+        let loader = DataLoader::new(
+            dataset.clone(),
+            Transform::Train { transform: TrainTransform::pretrain(32, false), views: 1 },
+            LoaderConfig {
+                batch_size: 16,
+                threads: 2,
+                prefetch: 2,
+                shuffle: true,
+                seed: 1,
+                drop_last: true,
+                mean: [0.5; 3],
+                std: [0.25; 3],
+                background: false,
+                shard: None,
+                format: BatchFormat::for_device(device, false),
+            },
+        )
+        .unwrap();
+        let mut batches = loader.epoch(0);
+        // The first step sets up (momentum buffers, cuDNN plans); the checked ones follow.
+        let mut run_step = |train: &selfcon::train::TrainLoop| {
+            let batch = batches.next().unwrap().unwrap();
+            let images = train.batch_images(&batch).unwrap();
+            let labels = train.labels_to_device(&batch.labels).unwrap();
+            train
+                .step(
+                    &images,
+                    &labels,
+                    &mut optimizer,
+                    scaler.as_mut(),
+                    0.05,
+                    &mut |x: &Tensor| model.forward_t(x, true),
+                    &mut |out, y: &Tensor| objective.compute(&out, y),
+                )
+                .unwrap()
+                .loss
+        };
+        let _ = run_step(&train);
+        let loss = if device.is_cuda() { with_device_waits_forbidden(|| run_step(&train)) } else { run_step(&train) };
+        assert!(loss.double_value(&[]).is_finite(), "{precision}");
+    }
+}
