@@ -1,46 +1,74 @@
 #!/usr/bin/env bash
-# The one prepared GPU run (issues #5 and #7): the official training step (bench/pytorch_reference.py)
-# and selfcon-rs in the same run on the same GPU — compute only and end to end, SelfCon and SupCon,
-# fp16 and bf16 —, then the Fashion-MNIST-as-CIFAR-10 recipe (pretrain 20 epochs, linear 10 epochs).
-# Writes every log, bench.jsonl and the summary JSON (ratios computed here, from this run) to $OUT.
+# The one prepared GPU run (issues #5, #7, #16), in independent, time-boxed stages (one failure or
+# timeout never costs the rest; each stage's log lands in $OUT as it finishes):
+#   tests    the test binaries on CUDA (SELFCON_TEST_DEVICE=cuda, deterministic kernels): loss and
+#            gradients vs the CPU, fp16/bf16 steps, fp16 skip on the device, no host waits in a step
+#            (CUDA sync debug mode), stop/resume bit-exact
+#   compute  the official step (bench/pytorch_reference.py) and ours, same run, same GPU: SelfCon and
+#            SupCon, fp16 and bf16, channels-last and NCHW
+#   e2e      the same end to end (loader, augmentation, host-to-device copies)
+#   dist1    `launch` at world size 1 (the c10d path's overhead; Gloo, CUDA tensors through host memory)
+#   recipe   Fashion-MNIST as CIFAR-10: SelfCon pretrain + linear evaluation
+# then summary.json with the ratios, computed here from this run. About 9 minutes on one H200.
 #
-#   OUT=/tmp/gpu bash bench/gpu_check.sh            # on the GPU machine, from the repository root
-#
-# Expects: target/release/selfcon built on the development machine, Fashion-MNIST IDX files in
-# $FASHION (default data/fashion-mnist-full, git-ignored: copy /usr/share/datasets/fashion-mnist
-# there and carry it with the binary), PyTorch with CUDA at $PY. The knobs below shrink the
-# run for a dry run on CPU (DEVICE=cpu BATCH=16 STEPS=2 PER_BATCH=40 ...).
+# On the development machine:   ./scripts/gpu-kit.sh          (builds target/gpu-kit/, ~50 MB)
+# With the device tool:          run  carry=["target/gpu-kit"]  timeout_s=600
+#                                     command="OUT=$OUT/gpu bash bench/gpu_check.sh"
+# Dry run on a CPU:              DEVICE=cpu BATCH=16 STEPS=2 WARMUP=1 PER_BATCH=40 EPOCHS=1 \
+#                                LINEAR_EPOCHS=1 LINEAR_DECAY=1 WORKERS=2 PY=python3 OUT=/tmp/dry bash bench/gpu_check.sh
 set -uo pipefail
 
-PY=${PY:-/opt/torch/.venv/bin/python}
-BIN=${BIN:-./target/release/selfcon}
+PY=${PY:-/opt/torch/.venv/bin/python3}
+KIT=${KIT:-target/gpu-kit}
+BIN=${BIN:-$KIT/selfcon}
 OUT=${OUT:-bench/results/gpu-run}
-FASHION=${FASHION:-data/fashion-mnist-full}
+FASHION=${FASHION:-$KIT/fashion-mnist}
 DEVICE=${DEVICE:-cuda}
 BATCH=${BATCH:-1024}
 STEPS=${STEPS:-30}
 WARMUP=${WARMUP:-10}
 WORKERS=${WORKERS:-16}
-EPOCHS=${EPOCHS:-20}
-LINEAR_EPOCHS=${LINEAR_EPOCHS:-10}
-LINEAR_DECAY=${LINEAR_DECAY:-6,8}
+EPOCHS=${EPOCHS:-10}
+LINEAR_EPOCHS=${LINEAR_EPOCHS:-5}
+LINEAR_DECAY=${LINEAR_DECAY:-3,4}
+HALF=${HALF:-fp16}   # the 16-bit precision of the comparisons (bf16 for CPU dry runs: fp16 convolutions there take minutes)
+export PY KIT BIN OUT FASHION DEVICE BATCH STEPS WARMUP WORKERS EPOCHS LINEAR_EPOCHS LINEAR_DECAY HALF
 mkdir -p "$OUT"
-LOG="$OUT/gpu_check.log"
-exec > >(tee -a "$LOG") 2>&1
-
-SITE=$("$PY" -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')
-LIBS="$SITE/torch/lib"
-for d in "$SITE"/nvidia/*/lib; do LIBS="$LIBS:$d"; done
-export LD_LIBRARY_PATH="$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-GPU=$("$PY" -c 'import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")')
-echo "== $(date -u +%FT%TZ) · $GPU · torch $("$PY" -c 'import torch; print(torch.__version__)') · $("$BIN" --version)"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
-
 DATA="$OUT/fashion-as-cifar10"
-"$PY" bench/fashion_as_cifar.py "$FASHION" "$DATA" ${PER_BATCH:-} || { echo "no Fashion-MNIST at $FASHION"; exit 2; }
-
 BENCH="$OUT/bench.jsonl"
-: > "$BENCH"
+export DATA BENCH
+
+if [ "${1:-}" != "--stage" ]; then
+    LOG="$OUT/gpu_check.log"
+    exec > >(tee -a "$LOG") 2>&1
+    SITE=$("$PY" -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')
+    LIBS="$SITE/torch/lib"
+    for d in "$SITE"/nvidia/*/lib; do [ -d "$d" ] && LIBS="$LIBS:$d"; done
+    export LD_LIBRARY_PATH="$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    GPU=$("$PY" -c 'import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")')
+    export GPU
+    echo "== $(date -u +%FT%TZ) · $GPU · torch $("$PY" -c 'import torch; print(torch.__version__)') · $("$BIN" --version) · kit $(cat "$KIT/commit" 2>/dev/null)"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
+    "$PY" bench/fashion_as_cifar.py "$FASHION" "$DATA" ${PER_BATCH:-} > /dev/null || echo "no Fashion-MNIST at $FASHION: e2e and recipe will fail"
+    : > "$BENCH"
+    : > "$OUT/stages.jsonl"
+    # name and time box (seconds) of each stage, in order.
+    for stage in ${LIMITS:-tests:130 compute:170 e2e:100 dist1:45 recipe:110}; do
+        name=${stage%%:*}
+        limit=${stage##*:}
+        started=$(date +%s)
+        echo "== $name (at most ${limit} s)"
+        timeout --kill-after=10 "$limit" bash "$0" --stage "$name" > "$OUT/$name.log" 2>&1
+        rc=$?
+        tail -n 8 "$OUT/$name.log"
+        echo "{\"stage\": \"$name\", \"rc\": $rc, \"timed_out\": $([ $rc = 124 ] && echo true || echo false), \"seconds\": $(($(date +%s) - started))}" | tee -a "$OUT/stages.jsonl"
+    done
+    echo "== summary"
+    bash "$0" --stage summary > "$OUT/summary.json" 2> "$OUT/summary.log"
+    cat "$OUT/summary.json"
+    exit 0
+fi
+
 model=(--model resnet18 --dataset cifar10)
 selfcon_model=(--selfcon_pos "[False,True,False]" --selfcon_size fc)
 run() { # label, command...: appends the command's JSON line (tagged with the label) to bench.jsonl
@@ -56,63 +84,85 @@ ours() { run "$1" "$BIN" bench train --json --device "$DEVICE" --batch_size "$BA
     --warmup_steps "$WARMUP" --learning_rate 0.5 --temp 0.1 "${model[@]}" "${@:2}"; }
 ref() { run "$1" "$PY" bench/pytorch_reference.py bench --device "$DEVICE" --batch_size "$BATCH" --steps "$STEPS" \
     --warmup_steps "$WARMUP" "${@:2}"; }
-
-echo "== compute only"
-for p in fp16 bf16; do
-    ref "ref_selfcon_compute_$p" --method SelfCon --precision "$p"
-    ref "ref_supcon_compute_$p" --method SupCon --precision "$p"
-    ours "ours_selfcon_compute_$p" --method SelfCon "${selfcon_model[@]}" --precision "$p" --channels_last
-    ours "ours_supcon_compute_$p" --method SupCon --multiview --precision "$p" --channels_last
-done
-ours "ours_selfcon_compute_fp16_nchw" --method SelfCon "${selfcon_model[@]}" --precision fp16
-
-echo "== end to end (loader included, $WORKERS workers)"
 data=(--data_folder "$DATA" --num_workers "$WORKERS")
-ref "ref_selfcon_e2e_fp16" --method SelfCon --precision fp16 --end_to_end --dataset cifar10 "${data[@]}"
-ref "ref_supcon_e2e_fp16" --method SupCon --precision fp16 --end_to_end --dataset cifar10 "${data[@]}"
-ours "ours_selfcon_e2e_fp16" --method SelfCon "${selfcon_model[@]}" --precision fp16 --channels_last --end_to_end "${data[@]}"
-ours "ours_supcon_e2e_fp16" --method SupCon --multiview --precision fp16 --channels_last --end_to_end "${data[@]}"
-ours "ours_selfcon_e2e_bf16" --method SelfCon "${selfcon_model[@]}" --precision bf16 --channels_last --end_to_end "${data[@]}"
 
-echo "== distributed at world size 1 (issue #7: the c10d path's overhead; Gloo, CUDA tensors through host memory)"
-# NCCL is not built yet; this measures what a GPU rank pays today for gradient all-reduce.
-run "ours_selfcon_compute_fp16_dist1" "$BIN" launch --nproc_per_node 1 --master_port 29555 -- bench train --json \
-    --device "$DEVICE" --batch_size "$BATCH" --steps "$STEPS" --warmup_steps "$WARMUP" --learning_rate 0.5 --temp 0.1 \
-    "${model[@]}" --method SelfCon "${selfcon_model[@]}" --precision fp16 --channels_last
-
-echo "== recipe: Fashion-MNIST as CIFAR-10, SelfCon pretrain $EPOCHS epochs + linear $LINEAR_EPOCHS epochs"
-SAVE="$OUT/save"
-"$BIN" pretrain --method SelfCon "${model[@]}" "${selfcon_model[@]}" --batch_size "$BATCH" --learning_rate 0.5 \
-    --temp 0.1 --epochs "$EPOCHS" --cosine --precision --channels_last --device "$DEVICE" --print_freq 0 \
-    --data_folder "$DATA" --num_workers "$WORKERS" --save_dir "$SAVE/representation" > "$OUT/pretrain.out"
-CKPT=$(tail -n 1 "$OUT/pretrain.out")
-"$BIN" linear --ckpt "$CKPT" --subnet "${model[@]}" "${selfcon_model[@]}" --batch_size 512 --learning_rate 3 \
-    --weight_decay 0 --epochs "$LINEAR_EPOCHS" --lr_decay_epochs "$LINEAR_DECAY" --lr_decay_rate 0.1 \
-    --device "$DEVICE" --data_folder "$DATA" --num_workers "$WORKERS" --save_dir "$SAVE/linear" > "$OUT/linear.out"
-cat "$OUT/linear.out"
-
-echo "== summary"
-"$PY" - "$BENCH" "$GPU" "$(dirname "$CKPT")/metrics.jsonl" "$OUT/linear.out" > "$OUT/summary.json" <<'PYEOF'
-import json, sys
+case "$2" in
+tests)
+    test_device=$DEVICE
+    [ "$DEVICE" = cuda ] && test_device=cuda:0
+    export SELFCON_TEST_DEVICE=$test_device CUBLAS_WORKSPACE_CONFIG=:4096:8 RUST_BACKTRACE=1
+    # --nocapture: the measured differences (CUDA vs CPU) and losses are printed.
+    "$KIT/tests/device" --test-threads 1 --nocapture; a=$?
+    # The library-level stop/resume tests (the signal ones drive the development machine's binary).
+    "$KIT/tests/step_resume" --test-threads 1 --skip sig; b=$?
+    exit $((a || b))
+    ;;
+compute)
+    for p in $(echo "$HALF bf16" | tr " " "\n" | sort -u); do
+        ref "ref_selfcon_compute_$p" --method SelfCon --precision "$p"
+        ref "ref_supcon_compute_$p" --method SupCon --precision "$p"
+        ours "ours_selfcon_compute_$p" --method SelfCon "${selfcon_model[@]}" --precision "$p" --channels_last
+        ours "ours_supcon_compute_$p" --method SupCon --multiview --precision "$p" --channels_last
+    done
+    ours "ours_selfcon_compute_${HALF}_nchw" --method SelfCon "${selfcon_model[@]}" --precision "$HALF"
+    ;;
+e2e)
+    ref "ref_selfcon_e2e_$HALF" --method SelfCon --precision "$HALF" --end_to_end --dataset cifar10 "${data[@]}"
+    ref "ref_supcon_e2e_$HALF" --method SupCon --precision "$HALF" --end_to_end --dataset cifar10 "${data[@]}"
+    ours "ours_selfcon_e2e_$HALF" --method SelfCon "${selfcon_model[@]}" --precision "$HALF" --channels_last --end_to_end "${data[@]}"
+    ours "ours_supcon_e2e_$HALF" --method SupCon --multiview --precision "$HALF" --channels_last --end_to_end "${data[@]}"
+    ours "ours_selfcon_e2e_bf16" --method SelfCon "${selfcon_model[@]}" --precision bf16 --channels_last --end_to_end "${data[@]}"
+    ;;
+dist1)
+    # NCCL is not built yet: what a GPU rank pays today for the gradient all-reduce.
+    run "ours_selfcon_compute_${HALF}_dist1" "$BIN" launch --nproc_per_node 1 --master_port 29555 -- bench train --json \
+        --device "$DEVICE" --batch_size "$BATCH" --steps "$STEPS" --warmup_steps "$WARMUP" --learning_rate 0.5 --temp 0.1 \
+        "${model[@]}" --method SelfCon "${selfcon_model[@]}" --precision "$HALF" --channels_last
+    ;;
+recipe)
+    SAVE="$OUT/save"
+    "$BIN" pretrain --method SelfCon "${model[@]}" "${selfcon_model[@]}" --batch_size "$BATCH" --learning_rate 0.5 \
+        --temp 0.1 --epochs "$EPOCHS" --cosine --precision --channels_last --device "$DEVICE" --print_freq 0 \
+        --data_folder "$DATA" --num_workers "$WORKERS" --save_dir "$SAVE/representation" > "$OUT/pretrain.out"
+    CKPT=$(tail -n 1 "$OUT/pretrain.out")
+    "$BIN" linear --ckpt "$CKPT" --subnet "${model[@]}" "${selfcon_model[@]}" --batch_size 512 --learning_rate 3 \
+        --weight_decay 0 --epochs "$LINEAR_EPOCHS" --lr_decay_epochs "$LINEAR_DECAY" --lr_decay_rate 0.1 \
+        --device "$DEVICE" --data_folder "$DATA" --num_workers "$WORKERS" --save_dir "$SAVE/linear" > "$OUT/linear.out"
+    cat "$OUT/linear.out"
+    ;;
+summary)
+    CKPT=$(tail -n 1 "$OUT/pretrain.out" 2>/dev/null)
+    "$PY" - "$BENCH" "$GPU" "$(dirname "${CKPT:-none}")/metrics.jsonl" "$OUT/linear.out" "$OUT/stages.jsonl" <<'PYEOF'
+import json, os, sys
+H = os.environ["HALF"]
 bench = {r["label"]: r for r in map(json.loads, open(sys.argv[1]))}
 def ratio(ours, ref, key="images_per_s"):
     return bench[ours][key] / bench[ref][key] if ours in bench and ref in bench else None
-pretrain = [json.loads(l) for l in open(sys.argv[3]) if '"epoch"' in l and '"kind":"epoch"' in l.replace(" ", "")]
+def lines(path):
+    try:
+        return open(path).read().strip().splitlines()
+    except OSError:
+        return []
+pretrain = [json.loads(l) for l in lines(sys.argv[3]) if '"kind":"epoch"' in l.replace(" ", "")]
+linear = lines(sys.argv[4])
 summary = {
     "gpu": sys.argv[2],
-    "selfcon_end_to_end_ratio": ratio("ours_selfcon_e2e_fp16", "ref_selfcon_e2e_fp16"),
-    "selfcon_compute_ratio": ratio("ours_selfcon_compute_fp16", "ref_selfcon_compute_fp16"),
-    "supcon_end_to_end_ratio": ratio("ours_supcon_e2e_fp16", "ref_supcon_e2e_fp16"),
-    "supcon_compute_ratio": ratio("ours_supcon_compute_fp16", "ref_supcon_compute_fp16"),
-    "peak_memory_ratio": ratio("ours_selfcon_compute_fp16", "ref_selfcon_compute_fp16", "peak_memory_bytes"),
-    "supcon_peak_memory_ratio": ratio("ours_supcon_compute_fp16", "ref_supcon_compute_fp16", "peak_memory_bytes"),
-    "selfcon_over_supcon_time_ours": ratio("ours_supcon_compute_fp16", "ours_selfcon_compute_fp16"),
-    "selfcon_over_supcon_time_ref": ratio("ref_supcon_compute_fp16", "ref_selfcon_compute_fp16"),
-    "distributed_world1_over_single_time": ratio("ours_selfcon_compute_fp16", "ours_selfcon_compute_fp16_dist1"),
+    "selfcon_end_to_end_ratio": ratio(f"ours_selfcon_e2e_{H}", f"ref_selfcon_e2e_{H}"),
+    "selfcon_compute_ratio": ratio(f"ours_selfcon_compute_{H}", f"ref_selfcon_compute_{H}"),
+    "selfcon_end_to_end_over_compute": ratio(f"ours_selfcon_e2e_{H}", f"ours_selfcon_compute_{H}"),
+    "supcon_end_to_end_ratio": ratio(f"ours_supcon_e2e_{H}", f"ref_supcon_e2e_{H}"),
+    "supcon_compute_ratio": ratio(f"ours_supcon_compute_{H}", f"ref_supcon_compute_{H}"),
+    "peak_memory_ratio": ratio(f"ours_selfcon_compute_{H}", f"ref_selfcon_compute_{H}", "peak_memory_bytes"),
+    "supcon_peak_memory_ratio": ratio(f"ours_supcon_compute_{H}", f"ref_supcon_compute_{H}", "peak_memory_bytes"),
+    "selfcon_over_supcon_time_ours": ratio(f"ours_supcon_compute_{H}", f"ours_selfcon_compute_{H}"),
+    "selfcon_over_supcon_time_ref": ratio(f"ref_supcon_compute_{H}", f"ref_selfcon_compute_{H}"),
+    "distributed_world1_over_single_time": ratio(f"ours_selfcon_compute_{H}", f"ours_selfcon_compute_{H}_dist1"),
     "pretrain_epoch_seconds": [round(r.get("seconds", 0.0), 2) for r in pretrain],
-    "linear": json.loads(open(sys.argv[4]).read().strip().splitlines()[-1]),
+    "linear": json.loads(linear[-1]) if linear and linear[-1].startswith("{") else None,
+    "stages": [json.loads(l) for l in lines(sys.argv[5])],
     "bench": bench,
 }
 print(json.dumps(summary, indent=2))
 PYEOF
-cat "$OUT/summary.json" | head -20
+    ;;
+esac

@@ -217,3 +217,52 @@ fn a_training_step_and_its_batch_never_wait_for_the_device() {
         assert!(loss.double_value(&[]).is_finite(), "{precision}");
     }
 }
+
+/// Library users pass a `Device` without going through `select_device`: every entry point loads
+/// the CUDA backend itself first, and without one refuses CUDA with the CLI's one-line error
+/// (not a panic from the first CUDA tensor).
+#[test]
+fn library_entry_points_refuse_cuda_cleanly_where_there_is_none() {
+    if selfcon::engine::cuda_backend().is_ok() {
+        return;
+    }
+    let cuda = Device::Cuda(0);
+    let want = "--device: cuda:0 requested but libtorch's CUDA backend could not be loaded";
+    let d = tempfile::tempdir().unwrap();
+    common::tiny_fashion_mnist(d.path(), 8, 4);
+    let data = selfcon::data::open_dataset(selfcon::data::DatasetKind::FashionMnist, Some(d.path())).unwrap();
+    let save = tempfile::tempdir().unwrap();
+    let c = common::tiny_pretrain_config(save.path(), 1, 4);
+    let errors = [
+        (
+            "pretrain",
+            selfcon::train::pretrain(&c, &data, cuda, None, &mut selfcon::train::Quiet).err().map(|e| e.to_string()),
+        ),
+        (
+            "bench",
+            selfcon::train::measure_pretrain_steps(&c, cuda, selfcon::train::BatchSource::Synthetic, 0, 1)
+                .err()
+                .map(|e| e.to_string()),
+        ),
+        ("model", ConModel::build(&c.model, cuda).err().map(|e| e.to_string())),
+    ];
+    for (entry, error) in errors {
+        let error = error.unwrap_or_else(|| panic!("{entry} accepted CUDA on a machine without it"));
+        assert!(error.starts_with(want), "{entry}: {error}");
+    }
+    let (_, model) = ConModel::build(&c.model, Device::Cpu).unwrap();
+    let how = selfcon::train::FeatureExtraction {
+        mean: data.mean,
+        std: data.std,
+        threads: 1,
+        device: cuda,
+        precision: Precision::Fp32,
+        channels_last: false,
+    };
+    let error =
+        selfcon::train::encoder_features(&model, &data.train, selfcon::data::augment::EvalTransform::Identity, how)
+            .err()
+            .expect("features on CUDA without CUDA")
+            .to_string();
+    assert!(error.starts_with(want), "features: {error}");
+}

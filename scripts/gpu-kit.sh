@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds everything bench/gpu_check.sh runs on a GPU machine (which has no Rust toolchain) into
+# target/gpu-kit/ (git-ignored, about 50 MB): the release binary, the test binaries that switch
+# to CUDA with SELFCON_TEST_DEVICE, and Fashion-MNIST for the recipe. Then, with the device tool:
+#
+#   run  carry=["target/gpu-kit"]  timeout_s=600
+#        command="OUT=$OUT/gpu bash bench/gpu_check.sh"
+#
+# FASHION (default /usr/share/datasets/fashion-mnist) names the IDX files to carry.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KIT=target/gpu-kit
+FASHION=${FASHION:-/usr/share/datasets/fashion-mnist}
+cargo build --release --offline
+tests=$(cargo test --release --offline --no-run --test device --test step_resume --message-format=json 2>/dev/null |
+    python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["target"]["name"], m["executable"])')
+rm -rf "$KIT" && mkdir -p "$KIT/tests" "$KIT/fashion-mnist"
+cp target/release/selfcon "$KIT/selfcon"
+while read -r name path; do cp "$path" "$KIT/tests/$name"; done <<< "$tests"
+strip "$KIT/selfcon" "$KIT"/tests/*
+cp "$FASHION"/*-ubyte* "$KIT/fashion-mnist/"
+git rev-parse --short HEAD > "$KIT/commit"
+du -sh "$KIT"
+ls "$KIT/tests"
