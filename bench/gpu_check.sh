@@ -9,7 +9,10 @@
 #   e2e      the same end to end (loader, augmentation, host-to-device copies)
 #   dist1    `launch` at world size 1 (the c10d path's overhead; Gloo, CUDA tensors through host memory)
 #   recipe   Fashion-MNIST as CIFAR-10: SelfCon pretrain + linear evaluation
-# then summary.json with the ratios, computed here from this run. About 9 minutes on one H200.
+# then summary.json with the ratios, computed here from this run. The whole run stays within BUDGET
+# seconds (default 540: each stage's box is cut to what is left); $OUT receives four files only
+# (gpu_check.log with every stage's output, stages.jsonl, bench.jsonl, summary.json); data and
+# checkpoints go to WORK (default /tmp/selfcon-gpu-work).
 #
 # On the development machine:   ./scripts/gpu-kit.sh          (builds target/gpu-kit/, ~50 MB)
 # With the device tool:          run  carry=["target/gpu-kit"]  timeout_s=600
@@ -33,14 +36,19 @@ LINEAR_EPOCHS=${LINEAR_EPOCHS:-5}
 LINEAR_DECAY=${LINEAR_DECAY:-3,4}
 HALF=${HALF:-fp16}   # the 16-bit precision of the comparisons (bf16 for CPU dry runs: fp16 convolutions there take minutes)
 export PY KIT BIN OUT FASHION DEVICE BATCH STEPS WARMUP WORKERS EPOCHS LINEAR_EPOCHS LINEAR_DECAY HALF
-mkdir -p "$OUT"
-DATA="$OUT/fashion-as-cifar10"
+WORK=${WORK:-/tmp/selfcon-gpu-work}
+BUDGET=${BUDGET:-540}
+mkdir -p "$OUT" "$WORK"
+DATA="$WORK/fashion-as-cifar10"
+SAVE="$WORK/save"
 BENCH="$OUT/bench.jsonl"
-export DATA BENCH
+export WORK DATA SAVE BENCH
 
 if [ "${1:-}" != "--stage" ]; then
+    deadline=$(($(date +%s) + BUDGET))
     LOG="$OUT/gpu_check.log"
     exec > >(tee -a "$LOG") 2>&1
+    TEE=$!
     SITE=$("$PY" -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')
     LIBS="$SITE/torch/lib"
     for d in "$SITE"/nvidia/*/lib; do [ -d "$d" ] && LIBS="$LIBS:$d"; done
@@ -52,20 +60,32 @@ if [ "${1:-}" != "--stage" ]; then
     "$PY" bench/fashion_as_cifar.py "$FASHION" "$DATA" ${PER_BATCH:-} > /dev/null || echo "no Fashion-MNIST at $FASHION: e2e and recipe will fail"
     : > "$BENCH"
     : > "$OUT/stages.jsonl"
+    rm -rf "$SAVE"
     # name and time box (seconds) of each stage, in order.
-    for stage in ${LIMITS:-tests:130 compute:170 e2e:100 dist1:45 recipe:110}; do
+    for stage in ${LIMITS:-tests:120 compute:150 e2e:90 dist1:40 recipe:100}; do
         name=${stage%%:*}
         limit=${stage##*:}
         started=$(date +%s)
+        # Leave 30 s for the summary; a stage with under 15 s left is skipped.
+        left=$((deadline - started - 30))
+        [ "$left" -lt "$limit" ] && limit=$left
+        if [ "$limit" -lt 15 ]; then
+            echo "{\"stage\": \"$name\", \"skipped\": \"out of time\"}" | tee -a "$OUT/stages.jsonl"
+            continue
+        fi
         echo "== $name (at most ${limit} s)"
-        timeout --kill-after=10 "$limit" bash "$0" --stage "$name" > "$OUT/$name.log" 2>&1
+        timeout --kill-after=5 "$limit" bash "$0" --stage "$name" 2>&1
         rc=$?
-        tail -n 8 "$OUT/$name.log"
-        echo "{\"stage\": \"$name\", \"rc\": $rc, \"timed_out\": $([ $rc = 124 ] && echo true || echo false), \"seconds\": $(($(date +%s) - started))}" | tee -a "$OUT/stages.jsonl"
+        timed_out=false
+        [ $rc = 124 ] || [ $rc = 137 ] && timed_out=true
+        echo "{\"stage\": \"$name\", \"rc\": $rc, \"timed_out\": $timed_out, \"seconds\": $(($(date +%s) - started))}" | tee -a "$OUT/stages.jsonl"
     done
     echo "== summary"
-    bash "$0" --stage summary > "$OUT/summary.json" 2> "$OUT/summary.log"
+    bash "$0" --stage summary > "$OUT/summary.json"
     cat "$OUT/summary.json"
+    # Let tee write the last lines to the log before the run ends.
+    exec 1>&- 2>&-
+    wait "$TEE"
     exit 0
 fi
 
@@ -120,19 +140,18 @@ dist1)
         "${model[@]}" --method SelfCon "${selfcon_model[@]}" --precision "$HALF" --channels_last
     ;;
 recipe)
-    SAVE="$OUT/save"
     "$BIN" pretrain --method SelfCon "${model[@]}" "${selfcon_model[@]}" --batch_size "$BATCH" --learning_rate 0.5 \
         --temp 0.1 --epochs "$EPOCHS" --cosine --precision --channels_last --device "$DEVICE" --print_freq 0 \
-        --data_folder "$DATA" --num_workers "$WORKERS" --save_dir "$SAVE/representation" > "$OUT/pretrain.out"
-    CKPT=$(tail -n 1 "$OUT/pretrain.out")
+        --data_folder "$DATA" --num_workers "$WORKERS" --save_dir "$SAVE/representation" > "$WORK/pretrain.out"
+    CKPT=$(tail -n 1 "$WORK/pretrain.out")
     "$BIN" linear --ckpt "$CKPT" --subnet "${model[@]}" "${selfcon_model[@]}" --batch_size 512 --learning_rate 3 \
         --weight_decay 0 --epochs "$LINEAR_EPOCHS" --lr_decay_epochs "$LINEAR_DECAY" --lr_decay_rate 0.1 \
-        --device "$DEVICE" --data_folder "$DATA" --num_workers "$WORKERS" --save_dir "$SAVE/linear" > "$OUT/linear.out"
-    cat "$OUT/linear.out"
+        --device "$DEVICE" --data_folder "$DATA" --num_workers "$WORKERS" --save_dir "$SAVE/linear" > "$WORK/linear.out"
+    cat "$WORK/linear.out"
     ;;
 summary)
-    CKPT=$(tail -n 1 "$OUT/pretrain.out" 2>/dev/null)
-    "$PY" - "$BENCH" "$GPU" "$(dirname "${CKPT:-none}")/metrics.jsonl" "$OUT/linear.out" "$OUT/stages.jsonl" <<'PYEOF'
+    CKPT=$(tail -n 1 "$WORK/pretrain.out" 2>/dev/null)
+    "$PY" - "$BENCH" "$GPU" "$(dirname "${CKPT:-none}")/metrics.jsonl" "$WORK/linear.out" "$OUT/stages.jsonl" <<'PYEOF'
 import json, os, sys
 H = os.environ["HALF"]
 bench = {r["label"]: r for r in map(json.loads, open(sys.argv[1]))}

@@ -88,6 +88,42 @@ pub fn to_device(t: &Tensor, device: Device) -> Result<Tensor> {
     }
 }
 
+/// A host-to-device copy started ahead of its use ([`copy_ahead`]).
+pub enum PendingCopy {
+    Done(Tensor),
+    /// On a side stream; [`PendingCopy::ready`] makes the compute stream wait for it.
+    Copying(torch_shim::CopyAhead),
+}
+
+impl PendingCopy {
+    /// The tensor on the device, usable by work queued from now on (the host never waits).
+    pub fn ready(self) -> Result<Tensor> {
+        match self {
+            PendingCopy::Done(t) => Ok(t),
+            PendingCopy::Copying(copy) => copy.ready().map_err(|e| Error::input(format!("copying a batch: {e}"))),
+        }
+    }
+}
+
+/// [`to_device`] for a batch needed one step from now: on CUDA the copy runs on a side stream
+/// while the compute stream finishes the current step (from page-locked memory; a tensor the
+/// loader did not pin is pinned first); elsewhere it is done at once.
+pub fn copy_ahead(t: &Tensor, device: Device) -> Result<PendingCopy> {
+    match (t.device(), device) {
+        (Device::Cpu, Device::Cuda(index)) => {
+            let pinned = if torch_shim::is_pinned(t) {
+                t.shallow_clone()
+            } else {
+                torch_shim::pin_memory(t).map_err(|e| Error::input(format!("pinning a batch in host memory: {e}")))?
+            };
+            torch_shim::CopyAhead::start(&pinned, index)
+                .map(PendingCopy::Copying)
+                .map_err(|e| Error::input(format!("copying a batch: {e}")))
+        }
+        _ => to_device(t, device).map(PendingCopy::Done),
+    }
+}
+
 /// Loads `libtorch_cuda.so` once; `Err` says why CUDA cannot be used.
 pub fn cuda_backend() -> std::result::Result<(), String> {
     static LOADED: OnceLock<std::result::Result<(), String>> = OnceLock::new();

@@ -147,11 +147,18 @@ fn with_device_waits_forbidden<T>(f: impl FnOnce() -> T) -> T {
     // SAFETY: looks a symbol up in the loaded libraries.
     let mode = unsafe { libc::dlsym(libc::RTLD_DEFAULT, SYMBOL.as_ptr() as *const libc::c_char) } as *mut i32;
     assert!(!mode.is_null(), "libc10_cuda's sync debug mode (warning_state_) not found");
+    /// Turns the mode off again even when `f` panics (later tests must not inherit it).
+    struct Restore(*mut i32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: the same live static as below.
+            unsafe { self.0.write_volatile(0) };
+        }
+    }
     // SAFETY: `c10::cuda::WarningState` holds one `SyncDebugMode` (an int enum: 0 off, 2 error).
     unsafe { mode.write_volatile(2) };
-    let out = f();
-    unsafe { mode.write_volatile(0) };
-    out
+    let _restore = Restore(mode);
+    f()
 }
 
 #[test]
@@ -196,9 +203,11 @@ fn a_training_step_and_its_batch_never_wait_for_the_device() {
         let mut batches = loader.epoch(0);
         // The first step sets up (momentum buffers, cuDNN plans); the checked ones follow.
         let mut run_step = |train: &selfcon::train::TrainLoop| {
+            // As the training loop moves a batch: copied ahead on a side stream, then normalised.
             let batch = batches.next().unwrap().unwrap();
-            let images = train.batch_images(&batch).unwrap();
-            let labels = train.labels_to_device(&batch.labels).unwrap();
+            let pixels = selfcon::engine::copy_ahead(&batch.images, device).unwrap();
+            let labels = selfcon::engine::copy_ahead(&batch.labels, device).unwrap().ready().unwrap();
+            let images = train.images_to_device(&batch.model_pixels(pixels.ready().unwrap())).unwrap();
             train
                 .step(
                     &images,
@@ -265,4 +274,39 @@ fn library_entry_points_refuse_cuda_cleanly_where_there_is_none() {
             .expect("features on CUDA without CUDA")
             .to_string();
     assert!(error.starts_with(want), "features: {error}");
+}
+
+#[test]
+fn u8_batches_normalised_on_the_device_equal_the_hosts_normalisation() {
+    let device = common::test_device();
+    let d = tempfile::tempdir().unwrap();
+    common::tiny_fashion_mnist(d.path(), 12, 4);
+    let data = selfcon::data::open_dataset(selfcon::data::DatasetKind::FashionMnist, Some(d.path())).unwrap();
+    let batch = |format: BatchFormat| {
+        let loader = DataLoader::new(
+            data.train.clone(),
+            Transform::Train { transform: TrainTransform::pretrain(32, false), views: 1 },
+            LoaderConfig {
+                batch_size: 12,
+                threads: 1,
+                prefetch: 1,
+                shuffle: true,
+                seed: 4,
+                drop_last: false,
+                mean: data.mean,
+                std: data.std,
+                background: false,
+                shard: None,
+                format,
+            },
+        )
+        .unwrap();
+        let batch = loader.epoch(0).next().unwrap().unwrap();
+        batch.images_on(device).unwrap()
+    };
+    let host = batch(BatchFormat::default());
+    let raw = batch(BatchFormat { raw_u8: true, pinned: device.is_cuda(), ..BatchFormat::default() });
+    assert_eq!(raw.device(), device);
+    // True divisions by device tensors on both sides: the same bits as the CPU's ToTensor + Normalize.
+    assert!(raw.equal(&host), "largest difference {}", (&raw - &host).abs().max().double_value(&[]));
 }

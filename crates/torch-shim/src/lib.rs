@@ -80,6 +80,18 @@ mod ffi {
         pub fn selfcon_shim_set_grads_to_none(params: *const *const u8, n: i64);
         pub fn selfcon_shim_pin_memory(tensor: *const u8, err: *mut *mut c_char) -> *mut u8;
         pub fn selfcon_shim_is_pinned(tensor: *const u8) -> c_int;
+        pub fn selfcon_shim_copy_ahead(
+            src: *const u8,
+            device_index: c_int,
+            ready: *mut *mut std::ffi::c_void,
+            err: *mut *mut c_char,
+        ) -> *mut u8;
+        pub fn selfcon_shim_wait_ready(
+            ready: *mut std::ffi::c_void,
+            device_index: c_int,
+            err: *mut *mut c_char,
+        ) -> c_int;
+        pub fn selfcon_shim_free_ready(ready: *mut std::ffi::c_void);
         pub fn selfcon_shim_empty_pinned(sizes: *const i64, ndim: i64, dtype: c_int, err: *mut *mut c_char) -> *mut u8;
     }
 }
@@ -340,6 +352,47 @@ pub fn empty_pinned(sizes: &[i64], kind: Kind) -> Result<Tensor> {
     Ok(unsafe { Tensor::from_ptr(ptr as *mut _) })
 }
 
+/// A copy of a host tensor on accelerator `device_index`, started on a side stream so that it
+/// overlaps the work queued on the compute stream; usable once [`CopyAhead::ready`] was called
+/// (which makes the compute stream, not the host, wait for the copy).
+pub struct CopyAhead {
+    tensor: Tensor,
+    device_index: usize,
+    event: *mut std::ffi::c_void,
+}
+
+// SAFETY: the event is a heap `c10::Event` owned by this value alone.
+unsafe impl Send for CopyAhead {}
+
+impl CopyAhead {
+    /// Starts copying `src` (a CPU tensor, pinned for the copy to be asynchronous).
+    pub fn start(src: &Tensor, device_index: usize) -> Result<Self> {
+        let mut event = std::ptr::null_mut();
+        let ptr = checked(|err| unsafe {
+            ffi::selfcon_shim_copy_ahead(src.as_ptr() as *const u8, device_index as c_int, &mut event, err)
+        })?;
+        // SAFETY: a new heap `at::Tensor*`, now owned by the tch Tensor.
+        Ok(CopyAhead { tensor: unsafe { Tensor::from_ptr(ptr as *mut _) }, device_index, event })
+    }
+
+    /// The copy, once the compute stream waits for it.
+    pub fn ready(mut self) -> Result<Tensor> {
+        let event = std::mem::replace(&mut self.event, std::ptr::null_mut());
+        // SAFETY: `event` came from `selfcon_shim_copy_ahead` and is consumed (freed) here once.
+        checked(|err| unsafe { ffi::selfcon_shim_wait_ready(event, self.device_index as c_int, err) })?;
+        Ok(self.tensor.shallow_clone())
+    }
+}
+
+impl Drop for CopyAhead {
+    fn drop(&mut self) {
+        if !self.event.is_null() {
+            // SAFETY: an event not consumed by `ready`.
+            unsafe { ffi::selfcon_shim_free_ready(self.event) }
+        }
+    }
+}
+
 pub fn is_pinned(tensor: &Tensor) -> bool {
     // SAFETY: reads a flag of a live tensor.
     unsafe { ffi::selfcon_shim_is_pinned(tensor.as_ptr() as *const u8) == 1 }
@@ -442,5 +495,25 @@ mod tests {
             return;
         }
         assert!(device_memory_stats(0).is_err());
+    }
+
+    #[test]
+    fn pinned_memory_and_side_stream_copies_fail_cleanly_without_an_accelerator() {
+        if tch::Cuda::is_available() {
+            return;
+        }
+        let t = Tensor::ones([2, 3], (Kind::Float, Device::Cpu));
+        assert!(!is_pinned(&t));
+        assert!(pin_memory(&t).is_err());
+        assert!(empty_pinned(&[2, 3], Kind::Uint8).is_err());
+        assert!(empty_pinned(&[2], Kind::Int64).unwrap_err().0.contains("not supported"));
+        assert!(CopyAhead::start(&t, 0).is_err());
+    }
+
+    #[test]
+    fn foreach_sgd_checks_list_lengths() {
+        let p = [Tensor::ones([2], (Kind::Float, Device::Cpu))];
+        let step = SgdStep { weight_decay: 0.0, momentum: 0.9, lr: 0.1 };
+        assert!(step.foreach(&p, &[], &[]).unwrap_err().0.contains("1 parameters, 0 gradients"));
     }
 }

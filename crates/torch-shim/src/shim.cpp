@@ -14,7 +14,13 @@
 #include <ATen/ops/_foreach_sub.h>
 #include <ATen/ops/_fused_sgd.h>
 
+#include <c10/core/Event.h>
+#include <c10/core/StreamGuard.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
+
 #include <cstdlib>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <cstring>
 #include <exception>
@@ -199,6 +205,54 @@ at::Tensor* selfcon_shim_empty_pinned(const int64_t* sizes, int64_t ndim, int dt
   return new at::Tensor(at::empty(at::IntArrayRef(sizes, static_cast<size_t>(ndim)), options));
   SHIM_CATCH(err, nullptr)
 }
+
+// Copies a host tensor to accelerator `device_index` on a side stream (one per device, from the
+// accelerator's pool), so that the copy runs while the compute stream still works on the previous
+// step. Returns the destination and, in `*ready`, an event recorded after the copy: the compute
+// stream must wait for it (selfcon_shim_wait_ready) before using the destination. The destination
+// is also recorded as used by the compute stream, so its memory is not handed out again before
+// that stream is done with it. Device-generic c10 API: no CUDA headers needed.
+at::Tensor* selfcon_shim_copy_ahead(const at::Tensor* src, int device_index, void** ready, char** err) {
+  SHIM_TRY(err, nullptr)
+  const auto type = at::accelerator::getAccelerator(/*checked=*/true).value();
+  const c10::Device device(type, static_cast<c10::DeviceIndex>(device_index));
+  c10::impl::VirtualGuardImpl impl(type);
+  static std::mutex mutex;
+  static std::vector<std::optional<c10::Stream>> side_streams;
+  c10::Stream side = [&] {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (side_streams.size() <= static_cast<size_t>(device_index)) side_streams.resize(device_index + 1);
+    auto& s = side_streams[device_index];
+    if (!s) s = impl.getStreamFromGlobalPool(device, /*isHighPriority=*/false);
+    return *s;
+  }();
+  const c10::Stream compute = impl.getStream(device);
+  at::Tensor dst;
+  {
+    const c10::StreamGuard on_side(side);
+    dst = src->to(device, src->scalar_type(), /*non_blocking=*/true, /*copy=*/false);
+  }
+  dst.record_stream(compute);
+  auto event = std::make_unique<c10::Event>(type);
+  event->record(side);
+  *ready = event.release();
+  return new at::Tensor(dst);
+  SHIM_CATCH(err, nullptr)
+}
+
+// Makes the compute stream wait (on the device; the host does not wait) for a copy started by
+// selfcon_shim_copy_ahead, and frees the event.
+int selfcon_shim_wait_ready(void* ready, int device_index, char** err) {
+  std::unique_ptr<c10::Event> event(static_cast<c10::Event*>(ready));
+  SHIM_TRY(err, -1)
+  const auto type = event->device_type();
+  c10::impl::VirtualGuardImpl impl(type);
+  event->block(impl.getStream(c10::Device(type, static_cast<c10::DeviceIndex>(device_index))));
+  return 0;
+  SHIM_CATCH(err, -1)
+}
+
+void selfcon_shim_free_ready(void* ready) { delete static_cast<c10::Event*>(ready); }
 
 int selfcon_shim_is_pinned(const at::Tensor* tensor) { return tensor->is_pinned() ? 1 : 0; }
 

@@ -75,7 +75,9 @@ impl Progress for TerminalProgress {
         }
         match &self.bar {
             Some(bar) => {
-                bar.set_message(format!("loss {loss:.4} lr {lr:.5} {images_per_s:.0} img/s"));
+                // NaN until the loop first reads the losses (every --print_freq steps).
+                let loss = if loss.is_nan() { "-".to_string() } else { format!("{loss:.4}") };
+                bar.set_message(format!("loss {loss} lr {lr:.5} {images_per_s:.0} img/s"));
                 bar.inc(1);
             }
             None if self.print_freq > 0 && (step + 1) % self.print_freq == 0 => {

@@ -154,11 +154,15 @@ impl Batch {
     /// The model input on `device`: copied there (asynchronously from page-locked memory, see
     /// [`crate::engine::to_device`]), then, for u8 batches, normalised there.
     pub fn images_on(&self, device: tch::Device) -> Result<Tensor> {
-        let images = crate::engine::to_device(&self.images, device)?;
-        Ok(match &self.normalization {
+        Ok(self.model_pixels(crate::engine::to_device(&self.images, device)?))
+    }
+
+    /// `images` (this batch's, already moved) as model input: normalised when they are u8.
+    pub fn model_pixels(&self, images: Tensor) -> Tensor {
+        match &self.normalization {
             Some(n) => n.apply(&images),
             None => images,
-        })
+        }
     }
 }
 

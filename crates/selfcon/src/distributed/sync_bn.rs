@@ -85,8 +85,8 @@ impl Distributed {
         let mean = sum(&means * &counts) / &global_count;
         let var = sum(m2s + &counts * (&means - mean.unsqueeze(0)).square()) / &global_count;
         tch::no_grad(|| {
-            let n = global_count.double_value(&[0]);
-            let unbiased = &var * (n / (n - 1.0).max(1.0));
+            // On the device: reading the count would make the host wait in every BatchNorm layer.
+            let unbiased = &var * (&global_count / (&global_count - 1.0).clamp_min(1.0));
             let m = bn.momentum;
             let (mut rm, mut rv) = (bn.running_mean.shallow_clone(), bn.running_var.shallow_clone());
             let _ = rm.g_mul_scalar_(1.0 - m).g_add_(&(mean.detach().to_kind(rm.kind()) * m));

@@ -16,6 +16,7 @@ use super::progress::Progress;
 use super::schedule::LrSchedule;
 use crate::data::{Batch, DataLoader};
 use crate::distributed::{self, gradients::Reduction};
+use crate::engine::PendingCopy;
 use crate::error::{Error, Result};
 use crate::metrics::MetricsLog;
 
@@ -189,14 +190,22 @@ impl TrainLoop {
         let mut images_this_run = 0;
         // Losses stay on the device until read: every `print_freq` steps (the step record and
         // the plain progress line need the value then), before any checkpoint, at the end.
-        let read_every = if self.print_freq > 0 { self.print_freq } else { super::loss_window::DEFAULT_READ_EVERY };
+        let read_every = match self.print_freq {
+            0 => super::loss_window::DEFAULT_READ_EVERY,
+            n => n.min(super::loss_window::MAX_READ_EVERY),
+        };
         let mut window = super::loss_window::LossWindow::default();
         let mut last_loss = f64::NAN;
-        for (step, batch) in (first..).zip(pass.loader.epoch_from(pass.order, first)) {
-            let batch = batch?;
+        let mut loaded = pass.loader.epoch_from(pass.order, first);
+        // One batch ahead: the next batch's copy to the device overlaps the current step.
+        let mut next = loaded.next().map(|b| b.and_then(|b| self.copy_ahead(b)));
+        for step in first.. {
+            let Some(current) = next.take() else { break };
+            let (batch, images, labels) = current?;
+            next = loaded.next().map(|b| b.and_then(|b| self.copy_ahead(b)));
             stats.lr = self.schedule.lr(pass.epoch, step, batches);
-            let images = self.batch_images(&batch)?;
-            let labels = self.labels_to_device(&batch.labels)?;
+            let images = self.model_input(batch.model_pixels(images.ready()?))?;
+            let labels = labels.ready()?;
             let (output, stop) = self.step_voting(
                 &images,
                 &labels,
@@ -214,19 +223,23 @@ impl TrainLoop {
             images_this_run += n;
             let pass_done = state.steps == batches;
             let save_due = !pass_done && self.save_every_steps > 0 && state.steps % self.save_every_steps == 0;
-            if (step + 1) % read_every == 0 || pass_done || save_due || stop.is_some() {
+            let log_due = self.print_freq > 0 && (step + 1) % self.print_freq == 0;
+            if (step + 1) % read_every == 0 || log_due || pass_done || save_due || stop.is_some() {
                 let read = window.read();
-                if let Some((bad_step, value)) = read.non_finite {
+                if let Some((bad_step, value)) = read.non_finite() {
                     return Err(self.non_finite(value, pass.epoch, bad_step));
                 }
-                state.loss_sum += read.loss_sum;
-                state.images += read.images;
+                // Step by step, in order: the sum does not depend on where the reads fell.
+                for &(_, images, value) in &read.steps {
+                    state.loss_sum += value * images as f64;
+                    state.images += images;
+                }
                 state.skipped_steps += read.skipped_steps;
-                last_loss = read.last;
+                last_loss = read.last();
             }
             let rate = images_this_run as f64 / started.elapsed().as_secs_f64().max(1e-9);
             progress.step(pass.epoch, step, last_loss, stats.lr, rate);
-            if self.print_freq > 0 && (step + 1) % self.print_freq == 0 {
+            if log_due {
                 log.record(json!({"kind": "step", "stage": self.stage, "epoch": pass.epoch, "step": step + 1,
                     "loss": last_loss, "lr": stats.lr, "images_per_s": rate}))?;
             }
@@ -379,6 +392,14 @@ impl TrainLoop {
         // Alone: the request as of the end of the step.
         let stop = if dist.is_some() { stop } else { vote() };
         Ok((StepOutput { loss: reported, skipped }, stop))
+    }
+
+    /// Starts moving a loader batch's images and labels to the device (see
+    /// [`crate::engine::copy_ahead`]).
+    fn copy_ahead(&self, batch: Batch) -> Result<(Batch, PendingCopy, PendingCopy)> {
+        let images = crate::engine::copy_ahead(&batch.images, self.device)?;
+        let labels = crate::engine::copy_ahead(&batch.labels, self.device)?;
+        Ok((batch, images, labels))
     }
 
     /// A loader batch's images on the device (normalised there when the loader sent u8

@@ -9,6 +9,10 @@ use tch::{Kind, Tensor};
 /// Read when no `--print_freq` sets the rhythm (the official default).
 pub const DEFAULT_READ_EVERY: usize = 10;
 
+/// Read at least this often whatever `--print_freq` is: a NaN/inf loss stops the run within this
+/// many steps, and the window stays small.
+pub const MAX_READ_EVERY: usize = 50;
+
 #[derive(Default)]
 pub struct LossWindow {
     /// (step index, images the loss covers) of each loss below.
@@ -20,16 +24,25 @@ pub struct LossWindow {
 }
 
 /// What one read of the window found.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct WindowTotals {
-    /// Σ loss × images over the window's steps.
-    pub loss_sum: f64,
-    pub images: usize,
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WindowRead {
+    /// (step index, images, loss) of each step, in step order: a caller summing them one by one
+    /// gets the same total however the steps were grouped into reads (a resumed run, another
+    /// `--print_freq`, give the uninterrupted run's bits).
+    pub steps: Vec<(usize, usize, f64)>,
     pub skipped_steps: usize,
+}
+
+impl WindowRead {
     /// The newest step's loss (NaN for an empty window).
-    pub last: f64,
+    pub fn last(&self) -> f64 {
+        self.steps.last().map_or(f64::NAN, |s| s.2)
+    }
+
     /// The first step with a NaN/inf loss: (step index, loss).
-    pub non_finite: Option<(usize, f64)>,
+    pub fn non_finite(&self) -> Option<(usize, f64)> {
+        self.steps.iter().find(|s| !s.2.is_finite()).map(|&(step, _, value)| (step, value))
+    }
 }
 
 impl LossWindow {
@@ -48,26 +61,19 @@ impl LossWindow {
     }
 
     /// Copies the window to the host (one synchronisation) and empties it.
-    pub fn read(&mut self) -> WindowTotals {
-        let mut totals = WindowTotals { last: f64::NAN, ..WindowTotals::default() };
+    pub fn read(&mut self) -> WindowRead {
+        let mut read = WindowRead::default();
         if !self.steps.is_empty() {
             let values = Vec::<f64>::try_from(Tensor::cat(&self.losses, 0).to_device(tch::Device::Cpu))
                 .expect("a float64 vector converts");
-            for (&(step, images), &value) in self.steps.iter().zip(&values) {
-                if !value.is_finite() && totals.non_finite.is_none() {
-                    totals.non_finite = Some((step, value));
-                }
-                totals.loss_sum += value * images as f64;
-                totals.images += images;
-            }
-            totals.last = *values.last().expect("non-empty");
+            read.steps = self.steps.iter().zip(values).map(|(&(step, images), value)| (step, images, value)).collect();
         }
         if let Some(skipped) = self.skipped.take() {
-            totals.skipped_steps = skipped.double_value(&[0]).round() as usize;
+            read.skipped_steps = skipped.double_value(&[0]).round() as usize;
         }
         self.steps.clear();
         self.losses.clear();
-        totals
+        read
     }
 }
 
@@ -78,23 +84,23 @@ mod tests {
     #[test]
     fn reads_sums_and_names_the_first_non_finite_step() {
         let mut window = LossWindow::default();
-        assert_eq!(window.read().images, 0);
+        assert!(window.read().steps.is_empty());
         let flag = |v: f32| Tensor::from_slice(&[v]);
         window.push(4, 8, &Tensor::from(2.0f32), Some(&flag(0.0)));
         window.push(5, 8, &Tensor::from(f32::NAN), Some(&flag(1.0)));
         window.push(6, 4, &Tensor::from(f32::INFINITY), Some(&flag(1.0)));
         window.push(7, 4, &Tensor::from(1.5f32), Some(&flag(0.0)));
         assert_eq!(window.steps.len(), 4);
-        let totals = window.read();
+        let read = window.read();
         assert!(window.steps.is_empty() && window.losses.is_empty());
-        assert_eq!(totals.images, 24);
-        assert_eq!(totals.skipped_steps, 2);
-        assert_eq!(totals.last, 1.5);
-        let (step, value) = totals.non_finite.unwrap();
+        assert_eq!(read.steps.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(), [(4, 8), (5, 8), (6, 4), (7, 4)]);
+        assert_eq!(read.skipped_steps, 2);
+        assert_eq!(read.last(), 1.5);
+        let (step, value) = read.non_finite().unwrap();
         assert!(step == 5 && value.is_nan());
         window.push(8, 2, &Tensor::from(3.0f64), None);
-        let totals = window.read();
-        assert_eq!((totals.loss_sum, totals.images, totals.skipped_steps, totals.non_finite), (6.0, 2, 0, None));
+        let read = window.read();
+        assert_eq!((read.steps.clone(), read.skipped_steps, read.non_finite()), (vec![(8, 2, 3.0)], 0, None));
     }
 
     #[test]
@@ -104,6 +110,6 @@ mod tests {
         let mut window = LossWindow::default();
         window.push(0, 1, &loss, None);
         assert!(!window.losses[0].requires_grad());
-        assert_eq!(window.read().last, 6.0);
+        assert_eq!(window.read().last(), 6.0);
     }
 }

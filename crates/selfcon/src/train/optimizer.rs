@@ -33,7 +33,9 @@ impl Sgd {
     }
 
     /// `zero_grad(set_to_none=True)`: the next backward writes fresh gradients (no zero-fill
-    /// kernels, no gradient memory held between steps).
+    /// kernels, no gradient memory held between steps). A parameter that gets no gradient in a
+    /// step is then not updated at all (no weight decay, no momentum), as in PyTorch ≥ 2.0; every
+    /// model here uses all its parameters in every step, on every rank.
     pub fn zero_grad(&mut self) {
         torch_shim::set_grads_to_none(&self.parameters());
     }
@@ -163,7 +165,11 @@ impl Sgd {
                     p.size()
                 )));
             }
-            self.buffers[i] = Some(tensor.to_device(p.device()).to_kind(p.kind()));
+            // In the parameter's own memory format (channels-last kernels): the fused and
+            // multi-tensor kernels walk parameter, gradient and buffer element by element.
+            let buffer = tch::no_grad(|| p.zeros_like());
+            tch::no_grad(|| buffer.shallow_clone().copy_(&tensor));
+            self.buffers[i] = Some(buffer);
         }
         Ok(())
     }
@@ -298,5 +304,21 @@ mod tests {
         sgd.step_unless(0.1, &Tensor::from_slice(&[0.0f32])).unwrap();
         let v = w.mean(Kind::Float).double_value(&[]);
         assert!((v - 0.69).abs() < 1e-6, "taken: {v}");
+    }
+
+    #[test]
+    fn restored_momentum_takes_the_parameters_memory_format() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut w = vs.root().var("w", &[2, 3, 3, 3], nn::Init::Const(1.0));
+        tch::no_grad(|| {
+            w.set_data(&torch_shim::contiguous(&w, torch_shim::MemoryFormat::ChannelsLast).unwrap());
+        });
+        let mut sgd = Sgd::new(&vs, 0.9, 0.0);
+        // A saved buffer is NCHW-contiguous; the fused kernels pair elements by position.
+        let saved = Tensor::arange(54, (Kind::Float, Device::Cpu)).view([2, 3, 3, 3]);
+        sgd.load_state(vec![("w".into(), saved.shallow_clone())]).unwrap();
+        let (_, buffer) = &sgd.state()[0];
+        assert_eq!(buffer.stride(), w.stride());
+        assert!(buffer.equal(&saved));
     }
 }

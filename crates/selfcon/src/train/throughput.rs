@@ -127,7 +127,7 @@ pub fn measure_pretrain_steps(
     synchronize(cuda_index)?;
     let last_loss = last_loss.double_value(&[]);
     if !last_loss.is_finite() {
-        return Err(Error::input(format!("bench loss is {last_loss} at step {}", warmup + steps)));
+        return Err(Error::input(format!("bench loss is {last_loss} after {} steps", warmup + steps)));
     }
     let seconds = started.elapsed().as_secs_f64();
     let gradient_sync_ms_per_step = dist.map(|d| 1000.0 * (d.gradient_sync_seconds() - sync_before) / steps as f64);
