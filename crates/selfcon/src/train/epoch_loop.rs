@@ -229,12 +229,7 @@ impl TrainLoop {
                 if let Some((bad_step, value)) = read.non_finite() {
                     return Err(self.non_finite(value, pass.epoch, bad_step));
                 }
-                // Step by step, in order: the sum does not depend on where the reads fell.
-                for &(_, images, value) in &read.steps {
-                    state.loss_sum += value * images as f64;
-                    state.images += images;
-                }
-                state.skipped_steps += read.skipped_steps;
+                read.add_to(&mut state);
                 last_loss = read.last();
             }
             let rate = images_this_run as f64 / started.elapsed().as_secs_f64().max(1e-9);

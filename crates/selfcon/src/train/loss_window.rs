@@ -6,6 +6,8 @@
 
 use tch::{Kind, Tensor};
 
+use super::pass_state::PassState;
+
 /// Read when no `--print_freq` sets the rhythm (the official default).
 pub const DEFAULT_READ_EVERY: usize = 10;
 
@@ -42,6 +44,16 @@ impl WindowRead {
     /// The first step with a NaN/inf loss: (step index, loss).
     pub fn non_finite(&self) -> Option<(usize, f64)> {
         self.steps.iter().find(|s| !s.2.is_finite()).map(|&(step, _, value)| (step, value))
+    }
+
+    /// Adds the steps to the pass's running totals one by one, in step order: the total does not
+    /// depend on where the reads fell (a resumed run, another `--print_freq`).
+    pub fn add_to(&self, state: &mut PassState) {
+        for &(_, images, value) in &self.steps {
+            state.loss_sum += value * images as f64;
+            state.images += images;
+        }
+        state.skipped_steps += self.skipped_steps;
     }
 }
 
@@ -111,5 +123,18 @@ mod tests {
         window.push(0, 1, &loss, None);
         assert!(!window.losses[0].requires_grad());
         assert_eq!(window.read().last(), 6.0);
+    }
+
+    #[test]
+    fn totals_do_not_depend_on_how_steps_were_grouped_into_reads() {
+        let order = crate::data::OrderKey { samples: 3, batch_size: 1, seed: None, drop_last: false };
+        let mut state = PassState::start(1, 0, 3, order);
+        state.loss_sum = 1e16;
+        // Summed as a group first, 1 + 1 would survive next to 1e16; step by step neither does,
+        // which is what a run reading after every step computes.
+        let read = WindowRead { steps: vec![(1, 1, 1.0), (2, 1, 1.0)], skipped_steps: 1 };
+        read.add_to(&mut state);
+        assert_eq!(state.loss_sum, 1e16);
+        assert_eq!((state.images, state.skipped_steps), (2, 1));
     }
 }
