@@ -77,15 +77,19 @@ pub fn to_device(t: &Tensor, device: Device) -> Result<Tensor> {
     }
     match (t.device(), device) {
         (Device::Cpu, Device::Cuda(_)) => {
-            let pinned = if torch_shim::is_pinned(t) {
-                t.shallow_clone()
-            } else {
-                torch_shim::pin_memory(t).map_err(|e| Error::input(format!("pinning a batch in host memory: {e}")))?
-            };
+            let pinned = pinned(t)?;
             pinned.f_to_device_(device, pinned.kind(), true, false).map_err(Error::Torch)
         }
         _ => t.f_to_device(device).map_err(Error::Torch),
     }
+}
+
+/// `t` in page-locked memory: itself when the loader already put it there, else a pinned copy.
+fn pinned(t: &Tensor) -> Result<Tensor> {
+    if torch_shim::is_pinned(t) {
+        return Ok(t.shallow_clone());
+    }
+    torch_shim::pin_memory(t).map_err(|e| Error::input(format!("pinning a batch in host memory: {e}")))
 }
 
 /// A host-to-device copy started ahead of its use ([`copy_ahead`]).
@@ -111,12 +115,7 @@ impl PendingCopy {
 pub fn copy_ahead(t: &Tensor, device: Device) -> Result<PendingCopy> {
     match (t.device(), device) {
         (Device::Cpu, Device::Cuda(index)) => {
-            let pinned = if torch_shim::is_pinned(t) {
-                t.shallow_clone()
-            } else {
-                torch_shim::pin_memory(t).map_err(|e| Error::input(format!("pinning a batch in host memory: {e}")))?
-            };
-            torch_shim::CopyAhead::start(&pinned, index)
+            torch_shim::CopyAhead::start(&pinned(t)?, index)
                 .map(PendingCopy::Copying)
                 .map_err(|e| Error::input(format!("copying a batch: {e}")))
         }

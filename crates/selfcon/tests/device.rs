@@ -28,6 +28,45 @@ fn batch(device: Device) -> (Tensor, Tensor) {
     (images.to_device(device), labels.to_device(device))
 }
 
+/// The README model with `precision`'s optimiser, loop and objective, ready to take steps.
+struct Trainer {
+    _vs: nn::VarStore,
+    model: ConModel,
+    optimizer: Sgd,
+    train: selfcon::train::TrainLoop,
+    objective: selfcon::train::StepObjective,
+    scaler: Option<GradScaler>,
+}
+
+impl Trainer {
+    fn new(precision: Precision, device: Device) -> Self {
+        let c = config(precision);
+        let (vs, model) = selfcon::engine::seeded(3, || ConModel::build(&c.model, device)).unwrap();
+        c.optim.prepare_model(&vs).unwrap();
+        let optimizer = c.optim.optimizer(&vs);
+        let train = c.optim.train_loop("test", device, c.schedule(), &vs).unwrap();
+        let scaler = train.new_scaler();
+        Trainer { _vs: vs, model, optimizer, train, objective: c.step_objective(), scaler }
+    }
+
+    /// One training step at learning rate 0.05; the loss stays on the device.
+    fn step(&mut self, images: &Tensor, labels: &Tensor) -> Tensor {
+        let (model, objective) = (&self.model, &self.objective);
+        self.train
+            .step(
+                images,
+                labels,
+                &mut self.optimizer,
+                self.scaler.as_mut(),
+                0.05,
+                &mut |x: &Tensor| model.forward_t(x, true),
+                &mut |out, y: &Tensor| objective.compute(&out, y),
+            )
+            .unwrap()
+            .loss
+    }
+}
+
 /// The largest difference relative to the largest magnitude of `want`.
 fn relative_difference(got: &Tensor, want: &Tensor) -> f64 {
     let got = got.to_device(Device::Cpu).to_kind(Kind::Double);
@@ -83,31 +122,11 @@ fn mixed_precisions(device: Device) -> &'static [Precision] {
 fn fp16_and_bf16_steps_train() {
     let device = common::test_device();
     for &precision in mixed_precisions(device) {
-        let c = config(precision);
-        let (vs, model) = selfcon::engine::seeded(3, || ConModel::build(&c.model, device)).unwrap();
-        c.optim.prepare_model(&vs).unwrap();
-        let mut optimizer = c.optim.optimizer(&vs);
-        let train = c.optim.train_loop("test", device, c.schedule(), &vs).unwrap();
-        let objective = c.step_objective();
-        let mut scaler = train.new_scaler();
-        assert_eq!(scaler.is_some(), precision == Precision::Fp16, "loss scaling for fp16 only");
+        let mut trainer = Trainer::new(precision, device);
+        assert_eq!(trainer.scaler.is_some(), precision == Precision::Fp16, "loss scaling for fp16 only");
         let (images, labels) = batch(device);
-        let images = train.images_to_device(&images).unwrap();
-        let mut losses = Vec::new();
-        for _ in 0..8 {
-            let out = train
-                .step(
-                    &images,
-                    &labels,
-                    &mut optimizer,
-                    scaler.as_mut(),
-                    0.05,
-                    &mut |x: &Tensor| model.forward_t(x, true),
-                    &mut |out, y: &Tensor| objective.compute(&out, y),
-                )
-                .unwrap();
-            losses.push(out.loss);
-        }
+        let images = trainer.train.images_to_device(&images).unwrap();
+        let losses: Vec<Tensor> = (0..8).map(|_| trainer.step(&images, &labels)).collect();
         let values: Vec<f64> = losses.iter().map(|l| l.double_value(&[])).collect();
         eprintln!("{precision} on {device:?}: losses {values:.4?}");
         assert!(values.iter().all(|v| v.is_finite()), "{precision}: {values:?}");
@@ -175,13 +194,7 @@ fn a_training_step_and_its_batch_never_wait_for_the_device() {
         num_classes: 4,
     });
     for &precision in [Precision::Fp32].iter().chain(mixed_precisions(device)) {
-        let c = config(precision);
-        let (vs, model) = selfcon::engine::seeded(3, || ConModel::build(&c.model, device)).unwrap();
-        c.optim.prepare_model(&vs).unwrap();
-        let mut optimizer = c.optim.optimizer(&vs);
-        let train = c.optim.train_loop("test", device, c.schedule(), &vs).unwrap();
-        let objective = c.step_objective();
-        let mut scaler = train.new_scaler();
+        let mut trainer = Trainer::new(precision, device);
         let loader = DataLoader::new(
             dataset.clone(),
             Transform::Train { transform: TrainTransform::pretrain(32, false), views: 1 },
@@ -201,28 +214,17 @@ fn a_training_step_and_its_batch_never_wait_for_the_device() {
         )
         .unwrap();
         let mut batches = loader.epoch(0);
-        // The first step sets up (momentum buffers, cuDNN plans); the checked ones follow.
-        let mut run_step = |train: &selfcon::train::TrainLoop| {
+        let mut run_step = || {
             // As the training loop moves a batch: copied ahead on a side stream, then normalised.
             let batch = batches.next().unwrap().unwrap();
             let pixels = selfcon::engine::copy_ahead(&batch.images, device).unwrap();
             let labels = selfcon::engine::copy_ahead(&batch.labels, device).unwrap().ready().unwrap();
-            let images = train.images_to_device(&batch.model_pixels(pixels.ready().unwrap())).unwrap();
-            train
-                .step(
-                    &images,
-                    &labels,
-                    &mut optimizer,
-                    scaler.as_mut(),
-                    0.05,
-                    &mut |x: &Tensor| model.forward_t(x, true),
-                    &mut |out, y: &Tensor| objective.compute(&out, y),
-                )
-                .unwrap()
-                .loss
+            let images = trainer.train.images_to_device(&batch.model_pixels(pixels.ready().unwrap())).unwrap();
+            trainer.step(&images, &labels)
         };
-        let _ = run_step(&train);
-        let loss = if device.is_cuda() { with_device_waits_forbidden(|| run_step(&train)) } else { run_step(&train) };
+        // The first step sets up (momentum buffers, cuDNN plans); the checked one follows.
+        let _ = run_step();
+        let loss = if device.is_cuda() { with_device_waits_forbidden(&mut run_step) } else { run_step() };
         assert!(loss.double_value(&[]).is_finite(), "{precision}");
     }
 }

@@ -26,7 +26,7 @@ pub use optim_config::OptimConfig;
 pub use optimizer::Sgd;
 pub use pass_state::PassState;
 pub use precision::{GradScaler, Precision};
-pub use pretrain::{check_min_crop_scale, pretrain, PretrainConfig, PretrainResult};
+pub use pretrain::{check_min_crop_scale, pretrain, PretrainConfig, PretrainResult, StepObjective};
 pub use probe::{
     extract_features, linear_probe, select_and_probe, CachedFeatures, ProbeResult, ProbeSettings, SelectedProbe,
 };

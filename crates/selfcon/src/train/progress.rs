@@ -8,6 +8,8 @@ pub trait Progress {
     fn run_started(&mut self, _stage: &str, _run_dir: &Path, _first_epoch: usize, _train_images: usize) {}
     /// One pass over the training data starts (`what`: "epoch 3", "epoch 3 · sub-network head").
     fn pass_started(&mut self, _what: &str, _batches: usize) {}
+    /// After every step. `loss` is the newest loss the loop has read (the device is asked every
+    /// `--print_freq` steps, not after each step): NaN before the pass's first read.
     fn step(&mut self, _epoch: usize, _step: usize, _loss: f64, _lr: f64, _images_per_s: f64) {}
     fn pass_finished(&mut self) {}
     /// The epoch's one-line summary (loss, lr, speed, accuracies).
