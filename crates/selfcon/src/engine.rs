@@ -114,11 +114,9 @@ impl PendingCopy {
 /// loader did not pin is pinned first); elsewhere it is done at once.
 pub fn copy_ahead(t: &Tensor, device: Device) -> Result<PendingCopy> {
     match (t.device(), device) {
-        (Device::Cpu, Device::Cuda(index)) => {
-            torch_shim::CopyAhead::start(&pinned(t)?, index)
-                .map(PendingCopy::Copying)
-                .map_err(|e| Error::input(format!("copying a batch: {e}")))
-        }
+        (Device::Cpu, Device::Cuda(index)) => torch_shim::CopyAhead::start(&pinned(t)?, index)
+            .map(PendingCopy::Copying)
+            .map_err(|e| Error::input(format!("copying a batch: {e}"))),
         _ => to_device(t, device).map(PendingCopy::Done),
     }
 }

@@ -250,15 +250,16 @@ mod tests {
             .collect()
     }
 
-    fn set_random_grads(params: &[Tensor], seed: i64) {
-        tch::manual_seed(seed);
-        for p in params {
+    /// Random gradients, drawn under the seeding lock (parallel tests share the generator).
+    fn set_random_grads(params: &[Tensor], seed: u64) {
+        let draws: Vec<Tensor> = crate::engine::seeded(seed, || params.iter().map(Tensor::randn_like).collect());
+        for (p, draw) in params.iter().zip(draws) {
             let mut g = p.grad();
             if g.defined() {
-                let _ = g.copy_(&p.randn_like());
+                let _ = g.copy_(&draw);
             } else {
-                // A first gradient through autograd, then overwritten with random values.
-                (p * p.randn_like()).sum(Kind::Double).backward();
+                // A first gradient through autograd: the random values themselves.
+                (p * draw).sum(Kind::Double).backward();
             }
         }
     }
@@ -266,15 +267,13 @@ mod tests {
     #[test]
     fn multi_tensor_step_is_bit_for_bit_the_per_parameter_update_in_fp64() {
         let (ours_vs, reference_vs) = (nn::VarStore::new(Device::Cpu), nn::VarStore::new(Device::Cpu));
-        tch::manual_seed(3);
-        let ours = double_params(&ours_vs);
-        tch::manual_seed(3);
-        let reference = double_params(&reference_vs);
+        let ours = crate::engine::seeded(3, || double_params(&ours_vs));
+        let reference = crate::engine::seeded(3, || double_params(&reference_vs));
         let mut sgd = Sgd::new(&ours_vs, 0.9, 5e-4);
         let mut buffers: Vec<Option<Tensor>> = reference.iter().map(|_| None).collect();
         for (step, lr) in [0.5, 0.25, 0.125, 0.3].into_iter().enumerate() {
-            set_random_grads(&ours, step as i64);
-            set_random_grads(&reference, step as i64);
+            set_random_grads(&ours, step as u64);
+            set_random_grads(&reference, step as u64);
             sgd.step(lr).unwrap();
             reference_step(&reference, &mut buffers, 0.9, 5e-4, lr);
             for (a, b) in ours.iter().zip(&reference) {

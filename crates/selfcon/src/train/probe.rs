@@ -204,14 +204,16 @@ mod tests {
     use super::*;
     use tch::Device;
 
-    /// Two Gaussian blobs per class in 8 dimensions, `n` rows.
+    /// Two Gaussian blobs per class in 8 dimensions, `n` rows. Drawn under the seeding lock:
+    /// tests running in parallel must not interleave their draws from the global generator.
     fn blobs(n: i64, seed: i64, shift: f64) -> CachedFeatures {
-        tch::manual_seed(seed);
-        let labels = Tensor::randint(3, [n], (Kind::Int64, Device::Cpu));
-        let centres = Tensor::eye(8, (Kind::Float, Device::Cpu)).narrow(0, 0, 3) * 3.0;
-        let backbone = centres.index_select(0, &labels) + Tensor::randn([n, 8], (Kind::Float, Device::Cpu)) + shift;
-        let exit = Some(&backbone * 0.5 + Tensor::randn([n, 8], (Kind::Float, Device::Cpu)));
-        CachedFeatures { backbone, exit, labels }
+        crate::engine::seeded(seed as u64, || {
+            let labels = Tensor::randint(3, [n], (Kind::Int64, Device::Cpu));
+            let centres = Tensor::eye(8, (Kind::Float, Device::Cpu)).narrow(0, 0, 3) * 3.0;
+            let backbone = centres.index_select(0, &labels) + Tensor::randn([n, 8], (Kind::Float, Device::Cpu)) + shift;
+            let exit = Some(&backbone * 0.5 + Tensor::randn([n, 8], (Kind::Float, Device::Cpu)));
+            CachedFeatures { backbone, exit, labels }
+        })
     }
 
     #[test]
