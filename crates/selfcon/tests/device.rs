@@ -20,10 +20,10 @@ fn config(precision: Precision) -> PretrainConfig {
     c
 }
 
-/// A fixed batch of 16 images in 4 classes, normalised.
+/// A fixed batch of 16 images in 4 classes, normalised (drawn under the seeding lock: tests in
+/// parallel threads share libtorch's generator).
 fn batch(device: Device) -> (Tensor, Tensor) {
-    tch::manual_seed(11);
-    let images = Tensor::randn([16, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let images = selfcon::engine::seeded(11, || Tensor::randn([16, 3, 32, 32], (Kind::Float, Device::Cpu)));
     let labels = Tensor::arange(16, (Kind::Int64, Device::Cpu)).remainder(4);
     (images.to_device(device), labels.to_device(device))
 }
