@@ -7,6 +7,7 @@
 # Each round runs, with the default parallel test threads:
 #   - torch-shim's tests (c10d collectives between threads, several process groups at once),
 #   - selfcon's loader tests (worker threads, prefetch, shutdown),
+#   - selfcon's unit and device tests (parallel test threads drawing from one random generator),
 #   - selfcon's distributed tests (ranks as processes: launch, SIGKILL/SIGSTOP of a rank, resume)
 #     in odd rounds, since they take about two minutes each,
 #   - selfcon's step-resume tests (SIGTERM/SIGINT/SIGKILL at random moments, resume) in even rounds.
@@ -35,6 +36,8 @@ trap 'rm -f "$log"' EXIT
 for round in $(seq 1 "$rounds"); do
   run "$round" "torch-shim" -p torch-shim
   run "$round" "loader" -p selfcon --test loader
+  # Unit and device tests share libtorch's global generator across parallel test threads.
+  run "$round" "unit+device" -p selfcon --lib --test device
   if [ $((round % 2)) = 1 ]; then
     run "$round" "distributed" -p selfcon --test distributed
   else
