@@ -204,7 +204,7 @@ impl TrainLoop {
             let (batch, images, labels) = current?;
             next = loaded.next().map(|b| b.and_then(|b| self.copy_ahead(b)));
             stats.lr = self.schedule.lr(pass.epoch, step, batches);
-            let images = self.model_input(batch.model_pixels(images.ready()?))?;
+            let images = self.arrived_images(&batch, images)?;
             let labels = labels.ready()?;
             let (output, stop) = self.step_voting(
                 &images,
@@ -391,10 +391,15 @@ impl TrainLoop {
 
     /// Starts moving a loader batch's images and labels to the device (see
     /// [`crate::engine::copy_ahead`]).
-    fn copy_ahead(&self, batch: Batch) -> Result<(Batch, PendingCopy, PendingCopy)> {
+    pub fn copy_ahead(&self, batch: Batch) -> Result<(Batch, PendingCopy, PendingCopy)> {
         let images = crate::engine::copy_ahead(&batch.images, self.device)?;
         let labels = crate::engine::copy_ahead(&batch.labels, self.device)?;
         Ok((batch, images, labels))
+    }
+
+    /// The images of a batch started by [`TrainLoop::copy_ahead`], as model input.
+    pub fn arrived_images(&self, batch: &Batch, images: PendingCopy) -> Result<Tensor> {
+        self.model_input(batch.model_pixels(images.ready()?))
     }
 
     /// A loader batch's images on the device (normalised there when the loader sent u8

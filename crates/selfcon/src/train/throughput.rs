@@ -96,6 +96,21 @@ pub fn measure_pretrain_steps(
         Device::Cuda(i) => Some(i),
         _ => None,
     };
+    // The next loader batch, wrapping round to a new epoch.
+    let mut next_batch = || -> Result<Option<crate::data::Batch>> {
+        let Some(l) = &loader else { return Ok(None) };
+        let batch = match batches.as_mut().and_then(Iterator::next) {
+            Some(b) => b?,
+            None => {
+                epoch += 1;
+                batches = Some(l.epoch(epoch));
+                batches.as_mut().and_then(Iterator::next).ok_or_else(|| Error::input("empty loader"))??
+            }
+        };
+        Ok(Some(batch))
+    };
+    // As training moves batches: the next one's copy starts before the current step.
+    let mut ahead = next_batch()?.map(|b| train.copy_ahead(b)).transpose()?;
     for step in 0..warmup + steps {
         if step == warmup {
             synchronize(cuda_index)?;
@@ -107,16 +122,10 @@ pub fn measure_pretrain_steps(
         }
         let (images, labels) = match (&synthetic, &loader) {
             (Some((x, y)), _) => (x.shallow_clone(), y.shallow_clone()),
-            (None, Some(l)) => {
-                let batch = match batches.as_mut().and_then(Iterator::next) {
-                    Some(b) => b?,
-                    None => {
-                        epoch += 1;
-                        batches = Some(l.epoch(epoch));
-                        batches.as_mut().and_then(Iterator::next).ok_or_else(|| Error::input("empty loader"))??
-                    }
-                };
-                (train.batch_images(&batch)?, train.labels_to_device(&batch.labels)?)
+            (None, Some(_)) => {
+                let (batch, images, labels) = ahead.take().expect("a batch is always copied ahead");
+                ahead = next_batch()?.map(|b| train.copy_ahead(b)).transpose()?;
+                (train.arrived_images(&batch, images)?, labels.ready()?)
             }
             (None, None) => unreachable!("one source is set"),
         };
