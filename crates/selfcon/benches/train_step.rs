@@ -33,7 +33,7 @@ fn main() {
             let loss = objective.compute(&out.exit_projections, &out.backbone_projection, &labels).unwrap();
             sgd.zero_grad();
             loss.total.backward();
-            sgd.step(0.1);
+            sgd.step(0.1).unwrap();
             if i > 0 {
                 times.push(start.elapsed().as_secs_f64() * 1000.0);
             }

@@ -163,6 +163,32 @@ fn libtorch_cpu_dir() -> Option<PathBuf> {
         .and_then(|path| PathBuf::from(path).parent().map(PathBuf::from))
 }
 
+static DETERMINISTIC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Deterministic kernels from now on (libtorch's deterministic algorithms, cuDNN's deterministic
+/// mode, no cuDNN autotuning): a GPU run repeats bit for bit, e.g. a resumed run equals the
+/// uninterrupted one. Slower; CPU kernels are deterministic anyway. Process-wide, like
+/// `torch.use_deterministic_algorithms`.
+pub fn set_deterministic(on: bool) {
+    DETERMINISTIC.store(on, std::sync::atomic::Ordering::Relaxed);
+    torch_shim::set_deterministic(on);
+}
+
+pub fn deterministic() -> bool {
+    DETERMINISTIC.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Runs `build` right after seeding libtorch's global random generator, holding a process-wide
+/// lock, so that models initialised in other threads at the same time (parallel tests, library
+/// users running several trainings) cannot interleave their draws: the same seed always gives the
+/// same weights.
+pub fn seeded<T>(seed: u64, build: impl FnOnce() -> T) -> T {
+    static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = SEEDED_INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    tch::manual_seed(seed as i64);
+    build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,30 +215,4 @@ mod tests {
             assert!(err.starts_with("--device: cuda:0 requested but libtorch's CUDA backend"), "{err}");
         }
     }
-}
-
-static DETERMINISTIC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Deterministic kernels from now on (libtorch's deterministic algorithms, cuDNN's deterministic
-/// mode, no cuDNN autotuning): a GPU run repeats bit for bit, e.g. a resumed run equals the
-/// uninterrupted one. Slower; CPU kernels are deterministic anyway. Process-wide, like
-/// `torch.use_deterministic_algorithms`.
-pub fn set_deterministic(on: bool) {
-    DETERMINISTIC.store(on, std::sync::atomic::Ordering::Relaxed);
-    torch_shim::set_deterministic(on);
-}
-
-pub fn deterministic() -> bool {
-    DETERMINISTIC.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Runs `build` right after seeding libtorch's global random generator, holding a process-wide
-/// lock, so that models initialised in other threads at the same time (parallel tests, library
-/// users running several trainings) cannot interleave their draws: the same seed always gives the
-/// same weights.
-pub fn seeded<T>(seed: u64, build: impl FnOnce() -> T) -> T {
-    static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = SEEDED_INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    tch::manual_seed(seed as i64);
-    build()
 }

@@ -256,7 +256,7 @@ mod tests {
         for (p, draw) in params.iter().zip(draws) {
             let mut g = p.grad();
             if g.defined() {
-                let _ = g.copy_(&draw);
+                g.copy_(&draw);
             } else {
                 // A first gradient through autograd: the random values themselves.
                 (p * draw).sum(Kind::Double).backward();
