@@ -347,13 +347,6 @@ fn evaluate(
         }
         seen += y.size()[0];
     }
-    // Distributed: each rank saw its shard of the test set.
-    let mut flat = Vec::<i64>::try_from(hits.flatten(0, -1).to_device(Device::Cpu)).map_err(Error::Torch)?;
-    flat.push(seen);
-    flat = crate::distributed::total_counts(flat, "summing the evaluation counts")?;
-    let seen = flat[flat.len() - 1];
-    let correct: Vec<[i64; 2]> = flat[..flat.len() - 1].chunks(2).map(|c| [c[0], c[1]]).collect();
-    let acc =
-        |c: &[i64; 2]| Accuracy { top1: 100.0 * c[0] as f64 / seen as f64, top5: 100.0 * c[1] as f64 / seen as f64 };
-    Ok((acc(&correct[0]), correct[1..].iter().map(acc).collect()))
+    let acc = super::linear::accuracies(&hits, seen)?;
+    Ok((acc[0], acc[1..].to_vec()))
 }

@@ -91,13 +91,6 @@ pub struct StepOutput {
     pub skipped: Option<Tensor>,
 }
 
-impl StepOutput {
-    /// Reads the loss (waits for the device): for callers outside the loop.
-    pub fn loss_value(&self) -> f64 {
-        self.loss.double_value(&[])
-    }
-}
-
 /// One pass: which loader, which shuffle order, which epoch, what to call it, and where to start.
 pub struct Pass<'a> {
     pub loader: &'a DataLoader,

@@ -358,15 +358,19 @@ fn evaluate(
         }
         seen += labels.size()[0];
     }
-    // Distributed: each rank saw its shard of the test set.
-    let mut flat = Vec::<i64>::try_from(counts.flatten(0, -1).to_device(Device::Cpu)).map_err(Error::Torch)?;
+    let acc = accuracies(&counts, seen)?;
+    Ok((acc[0], sub.map(|_| acc[1]), sub.map(|_| acc[2])))
+}
+
+/// Accuracies from `[classifiers, 2]` hit counts (top-1, top-k; on the device) over `seen`
+/// images: read once, summed over the ranks in a distributed run (each saw its shard).
+pub(super) fn accuracies(hits: &Tensor, seen: i64) -> Result<Vec<Accuracy>> {
+    let mut flat = Vec::<i64>::try_from(hits.flatten(0, -1).to_device(Device::Cpu)).map_err(Error::Torch)?;
     flat.push(seen);
-    flat = crate::distributed::total_counts(flat, "summing the evaluation counts")?;
-    let seen = flat[6];
-    let counts = [[flat[0], flat[1]], [flat[2], flat[3]], [flat[4], flat[5]]];
-    let acc =
-        |c: [i64; 2]| Accuracy { top1: 100.0 * c[0] as f64 / seen as f64, top5: 100.0 * c[1] as f64 / seen as f64 };
-    Ok((acc(counts[0]), sub.map(|_| acc(counts[1])), sub.map(|_| acc(counts[2]))))
+    let flat = crate::distributed::total_counts(flat, "summing the evaluation counts")?;
+    let (seen, counts) = flat.split_last().expect("the count of images is last");
+    let percent = |n: i64| 100.0 * n as f64 / *seen as f64;
+    Ok(counts.chunks(2).map(|c| Accuracy { top1: percent(c[0]), top5: percent(c[1]) }).collect())
 }
 
 /// `[rows whose label is the top-1 logit, rows whose label is among the top-5]` (top-k for fewer
