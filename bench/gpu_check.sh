@@ -3,11 +3,12 @@
 # timeout never costs the rest; each stage's log lands in $OUT as it finishes):
 #   tests    the test binaries on CUDA (SELFCON_TEST_DEVICE=cuda, deterministic kernels): loss and
 #            gradients vs the CPU, fp16/bf16 steps, fp16 skip on the device, no host waits in a step
-#            (CUDA sync debug mode), stop/resume bit-exact
+#            (CUDA sync debug mode), stop/resume bit-exact, NCCL collectives and buckets in device memory
 #   compute  the official step (bench/pytorch_reference.py) and ours, same run, same GPU: SelfCon and
 #            SupCon, fp16 and bf16, channels-last and NCHW
 #   e2e      the same end to end (loader, augmentation, host-to-device copies)
-#   dist1    `launch` at world size 1 (the c10d path's overhead; Gloo, CUDA tensors through host memory)
+#   dist1    `launch` at world size 1 over NCCL and over Gloo (CUDA tensors through host memory): the
+#            c10d path's overhead against the single-process step
 #   recipe   Fashion-MNIST as CIFAR-10: SelfCon pretrain + linear evaluation
 # then summary.json with the ratios, computed here from this run. The whole run stays within BUDGET
 # seconds (default 540: each stage's box is cut to what is left); $OUT receives four files only
@@ -62,7 +63,7 @@ if [ "${1:-}" != "--stage" ]; then
     : > "$OUT/stages.jsonl"
     rm -rf "$SAVE"
     # name and time box (seconds) of each stage, in order.
-    for stage in ${LIMITS:-tests:120 compute:150 e2e:90 dist1:40 recipe:100}; do
+    for stage in ${LIMITS:-tests:120 compute:150 e2e:90 dist1:60 recipe:100}; do
         name=${stage%%:*}
         limit=${stage##*:}
         started=$(date +%s)
@@ -111,6 +112,7 @@ tests)
     test_device=$DEVICE
     [ "$DEVICE" = cuda ] && test_device=cuda:0
     export SELFCON_TEST_DEVICE=$test_device CUBLAS_WORKSPACE_CONFIG=:4096:8 RUST_BACKTRACE=1
+    [ -f "$KIT/libselfcon_nccl.so" ] && export SELFCON_NCCL_LIB=$KIT/libselfcon_nccl.so
     # --nocapture: the measured differences (CUDA vs CPU) and losses are printed.
     "$KIT/tests/device" --test-threads 1 --nocapture; a=$?
     # The library-level stop/resume tests (the signal ones drive the development machine's binary).
@@ -134,10 +136,23 @@ e2e)
     ours "ours_selfcon_e2e_bf16" --method SelfCon "${selfcon_model[@]}" --precision bf16 --channels_last --end_to_end "${data[@]}"
     ;;
 dist1)
-    # NCCL is not built yet: what a GPU rank pays today for the gradient all-reduce.
-    run "ours_selfcon_compute_${HALF}_dist1" "$BIN" launch --nproc_per_node 1 --master_port 29555 -- bench train --json \
-        --device "$DEVICE" --batch_size "$BATCH" --steps "$STEPS" --warmup_steps "$WARMUP" --learning_rate 0.5 --temp 0.1 \
-        "${model[@]}" --method SelfCon "${selfcon_model[@]}" --precision "$HALF" --channels_last
+    # What a GPU rank pays for the gradient all-reduce, over NCCL (GPU ranks only) and over Gloo.
+    backends=gloo
+    case "$DEVICE" in cuda*) backends="nccl gloo" ;; esac
+    port=29555
+    for backend in $backends; do
+        run "ours_selfcon_compute_${HALF}_dist1_$backend" "$BIN" launch --nproc_per_node 1 --master_port $((port++)) -- \
+            bench train --json --device "$DEVICE" --batch_size "$BATCH" --steps "$STEPS" --warmup_steps "$WARMUP" \
+            --learning_rate 0.5 --temp 0.1 "${model[@]}" --method SelfCon "${selfcon_model[@]}" --precision "$HALF" \
+            --channels_last --dist_backend "$backend"
+    done
+    # World size 2 where the machine has two GPUs (the device tool lends one).
+    if [ "$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')" -ge 2 ]; then
+        run "ours_selfcon_compute_${HALF}_dist2_nccl" "$BIN" launch --nproc_per_node 2 --master_port $((port++)) -- \
+            bench train --json --device "$DEVICE" --batch_size "$BATCH" --steps "$STEPS" --warmup_steps "$WARMUP" \
+            --learning_rate 0.5 --temp 0.1 "${model[@]}" --method SelfCon "${selfcon_model[@]}" --precision "$HALF" \
+            --channels_last --dist_backend nccl
+    fi
     ;;
 recipe)
     "$BIN" pretrain --method SelfCon "${model[@]}" "${selfcon_model[@]}" --batch_size "$BATCH" --learning_rate 0.5 \
@@ -175,7 +190,8 @@ summary = {
     "supcon_peak_memory_ratio": ratio(f"ours_supcon_compute_{H}", f"ref_supcon_compute_{H}", "peak_memory_bytes"),
     "selfcon_over_supcon_time_ours": ratio(f"ours_supcon_compute_{H}", f"ours_selfcon_compute_{H}"),
     "selfcon_over_supcon_time_ref": ratio(f"ref_supcon_compute_{H}", f"ref_selfcon_compute_{H}"),
-    "distributed_world1_over_single_time": ratio(f"ours_selfcon_compute_{H}", f"ours_selfcon_compute_{H}_dist1"),
+    "distributed_world1_nccl_over_single_time": ratio(f"ours_selfcon_compute_{H}", f"ours_selfcon_compute_{H}_dist1_nccl"),
+    "distributed_world1_gloo_over_single_time": ratio(f"ours_selfcon_compute_{H}", f"ours_selfcon_compute_{H}_dist1_gloo"),
     "pretrain_epoch_seconds": [round(r.get("seconds", 0.0), 2) for r in pretrain],
     "linear": json.loads(linear[-1]) if linear and linear[-1].startswith("{") else None,
     "stages": [json.loads(l) for l in lines(sys.argv[5])],

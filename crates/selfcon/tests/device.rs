@@ -312,3 +312,42 @@ fn u8_batches_normalised_on_the_device_equal_the_hosts_normalisation() {
     // True divisions by device tensors on both sides: the same bits as the CPU's ToTensor + Normalize.
     assert!(raw.equal(&host), "largest difference {}", (&raw - &host).abs().max().double_value(&[]));
 }
+
+/// `--dist_backend nccl` at world size 1 on the test GPU: the collectives and the gradient buckets
+/// give Gloo's results with every tensor (and bucket) in device memory, and an all-reduce of
+/// device tensors never makes the host wait. Skipped on the CPU (NCCL needs GPU ranks) and, with
+/// a note, where the NCCL shim is not built.
+#[test]
+fn nccl_collectives_and_buckets_work_in_device_memory() {
+    use std::time::Duration;
+    use torch_shim::distributed::{nccl_shim, GradientBuckets, ProcessGroup, TcpStore};
+    let device = common::test_device();
+    let Device::Cuda(index) = device else { return };
+    if let Err(e) = nccl_shim() {
+        eprintln!("note: NCCL not tested: {}", e.0);
+        return;
+    }
+    let timeout = Duration::from_secs(60);
+    let store = TcpStore::connect("127.0.0.1", 29690, true, Some(1), timeout).unwrap();
+    let group = ProcessGroup::nccl(&store, 0, 1, timeout, index).unwrap();
+    let a = Tensor::from_slice(&[1.0f32, 2.0]).to_device(device);
+    let counts = Tensor::from_slice(&[3i64]); // a host tensor: staged on the GPU and back
+    group.all_reduce_sum(&[&a, &counts]).unwrap();
+    assert_eq!(Vec::<f32>::try_from(&a).unwrap(), vec![1.0, 2.0]);
+    assert_eq!(counts.int64_value(&[0]), 3);
+    let gathered = group.all_gather(&a).unwrap();
+    assert_eq!((gathered.len(), gathered[0].device()), (1, device));
+    let stacked = group.all_gather_autograd(&a).unwrap();
+    assert_eq!((stacked.size(), stacked.device()), (vec![1, 2], device));
+    group.broadcast(&[&a], 0).unwrap();
+    group.barrier().unwrap();
+    let b = a.shallow_clone();
+    with_device_waits_forbidden(|| group.all_reduce_sum(&[&b]).unwrap());
+    for overlap in [false, true] {
+        let w = Tensor::from_slice(&[1.0f32, 1.0, 1.0]).to_device(device).set_requires_grad(true);
+        let buckets = GradientBuckets::new(&group, &[w.shallow_clone()], 8, overlap).unwrap();
+        (&w * Tensor::from_slice(&[2.0f32, 4.0, 6.0]).to_device(device)).sum(Kind::Float).backward();
+        with_device_waits_forbidden(|| buckets.finish(0.5).unwrap());
+        assert_eq!(Vec::<f32>::try_from(&w.grad()).unwrap(), vec![1.0, 2.0, 3.0], "overlap {overlap}");
+    }
+}

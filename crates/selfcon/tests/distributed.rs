@@ -418,8 +418,10 @@ fn launch_and_environment_errors_are_one_line_with_exit_code_2() {
         .envs([("RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--dist_backend nccl"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("--dist_backend") && err.contains("nccl needs GPU ranks"), "{err}");
     // A rank that fails at once: the launcher names it and passes its exit code on.
     let bad: Vec<String> =
         args.iter().map(|a| if a == &data { "/nonexistent".to_string() } else { a.clone() }).collect();

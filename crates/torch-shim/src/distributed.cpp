@@ -1,13 +1,16 @@
 // c10d, PyTorch's own distributed engine, as a C ABI for src/distributed.rs: the TCPStore
-// rendezvous, the Gloo process group compiled into libtorch_cpu, its collectives, and one
+// rendezvous, the Gloo process group compiled into libtorch_cpu, the NCCL process group of
+// libtorch_cuda (through the separately built src/nccl.cpp object), their collectives, one
 // differentiable all-gather (SyncBatchNorm's statistics) as a C++ autograd Function, and gradient
 // buckets.
 //
 // libtorch's ProcessGroupGloo.hpp includes Gloo headers the PyPI wheel does not ship; the
 // declarations it needs are in ../include/gloo (see the README there for why that is sound).
 //
-// Tensors not on the CPU are staged through host memory: the Gloo backend reduces CPU tensors.
+// Each group reduces tensors on one device: Gloo on the CPU (tensors on a GPU are staged through
+// host memory), NCCL on its GPU (tensors stay in device memory; host tensors are staged there).
 #include <ATen/ATen.h>
+#include <dlfcn.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -30,6 +33,7 @@ struct SelfconGroup {
   c10::intrusive_ptr<c10d::Backend> backend;
   int rank;
   int size;
+  at::Device device;  // where the backend's collectives read and write tensors
 };
 
 namespace {
@@ -54,10 +58,10 @@ c10::intrusive_ptr<c10d::Work> start_collective(Start&& start) {
   return start();
 }
 
-// A CPU tensor holding `t`'s values (the tensor itself when it already is one and contiguous).
-at::Tensor host_copy(const at::Tensor& t) {
-  if (t.device().is_cpu() && t.is_contiguous()) return t;
-  return t.to(at::kCPU).contiguous();
+// A contiguous tensor on the group's device holding `t`'s values (`t` itself when it already is one).
+at::Tensor staged(SelfconGroup* group, const at::Tensor& t) {
+  if (t.device() == group->device && t.is_contiguous()) return t;
+  return t.to(group->device).contiguous();
 }
 
 c10::intrusive_ptr<c10d::Work> start_all_reduce_sum(SelfconGroup* group, at::Tensor& host) {
@@ -67,25 +71,26 @@ c10::intrusive_ptr<c10d::Work> start_all_reduce_sum(SelfconGroup* group, at::Ten
   return start_collective([&] { return group->backend->allreduce(list, opts); });
 }
 
-// Runs `start` (which begins a collective on a host tensor) on every tensor, all in flight at
-// once, waits for all, and copies the results back to tensors that are not on the host.
+// Runs `start` (which begins a collective on a tensor on the group's device) on every tensor, all
+// in flight at once, waits for all, and copies the results back where they were staged. With NCCL
+// `wait` only makes the current CUDA stream wait for the collective: the host does not block.
 template <typename Start>
-void in_place_on_host(at::Tensor* const* tensors, int64_t n, Start&& start) {
-  std::vector<at::Tensor> hosts;
+void in_place(SelfconGroup* group, at::Tensor* const* tensors, int64_t n, Start&& start) {
+  std::vector<at::Tensor> stage;
   std::vector<c10::intrusive_ptr<c10d::Work>> works;
   for (int64_t i = 0; i < n; ++i) {
-    hosts.push_back(host_copy(*tensors[i]));
-    works.push_back(start(hosts.back()));
+    stage.push_back(staged(group, *tensors[i]));
+    works.push_back(start(stage.back()));
   }
   for (auto& work : works) work->wait();
   for (int64_t i = 0; i < n; ++i) {
-    if (!hosts[i].is_same(*tensors[i])) tensors[i]->copy_(hosts[i]);
+    if (!stage[i].is_same(*tensors[i])) tensors[i]->copy_(stage[i]);
   }
 }
 
-// Every rank's `input` (same shape on all ranks), as host tensors in rank order.
-std::vector<at::Tensor> gather_on_host(SelfconGroup* group, const at::Tensor& input) {
-  std::vector<at::Tensor> inputs{host_copy(input)};
+// Every rank's `input` (same shape on all ranks), on the group's device in rank order.
+std::vector<at::Tensor> gather(SelfconGroup* group, const at::Tensor& input) {
+  std::vector<at::Tensor> inputs{staged(group, input)};
   std::vector<std::vector<at::Tensor>> gathered(1);
   for (int r = 0; r < group->size; ++r) gathered[0].push_back(at::empty_like(inputs[0]));
   start_collective([&] { return group->backend->allgather(gathered, inputs); })->wait();
@@ -98,7 +103,7 @@ std::vector<at::Tensor> gather_on_host(SelfconGroup* group, const at::Tensor& in
 struct AllGatherFunction : public torch::autograd::Function<AllGatherFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, int64_t group) {
     ctx->saved_data["group"] = group;
-    return at::stack(gather_on_host(reinterpret_cast<SelfconGroup*>(group), input)).to(input.device());
+    return at::stack(gather(reinterpret_cast<SelfconGroup*>(group), input)).to(input.device());
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -106,14 +111,15 @@ struct AllGatherFunction : public torch::autograd::Function<AllGatherFunction> {
     auto* g = reinterpret_cast<SelfconGroup*>(ctx->saved_data["group"].toInt());
     at::Tensor grad = grads[0].contiguous().clone();
     at::Tensor* list[] = {&grad};
-    in_place_on_host(list, 1, [g](at::Tensor& host) { return start_all_reduce_sum(g, host); });
+    in_place(g, list, 1, [g](at::Tensor& t) { return start_all_reduce_sum(g, t); });
     return {grad.select(0, g->rank).clone(), at::Tensor()};
   }
 };
 
 }  // namespace
 
-// Gradient buckets (DDP's): gradients are packed into host buffers of about `bucket_bytes`, in
+// Gradient buckets (DDP's): gradients are packed into buffers of about `bucket_bytes` on the group's
+// device (host memory for Gloo, the GPU for NCCL), in
 // reverse parameter order (roughly the order backward produces them), and each full bucket is
 // all-reduced asynchronously; `finish` waits for all and writes sum × scale back into .grad.
 // With `overlap`, a hook on every parameter packs its gradient as soon as autograd produces it, so
@@ -126,7 +132,7 @@ struct SelfconBuckets {
   std::vector<unsigned> hooks;
   std::vector<size_t> bucket_of;
   std::vector<int64_t> offset;
-  std::vector<at::Tensor> flat;  // host buffers, one per bucket
+  std::vector<at::Tensor> flat;  // one per bucket, on the group's device
   std::vector<int64_t> expected, remaining;
   std::vector<bool> arrived;
   std::vector<c10::intrusive_ptr<c10d::Work>> work;
@@ -191,7 +197,7 @@ SelfconBuckets* selfcon_shim_buckets_new(SelfconGroup* group, at::Tensor* const*
     b->expected.back() += 1;
   }
   for (size_t k = 0; k < sizes.size(); ++k) {
-    b->flat.push_back(at::zeros({sizes[k]}, at::TensorOptions().dtype(dtypes[k])));
+    b->flat.push_back(at::zeros({sizes[k]}, at::TensorOptions().dtype(dtypes[k]).device(group->device)));
   }
   b->remaining = b->expected;
   b->work.resize(b->flat.size());
@@ -309,7 +315,33 @@ SelfconGroup* selfcon_shim_gloo_group_new(SelfconStore* store, int rank, int siz
   SHIM_TRY(err, nullptr)
   auto opts = c10d::ProcessGroupGloo::Options::create_default(std::chrono::milliseconds(timeout_ms));
   auto backend = c10::make_intrusive<c10d::ProcessGroupGloo>(store->store, rank, size, opts);
-  return new SelfconGroup{backend, rank, size};
+  return new SelfconGroup{backend, rank, size, at::Device(at::kCPU)};
+  SHIM_CATCH(err, nullptr)
+}
+
+// NCCL on cuda:`device`, from the NCCL shim object at `library` (src/nccl.cpp). libtorch's CUDA
+// backend must already be loaded with RTLD_GLOBAL: the object takes libtorch_cuda's symbols from it.
+SelfconGroup* selfcon_shim_nccl_group_new(SelfconStore* store, int rank, int size, int64_t timeout_ms, int device,
+                                          const char* library, char** err) {
+  SHIM_TRY(err, nullptr)
+  using New = c10d::Backend* (*)(const c10::intrusive_ptr<c10d::Store>*, int, int, int64_t, int, char**);
+  // Loaded once and kept: a process group's threads run its code until the process exits.
+  void* handle = dlopen(library, RTLD_NOW | RTLD_LOCAL);
+  if (handle == nullptr) {
+    const char* why = dlerror();
+    throw std::runtime_error(std::string("loading the NCCL shim ") + library + ": " + (why ? why : "unknown error"));
+  }
+  auto make = reinterpret_cast<New>(dlsym(handle, "selfcon_nccl_backend_new"));
+  if (make == nullptr) throw std::runtime_error(std::string(library) + " has no selfcon_nccl_backend_new");
+  char* inner = nullptr;
+  c10d::Backend* raw = make(&store->store, rank, size, timeout_ms, device, &inner);
+  if (raw == nullptr) {
+    std::string why = inner ? inner : "ProcessGroupNCCL could not be created";
+    std::free(inner);
+    throw std::runtime_error(why);
+  }
+  auto backend = c10::intrusive_ptr<c10d::Backend>::reclaim(raw);
+  return new SelfconGroup{backend, rank, size, at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device))};
   SHIM_CATCH(err, nullptr)
 }
 
@@ -319,7 +351,7 @@ void selfcon_shim_group_free(SelfconGroup* group) { delete group; }
 // with its own threads); returns when every one finished.
 int selfcon_shim_all_reduce_sum(SelfconGroup* group, at::Tensor* const* tensors, int64_t n, char** err) {
   SHIM_TRY(err, -1)
-  in_place_on_host(tensors, n, [group](at::Tensor& host) { return start_all_reduce_sum(group, host); });
+  in_place(group, tensors, n, [group](at::Tensor& t) { return start_all_reduce_sum(group, t); });
   return 0;
   SHIM_CATCH(err, -1)
 }
@@ -327,7 +359,7 @@ int selfcon_shim_all_reduce_sum(SelfconGroup* group, at::Tensor* const* tensors,
 // outputs[r] receives rank r's `input` (all ranks' inputs have the same shape and dtype).
 int selfcon_shim_all_gather(SelfconGroup* group, const at::Tensor* input, at::Tensor** outputs, char** err) {
   SHIM_TRY(err, -1)
-  const std::vector<at::Tensor> gathered = gather_on_host(group, *input);
+  const std::vector<at::Tensor> gathered = gather(group, *input);
   for (int r = 0; r < group->size; ++r) outputs[r] = new at::Tensor(gathered[r].to(input->device()));
   return 0;
   SHIM_CATCH(err, -1)
@@ -336,8 +368,8 @@ int selfcon_shim_all_gather(SelfconGroup* group, const at::Tensor* input, at::Te
 // Overwrites every tensor with root's values.
 int selfcon_shim_broadcast(SelfconGroup* group, at::Tensor* const* tensors, int64_t n, int root, char** err) {
   SHIM_TRY(err, -1)
-  in_place_on_host(tensors, n, [group, root](at::Tensor& host) {
-    std::vector<at::Tensor> list{host};
+  in_place(group, tensors, n, [group, root](at::Tensor& t) {
+    std::vector<at::Tensor> list{t};
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
     return start_collective([&] { return group->backend->broadcast(list, opts); });

@@ -1,8 +1,11 @@
-//! c10d from Rust: the TCPStore rendezvous and the Gloo process group of libtorch_cpu
-//! (`src/distributed.cpp`). Collectives block until done and report peer failures (a closed
-//! connection, a timeout) as errors; tensors on an accelerator are staged through host memory.
+//! c10d from Rust: the TCPStore rendezvous, the Gloo process group of libtorch_cpu and the NCCL
+//! process group of libtorch_cuda (`src/distributed.cpp`, `src/nccl.cpp`). Collectives report
+//! peer failures (a closed connection, a timeout) as errors. Gloo reduces in host memory (tensors
+//! on an accelerator are staged there) and its collectives block until done; NCCL reduces in its
+//! GPU's memory and the host only waits where it reads a result.
 
 use std::ffi::{c_char, c_int, CString};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tch::Tensor;
@@ -63,6 +66,15 @@ mod ffi {
             rank: c_int,
             size: c_int,
             timeout_ms: i64,
+            err: *mut *mut c_char,
+        ) -> *mut SelfconGroup;
+        pub fn selfcon_shim_nccl_group_new(
+            store: *mut SelfconStore,
+            rank: c_int,
+            size: c_int,
+            timeout_ms: i64,
+            device: c_int,
+            library: *const c_char,
             err: *mut *mut c_char,
         ) -> *mut SelfconGroup;
         pub fn selfcon_shim_group_free(group: *mut SelfconGroup);
@@ -179,8 +191,9 @@ impl Drop for TcpStore {
     }
 }
 
-/// c10d's ProcessGroupGloo: collectives over TCP between `size` processes.
-pub struct GlooGroup {
+/// A c10d process group of `size` processes: ProcessGroupGloo (TCP, host memory) or
+/// ProcessGroupNCCL (one GPU per process, device memory).
+pub struct ProcessGroup {
     raw: *mut ffi::SelfconGroup,
     rank: usize,
     size: usize,
@@ -188,23 +201,69 @@ pub struct GlooGroup {
 
 // SAFETY: c10d backends are used from several threads in torch.distributed (the autograd engine
 // calls into them during backward); Gloo queues work on its own threads.
-unsafe impl Send for GlooGroup {}
-unsafe impl Sync for GlooGroup {}
+unsafe impl Send for ProcessGroup {}
+unsafe impl Sync for ProcessGroup {}
 
 fn tensor_ptrs(tensors: &[&Tensor]) -> Vec<*mut u8> {
     tensors.iter().map(|t| t.as_ptr() as *mut u8).collect()
 }
 
-impl GlooGroup {
+/// Where the NCCL shim object (`libselfcon_nccl.so`, built from `src/nccl.cpp` when the CUDA/NCCL
+/// headers were installed) is, or why there is none. Looked for in `SELFCON_NCCL_LIB`, next to
+/// the running executable, then where this build compiled it.
+pub fn nccl_shim() -> Result<PathBuf> {
+    const NAME: &str = "libselfcon_nccl.so";
+    if let Some(path) = std::env::var_os("SELFCON_NCCL_LIB") {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(ShimError(format!("SELFCON_NCCL_LIB={} is not a file", path.display())))
+        };
+    }
+    let beside_exe = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|dir| dir.join(NAME)));
+    let built = Some(env!("SELFCON_NCCL_SHIM_BUILT")).filter(|p| !p.is_empty()).map(PathBuf::from);
+    beside_exe.into_iter().chain(built.clone()).find(|p| p.is_file()).ok_or_else(|| {
+        ShimError(match built {
+            None => "this build has no NCCL shim: run `SELFCON_NCCL=1 ./scripts/setup.sh` (fetches the CUDA/NCCL headers), then rebuild".into(),
+            Some(path) => format!("the NCCL shim built at {} is gone (rebuild, or set SELFCON_NCCL_LIB)", path.display()),
+        })
+    })
+}
+
+impl ProcessGroup {
     /// Joins the group through `store`; every collective fails after `timeout` without peers.
-    pub fn new(store: &TcpStore, rank: usize, size: usize, timeout: Duration) -> Result<Self> {
+    pub fn gloo(store: &TcpStore, rank: usize, size: usize, timeout: Duration) -> Result<Self> {
         let raw = checked(|err| unsafe {
             ffi::selfcon_shim_gloo_group_new(store.raw, rank as c_int, size as c_int, millis(timeout), err)
         })?;
         if raw.is_null() {
             return Err(ShimError("ProcessGroupGloo: no group was created".into()));
         }
-        Ok(GlooGroup { raw, rank, size })
+        Ok(ProcessGroup { raw, rank, size })
+    }
+
+    /// Joins an NCCL group on `cuda:device` through `store` (its communicator is connected before
+    /// this returns). libtorch's CUDA backend must be loaded already (RTLD_GLOBAL): the NCCL shim
+    /// object ([`nccl_shim`]) takes libtorch_cuda's symbols from it.
+    pub fn nccl(store: &TcpStore, rank: usize, size: usize, timeout: Duration, device: usize) -> Result<Self> {
+        let library = nccl_shim()?;
+        let library = c_string(&library.to_string_lossy())?;
+        let raw = checked(|err| unsafe {
+            ffi::selfcon_shim_nccl_group_new(
+                store.raw,
+                rank as c_int,
+                size as c_int,
+                millis(timeout),
+                device as c_int,
+                library.as_ptr(),
+                err,
+            )
+        })?;
+        if raw.is_null() {
+            return Err(ShimError("ProcessGroupNCCL: no group was created".into()));
+        }
+        Ok(ProcessGroup { raw, rank, size })
     }
 
     pub fn rank(&self) -> usize {
@@ -246,7 +305,7 @@ impl GlooGroup {
     }
 }
 
-impl GlooGroup {
+impl ProcessGroup {
     /// Every rank's `input` stacked as `[size, ...]` in rank order, differentiable: the backward
     /// pass gives this rank's input the sum over ranks of the gradients of its own slice.
     pub fn all_gather_autograd(&self, input: &Tensor) -> Result<Tensor> {
@@ -273,7 +332,7 @@ unsafe impl Send for GradientBuckets {}
 unsafe impl Sync for GradientBuckets {}
 
 impl GradientBuckets {
-    pub fn new(group: &GlooGroup, params: &[Tensor], bucket_bytes: i64, overlap: bool) -> Result<Self> {
+    pub fn new(group: &ProcessGroup, params: &[Tensor], bucket_bytes: i64, overlap: bool) -> Result<Self> {
         let ptrs: Vec<*mut u8> = params.iter().map(|t| t.as_ptr() as *mut u8).collect();
         let raw = checked(|err| unsafe {
             ffi::selfcon_shim_buckets_new(
@@ -304,9 +363,9 @@ impl Drop for GradientBuckets {
     }
 }
 
-impl Drop for GlooGroup {
+impl Drop for ProcessGroup {
     fn drop(&mut self) {
-        // SAFETY: created by selfcon_shim_gloo_group_new, freed once.
+        // SAFETY: created by selfcon_shim_gloo_group_new / selfcon_shim_nccl_group_new, freed once.
         unsafe { ffi::selfcon_shim_group_free(self.raw) }
     }
 }
@@ -317,7 +376,7 @@ mod tests {
     use tch::Kind;
 
     /// Runs `body(rank, group)` on two threads joined through a store on 127.0.0.1.
-    fn two_ranks<T: Send + 'static>(port: u16, body: fn(usize, &GlooGroup) -> T) -> Vec<T> {
+    fn two_ranks<T: Send + 'static>(port: u16, body: fn(usize, &ProcessGroup) -> T) -> Vec<T> {
         two_ranks_with(port, body, |rank, group, body| body(rank, group))
     }
 
@@ -325,14 +384,14 @@ mod tests {
     fn two_ranks_with<A: Copy + Send + 'static, T: Send + 'static>(
         port: u16,
         arg: A,
-        body: fn(usize, &GlooGroup, A) -> T,
+        body: fn(usize, &ProcessGroup, A) -> T,
     ) -> Vec<T> {
         let timeout = Duration::from_secs(30);
         let handles: Vec<_> = (0..2)
             .map(|rank| {
                 std::thread::spawn(move || {
                     let store = TcpStore::connect("127.0.0.1", port, rank == 0, Some(2), timeout).unwrap();
-                    let group = GlooGroup::new(&store, rank, 2, timeout).unwrap();
+                    let group = ProcessGroup::gloo(&store, rank, 2, timeout).unwrap();
                     body(rank, &group, arg)
                 })
             })
@@ -453,7 +512,7 @@ mod tests {
                             Some(store) => store,
                             None => TcpStore::connect("127.0.0.1", port, false, None, timeout).unwrap(),
                         };
-                        let group = GlooGroup::new(&store, rank, 2, timeout).unwrap();
+                        let group = ProcessGroup::gloo(&store, rank, 2, timeout).unwrap();
                         start.wait();
                         let (pair, own) = ((t / 2) as f32, t as f32);
                         for _ in 0..20 {
@@ -470,6 +529,50 @@ mod tests {
                 .collect();
             for h in handles {
                 h.join().expect("a rank thread failed");
+            }
+        }
+    }
+
+    #[test]
+    fn nccl_without_libtorch_cuda_is_an_error_not_a_crash() {
+        // Without libtorch_cuda in the process, either the shim object is not built here (the
+        // error says how to build it) or its libtorch symbols cannot resolve (dlopen fails).
+        if std::env::var_os("SELFCON_LIBTORCH_CUDA").is_some() {
+            return; // the next test loads libtorch_cuda into this process
+        }
+        let store = TcpStore::connect("127.0.0.1", 29612, true, Some(1), Duration::from_secs(10)).unwrap();
+        let err = ProcessGroup::nccl(&store, 0, 1, Duration::from_secs(10), 0).err().expect("no CUDA backend here");
+        if env!("SELFCON_NCCL_SHIM_BUILT").is_empty() {
+            assert!(err.0.contains("SELFCON_NCCL=1 ./scripts/setup.sh"), "{}", err.0);
+        } else {
+            assert!(err.0.contains("loading the NCCL shim") && err.0.contains("undefined symbol"), "{}", err.0);
+        }
+    }
+
+    /// With `SELFCON_LIBTORCH_CUDA=/path/to/libtorch_cuda.so` (a CUDA build of libtorch 2.11, e.g.
+    /// the torch==2.11.0 wheel's, whose RUNPATH finds its NVIDIA libraries): the NCCL shim's symbols
+    /// resolve against it, its nccl.h matches the one libtorch_cuda was built with, and
+    /// ProcessGroupNCCL is created — on a machine without a GPU up to its "no GPUs" check.
+    #[test]
+    fn nccl_shim_loads_against_libtorch_cuda() {
+        let Some(path) = std::env::var_os("SELFCON_LIBTORCH_CUDA") else { return };
+        if env!("SELFCON_NCCL_SHIM_BUILT").is_empty() {
+            panic!("SELFCON_LIBTORCH_CUDA is set but this build has no NCCL shim (SELFCON_NCCL=1 ./scripts/setup.sh)");
+        }
+        let flags = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL;
+        // SAFETY: libtorch's CUDA backend only registers itself with the loaded CPU engine.
+        let lib = unsafe { libloading::os::unix::Library::open(Some(&path), flags) }.expect("loading libtorch_cuda");
+        std::mem::forget(lib);
+        let store = TcpStore::connect("127.0.0.1", 29617, true, Some(1), Duration::from_secs(10)).unwrap();
+        match ProcessGroup::nccl(&store, 0, 1, Duration::from_secs(30), 0) {
+            Ok(group) => {
+                let x = Tensor::from_slice(&[2.0f32]);
+                group.all_reduce_sum(&[&x]).unwrap();
+                assert_eq!(x.double_value(&[0]), 2.0);
+            }
+            Err(e) => {
+                eprintln!("ProcessGroupNCCL on a machine without a GPU: {}", e.0.lines().next().unwrap_or(""));
+                assert!(e.0.contains("no GPUs found"), "{}", e.0)
             }
         }
     }

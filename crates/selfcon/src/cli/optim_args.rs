@@ -113,8 +113,9 @@ pub struct OptimArgs {
     #[arg(long)]
     pub syncbn: bool,
 
-    /// Distributed runs: the c10d backend — auto, gloo (CPU; CUDA tensors through host memory)
-    /// or nccl (not built yet).
+    /// Distributed runs: the c10d backend — auto (nccl for GPU ranks when its shim is built, else
+    /// gloo), gloo (host memory; CUDA tensors are staged there) or nccl (GPU ranks; needs
+    /// `SELFCON_NCCL=1 ./scripts/setup.sh` before the build).
     #[arg(long = "dist_backend", visible_alias = "dist-backend", default_value = "auto", value_name = "NAME")]
     pub dist_backend: String,
 
@@ -169,15 +170,18 @@ impl OptimArgs {
         if config.distributed.timeout_s == 0 {
             return Err(Error::option("dist_timeout", "must be at least 1 second").into());
         }
-        match selfcon::distributed::init(&config.distributed)? {
+        match selfcon::distributed::init(&config.distributed, device)? {
             Some(d) => {
-                let device = d.device_for(device)?;
-                if d.rank == 0 && d.world_size > 1 && matches!(device, tch::Device::Cuda(_)) {
+                if d.rank == 0
+                    && d.world_size > 1
+                    && matches!(d.device, tch::Device::Cuda(_))
+                    && d.backend == selfcon::distributed::Backend::Gloo
+                {
                     eprintln!(
-                        "note: the NCCL backend is not built yet; gradients, features and SyncBN statistics cross between GPUs through host memory (Gloo)"
+                        "note: GPU ranks on Gloo: gradients, features and SyncBN statistics cross between GPUs through host memory (NCCL: SELFCON_NCCL=1 ./scripts/setup.sh, rebuild)"
                     );
                 }
-                Ok(device)
+                Ok(d.device)
             }
             None => Ok(device),
         }

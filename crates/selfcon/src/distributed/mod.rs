@@ -1,6 +1,7 @@
 //! Data-parallel training over c10d, PyTorch's own distributed engine (through `torch-shim`):
-//! one process per device, rendezvous through a TCPStore on rank 0, collectives on the Gloo
-//! process group of libtorch_cpu.
+//! one process per device, rendezvous through a TCPStore on rank 0, collectives on the NCCL
+//! process group of libtorch_cuda (GPU ranks, when the NCCL shim is built) or the Gloo process
+//! group of libtorch_cpu (CPU ranks; GPU ranks through host memory).
 //!
 //! A process joins at most one run, so the group is process-wide ([`init`], [`current`]), as
 //! torch.distributed's default group is. What each part does:
@@ -23,7 +24,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use tch::{nn::VarStore, Device, Kind, Tensor};
-use torch_shim::distributed::{GlooGroup, TcpStore};
+use torch_shim::distributed::{ProcessGroup, TcpStore};
 
 pub use env::RankEnv;
 pub use options::{Backend, DistributedOptions};
@@ -36,11 +37,15 @@ pub struct Distributed {
     pub rank: usize,
     pub world_size: usize,
     pub local_rank: usize,
+    /// This rank's device: the requested one, `cuda:LOCAL_RANK` for a GPU rank.
+    pub device: Device,
+    /// The backend carrying the collectives (`Gloo` or `Nccl`, never `Auto`).
+    pub backend: Backend,
     pub options: DistributedOptions,
     /// `host:port` of the rendezvous store, for messages.
     master: String,
     store: TcpStore,
-    group: GlooGroup,
+    group: ProcessGroup,
     _heartbeat: Heartbeat,
     /// Time spent in the gradient all-reduce, for benchmarks.
     sync_nanos: std::sync::atomic::AtomicU64,
@@ -68,9 +73,10 @@ pub fn total_counts(counts: Vec<i64>, what: &str) -> Result<Vec<i64>> {
     }
 }
 
-/// Joins the run described by the environment (no-op returning `None` outside one). Blocks until
-/// every rank arrived, at most `options.timeout_s`.
-pub fn init(options: &DistributedOptions) -> Result<Option<&'static Distributed>> {
+/// Joins the run described by the environment (no-op returning `None` outside one) on `device`
+/// (the requested device; a GPU rank gets `cuda:LOCAL_RANK`). Blocks until every rank arrived, at
+/// most `options.timeout_s`.
+pub fn init(options: &DistributedOptions, device: Device) -> Result<Option<&'static Distributed>> {
     let Some(env) = RankEnv::from_env()? else {
         return Ok(None);
     };
@@ -81,13 +87,8 @@ pub fn init(options: &DistributedOptions) -> Result<Option<&'static Distributed>
         // c10d logs its socket timeouts as warnings; our own error line says what happened.
         torch_shim::set_log_level(torch_shim::LogLevel::Error);
     }
-    if options.backend == Backend::Nccl {
-        return Err(Error::NotImplemented(
-            "--dist_backend nccl (ProcessGroupNCCL lives in libtorch_cuda and needs a GPU machine to build and test against; \
-             --dist_backend gloo reduces CUDA tensors through host memory)"
-                .into(),
-        ));
-    }
+    let device = rank_device(&env, device)?;
+    let backend = resolve_backend(options.backend, device)?;
     let timeout = Duration::from_secs(options.timeout_s.max(1));
     let master = format!("{}:{}", env.master_addr, env.master_port);
     let store = TcpStore::connect(&env.master_addr, env.master_port, env.rank == 0, Some(env.world_size), timeout)
@@ -104,14 +105,20 @@ pub fn init(options: &DistributedOptions) -> Result<Option<&'static Distributed>
                 env.rank, options.timeout_s, e.0
             ))
         })?;
-    let group = GlooGroup::new(&store, env.rank, env.world_size, timeout).map_err(|e| {
-        Error::Distributed(format!("rank {}: joining the Gloo process group failed: {}", env.rank, e.0))
+    let group = match (backend, device) {
+        (Backend::Nccl, Device::Cuda(index)) => ProcessGroup::nccl(&store, env.rank, env.world_size, timeout, index),
+        _ => ProcessGroup::gloo(&store, env.rank, env.world_size, timeout),
+    }
+    .map_err(|e| {
+        Error::Distributed(format!("rank {}: joining the {backend} process group failed: {}", env.rank, e.0))
     })?;
     let heartbeat = Heartbeat::start(&env.master_addr, env.master_port, env.rank, timeout)?;
     let d = Distributed {
         rank: env.rank,
         world_size: env.world_size,
         local_rank: env.local_rank,
+        device,
+        backend,
         options: options.clone(),
         master,
         store,
@@ -124,26 +131,40 @@ pub fn init(options: &DistributedOptions) -> Result<Option<&'static Distributed>
     Ok(current())
 }
 
-impl Distributed {
-    /// The device of this rank when `device` is a GPU: `cuda:LOCAL_RANK`.
-    pub fn device_for(&self, device: Device) -> Result<Device> {
-        match device {
-            Device::Cuda(_) => {
-                // The CUDA backend before the first CUDA question (libtorch caches the answer).
-                crate::engine::use_device(Device::Cuda(0))?;
-                let count = tch::Cuda::device_count() as usize;
-                if self.local_rank >= count {
-                    return Err(Error::input(format!(
-                        "rank {} has LOCAL_RANK {} but this machine shows {count} CUDA device(s) (--nproc_per_node at most the GPU count)",
-                        self.rank, self.local_rank
-                    )));
-                }
-                Ok(Device::Cuda(self.local_rank))
-            }
-            other => Ok(other),
-        }
+/// The device of a rank: `cuda:LOCAL_RANK` when `device` is a GPU, else `device`.
+fn rank_device(env: &RankEnv, device: Device) -> Result<Device> {
+    let Device::Cuda(_) = device else { return Ok(device) };
+    // The CUDA backend before the first CUDA question (libtorch caches the answer).
+    crate::engine::use_device(Device::Cuda(0))?;
+    let count = tch::Cuda::device_count() as usize;
+    if env.local_rank >= count {
+        return Err(Error::input(format!(
+            "rank {} has LOCAL_RANK {} but this machine shows {count} CUDA device(s) (--nproc_per_node at most the GPU count)",
+            env.rank, env.local_rank
+        )));
     }
+    Ok(Device::Cuda(env.local_rank))
+}
 
+/// `--dist_backend` for a rank on `device`: `auto` is NCCL for GPU ranks when the NCCL shim is
+/// built (else Gloo, through host memory) and Gloo for CPU ranks; `nccl` needs both.
+fn resolve_backend(requested: Backend, device: Device) -> Result<Backend> {
+    let nccl = || torch_shim::distributed::nccl_shim().map_err(|e| e.0);
+    match (requested, device) {
+        (Backend::Gloo, _) => Ok(Backend::Gloo),
+        (Backend::Nccl, Device::Cuda(_)) => match nccl() {
+            Ok(_) => Ok(Backend::Nccl),
+            Err(why) => Err(Error::option("dist_backend", format!("nccl: {why}"))),
+        },
+        (Backend::Nccl, _) => {
+            Err(Error::option("dist_backend", "nccl needs GPU ranks (--device cuda); CPU ranks use gloo"))
+        }
+        (Backend::Auto, Device::Cuda(_)) if nccl().is_ok() => Ok(Backend::Nccl),
+        (Backend::Auto, _) => Ok(Backend::Gloo),
+    }
+}
+
+impl Distributed {
     /// Sums tensors over ranks in place.
     pub fn all_reduce_sum(&self, tensors: &[&Tensor], what: &str) -> Result<()> {
         self.group.all_reduce_sum(tensors).map_err(|e| self.failed(what, e))
@@ -169,7 +190,7 @@ impl Distributed {
     }
 
     /// Every rank's `t` stacked as `[world size, ...]`, differentiable (see
-    /// `GlooGroup::all_gather_autograd`).
+    /// `ProcessGroup::all_gather_autograd`).
     pub fn all_gather_autograd(&self, t: &Tensor, what: &str) -> Result<Tensor> {
         self.group.all_gather_autograd(t).map_err(|e| self.failed(what, e))
     }
@@ -251,4 +272,24 @@ fn first_difference(a: &[u8], b: &[u8]) -> String {
         v.map_or("absent".into(), |v| v.to_string())
     }
     walk("", &a, &b).unwrap_or_else(|| "same values, different text".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backend_follows_the_rank_device_and_the_nccl_shim() {
+        let built = torch_shim::distributed::nccl_shim().is_ok();
+        assert_eq!(resolve_backend(Backend::Auto, Device::Cpu).unwrap(), Backend::Gloo);
+        assert_eq!(resolve_backend(Backend::Gloo, Device::Cuda(0)).unwrap(), Backend::Gloo);
+        let auto_gpu = resolve_backend(Backend::Auto, Device::Cuda(0)).unwrap();
+        assert_eq!(auto_gpu, if built { Backend::Nccl } else { Backend::Gloo });
+        let cpu = resolve_backend(Backend::Nccl, Device::Cpu).unwrap_err().to_string();
+        assert!(cpu.contains("--dist_backend") && cpu.contains("GPU ranks"), "{cpu}");
+        match resolve_backend(Backend::Nccl, Device::Cuda(1)) {
+            Ok(backend) => assert!(built && backend == Backend::Nccl),
+            Err(e) => assert!(!built && e.to_string().contains("SELFCON_NCCL=1 ./scripts/setup.sh"), "{e}"),
+        }
+    }
 }

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
-    /// Gloo on CPU; NCCL on CUDA once built (until then Gloo through host memory).
+    /// NCCL for GPU ranks when the NCCL shim is built (else Gloo through host memory); Gloo on CPU.
     #[default]
     Auto,
     Gloo,

@@ -1,0 +1,3 @@
+// Declarations only (see README.md here): the name ATen/cuda/CUDAContextLight.h mentions.
+#pragma once
+typedef struct cublasLtContext* cublasLtHandle_t;
