@@ -152,8 +152,10 @@ PY
     mv "$hwork/headers" "$headers"
     say "CUDA/NCCL headers installed in $headers"
   fi
-  ln -sfn "$headers/include" "$repo/.cuda-include"
-  # torch-shim's build script watches src/nccl.cpp; a new link alone would not make cargo rerun it.
-  touch "$repo/crates/torch-shim/src/nccl.cpp"
+  if [ "$(readlink "$repo/.cuda-include" 2>/dev/null)" != "$headers/include" ]; then
+    ln -sfn "$headers/include" "$repo/.cuda-include"
+    # torch-shim's build script watches src/nccl.cpp; a new link alone would not make cargo rerun it.
+    touch "$repo/crates/torch-shim/src/nccl.cpp"
+  fi
   say "ready: $repo/.cuda-include -> $headers/include (run cargo build to compile the NCCL shim)"
 fi

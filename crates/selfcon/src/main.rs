@@ -6,7 +6,12 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     cli::install_panic_hook();
-    match cli::run() {
+    let outcome = cli::run();
+    // NCCL's communicators and watchdog threads stop before the process does (no-op otherwise).
+    if let Err(e) = selfcon::distributed::shutdown() {
+        eprintln!("selfcon: warning: {e}");
+    }
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         // Stopped by a signal (exit status > 128): not an error, the message says where it saved.
         Err(failure) if failure.exit_code > 128 => {

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "nccl_abi.h"
 #include "shim_error.h"
 
 struct SelfconStore {
@@ -64,8 +65,8 @@ at::Tensor staged(SelfconGroup* group, const at::Tensor& t) {
   return t.to(group->device).contiguous();
 }
 
-c10::intrusive_ptr<c10d::Work> start_all_reduce_sum(SelfconGroup* group, at::Tensor& host) {
-  std::vector<at::Tensor> list{host};
+c10::intrusive_ptr<c10d::Work> start_all_reduce_sum(SelfconGroup* group, at::Tensor& t) {
+  std::vector<at::Tensor> list{t};
   c10d::AllreduceOptions opts;
   opts.reduceOp = c10d::ReduceOp::SUM;
   return start_collective([&] { return group->backend->allreduce(list, opts); });
@@ -222,7 +223,16 @@ int selfcon_shim_buckets_finish(SelfconBuckets* b, double scale, char** err) {
     ~Reset() {
       b->remaining = b->expected;
       std::fill(b->arrived.begin(), b->arrived.end(), false);
-      for (auto& w : b->work) w.reset();
+      // A bucket started before an error may still be in flight (NCCL writes it on its own
+      // stream): its end is ordered before the zeroing below; its own failure is already reported.
+      for (auto& w : b->work) {
+        if (!w) continue;
+        try {
+          w->wait();
+        } catch (...) {
+        }
+        w.reset();
+      }
       for (auto& f : b->flat) f.zero_();
     }
   } reset{b};
@@ -319,20 +329,40 @@ SelfconGroup* selfcon_shim_gloo_group_new(SelfconStore* store, int rank, int siz
   SHIM_CATCH(err, nullptr)
 }
 
-// NCCL on cuda:`device`, from the NCCL shim object at `library` (src/nccl.cpp). libtorch's CUDA
-// backend must already be loaded with RTLD_GLOBAL: the object takes libtorch_cuda's symbols from it.
-SelfconGroup* selfcon_shim_nccl_group_new(SelfconStore* store, int rank, int size, int64_t timeout_ms, int device,
-                                          const char* library, char** err) {
-  SHIM_TRY(err, nullptr)
-  using New = c10d::Backend* (*)(const c10::intrusive_ptr<c10d::Store>*, int, int, int64_t, int, char**);
-  // Loaded once and kept: a process group's threads run its code until the process exits.
+// The NCCL shim object at `library` (src/nccl.cpp), loaded once per path and kept: a process
+// group's threads run its code until the process exits. libtorch's CUDA backend must already be
+// loaded with RTLD_GLOBAL: the object takes libtorch_cuda's symbols from it.
+static void* nccl_symbol(const char* library, const char* name) {
   void* handle = dlopen(library, RTLD_NOW | RTLD_LOCAL);
   if (handle == nullptr) {
     const char* why = dlerror();
     throw std::runtime_error(std::string("loading the NCCL shim ") + library + ": " + (why ? why : "unknown error"));
   }
-  auto make = reinterpret_cast<New>(dlsym(handle, "selfcon_nccl_backend_new"));
-  if (make == nullptr) throw std::runtime_error(std::string(library) + " has no selfcon_nccl_backend_new");
+  void* symbol = dlsym(handle, name);
+  if (symbol == nullptr) throw std::runtime_error(std::string(library) + " has no " + name);
+  return symbol;
+}
+
+// Whether the NCCL shim object at `library` loads and matches libtorch_cuda (0), before any rank
+// commits to NCCL.
+int selfcon_shim_nccl_check(const char* library, char** err) {
+  SHIM_TRY(err, -1)
+  auto check = reinterpret_cast<SelfconNcclCheck>(nccl_symbol(library, "selfcon_nccl_check"));
+  char* inner = nullptr;
+  if (check(&inner) != 0) {
+    std::string why = inner ? inner : "the NCCL shim refused";
+    std::free(inner);
+    throw std::runtime_error(why);
+  }
+  return 0;
+  SHIM_CATCH(err, -1)
+}
+
+// NCCL on cuda:`device`, from the NCCL shim object at `library`.
+SelfconGroup* selfcon_shim_nccl_group_new(SelfconStore* store, int rank, int size, int64_t timeout_ms, int device,
+                                          const char* library, char** err) {
+  SHIM_TRY(err, nullptr)
+  auto make = reinterpret_cast<SelfconNcclBackendNew>(nccl_symbol(library, "selfcon_nccl_backend_new"));
   char* inner = nullptr;
   c10d::Backend* raw = make(&store->store, rank, size, timeout_ms, device, &inner);
   if (raw == nullptr) {
@@ -345,10 +375,19 @@ SelfconGroup* selfcon_shim_nccl_group_new(SelfconStore* store, int rank, int siz
   SHIM_CATCH(err, nullptr)
 }
 
+// Ends the group's work at a normal exit (NCCL: its communicators and watchdog threads; no-op for Gloo).
+int selfcon_shim_group_shutdown(SelfconGroup* group, char** err) {
+  SHIM_TRY(err, -1)
+  group->backend->shutdown();
+  return 0;
+  SHIM_CATCH(err, -1)
+}
+
 void selfcon_shim_group_free(SelfconGroup* group) { delete group; }
 
 // Sums each tensor over ranks in place. All all-reduces are in flight at once (Gloo works on them
-// with its own threads); returns when every one finished.
+// with its own threads). Returns when every one finished (Gloo), or when the current CUDA stream
+// is ordered after them (NCCL; a host tensor is copied back, which waits).
 int selfcon_shim_all_reduce_sum(SelfconGroup* group, at::Tensor* const* tensors, int64_t n, char** err) {
   SHIM_TRY(err, -1)
   in_place(group, tensors, n, [group](at::Tensor& t) { return start_all_reduce_sum(group, t); });

@@ -1,8 +1,9 @@
 //! c10d from Rust: the TCPStore rendezvous, the Gloo process group of libtorch_cpu and the NCCL
-//! process group of libtorch_cuda (`src/distributed.cpp`, `src/nccl.cpp`). Collectives report
-//! peer failures (a closed connection, a timeout) as errors. Gloo reduces in host memory (tensors
-//! on an accelerator are staged there) and its collectives block until done; NCCL reduces in its
-//! GPU's memory and the host only waits where it reads a result.
+//! process group of libtorch_cuda (`src/distributed.cpp`, `src/nccl.cpp`). Gloo reduces in host
+//! memory (tensors on an accelerator are staged there), its collectives block until done and
+//! report peer failures (a closed connection, a timeout) as errors. NCCL reduces in its GPU's
+//! memory and the host only waits where it reads a result; a peer that fails or hangs past the
+//! timeout is caught by libtorch's NCCL watchdog, which ends the process (as in PyTorch).
 
 use std::ffi::{c_char, c_int, CString};
 use std::path::PathBuf;
@@ -77,6 +78,8 @@ mod ffi {
             library: *const c_char,
             err: *mut *mut c_char,
         ) -> *mut SelfconGroup;
+        pub fn selfcon_shim_nccl_check(library: *const c_char, err: *mut *mut c_char) -> c_int;
+        pub fn selfcon_shim_group_shutdown(group: *mut SelfconGroup, err: *mut *mut c_char) -> c_int;
         pub fn selfcon_shim_group_free(group: *mut SelfconGroup);
         pub fn selfcon_shim_all_reduce_sum(
             group: *mut SelfconGroup,
@@ -231,6 +234,16 @@ pub fn nccl_shim() -> Result<PathBuf> {
     })
 }
 
+/// The NCCL shim object, checked: it loads (libtorch's CUDA backend must be loaded already, with
+/// RTLD_GLOBAL) and its nccl.h is the version libtorch_cuda was built with. Run before a rank
+/// commits to NCCL, so that a mismatch is refused (or avoided) before the rendezvous.
+pub fn nccl_ready() -> Result<PathBuf> {
+    let library = nccl_shim()?;
+    let path = c_string(&library.to_string_lossy())?;
+    checked(|err| unsafe { ffi::selfcon_shim_nccl_check(path.as_ptr(), err) })?;
+    Ok(library)
+}
+
 impl ProcessGroup {
     /// Joins the group through `store`; every collective fails after `timeout` without peers.
     pub fn gloo(store: &TcpStore, rank: usize, size: usize, timeout: Duration) -> Result<Self> {
@@ -302,6 +315,12 @@ impl ProcessGroup {
 
     pub fn barrier(&self) -> Result<()> {
         checked(|err| unsafe { ffi::selfcon_shim_barrier(self.raw, err) }).map(drop)
+    }
+
+    /// Ends the group's work at a normal exit: NCCL's communicators and watchdog threads stop
+    /// before the process does (PyTorch's `destroy_process_group`); a no-op for Gloo.
+    pub fn shutdown(&self) -> Result<()> {
+        checked(|err| unsafe { ffi::selfcon_shim_group_shutdown(self.raw, err) }).map(drop)
     }
 }
 
@@ -542,10 +561,13 @@ mod tests {
         }
         let store = TcpStore::connect("127.0.0.1", 29612, true, Some(1), Duration::from_secs(10)).unwrap();
         let err = ProcessGroup::nccl(&store, 0, 1, Duration::from_secs(10), 0).err().expect("no CUDA backend here");
-        if env!("SELFCON_NCCL_SHIM_BUILT").is_empty() {
-            assert!(err.0.contains("SELFCON_NCCL=1 ./scripts/setup.sh"), "{}", err.0);
-        } else {
-            assert!(err.0.contains("loading the NCCL shim") && err.0.contains("undefined symbol"), "{}", err.0);
+        let check = nccl_ready().err().expect("no CUDA backend here");
+        for err in [err, check] {
+            if env!("SELFCON_NCCL_SHIM_BUILT").is_empty() {
+                assert!(err.0.contains("SELFCON_NCCL=1 ./scripts/setup.sh"), "{}", err.0);
+            } else {
+                assert!(err.0.contains("loading the NCCL shim") && err.0.contains("undefined symbol"), "{}", err.0);
+            }
         }
     }
 
@@ -563,6 +585,7 @@ mod tests {
         // SAFETY: libtorch's CUDA backend only registers itself with the loaded CPU engine.
         let lib = unsafe { libloading::os::unix::Library::open(Some(&path), flags) }.expect("loading libtorch_cuda");
         std::mem::forget(lib);
+        nccl_ready().expect("the NCCL shim loads and matches libtorch_cuda's NCCL version");
         let store = TcpStore::connect("127.0.0.1", 29617, true, Some(1), Duration::from_secs(10)).unwrap();
         match ProcessGroup::nccl(&store, 0, 1, Duration::from_secs(30), 0) {
             Ok(group) => {

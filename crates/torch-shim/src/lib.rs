@@ -92,6 +92,7 @@ mod ffi {
             err: *mut *mut c_char,
         ) -> c_int;
         pub fn selfcon_shim_free_ready(ready: *mut std::ffi::c_void);
+        pub fn selfcon_shim_set_device(device_index: c_int, err: *mut *mut c_char) -> c_int;
         pub fn selfcon_shim_empty_pinned(sizes: *const i64, ndim: i64, dtype: c_int, err: *mut *mut c_char) -> *mut u8;
     }
 }
@@ -393,6 +394,12 @@ impl Drop for CopyAhead {
     }
 }
 
+/// Makes accelerator `device_index` the calling thread's current device (`torch.cuda.set_device`):
+/// what names no device (a pinned buffer's context, NCCL internals) then lands on it.
+pub fn set_device(device_index: usize) -> Result<()> {
+    checked(|err| unsafe { ffi::selfcon_shim_set_device(device_index as c_int, err) }).map(drop)
+}
+
 pub fn is_pinned(tensor: &Tensor) -> bool {
     // SAFETY: reads a flag of a live tensor.
     unsafe { ffi::selfcon_shim_is_pinned(tensor.as_ptr() as *const u8) == 1 }
@@ -508,6 +515,7 @@ mod tests {
         assert!(empty_pinned(&[2, 3], Kind::Uint8).is_err());
         assert!(empty_pinned(&[2], Kind::Int64).unwrap_err().0.contains("not supported"));
         assert!(CopyAhead::start(&t, 0).is_err());
+        assert!(set_device(0).is_err());
     }
 
     #[test]

@@ -14,7 +14,9 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
+#include "nccl_abi.h"
 #include "shim_error.h"
 
 namespace {
@@ -42,6 +44,14 @@ void check_nccl_version() {
 
 extern "C" {
 
+int selfcon_nccl_check(char** err) {
+  SHIM_TRY(err, -1)
+  check_nccl_version();
+  return 0;
+  SHIM_CATCH(err, -1)
+}
+static_assert(std::is_same_v<decltype(&selfcon_nccl_check), SelfconNcclCheck>);
+
 // A ProcessGroupNCCL of `size` ranks bound to cuda:`device`, its NCCL communicator connected now
 // (so a broken NCCL setup fails when joining, not at the first collective). `store` is borrowed;
 // the result is an owning reference (intrusive_ptr::release), reclaimed by the caller.
@@ -60,5 +70,6 @@ c10d::Backend* selfcon_nccl_backend_new(const c10::intrusive_ptr<c10d::Store>* s
   return group.release();
   SHIM_CATCH(err, nullptr)
 }
+static_assert(std::is_same_v<decltype(&selfcon_nccl_backend_new), SelfconNcclBackendNew>);
 
 }  // extern "C"

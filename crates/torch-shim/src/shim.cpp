@@ -240,6 +240,17 @@ at::Tensor* selfcon_shim_copy_ahead(const at::Tensor* src, int device_index, voi
   SHIM_CATCH(err, nullptr)
 }
 
+// Makes accelerator `device_index` the calling thread's current device (torch.cuda.set_device):
+// work and allocations that name no device — pinned memory's context, NCCL's internals — land
+// on this rank's GPU instead of creating a context on GPU 0.
+int selfcon_shim_set_device(int device_index, char** err) {
+  SHIM_TRY(err, -1)
+  const auto type = at::accelerator::getAccelerator(/*checked=*/true).value();
+  c10::impl::VirtualGuardImpl(type).setDevice(c10::Device(type, static_cast<c10::DeviceIndex>(device_index)));
+  return 0;
+  SHIM_CATCH(err, -1)
+}
+
 // Makes the compute stream wait (on the device; the host does not wait) for a copy started by
 // selfcon_shim_copy_ahead, and frees the event.
 int selfcon_shim_wait_ready(void* ready, int device_index, char** err) {

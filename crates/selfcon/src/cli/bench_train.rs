@@ -57,6 +57,7 @@ pub fn run(a: TrainBenchArgs) -> anyhow::Result<()> {
                 "ms_per_step": t.ms_per_step, "images_per_s": t.images_per_s,
                 "peak_memory_bytes": t.peak_memory_bytes, "peak_memory_kind": t.peak_memory_kind, "last_loss": t.last_loss,
                 "world_size": t.world_size, "gradient_sync_ms_per_step": t.gradient_sync_ms_per_step,
+                "dist_backend": t.dist_backend,
             })
         );
     } else {
@@ -65,7 +66,11 @@ pub fn run(a: TrainBenchArgs) -> anyhow::Result<()> {
             .map(|b| format!("{:.2} GiB ({})", b as f64 / (1u64 << 30) as f64, t.peak_memory_kind))
             .unwrap_or_else(|| "n/a".into());
         let ranks = match t.gradient_sync_ms_per_step {
-            Some(sync) => format!(" · {} ranks, gradient all-reduce {sync:.1} ms/step", t.world_size),
+            Some(sync) => format!(
+                " · {} ranks ({}), gradient all-reduce {sync:.1} ms/step (host)",
+                t.world_size,
+                t.dist_backend.as_deref().unwrap_or("?")
+            ),
             None => String::new(),
         };
         println!(

@@ -120,13 +120,14 @@ pub struct OptimArgs {
     pub dist_backend: String,
 
     /// Distributed runs: seconds to wait for the other ranks (rendezvous, each collective) before
-    /// stopping with an error that names the rank that failed.
+    /// stopping with an error that names the rank that failed (NCCL: its watchdog ends the
+    /// processes and the launcher names the rank that exited first).
     #[arg(long = "dist_timeout", visible_alias = "dist-timeout", default_value_t = 300, value_name = "SECONDS")]
     pub dist_timeout: u64,
 
     /// Distributed runs: all-reduce gradient buckets while backward still runs (as DDP), instead of
-    /// after it. Same update; faster only where Gloo has idle cores to work on (measured: no gain
-    /// on 2 CPU cores).
+    /// after it. Same update; faster where the backend can reduce while backward computes (NCCL on
+    /// its own stream; Gloo only with idle cores: measured no gain on 2 CPU cores).
     #[arg(long = "dist_overlap", visible_alias = "dist-overlap")]
     pub dist_overlap: bool,
 }
@@ -172,13 +173,9 @@ impl OptimArgs {
         }
         match selfcon::distributed::init(&config.distributed, device)? {
             Some(d) => {
-                if d.rank == 0
-                    && d.world_size > 1
-                    && matches!(d.device, tch::Device::Cuda(_))
-                    && d.backend == selfcon::distributed::Backend::Gloo
-                {
+                if let (0, Some(why)) = (d.rank, &d.nccl_unavailable) {
                     eprintln!(
-                        "note: GPU ranks on Gloo: gradients, features and SyncBN statistics cross between GPUs through host memory (NCCL: SELFCON_NCCL=1 ./scripts/setup.sh, rebuild)"
+                        "note: --dist_backend auto: GPU ranks on Gloo, through host memory (NCCL unavailable: {why})"
                     );
                 }
                 Ok(d.device)

@@ -8,7 +8,9 @@
 //!   each gradient as soon as autograd produces it and start a bucket's all-reduce once it is
 //!   full. Measured on 2 CPU cores it gains nothing (no idle core for Gloo to work on while
 //!   backward computes; bench/results/2026-11-28-distributed-cpu2.md), and with CUDA tensors
-//!   staged through host memory its per-parameter copies would stall the GPU, so it is opt-in.
+//!   staged through host memory (Gloo) its per-parameter copies would stall the GPU, so it is
+//!   opt-in. With NCCL the buckets live on the GPU and are reduced on NCCL's stream, where
+//!   overlapping is DDP's default; not yet measured on a GPU here, so still opt-in.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -46,7 +48,9 @@ impl Distributed {
         Ok(GradientSync { buckets })
     }
 
-    /// Seconds spent so far waiting for gradient all-reduces after backward (for `bench train`).
+    /// Seconds the host spent so far in the gradient all-reduce after backward (for `bench
+    /// train`): with Gloo the reduction itself; with NCCL only starting it and ordering the CUDA
+    /// stream after it (the reduction runs on the GPU; its cost shows in the step time).
     pub fn gradient_sync_seconds(&self) -> f64 {
         self.sync_nanos.load(Ordering::Relaxed) as f64 * 1e-9
     }

@@ -41,6 +41,8 @@ pub struct Distributed {
     pub device: Device,
     /// The backend carrying the collectives (`Gloo` or `Nccl`, never `Auto`).
     pub backend: Backend,
+    /// Why `--dist_backend auto` put this GPU rank on Gloo (the NCCL shim missing or unusable).
+    pub nccl_unavailable: Option<String>,
     pub options: DistributedOptions,
     /// `host:port` of the rendezvous store, for messages.
     master: String,
@@ -88,7 +90,7 @@ pub fn init(options: &DistributedOptions, device: Device) -> Result<Option<&'sta
         torch_shim::set_log_level(torch_shim::LogLevel::Error);
     }
     let device = rank_device(&env, device)?;
-    let backend = resolve_backend(options.backend, device)?;
+    let (backend, nccl_unavailable) = resolve_backend(options.backend, device)?;
     let timeout = Duration::from_secs(options.timeout_s.max(1));
     let master = format!("{}:{}", env.master_addr, env.master_port);
     let store = TcpStore::connect(&env.master_addr, env.master_port, env.rank == 0, Some(env.world_size), timeout)
@@ -105,12 +107,14 @@ pub fn init(options: &DistributedOptions, device: Device) -> Result<Option<&'sta
                 env.rank, options.timeout_s, e.0
             ))
         })?;
+    agree_on_backend(&store, env.rank, backend, timeout)?;
     let group = match (backend, device) {
         (Backend::Nccl, Device::Cuda(index)) => ProcessGroup::nccl(&store, env.rank, env.world_size, timeout, index),
         _ => ProcessGroup::gloo(&store, env.rank, env.world_size, timeout),
     }
     .map_err(|e| {
-        Error::Distributed(format!("rank {}: joining the {backend} process group failed: {}", env.rank, e.0))
+        let avoid = if backend == Backend::Nccl { " (--dist_backend gloo avoids NCCL)" } else { "" };
+        Error::Distributed(format!("rank {}: joining the {backend} process group failed{avoid}: {}", env.rank, e.0))
     })?;
     let heartbeat = Heartbeat::start(&env.master_addr, env.master_port, env.rank, timeout)?;
     let d = Distributed {
@@ -119,6 +123,7 @@ pub fn init(options: &DistributedOptions, device: Device) -> Result<Option<&'sta
         local_rank: env.local_rank,
         device,
         backend,
+        nccl_unavailable,
         options: options.clone(),
         master,
         store,
@@ -131,7 +136,8 @@ pub fn init(options: &DistributedOptions, device: Device) -> Result<Option<&'sta
     Ok(current())
 }
 
-/// The device of a rank: `cuda:LOCAL_RANK` when `device` is a GPU, else `device`.
+/// The device of a rank: `cuda:LOCAL_RANK` when `device` is a GPU (made the process's current
+/// device, as `torch.cuda.set_device`), else `device`.
 fn rank_device(env: &RankEnv, device: Device) -> Result<Device> {
     let Device::Cuda(_) = device else { return Ok(device) };
     // The CUDA backend before the first CUDA question (libtorch caches the answer).
@@ -143,24 +149,61 @@ fn rank_device(env: &RankEnv, device: Device) -> Result<Device> {
             env.rank, env.local_rank
         )));
     }
+    torch_shim::set_device(env.local_rank)
+        .map_err(|e| Error::input(format!("rank {}: selecting cuda:{}: {}", env.rank, env.local_rank, e.0)))?;
     Ok(Device::Cuda(env.local_rank))
 }
 
-/// `--dist_backend` for a rank on `device`: `auto` is NCCL for GPU ranks when the NCCL shim is
-/// built (else Gloo, through host memory) and Gloo for CPU ranks; `nccl` needs both.
-fn resolve_backend(requested: Backend, device: Device) -> Result<Backend> {
-    let nccl = || torch_shim::distributed::nccl_shim().map_err(|e| e.0);
+/// `--dist_backend` for a rank on `device` (libtorch's CUDA backend already loaded for a GPU):
+/// `auto` is NCCL for GPU ranks when the NCCL shim is built and usable (else Gloo, through host
+/// memory, with the reason) and Gloo for CPU ranks; `nccl` needs both.
+fn resolve_backend(requested: Backend, device: Device) -> Result<(Backend, Option<String>)> {
+    let nccl = || torch_shim::distributed::nccl_ready().map_err(|e| e.0);
     match (requested, device) {
-        (Backend::Gloo, _) => Ok(Backend::Gloo),
+        (Backend::Gloo, _) => Ok((Backend::Gloo, None)),
         (Backend::Nccl, Device::Cuda(_)) => match nccl() {
-            Ok(_) => Ok(Backend::Nccl),
+            Ok(_) => Ok((Backend::Nccl, None)),
             Err(why) => Err(Error::option("dist_backend", format!("nccl: {why}"))),
         },
         (Backend::Nccl, _) => {
             Err(Error::option("dist_backend", "nccl needs GPU ranks (--device cuda); CPU ranks use gloo"))
         }
-        (Backend::Auto, Device::Cuda(_)) if nccl().is_ok() => Ok(Backend::Nccl),
-        (Backend::Auto, _) => Ok(Backend::Gloo),
+        (Backend::Auto, Device::Cuda(_)) => match nccl() {
+            Ok(_) => Ok((Backend::Nccl, None)),
+            Err(why) => Ok((Backend::Gloo, Some(why))),
+        },
+        (Backend::Auto, _) => Ok((Backend::Gloo, None)),
+    }
+}
+
+/// Refuses to build process groups of different kinds: `auto` is resolved on each rank (a node
+/// without the NCCL shim would pick Gloo), so every rank compares its choice with rank 0's first.
+fn agree_on_backend(store: &TcpStore, rank: usize, backend: Backend, timeout: Duration) -> Result<()> {
+    let failed = |e: torch_shim::ShimError| {
+        Error::Distributed(format!("rank {rank}: exchanging the --dist_backend choice failed: {}", e.0))
+    };
+    if rank == 0 {
+        return store.set("selfcon/backend", backend.to_string().as_bytes()).map_err(failed);
+    }
+    let primary = store.get("selfcon/backend", timeout).map_err(failed)?;
+    let primary = String::from_utf8_lossy(&primary);
+    if primary != backend.to_string() {
+        return Err(Error::option(
+            "dist_backend",
+            format!("rank {rank} would use {backend} but rank 0 uses {primary} (is the NCCL shim missing on some node?); name the backend explicitly"),
+        ));
+    }
+    Ok(())
+}
+
+/// Ends this process's part in the run at a normal exit: the NCCL group's communicators and
+/// watchdog threads stop before the process does (a no-op outside a run and for Gloo).
+pub fn shutdown() -> Result<()> {
+    match current() {
+        Some(d) if d.backend == Backend::Nccl => {
+            d.group.shutdown().map_err(|e| Error::Distributed(format!("rank {}: shutting NCCL down: {}", d.rank, e.0)))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -280,16 +323,28 @@ mod tests {
 
     #[test]
     fn the_backend_follows_the_rank_device_and_the_nccl_shim() {
-        let built = torch_shim::distributed::nccl_shim().is_ok();
-        assert_eq!(resolve_backend(Backend::Auto, Device::Cpu).unwrap(), Backend::Gloo);
-        assert_eq!(resolve_backend(Backend::Gloo, Device::Cuda(0)).unwrap(), Backend::Gloo);
-        let auto_gpu = resolve_backend(Backend::Auto, Device::Cuda(0)).unwrap();
-        assert_eq!(auto_gpu, if built { Backend::Nccl } else { Backend::Gloo });
+        // No libtorch_cuda in this process: the NCCL shim, built or not, is never usable here.
+        assert!(torch_shim::distributed::nccl_ready().is_err());
+        assert_eq!(resolve_backend(Backend::Auto, Device::Cpu).unwrap(), (Backend::Gloo, None));
+        assert_eq!(resolve_backend(Backend::Gloo, Device::Cuda(0)).unwrap(), (Backend::Gloo, None));
+        let (backend, why) = resolve_backend(Backend::Auto, Device::Cuda(0)).unwrap();
+        assert_eq!(backend, Backend::Gloo);
+        assert!(why.is_some_and(|why| !why.is_empty()));
         let cpu = resolve_backend(Backend::Nccl, Device::Cpu).unwrap_err().to_string();
         assert!(cpu.contains("--dist_backend") && cpu.contains("GPU ranks"), "{cpu}");
-        match resolve_backend(Backend::Nccl, Device::Cuda(1)) {
-            Ok(backend) => assert!(built && backend == Backend::Nccl),
-            Err(e) => assert!(!built && e.to_string().contains("SELFCON_NCCL=1 ./scripts/setup.sh"), "{e}"),
-        }
+        let gpu = resolve_backend(Backend::Nccl, Device::Cuda(1)).unwrap_err().to_string();
+        assert!(gpu.contains("--dist_backend") && gpu.contains("nccl: "), "{gpu}");
+        assert_eq!(gpu.trim_end().lines().count(), 1, "{gpu}");
+    }
+
+    #[test]
+    fn ranks_that_resolved_different_backends_are_refused() {
+        let timeout = Duration::from_secs(10);
+        let primary = TcpStore::connect("127.0.0.1", 29618, true, None, timeout).unwrap();
+        agree_on_backend(&primary, 0, Backend::Nccl, timeout).unwrap();
+        let other = TcpStore::connect("127.0.0.1", 29618, false, None, timeout).unwrap();
+        agree_on_backend(&other, 1, Backend::Nccl, timeout).unwrap();
+        let err = agree_on_backend(&other, 2, Backend::Gloo, timeout).unwrap_err().to_string();
+        assert!(err.contains("--dist_backend") && err.contains("rank 0 uses nccl"), "{err}");
     }
 }

@@ -307,7 +307,8 @@ impl TrainLoop {
     /// process (a signal number). Alone, it is asked once the step is done; in a distributed run
     /// it is asked before the loss is averaged and sent with it (no extra collective), so that
     /// a request on any rank stops every rank after the same step (SIGTERM over SIGINT). That
-    /// average is read by the host (Gloo works on host values), the one wait of a distributed step.
+    /// average is read by the host (the stop decision is needed before the next step), the one
+    /// wait of a distributed step (with NCCL the gradients and features never leave the GPU).
     #[allow(clippy::too_many_arguments)]
     pub fn step_voting<T>(
         &self,

@@ -36,8 +36,11 @@ pub struct Throughput {
     pub last_loss: f64,
     /// Distributed runs: processes taking part (`batch_size` is each one's).
     pub world_size: usize,
-    /// Distributed runs: time per step spent all-reducing gradients after backward.
+    /// Distributed runs: host time per step in the gradient all-reduce after backward (with NCCL
+    /// only its start: the reduction runs on the GPU and shows in `ms_per_step`).
     pub gradient_sync_ms_per_step: Option<f64>,
+    /// Distributed runs: the c10d backend (`gloo` or `nccl`).
+    pub dist_backend: Option<String>,
 }
 
 /// Runs `warmup` untimed and then `steps` timed training steps of `config`'s model and objective.
@@ -158,6 +161,7 @@ pub fn measure_pretrain_steps(
         last_loss,
         world_size: dist.map_or(1, |d| d.world_size),
         gradient_sync_ms_per_step,
+        dist_backend: dist.map(|d| d.backend.to_string()),
     })
 }
 
