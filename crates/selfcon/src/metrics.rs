@@ -32,16 +32,21 @@ impl MetricsLog {
                 .map_err(|e| Error::file(&path, format!("cannot write: {e}")))
         };
         let csv_path = dir.join("metrics.csv");
-        let new_csv = !csv_path.exists() || std::fs::metadata(&csv_path).map(|m| m.len() == 0).unwrap_or(true);
+        // A resumed run keeps the header its CSV already has (rows stay aligned with it, even
+        // when this run logs other fields; metrics.jsonl has every field).
+        let existing = File::open(&csv_path)
+            .ok()
+            .and_then(|f| std::io::BufRead::lines(std::io::BufReader::new(f)).next()?.ok())
+            .filter(|header| !header.is_empty());
         let mut csv = open("metrics.csv")?;
-        if new_csv {
-            writeln!(csv, "{}", columns.join(",")).map_err(|e| Error::file(&csv_path, e.to_string()))?;
-        }
-        Ok(MetricsLog {
-            files: Some((open("metrics.jsonl")?, csv)),
-            columns: columns.iter().map(|c| c.to_string()).collect(),
-            path: dir.to_path_buf(),
-        })
+        let columns: Vec<String> = match existing {
+            Some(header) => header.split(',').map(str::to_string).collect(),
+            None => {
+                writeln!(csv, "{}", columns.join(",")).map_err(|e| Error::file(&csv_path, e.to_string()))?;
+                columns.iter().map(|c| c.to_string()).collect()
+            }
+        };
+        Ok(MetricsLog { files: Some((open("metrics.jsonl")?, csv)), columns, path: dir.to_path_buf() })
     }
 
     /// Appends one record, a JSON object (`json!({...})`); absent keys leave the CSV cell empty.

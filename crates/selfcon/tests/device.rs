@@ -269,6 +269,7 @@ fn library_entry_points_refuse_cuda_cleanly_where_there_is_none() {
         device: cuda,
         precision: Precision::Fp32,
         channels_last: false,
+        shard: None,
     };
     let error =
         selfcon::train::encoder_features(&model, &data.train, selfcon::data::augment::EvalTransform::Identity, how)

@@ -156,11 +156,18 @@ fn global_negatives_with_syncbn_on_two_ranks_equal_one_process_on_the_global_bat
     let tmp = tempfile::tempdir().unwrap();
     let data = data(tmp.path());
     let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
-    ok(&single(&pretrain_args(&data, &one, 16, 2, &["--precision", "fp64"])));
+    let knn = ["--knn_every", "1", "--knn_k", "5"];
+    ok(&single(&pretrain_args(&data, &one, 16, 2, &[&["--precision", "fp64"][..], &knn].concat())));
     let out = ok(&launch(
         2,
         29810,
-        &pretrain_args(&data, &two, 8, 2, &["--precision", "fp64", "--syncbn", "--global_negatives"]),
+        &pretrain_args(
+            &data,
+            &two,
+            8,
+            2,
+            &[&["--precision", "fp64", "--syncbn", "--global_negatives"][..], &knn].concat(),
+        ),
     ));
     assert_eq!(out.lines().count(), 1, "rank 0 alone prints the checkpoint: {out}");
     let (a, b) = (step_losses(&one), step_losses(&two));
@@ -168,6 +175,23 @@ fn global_negatives_with_syncbn_on_two_ranks_equal_one_process_on_the_global_bat
     assert!(close(&a, &b, 1e-9), "losses {a:?} vs {b:?}");
     let (d, name) = max_difference(&run_dir(&one).join("last.safetensors"), &run_dir(&two).join("last.safetensors"));
     assert!(d < 1e-8, "after 6 steps the checkpoints differ by {d:e} at {name}");
+    // The kNN monitor: each rank its shard of the bank and the queries, combined — the numbers of
+    // one process.
+    let knn_of = |dir: &Path| -> Vec<Vec<f64>> {
+        records(&run_dir(dir), "epoch")
+            .iter()
+            .map(|r| {
+                ["knn_top1", "knn_top5", "knn_exit1_top1", "knn_exit1_top5"]
+                    .iter()
+                    .map(|k| r[*k].as_f64().unwrap_or_else(|| panic!("{k} missing in {r}")))
+                    .collect()
+            })
+            .collect()
+    };
+    let (knn_one, knn_two) = (knn_of(&one), knn_of(&two));
+    assert_eq!(knn_one.len(), 2);
+    assert_eq!(knn_one, knn_two);
+    assert!(knn_one.iter().flatten().all(|v| (0.0..=100.0).contains(v)), "{knn_one:?}");
     // The gradient all-reduce overlapped with backward (hooks, buckets started as they fill) gives
     // the same run.
     let overlapped = tmp.path().join("overlapped");

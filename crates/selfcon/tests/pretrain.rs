@@ -61,6 +61,7 @@ fn config(
         save_freq: 1,
         dataset_name: "fashionmnist".into(),
         image_size: 32,
+        knn: Default::default(),
     }
 }
 
@@ -394,4 +395,88 @@ fn the_crop_scale_reaches_the_augmentation_and_old_configs_read_the_official_one
     json.as_object_mut().unwrap().remove("min_crop_scale").unwrap();
     let old: PretrainConfig = serde_json::from_value(json).unwrap();
     assert_eq!(old.min_crop_scale, 0.2);
+}
+
+#[test]
+fn the_knn_monitor_logs_backbone_and_exit_accuracies() {
+    let d = tempfile::tempdir().unwrap();
+    common::tiny_fashion_mnist(d.path(), 24, 4);
+    let save = tempfile::tempdir().unwrap();
+    let (data, out) = (d.path().to_str().unwrap(), save.path().to_str().unwrap());
+    let base = [
+        "pretrain",
+        "--dataset",
+        "fashionmnist",
+        "--data_folder",
+        data,
+        "--save_dir",
+        out,
+        "--model",
+        "resnet18",
+        "--method",
+        "SelfCon",
+        "--selfcon_pos",
+        "[False,True,False]",
+        "--selfcon_size",
+        "fc",
+        "--batch_size",
+        "9",
+        "--num_workers",
+        "1",
+    ];
+    // 24 training images: 6 held out as the queries, the bank (and the training set) is the other 18.
+    let knn = [
+        "--epochs",
+        "3",
+        "--knn_every",
+        "2",
+        "--knn_k",
+        "5",
+        "--knn_t",
+        "0.07",
+        "--val_split",
+        "0.25",
+        "--print_freq",
+        "1",
+    ];
+    let o = selfcon(&[&base[..], &knn].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let knn_lines = err.lines().filter(|l| l.contains("kNN ")).count();
+    assert_eq!(knn_lines, 2, "epochs 2 and 3 (the last) report kNN: {err}");
+    assert!(err.contains("(exit 1: "), "{err}");
+    let last = std::path::PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    let run_dir = last.parent().unwrap();
+    let epochs: Vec<serde_json::Value> = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["kind"] == "epoch")
+        .collect();
+    assert_eq!(epochs.len(), 3);
+    assert!(epochs[0].get("knn_top1").is_none());
+    for r in &epochs[1..] {
+        for key in ["knn_top1", "knn_top5", "knn_exit1_top1", "knn_exit1_top5", "knn_seconds"] {
+            let v = r[key].as_f64().unwrap_or_else(|| panic!("{key} missing in {r}"));
+            assert!((0.0..=100.0).contains(&v), "{key} = {v}");
+        }
+        // 6 queries: accuracies are multiples of 1/6; top-5 of 10 classes ≥ top-1.
+        let (top1, top5) = (r["knn_top1"].as_f64().unwrap(), r["knn_top5"].as_f64().unwrap());
+        assert!(top5 >= top1 && ((top1 * 6.0 / 100.0) - (top1 * 6.0 / 100.0).round()).abs() < 1e-9, "{r}");
+    }
+    let csv = std::fs::read_to_string(run_dir.join("metrics.csv")).unwrap();
+    assert!(csv.lines().next().unwrap().ends_with("knn_top1,knn_top5,knn_exit1_top1,knn_exit1_top5"), "{csv}");
+    // The held-out images are not trained on: 18 images, batch 9, two steps per epoch.
+    let steps = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap().matches("\"kind\":\"step\"").count();
+    assert_eq!(steps, 6, "3 epochs × 2 steps");
+
+    let cases: [(&[&str], &str); 4] = [
+        (&["--knn_every", "1", "--knn_k", "0"], "--knn_k: must be at least 1"),
+        (&["--knn_every", "1", "--knn_t", "0"], "--knn_t: must be a positive number"),
+        (&["--val_split", "0.2"], "--val_split: holds images out for the kNN monitor: give --knn_every too"),
+        (&["--knn_every", "1", "--val_split", "1"], "--val_split: must be in [0, 1)"),
+    ];
+    for (extra, want) in cases {
+        assert_usage_error(&[&base[..], &["--epochs", "1"], extra].concat(), want);
+    }
 }

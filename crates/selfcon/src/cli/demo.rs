@@ -199,6 +199,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         save_freq: 0,
         dataset_name: kind.name().into(),
         image_size: a.pretrain_size,
+        knn: Default::default(),
     };
     let pre_data = selfcon::data::OpenedDataset {
         train: pre_set,
@@ -242,6 +243,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         device: Device::Cpu,
         precision: config.optim.precision,
         channels_last: config.optim.channels_last,
+        shard: None,
     };
     let grid = ProbeSettings::demo_grid(a.probe_epochs);
     let probe = |encoder: &ConModel, name: &str| -> anyhow::Result<SelectedProbe> {

@@ -97,6 +97,7 @@ pub fn run(a: FeaturesArgs) -> anyhow::Result<()> {
         device,
         precision,
         channels_last: false,
+        shard: None,
     };
     let features = encoder_features(&model, &split, a.data.eval_transform(&dataset)?, how)?;
     let mut tensors = vec![("backbone".to_string(), features.backbone)];

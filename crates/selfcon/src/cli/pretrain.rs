@@ -63,6 +63,25 @@ pub struct PretrainArgs {
     #[arg(long = "save_freq", visible_alias = "save-freq", default_value_t = 0, value_name = "N")]
     pub save_freq: usize,
 
+    /// Online kNN monitor: every N epochs (and after the last), the weighted k-nearest-neighbour
+    /// accuracy of the backbone's and each exit's features (test images against the training
+    /// set, no augmentation), logged and shown in the epoch line. 0: off.
+    #[arg(long = "knn_every", visible_alias = "knn-every", default_value_t = 0, value_name = "N")]
+    pub knn_every: usize,
+
+    /// kNN monitor: neighbours that vote.
+    #[arg(long = "knn_k", visible_alias = "knn-k", default_value_t = 200, value_name = "K")]
+    pub knn_k: usize,
+
+    /// kNN monitor: temperature of the vote weights exp(cosine similarity / T).
+    #[arg(long = "knn_t", visible_alias = "knn-t", default_value_t = 0.1, value_name = "T")]
+    pub knn_t: f64,
+
+    /// kNN monitor: hold this fraction of the training set out of pre-training and use it as the
+    /// queries instead of the test split (0: the test split).
+    #[arg(long = "val_split", visible_alias = "val-split", default_value_t = 0.0, value_name = "FRACTION")]
+    pub val_split: f64,
+
     /// Checkpoint to continue from (training resumes at its epoch + 1): ours (last.safetensors)
     /// or the official code's (last.pth: weights, SGD momentum, epoch; every flag not given is
     /// taken from its options — model, dataset, method, batch size, learning rate, schedule, ...).
@@ -126,6 +145,13 @@ impl PretrainArgs {
             save_freq: a.save_freq,
             dataset_name: a.dataset.clone(),
             image_size,
+            knn: selfcon::train::knn::KnnMonitor {
+                every: a.knn_every,
+                k: a.knn_k,
+                temperature: a.knn_t,
+                val_split: a.val_split,
+                eval: if a.knn_every > 0 { Some(a.data.eval_transform(&a.dataset)?) } else { None },
+            },
         };
         config.validate()?;
         Ok(config)

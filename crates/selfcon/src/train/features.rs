@@ -8,7 +8,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::precision::Precision;
 use crate::data::augment::EvalTransform;
-use crate::data::{BatchFormat, DataLoader, Dataset, LoaderConfig, Transform};
+use crate::data::{BatchFormat, DataLoader, Dataset, LoaderConfig, Shard, Transform};
 use crate::error::Result;
 use crate::model::ConModel;
 
@@ -23,6 +23,8 @@ pub struct FeatureExtraction {
     pub precision: Precision,
     /// Channels-last batches (give it when the model's weights are channels-last).
     pub channels_last: bool,
+    /// Only this part of the split (a distributed run's strided shard), still in dataset order.
+    pub shard: Option<Shard>,
 }
 
 /// Features of every image of a split, on the CPU, in dataset order.
@@ -42,7 +44,7 @@ pub fn encoder_features(
     transform: EvalTransform,
     how: FeatureExtraction,
 ) -> Result<EncoderFeatures> {
-    let FeatureExtraction { mean, std, threads, device, precision, channels_last } = how;
+    let FeatureExtraction { mean, std, threads, device, precision, channels_last, shard } = how;
     crate::engine::use_device(device)?;
     let loader = DataLoader::new(
         set.clone(),
@@ -57,7 +59,7 @@ pub fn encoder_features(
             mean,
             std,
             background: device == Device::Cpu,
-            shard: None,
+            shard,
             format: BatchFormat::for_device(device, channels_last),
         },
     )?;
@@ -68,8 +70,9 @@ pub fn encoder_features(
     let mut exits: Vec<Vec<Tensor>> = (0..n_exits).map(|_| Vec::new()).collect();
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let mut images = batch.images_on(device)?;
-        images = if channels_last { crate::model::channels_last(&images)? } else { images.contiguous() };
+        // In the weights' dtype (fp64 runs), then their memory format.
+        let images = batch.images_on(device)?.to_kind(precision.storage_kind());
+        let images = if channels_last { crate::model::channels_last(&images)? } else { images.contiguous() };
         let out = model.encode(&images, false)?;
         backbone.push(out.backbone.to_kind(Kind::Float).to_device(Device::Cpu));
         for (k, e) in out.exits.iter().enumerate() {

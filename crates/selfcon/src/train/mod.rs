@@ -3,6 +3,7 @@
 mod ce;
 mod epoch_loop;
 mod features;
+pub mod knn;
 mod linear;
 mod loss_window;
 mod optim_config;

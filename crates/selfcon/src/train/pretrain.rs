@@ -2,12 +2,15 @@
 //! every variant, the official optimiser and schedule, checkpoints every epoch and exact resume.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tch::{Device, Tensor};
 
 use super::epoch_loop::{EpochStats, Pass};
+use super::features::FeatureExtraction;
+use super::knn::{self, KnnMonitor, KnnReport};
 use super::optim_config::{prepare_run_dir, OptimConfig};
 use super::optimizer::Sgd;
 use super::pass_state::PassState;
@@ -16,7 +19,7 @@ use super::run_name::{python_bool, python_float};
 use super::schedule::LrSchedule;
 use super::train_checkpoint::{Resumed, TrainingState};
 use crate::data::augment::TrainTransform;
-use crate::data::{DataLoader, OpenedDataset, Transform};
+use crate::data::{DataLoader, Dataset, OpenedDataset, Subset, Transform};
 use crate::distributed::gradients::Reduction;
 use crate::distributed::Distributed;
 use crate::error::{Error, Result};
@@ -46,6 +49,9 @@ pub struct PretrainConfig {
     /// Dataset name as given (`--dataset`), for the run name.
     pub dataset_name: String,
     pub image_size: usize,
+    /// The online kNN monitor (off unless `--knn_every`; configs written before it read as off).
+    #[serde(default)]
+    pub knn: KnnMonitor,
 }
 
 fn official_min_crop_scale() -> f64 {
@@ -147,7 +153,7 @@ impl PretrainConfig {
         if !(self.optim.learning_rate > 0.0) {
             return Err(Error::option("learning_rate", format!("must be positive, got {}", self.optim.learning_rate)));
         }
-        Ok(())
+        self.knn.validate()
     }
 }
 
@@ -224,14 +230,20 @@ pub fn pretrain(
     }
     let run_dir = config.run_dir();
     let config_json = prepare_run_dir(&run_dir, config)?;
-    let mut log = MetricsLog::open(&run_dir, &["kind", "stage", "epoch", "step", "loss", "lr", "images_per_s"])?;
+    let mut columns: Vec<String> =
+        ["kind", "stage", "epoch", "step", "loss", "lr", "images_per_s"].map(String::from).into();
+    if config.knn.every > 0 {
+        columns.extend(knn::record_columns(config.model.exits.count()));
+    }
+    let mut log = MetricsLog::open(&run_dir, &columns.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let (train_set, knn_sets) = knn_split(config, data)?;
 
     let loader = DataLoader::new(
-        data.train.clone(),
+        train_set.clone(),
         config.input_transform(),
         config.optim.loader(data, config.optim.batch_size, true, device),
     )?;
-    progress.run_started("pretrain", &run_dir, start_epoch, data.train.len());
+    progress.run_started("pretrain", &run_dir, start_epoch, train_set.len());
     let last = run_dir.join("last.safetensors");
     let mut train = config.optim.train_loop("pretrain", device, config.schedule(), &vs)?;
     train.print_freq = config.print_freq;
@@ -276,28 +288,85 @@ pub fn pretrain(
             },
         )?;
         epoch_losses.push(stats.loss);
-        log.record(epoch_record(epoch, &stats))?;
         save(&optimizer, epoch, None, &last)?;
         if config.save_freq > 0 && epoch % config.save_freq == 0 {
             save(&optimizer, epoch, None, &run_dir.join(format!("ckpt_epoch_{epoch}.safetensors")))?;
         }
+        // After the checkpoint: a failing evaluation never costs the epoch's weights.
+        let knn = match &knn_sets {
+            Some((bank, queries)) if config.knn.due(epoch, config.optim.epochs) => {
+                Some(knn_monitor(config, &model, data, bank, queries, device)?)
+            }
+            _ => None,
+        };
+        log.record(epoch_record(epoch, &stats, knn.as_ref()))?;
         progress.epoch_finished(&format!(
-            "epoch {epoch}: loss {:.4} · lr {:.5} · {:.0} images/s · {:.1} s{}{}",
+            "epoch {epoch}: loss {:.4} · lr {:.5} · {:.0} images/s · {:.1} s{}{}{}",
             stats.loss,
             stats.lr,
             stats.images_per_s(),
             stats.seconds,
             stats.memory_note(),
-            stats.skipped_note()
+            stats.skipped_note(),
+            knn.map(|r| format!(" · {}", r.summary())).unwrap_or_default()
         ));
     }
     Ok(PretrainResult { run_dir, last_checkpoint: last, epochs_run: epoch_losses.len(), epoch_losses })
 }
 
-fn epoch_record(epoch: usize, stats: &EpochStats) -> serde_json::Value {
-    json!({"kind": "epoch", "stage": "pretrain", "epoch": epoch, "loss": stats.loss,
+fn epoch_record(epoch: usize, stats: &EpochStats, knn: Option<&KnnReport>) -> serde_json::Value {
+    let mut record = json!({"kind": "epoch", "stage": "pretrain", "epoch": epoch, "loss": stats.loss,
         "lr": stats.lr, "images_per_s": stats.images_per_s(), "seconds": stats.seconds, "skipped_steps": stats.skipped_steps,
-        "peak_memory_bytes": stats.peak_memory_bytes})
+        "peak_memory_bytes": stats.peak_memory_bytes});
+    if let (Some(report), Some(fields)) = (knn, record.as_object_mut()) {
+        report.record_fields(fields);
+    }
+    record
+}
+
+/// The images pre-training learns from and, with the kNN monitor on, its bank and queries: the
+/// training set and the test split, or — with `--val_split` — the training set without a held-out
+/// part, which becomes the queries (and is never trained on).
+type KnnSets = (Arc<dyn Dataset>, Arc<dyn Dataset>);
+
+fn knn_split(config: &PretrainConfig, data: &OpenedDataset) -> Result<(Arc<dyn Dataset>, Option<KnnSets>)> {
+    if config.knn.every == 0 {
+        return Ok((data.train.clone(), None));
+    }
+    if config.knn.val_split > 0.0 {
+        let (train, held_out) = Subset::split(&data.train, config.knn.val_split, config.optim.seed);
+        let (train, held_out): (Arc<dyn Dataset>, Arc<dyn Dataset>) = (Arc::new(train), Arc::new(held_out));
+        if held_out.is_empty() || train.is_empty() {
+            return Err(Error::option("val_split", "leaves no image on one side of the split"));
+        }
+        return Ok((train.clone(), Some((train, held_out))));
+    }
+    let test = data.test.clone().ok_or_else(|| {
+        Error::option("knn_every", "needs a test split for its queries (this dataset has none): add --val_split")
+    })?;
+    Ok((data.train.clone(), Some((data.train.clone(), test))))
+}
+
+/// One evaluation of the kNN monitor with the run's precision and memory format.
+fn knn_monitor(
+    config: &PretrainConfig,
+    model: &ConModel,
+    data: &OpenedDataset,
+    bank: &Arc<dyn Dataset>,
+    queries: &Arc<dyn Dataset>,
+    device: Device,
+) -> Result<KnnReport> {
+    let how = FeatureExtraction {
+        mean: data.mean,
+        std: data.std,
+        threads: config.optim.num_workers.max(1),
+        device,
+        precision: config.optim.precision,
+        channels_last: config.optim.channels_last,
+        shard: None,
+    };
+    let transform = config.knn.eval.ok_or_else(|| Error::option("knn_every", "needs the dataset's test transform"))?;
+    knn::evaluate(model, bank, queries, transform, how, &config.knn, crate::distributed::current())
 }
 
 /// Loads a checkpoint for resuming (ours or the official code's); returns the epoch it finished

@@ -125,5 +125,6 @@ pub fn tiny_pretrain_config(save_dir: &std::path::Path, epochs: usize, batch: us
         save_freq: 0,
         dataset_name: "fashionmnist".into(),
         image_size: 32,
+        knn: Default::default(),
     }
 }
