@@ -53,6 +53,7 @@ fn config(
             step_cosine_warmup: None,
             lars_eta: None,
             save_every_steps: 0,
+            tensorboard: false,
         },
         weakaug: false,
         randaug: false,

@@ -187,6 +187,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
             step_cosine_warmup: (a.warmup_steps > 0 || a.cosine).then_some(a.warmup_steps),
             lars_eta: (a.lars_eta > 0.0).then_some(a.lars_eta),
             save_every_steps: 0,
+            tensorboard: false,
             // oneDNN's convolutions are ~20% faster in NHWC on CPU (bench/results/).
             channels_last: true,
             // Subnormals appear as training goes on; flushing them keeps the steps fast (~10%).

@@ -66,6 +66,11 @@ pub struct OptimArgs {
     #[arg(long = "save_every_steps", visible_alias = "save-every-steps", default_value_t = 0, value_name = "N")]
     pub save_every_steps: usize,
 
+    /// Also write the metrics (loss, lr, images/s, kNN and linear accuracies, peak memory) as
+    /// TensorBoard event files in the run folder (`tensorboard --logdir <save_dir>`).
+    #[arg(long)]
+    pub tensorboard: bool,
+
     /// Root of the output tree.
     #[arg(long = "save_dir", visible_alias = "save-dir", default_value = "./save/representation", value_name = "DIR")]
     pub save_dir: PathBuf,
@@ -161,6 +166,7 @@ impl OptimArgs {
             step_cosine_warmup: None,
             lars_eta: None,
             save_every_steps: self.save_every_steps,
+            tensorboard: self.tensorboard,
         })
     }
 

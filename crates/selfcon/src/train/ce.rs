@@ -176,7 +176,8 @@ pub fn train_ce(
     // Only now, once the checkpoint is accepted: a refused resume leaves the run folder alone.
     let run_dir = config.run_dir();
     let config_json = prepare_run_dir(&run_dir, config)?;
-    let mut log = MetricsLog::open(&run_dir, &["kind", "stage", "epoch", "step", "loss", "lr", "top1", "sub_top1"])?;
+    let mut log = MetricsLog::open(&run_dir, &["kind", "stage", "epoch", "step", "loss", "lr", "top1", "sub_top1"])?
+        .with_tensorboard(config.optim.tensorboard)?;
     let loader_config = |batch_size: usize, shuffle: bool| config.optim.loader(data, batch_size, shuffle, device);
     let train_loader = DataLoader::new(
         data.train.clone(),

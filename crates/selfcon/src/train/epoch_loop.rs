@@ -228,8 +228,9 @@ impl TrainLoop {
             let rate = images_this_run as f64 / started.elapsed().as_secs_f64().max(1e-9);
             progress.step(pass.epoch, step, last_loss, stats.lr, rate);
             if log_due {
+                let global_step = (pass.epoch.max(1) - 1) * batches + step + 1;
                 log.record(json!({"kind": "step", "stage": self.stage, "epoch": pass.epoch, "step": step + 1,
-                    "loss": last_loss, "lr": stats.lr, "images_per_s": rate}))?;
+                    "global_step": global_step, "loss": last_loss, "lr": stats.lr, "images_per_s": rate}))?;
             }
             match stop {
                 // Also after the last step: the position then says the pass is done and a resumed

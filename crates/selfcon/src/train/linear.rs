@@ -191,7 +191,8 @@ pub fn linear_eval_model(
     let mut log = MetricsLog::open(
         &run_dir,
         &["kind", "stage", "epoch", "step", "loss", "lr", "backbone_top1", "sub_top1", "ensemble_top1", "train_top1"],
-    )?;
+    )?
+    .with_tensorboard(config.optim.tensorboard)?;
     let last = run_dir.join("last.safetensors");
     // Warm-up only when asked for (main_linear.py has no automatic switch).
     let mut train = config.optim.plain_train_loop("linear", device, config.optim.schedule(false))?;

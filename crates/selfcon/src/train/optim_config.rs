@@ -51,6 +51,9 @@ pub struct OptimConfig {
     /// `--save_every_steps`: `last` is also written every N steps mid-epoch (0: at epoch ends only).
     #[serde(default)]
     pub save_every_steps: usize,
+    /// `--tensorboard`: the metrics also as TensorBoard event files in the run folder.
+    #[serde(default)]
+    pub tensorboard: bool,
 }
 
 impl OptimConfig {

@@ -235,7 +235,8 @@ pub fn pretrain(
     if config.knn.every > 0 {
         columns.extend(knn::record_columns(config.model.exits.count()));
     }
-    let mut log = MetricsLog::open(&run_dir, &columns.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let mut log = MetricsLog::open(&run_dir, &columns.iter().map(String::as_str).collect::<Vec<_>>())?
+        .with_tensorboard(config.optim.tensorboard)?;
     let (train_set, knn_sets) = knn_split(config, data)?;
 
     let loader = DataLoader::new(

@@ -202,19 +202,25 @@ pub fn resume_official(
     Ok(epoch)
 }
 
-/// Settings a mid-epoch resume may change: where results go, logging, loader threads, the
-/// distributed timeouts and overlap, the number of epochs, the encoder file's path.
-const FREE_SETTINGS: [&str; 10] = [
+/// Settings a mid-epoch resume may change: where results go, logging (TensorBoard, the kNN
+/// monitor except the images it holds out), loader threads, the distributed timeouts and overlap,
+/// the number of epochs, the encoder file's path.
+const FREE_SETTINGS: [&str; 15] = [
     "optim.epochs",
     "optim.num_workers",
     "optim.save_dir",
     "optim.exp_name",
     "optim.save_every_steps",
+    "optim.tensorboard",
     "optim.distributed.timeout_s",
     "optim.distributed.overlap",
     "print_freq",
     "save_freq",
     "ckpt",
+    "knn.every",
+    "knn.k",
+    "knn.temperature",
+    "knn.eval",
 ];
 
 /// "path: saved vs current" for every leaf that differs, outside [`FREE_SETTINGS`].

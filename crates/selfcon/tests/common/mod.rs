@@ -117,6 +117,7 @@ pub fn tiny_pretrain_config(save_dir: &std::path::Path, epochs: usize, batch: us
             step_cosine_warmup: Some(2),
             lars_eta: None,
             save_every_steps: 0,
+            tensorboard: false,
         },
         weakaug: false,
         randaug: false,

@@ -1,5 +1,8 @@
 //! Training logs in the run folder: `metrics.jsonl` (one JSON object per record) and
-//! `metrics.csv` (the same records as rows), appended as training goes.
+//! `metrics.csv` (the same records as rows), appended as training goes; with `--tensorboard` also
+//! TensorBoard event files ([`tensorboard`]).
+
+pub mod tensorboard;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -14,6 +17,8 @@ pub struct MetricsLog {
     files: Option<(File, File)>,
     columns: Vec<String>,
     path: std::path::PathBuf,
+    /// `--tensorboard`: the same numbers as scalar events.
+    tensorboard: Option<tensorboard::EventWriter>,
 }
 
 impl MetricsLog {
@@ -21,7 +26,7 @@ impl MetricsLog {
     /// only rank 0 writes; the other ranks get a log that records nothing.
     pub fn open(dir: &Path, columns: &[&str]) -> Result<Self> {
         if !crate::distributed::is_primary() {
-            return Ok(MetricsLog { files: None, columns: Vec::new(), path: dir.to_path_buf() });
+            return Ok(MetricsLog { files: None, columns: Vec::new(), path: dir.to_path_buf(), tensorboard: None });
         }
         let open = |name: &str| {
             let path = dir.join(name);
@@ -46,7 +51,23 @@ impl MetricsLog {
                 columns.iter().map(|c| c.to_string()).collect()
             }
         };
-        Ok(MetricsLog { files: Some((open("metrics.jsonl")?, csv)), columns, path: dir.to_path_buf() })
+        Ok(MetricsLog {
+            files: Some((open("metrics.jsonl")?, csv)),
+            columns,
+            path: dir.to_path_buf(),
+            tensorboard: None,
+        })
+    }
+
+    /// With `on`, every record also goes to a new TensorBoard event file in the run folder (rank 0
+    /// only, like the other logs): a step record's numbers as `{stage}/step/{field}` at its global
+    /// step, any other record's as `{stage}/{kind}/{field}` at its epoch; flushed at every
+    /// record that is not a step record (every epoch).
+    pub fn with_tensorboard(mut self, on: bool) -> Result<Self> {
+        if on && self.files.is_some() {
+            self.tensorboard = Some(tensorboard::EventWriter::create(&self.path)?);
+        }
+        Ok(self)
     }
 
     /// Appends one record, a JSON object (`json!({...})`); absent keys leave the CSV cell empty.
@@ -67,6 +88,34 @@ impl MetricsLog {
             })
             .collect();
         csv.write_all(format!("{}\n", row.join(",")).as_bytes())
-            .map_err(|e| Error::file(self.path.join("metrics.csv"), e.to_string()))
+            .map_err(|e| Error::file(self.path.join("metrics.csv"), e.to_string()))?;
+        if let Some(events) = &mut self.tensorboard {
+            write_scalars(events, &fields)?;
+        }
+        Ok(())
     }
+}
+
+/// The numeric fields of a record as scalar events (see [`MetricsLog::with_tensorboard`]).
+fn write_scalars(events: &mut tensorboard::EventWriter, fields: &Value) -> Result<()> {
+    let Some(map) = fields.as_object() else { return Ok(()) };
+    let text = |k: &str| map.get(k).and_then(Value::as_str).unwrap_or("");
+    let number = |k: &str| map.get(k).and_then(Value::as_i64);
+    let (stage, kind) = (text("stage"), text("kind"));
+    let (prefix, step) = match kind {
+        "step" => (format!("{stage}/step"), number("global_step").or(number("step")).unwrap_or(0)),
+        _ => (format!("{stage}/{kind}"), number("epoch").unwrap_or(0)),
+    };
+    for (key, value) in map {
+        if matches!(key.as_str(), "epoch" | "step" | "global_step") {
+            continue;
+        }
+        if let Some(v) = value.as_f64() {
+            events.scalar(&format!("{prefix}/{key}"), step, v as f32)?;
+        }
+    }
+    if kind != "step" {
+        events.flush()?;
+    }
+    Ok(())
 }
