@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod onnx;
 pub mod pickle;
+pub mod report;
 pub mod train;
 
 pub use error::{Error, Result};

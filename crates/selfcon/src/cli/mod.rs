@@ -15,6 +15,7 @@ mod official_options;
 mod optim_args;
 mod pretrain;
 mod progress;
+mod report;
 mod summary;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -59,6 +60,8 @@ enum Command {
     Export(Box<export::ExportArgs>),
     /// Measure throughput (input pipeline).
     Bench(bench::BenchArgs),
+    /// Plots, feature maps and an index.html of one or several runs (pretrain, linear, ce).
+    Report(Box<report::ReportArgs>),
     /// Run pretrain, linear or ce on several processes (GPUs, machines), like torchrun:
     /// `selfcon launch --nproc_per_node N -- pretrain ...`.
     Launch(launch::LaunchArgs),
@@ -107,6 +110,7 @@ pub fn run() -> Result<(), Failure> {
         Command::Features(args) => features::run(*args),
         Command::Export(args) => export::run(*args),
         Command::Bench(args) => bench::run(args),
+        Command::Report(args) => report::run(*args),
     };
     result.map_err(|e| {
         if let Some(selfcon::Error::Interrupted { signal, message, saved }) = e.downcast_ref::<selfcon::Error>() {
