@@ -12,9 +12,11 @@ use serde_json::json;
 use tch::Device;
 
 use selfcon::checkpoint;
+use selfcon::data::augment::EvalTransform;
 use selfcon::data::{open_dataset, Dataset, DatasetKind, Subset};
 use selfcon::loss::Method;
 use selfcon::model::{ConModel, ModelConfig};
+use selfcon::report::{feature_map::MapMethod, report, ReportOptions};
 use selfcon::train::{
     extract_features, pretrain, select_and_probe, Accuracy, FeatureExtraction, OptimConfig, PretrainConfig,
     ProbeSettings, SelectedProbe,
@@ -309,5 +311,29 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     let path = run_dir.join("demo_results.json");
     std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
     println!("done in {:.0} s; everything is in {}", seconds, run_dir.display());
+    // The report: curves, t-SNE maps of the test images' features (trained and at
+    // initialisation) and the probes' numbers, in one page.
+    eprintln!("report: curves and t-SNE maps of {} test images", a.test_images.min(2000));
+    let options = ReportOptions { map_images: a.test_images.min(2000), map: MapMethod::Tsne, device: Device::Cpu };
+    let mut data_for = |_: &str| -> selfcon::Result<_> {
+        let opened = selfcon::data::OpenedDataset {
+            train: data.train.clone(),
+            test: data.test.clone(),
+            mean: data.mean,
+            std: data.std,
+            source: data.source.clone(),
+        };
+        Ok((opened, EvalTransform::Identity))
+    };
+    // With --ckpt the pre-training's logs are beside the checkpoint (when it is a demo run).
+    let logs = [run_dir.clone(), last_checkpoint.parent().map(PathBuf::from).unwrap_or_default()]
+        .into_iter()
+        .find(|dir| dir.join("metrics.jsonl").is_file() && dir.join("config.json").is_file());
+    let Some(logs) = logs else {
+        eprintln!("report: skipped ({} has no pre-training logs beside it)", last_checkpoint.display());
+        return Ok(());
+    };
+    let written = report(&[logs], &run_dir.join("report"), &options, &mut data_for)?;
+    println!("report: open {} in a browser", written.index.display());
     Ok(())
 }

@@ -63,15 +63,37 @@ const FINAL: [(&str, &str); 10] = [
     ("images/s", "images_per_s"),
 ];
 
+/// The demo's linear probes (`demo_results.json` in the run folder), trained against random init.
+fn probe_table(h: &mut String, run: &RunLog) {
+    let Ok(text) = std::fs::read_to_string(run.dir.join("demo_results.json")) else { return };
+    let Ok(results) = serde_json::from_str::<Value>(&text) else { return };
+    let _ = writeln!(
+        h,
+        "<h2>Linear probe on frozen features ({}): test top-1 (%)</h2>\n<table><tr><th></th><th>trained</th><th>random init</th><th>gain</th></tr>",
+        escape(&run.label)
+    );
+    for (name, output) in [("backbone", "backbone"), ("sub-network", "sub"), ("ensemble", "ensemble")] {
+        let top1 = |who: &str| results.pointer(&format!("/{who}/test/{output}/top1")).and_then(Value::as_f64);
+        if let (Some(trained), Some(init)) = (top1("selfcon"), top1("random_init")) {
+            let _ = writeln!(
+                h,
+                "<tr><td>{name}</td><td>{trained:.2}</td><td>{init:.2}</td><td>{:+.2}</td></tr>",
+                trained - init
+            );
+        }
+    }
+    let _ = writeln!(h, "</table>");
+}
+
 pub fn write_index(path: &Path, runs: &[RunLog], figures: &[Figure], maps: &[FeatureMap]) -> Result<()> {
     let mut h = String::new();
     let _ = write!(
         h,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>selfcon report</title>\n<style>\
-         body{{font-family:sans-serif;margin:2em;max-width:1900px;color:#222}}\
+         body{{font-family:sans-serif;margin:1.5em;max-width:1900px;color:#222}}\
          table{{border-collapse:collapse;margin:0.5em 0 1.5em}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}\
          th{{background:#f3f3f3}}figure{{display:inline-block;margin:0.5em;vertical-align:top}}\
-         img{{max-width:880px;border:1px solid #ddd}}figcaption{{font-size:0.9em;color:#555}}\
+         img{{max-width:820px;border:1px solid #ddd}}figcaption{{font-size:0.9em;color:#555}}\
          </style></head><body>\n<h1>selfcon report</h1>\n"
     );
     let _ = writeln!(h, "<h2>Runs</h2>\n<table><tr><th>setting</th>");
@@ -111,7 +133,11 @@ pub fn write_index(path: &Path, runs: &[RunLog], figures: &[Figure], maps: &[Fea
         }
         let _ = writeln!(h, "</tr>");
     }
-    let _ = writeln!(h, "</table>\n<h2>Curves</h2>");
+    let _ = writeln!(h, "</table>");
+    for run in runs {
+        probe_table(&mut h, run);
+    }
+    let _ = writeln!(h, "<h2>Curves</h2>");
     for f in figures {
         let _ = writeln!(
             h,

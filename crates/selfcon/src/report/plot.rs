@@ -45,6 +45,21 @@ pub fn colour(i: usize) -> RGBColor {
     RGBColor(r, g, b)
 }
 
+/// An axis tick: whole numbers without a decimal point, others with at most 4 significant digits.
+fn tick(v: f64) -> String {
+    if v == v.round() && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        let s = format!("{v:.4}");
+        let s = if v.abs() < 1e-3 { format!("{v:.1e}") } else { s };
+        if s.contains('.') && !s.contains('e') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    }
+}
+
 const WIDTH: u32 = 900;
 const HEIGHT: u32 = 540;
 
@@ -128,6 +143,8 @@ where
         .configure_mesh()
         .x_desc(x_label)
         .y_desc(y_label)
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 16))
         .light_line_style(RGBColor(235, 235, 235))
