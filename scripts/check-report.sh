@@ -29,6 +29,10 @@ rendered = re.findall(r'<img src="([^"]+)"', dom)
 missing = [s for s in sources if s not in rendered]
 if missing:
     sys.exit(f"check-report: the browser's page lacks {missing}")
+# index.html marks a picture the browser could not load (onerror → data-broken).
+broken = re.findall(r'<img src="([^"]+)"[^>]*data-broken', dom)
+if broken:
+    sys.exit(f"check-report: the browser could not load {broken}")
 
 def png_size_and_colours(path):
     data = open(path, "rb").read()

@@ -22,7 +22,7 @@ fn crc32c(bytes: &[u8]) -> u32 {
 }
 
 fn masked(crc: u32) -> u32 {
-    ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8)
+    crc.rotate_right(15).wrapping_add(0xa282_ead8)
 }
 
 fn varint(data: &[u8], at: &mut usize) -> u64 {

@@ -560,7 +560,9 @@ mod tests {
             return; // the next test loads libtorch_cuda into this process
         }
         let store = TcpStore::connect("127.0.0.1", 29612, true, Some(1), Duration::from_secs(10)).unwrap();
-        let err = ProcessGroup::nccl(&store, 0, 1, Duration::from_secs(10), 0).err().expect("no CUDA backend here");
+        let Err(err) = ProcessGroup::nccl(&store, 0, 1, Duration::from_secs(10), 0) else {
+            panic!("an NCCL group without a CUDA backend")
+        };
         let check = nccl_ready().err().expect("no CUDA backend here");
         for err in [err, check] {
             if env!("SELFCON_NCCL_SHIM_BUILT").is_empty() {

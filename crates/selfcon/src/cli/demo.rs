@@ -314,7 +314,12 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     // The report: curves, t-SNE maps of the test images' features (trained and at
     // initialisation) and the probes' numbers, in one page.
     eprintln!("report: curves and t-SNE maps of {} test images", a.test_images.min(2000));
-    let options = ReportOptions { map_images: a.test_images.min(2000), map: MapMethod::Tsne, device: Device::Cpu };
+    let options = ReportOptions {
+        map_images: a.test_images.min(2000),
+        map: MapMethod::Tsne,
+        device: Device::Cpu,
+        demo_results: Some(path.clone()),
+    };
     let mut data_for = |_: &str| -> selfcon::Result<_> {
         let opened = selfcon::data::OpenedDataset {
             train: data.train.clone(),

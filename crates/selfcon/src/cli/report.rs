@@ -42,6 +42,7 @@ pub fn run(a: ReportArgs) -> anyhow::Result<()> {
         map_images: a.map_images,
         map: a.map.parse::<MapMethod>()?,
         device: if a.map_images > 0 { select_device(a.device.parse::<DeviceRequest>()?)? } else { tch::Device::Cpu },
+        demo_results: None,
     };
     let data = &a.data;
     let mut data_for = |dataset: &str| -> selfcon::Result<_> {

@@ -61,7 +61,8 @@ impl MetricsLog {
 
     /// With `on`, every record also goes to a new TensorBoard event file in the run folder (rank 0
     /// only, like the other logs): a step record's numbers as `{stage}/step/{field}` at its global
-    /// step, any other record's as `{stage}/{kind}/{field}` at its epoch; flushed at every
+    /// step (`{stage}/step/pass{k}/{field}` for a later pass of the epoch: linear's sub-network
+    /// classifier), any other record's as `{stage}/{kind}/{field}` at its epoch; flushed at every
     /// record that is not a step record (every epoch).
     pub fn with_tensorboard(mut self, on: bool) -> Result<Self> {
         if on && self.files.is_some() {
@@ -103,11 +104,15 @@ fn write_scalars(events: &mut tensorboard::EventWriter, fields: &Value) -> Resul
     let number = |k: &str| map.get(k).and_then(Value::as_i64);
     let (stage, kind) = (text("stage"), text("kind"));
     let (prefix, step) = match kind {
-        "step" => (format!("{stage}/step"), number("global_step").or(number("step")).unwrap_or(0)),
+        // Linear evaluation trains its classifiers in separate passes (0: backbone, 1: sub-network).
+        "step" => match number("pass").unwrap_or(0) {
+            0 => (format!("{stage}/step"), number("global_step").or(number("step")).unwrap_or(0)),
+            pass => (format!("{stage}/step/pass{pass}"), number("global_step").or(number("step")).unwrap_or(0)),
+        },
         _ => (format!("{stage}/{kind}"), number("epoch").unwrap_or(0)),
     };
     for (key, value) in map {
-        if matches!(key.as_str(), "epoch" | "step" | "global_step") {
+        if matches!(key.as_str(), "epoch" | "step" | "global_step" | "pass") {
             continue;
         }
         if let Some(v) = value.as_f64() {

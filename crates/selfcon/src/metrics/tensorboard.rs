@@ -29,9 +29,17 @@ impl EventWriter {
     pub fn create(dir: &Path) -> Result<Self> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let host: String = host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
-        let name = format!("events.out.tfevents.{}.{}.{}", now() as u64, host, std::process::id());
-        let path = dir.join(name);
-        let file = File::create(&path).map_err(|e| Error::file(&path, format!("cannot write: {e}")))?;
+        let stem = format!("events.out.tfevents.{}.{}.{}", now() as u64, host, std::process::id());
+        // A second writer in the same second and process (library use) gets its own file.
+        let (file, path) = (0..)
+            .map(|n| if n == 0 { dir.join(&stem) } else { dir.join(format!("{stem}.{n}")) })
+            .find_map(|path| match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
+                result => Some(
+                    result.map(|f| (f, path.clone())).map_err(|e| Error::file(&path, format!("cannot write: {e}"))),
+                ),
+            })
+            .expect("an unused file name")?;
         let mut writer = EventWriter { file: BufWriter::new(file), path };
         let mut event = Vec::new();
         field_double(&mut event, 1, now());

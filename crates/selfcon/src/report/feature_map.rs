@@ -68,7 +68,12 @@ pub fn run_maps(
     stem: &str,
     device: Device,
 ) -> Result<Vec<FeatureMap>> {
-    let test = data.test.clone().ok_or_else(|| Error::input("the dataset has no test split to map"))?;
+    let test = data.test.clone().ok_or_else(|| {
+        Error::option(
+            "map_images",
+            format!("{} has no test split to map (--map_images 0: no maps)", config.dataset_name),
+        )
+    })?;
     let classes = test.num_classes();
     let shown: Vec<usize> = (0..test.len()).filter(|&i| test.label(i) < 10).collect();
     if shown.is_empty() {
@@ -82,7 +87,8 @@ pub fn run_maps(
         std: data.std,
         threads: config.optim.num_workers.max(1),
         device,
-        precision: config.optim.precision,
+        // fp32 whatever the run used (an fp64 or a CUDA fp16 run is mapped on any device).
+        precision: crate::train::Precision::Fp32,
         channels_last: false,
         shard: None,
     };

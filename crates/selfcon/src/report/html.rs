@@ -64,8 +64,9 @@ const FINAL: [(&str, &str); 10] = [
 ];
 
 /// The demo's linear probes (`demo_results.json` in the run folder), trained against random init.
-fn probe_table(h: &mut String, run: &RunLog) {
-    let Ok(text) = std::fs::read_to_string(run.dir.join("demo_results.json")) else { return };
+fn probe_table(h: &mut String, run: &RunLog, results: Option<&Path>) {
+    let path = results.map(Path::to_path_buf).unwrap_or_else(|| run.dir.join("demo_results.json"));
+    let Ok(text) = std::fs::read_to_string(path) else { return };
     let Ok(results) = serde_json::from_str::<Value>(&text) else { return };
     let _ = writeln!(
         h,
@@ -85,7 +86,13 @@ fn probe_table(h: &mut String, run: &RunLog) {
     let _ = writeln!(h, "</table>");
 }
 
-pub fn write_index(path: &Path, runs: &[RunLog], figures: &[Figure], maps: &[FeatureMap]) -> Result<()> {
+pub fn write_index(
+    path: &Path,
+    runs: &[RunLog],
+    figures: &[Figure],
+    maps: &[FeatureMap],
+    demo_results: Option<&Path>,
+) -> Result<()> {
     let mut h = String::new();
     let _ = write!(
         h,
@@ -135,13 +142,13 @@ pub fn write_index(path: &Path, runs: &[RunLog], figures: &[Figure], maps: &[Fea
     }
     let _ = writeln!(h, "</table>");
     for run in runs {
-        probe_table(&mut h, run);
+        probe_table(&mut h, run, demo_results);
     }
     let _ = writeln!(h, "<h2>Curves</h2>");
     for f in figures {
         let _ = writeln!(
             h,
-            "<figure><img src=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>",
+            "<figure><img src=\"{}\" alt=\"{}\" onerror=\"this.dataset.broken=1\"><figcaption>{}</figcaption></figure>",
             escape(&file_name(&f.path)),
             escape(&f.title),
             escape(&f.title)
@@ -152,7 +159,7 @@ pub fn write_index(path: &Path, runs: &[RunLog], figures: &[Figure], maps: &[Fea
         for m in maps {
             let _ = writeln!(
                 h,
-                "<figure><img src=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>",
+                "<figure><img src=\"{}\" alt=\"{}\" onerror=\"this.dataset.broken=1\"><figcaption>{}</figcaption></figure>",
                 escape(&file_name(&m.path)),
                 escape(&m.title),
                 escape(&m.title)

@@ -27,6 +27,8 @@ pub struct ReportOptions {
     pub map_images: usize,
     pub map: MapMethod,
     pub device: Device,
+    /// The demo's probe results to show (default: `demo_results.json` in a run folder).
+    pub demo_results: Option<PathBuf>,
 }
 
 /// A chart of the report: its heading and file.
@@ -128,7 +130,7 @@ pub fn report(dirs: &[PathBuf], out: &Path, options: &ReportOptions, data_for: &
         }
     }
     let index = out.join("index.html");
-    html::write_index(&index, &runs, &figures, &maps)?;
+    html::write_index(&index, &runs, &figures, &maps, options.demo_results.as_deref())?;
     Ok(Report { index, figures, maps })
 }
 

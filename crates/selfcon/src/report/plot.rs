@@ -118,10 +118,10 @@ pub fn line_chart(
         if log_y {
             let mut chart =
                 builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale()).map_err(|e| plot_error(path, e))?;
-            draw(lines(&mut chart, x_label, y_label, series))?;
+            draw(lines(&mut chart, x_label, y_label, series, true))?;
         } else {
             let mut chart = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(|e| plot_error(path, e))?;
-            draw(lines(&mut chart, x_label, y_label, series))?;
+            draw(lines(&mut chart, x_label, y_label, series, false))?;
         }
         root.present().map_err(|e| plot_error(path, e))?;
     }
@@ -134,6 +134,7 @@ fn lines<'a, X, Y>(
     x_label: &str,
     y_label: &str,
     series: &[Series],
+    log_y: bool,
 ) -> std::result::Result<(), String>
 where
     X: Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
@@ -152,7 +153,8 @@ where
         .map_err(|e| e.to_string())?;
     for (i, s) in series.iter().enumerate().filter(|(_, s)| !s.points.is_empty()) {
         let c = colour(i);
-        let points = s.points.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite());
+        // Non-positive values have no place on a log axis.
+        let points = s.points.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite() && (!log_y || p.1 > 0.0));
         let drawn = if s.points.len() <= 30 {
             // Few points (per epoch): a marker on each.
             chart

@@ -230,7 +230,7 @@ impl TrainLoop {
             if log_due {
                 let global_step = (pass.epoch.max(1) - 1) * batches + step + 1;
                 log.record(json!({"kind": "step", "stage": self.stage, "epoch": pass.epoch, "step": step + 1,
-                    "global_step": global_step, "loss": last_loss, "lr": stats.lr, "images_per_s": rate}))?;
+                    "global_step": global_step, "pass": pass.index, "loss": last_loss, "lr": stats.lr, "images_per_s": rate}))?;
             }
             match stop {
                 // Also after the last step: the position then says the pass is done and a resumed

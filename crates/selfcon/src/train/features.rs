@@ -80,6 +80,9 @@ pub fn encoder_features(
         }
         labels.push(batch.labels.to_kind(Kind::Int64));
     }
+    if backbone.is_empty() {
+        return Err(crate::error::Error::input("no images to compute features of (an empty split or shard)"));
+    }
     Ok(EncoderFeatures {
         backbone: Tensor::cat(&backbone, 0),
         exits: exits.iter().map(|e| Tensor::cat(e, 0)).collect(),

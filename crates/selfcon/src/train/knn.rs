@@ -70,7 +70,7 @@ impl KnnMonitor {
 
     /// Whether the monitor runs after `epoch` of `epochs`.
     pub fn due(&self, epoch: usize, epochs: usize) -> bool {
-        self.every > 0 && (epoch % self.every == 0 || epoch == epochs)
+        self.every > 0 && (epoch.is_multiple_of(self.every) || epoch == epochs)
     }
 }
 
@@ -153,7 +153,10 @@ pub fn evaluate(
         hits.extend(vote(b, &bank_features.labels, q)?);
     }
     hits.push(query_features.labels.size()[0]);
-    let hits = crate::distributed::total_counts(hits, "summing the kNN hits")?;
+    let hits = match dist.filter(|d| d.world_size > 1) {
+        Some(d) => d.sum_counts(&hits, "summing the kNN hits")?,
+        None => hits,
+    };
     let queries_total = *hits.last().unwrap_or(&0);
     let percent = |h: i64| if queries_total > 0 { 100.0 * h as f64 / queries_total as f64 } else { 0.0 };
     let accuracy = |i: usize| Accuracy { top1: percent(hits[2 * i]), top5: percent(hits[2 * i + 1]) };
@@ -171,8 +174,7 @@ pub fn evaluate(
 /// interleaved back.
 fn gathered(mine: EncoderFeatures, n: usize, dist: Option<&Distributed>) -> Result<EncoderFeatures> {
     let Some(d) = dist.filter(|d| d.world_size > 1) else { return Ok(mine) };
-    let w = d.world_size as i64;
-    let per_rank = (n as i64 + w - 1) / w;
+    let per_rank = n.div_ceil(d.world_size) as i64;
     let gather = |t: &Tensor| -> Result<Tensor> {
         let rows = t.size()[0];
         let padded = if rows < per_rank {
@@ -183,19 +185,25 @@ fn gathered(mine: EncoderFeatures, n: usize, dist: Option<&Distributed>) -> Resu
             t.shallow_clone()
         };
         let parts = d.all_gather(&padded.contiguous(), "gathering the kNN bank")?;
-        // [w, per_rank, ...] → [per_rank, w, ...] → rows in dataset order.
-        let stacked = Tensor::stack(&parts, 0);
-        let mut shape = stacked.size();
-        let interleaved = stacked.transpose(0, 1).contiguous();
-        shape.remove(0);
-        shape[0] = per_rank * w;
-        Ok(interleaved.reshape(&shape).narrow(0, 0, n as i64))
+        Ok(interleave(&parts, n))
     };
     Ok(EncoderFeatures {
         backbone: gather(&mine.backbone)?,
         exits: mine.exits.iter().map(gather).collect::<Result<_>>()?,
         labels: gather(&mine.labels)?,
     })
+}
+
+/// Rows in dataset order from strided shards: `parts[r]` holds rows r, r + w, r + 2w, ... (padded
+/// to one length); the first `n` rows of the interleaving.
+fn interleave(parts: &[Tensor], n: usize) -> Tensor {
+    // [w, per_rank, ...] → [per_rank, w, ...] → rows in dataset order.
+    let stacked = Tensor::stack(parts, 0);
+    let mut shape = stacked.size();
+    let (w, per_rank) = (shape[0], shape[1]);
+    shape.remove(0);
+    shape[0] = per_rank * w;
+    stacked.transpose(0, 1).contiguous().reshape(&shape).narrow(0, 0, n as i64)
 }
 
 /// Top-1 and top-5 hits of the weighted kNN vote of `queries` (`[Q, d]`, labels `[Q]`) against
@@ -245,7 +253,9 @@ fn hits_within(
         let y = query_labels.narrow(0, start, len).to_device(device).to_kind(Kind::Int64);
         let similarity = q.matmul(&bank.tr());
         let (nearest, index) = similarity.topk(k, 1, true, true);
-        let weights = (nearest / monitor.temperature).exp();
+        // exp((sim - 1) / t): the same votes as exp(sim / t) up to one factor, without overflow
+        // at small temperatures (sim ≤ 1).
+        let weights = ((nearest - 1.0) / monitor.temperature).exp();
         let neighbour_labels = bank_labels.index_select(0, &index.reshape([-1])).reshape([len, k]);
         let scores = Tensor::zeros([len, classes], (Kind::Float, device)).scatter_add(1, &neighbour_labels, &weights);
         let (_, predicted) = scores.topk(top, 1, true, true);
@@ -297,6 +307,23 @@ mod tests {
 
     fn engine_seeded_randn(shape: [i64; 2]) -> Tensor {
         crate::engine::seeded(3, || Tensor::randn(shape, (Kind::Float, Device::Cpu)))
+    }
+
+    #[test]
+    fn strided_shards_interleave_back_into_dataset_order() {
+        // 7 rows over 3 ranks: rank 0 has 0, 3, 6; rank 1 has 1, 4 (+ padding); rank 2 has 2, 5 (+ padding).
+        let shard = |r: i64| {
+            let rows: Vec<i64> = (0..7).skip(r as usize).step_by(3).collect();
+            let mut t = Tensor::from_slice(&rows).view([-1, 1]) * Tensor::from_slice(&[1i64, 10]).view([1, 2]);
+            if rows.len() < 3 {
+                t = Tensor::cat(&[t, Tensor::zeros([1, 2], (Kind::Int64, Device::Cpu))], 0);
+            }
+            t
+        };
+        let parts: Vec<Tensor> = (0..3).map(shard).collect();
+        let joined = interleave(&parts, 7);
+        let want: Vec<i64> = (0..7).flat_map(|i| [i, 10 * i]).collect();
+        assert_eq!(Vec::<i64>::try_from(&joined.view([-1])).unwrap(), want);
     }
 
     #[test]

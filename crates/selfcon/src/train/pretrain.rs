@@ -228,6 +228,7 @@ pub fn pretrain(
             ));
         }
     }
+    let (train_set, knn_sets) = knn_split(config, data)?;
     let run_dir = config.run_dir();
     let config_json = prepare_run_dir(&run_dir, config)?;
     let mut columns: Vec<String> =
@@ -237,7 +238,6 @@ pub fn pretrain(
     }
     let mut log = MetricsLog::open(&run_dir, &columns.iter().map(String::as_str).collect::<Vec<_>>())?
         .with_tensorboard(config.optim.tensorboard)?;
-    let (train_set, knn_sets) = knn_split(config, data)?;
 
     let loader = DataLoader::new(
         train_set.clone(),
@@ -340,12 +340,30 @@ fn knn_split(config: &PretrainConfig, data: &OpenedDataset) -> Result<(Arc<dyn D
         if held_out.is_empty() || train.is_empty() {
             return Err(Error::option("val_split", "leaves no image on one side of the split"));
         }
-        return Ok((train.clone(), Some((train, held_out))));
+        let sets = (train.clone(), held_out);
+        check_knn_sizes(&sets)?;
+        return Ok((train, Some(sets)));
     }
     let test = data.test.clone().ok_or_else(|| {
         Error::option("knn_every", "needs a test split for its queries (this dataset has none): add --val_split")
     })?;
-    Ok((data.train.clone(), Some((data.train.clone(), test))))
+    let sets = (data.train.clone(), test);
+    check_knn_sizes(&sets)?;
+    Ok((data.train.clone(), Some(sets)))
+}
+
+/// Every rank needs an image of each kNN split (strided shards).
+fn check_knn_sizes(sets: &KnnSets) -> Result<()> {
+    let world = crate::distributed::current().map_or(1, |d| d.world_size);
+    for (set, what) in [(&sets.0, "bank (training images)"), (&sets.1, "queries")] {
+        if set.len() < world {
+            return Err(Error::option(
+                "knn_every",
+                format!("the kNN {what} has {} image(s), fewer than the {world} ranks", set.len()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// One evaluation of the kNN monitor with the run's precision and memory format.
@@ -390,6 +408,15 @@ fn restore(
             format!(
                 "was trained with another model ({} {} exits {} size {}); give the same --model/--selfcon_pos/--selfcon_size",
                 saved.model.architecture, saved.model.dataset, saved.model.exits, saved.model.sub_size
+            ),
+        ));
+    }
+    if saved.knn.val_split != config.knn.val_split {
+        return Err(Error::file(
+            path,
+            format!(
+                "was trained with --val_split {} (images held out of pre-training); resume with the same value",
+                saved.knn.val_split
             ),
         ));
     }

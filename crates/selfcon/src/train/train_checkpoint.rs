@@ -115,9 +115,12 @@ impl Resumed {
     /// A checkpoint written mid-epoch continues one run: `current` (this run's configuration)
     /// must equal the one saved, except for the settings that do not change the training
     /// (output paths, logging, workers, how long to train). Lists what differs.
-    pub fn check_same_run<C: serde::Serialize>(&self, current: &C) -> Result<()> {
+    pub fn check_same_run<C: serde::Serialize + DeserializeOwned>(&self, current: &C) -> Result<()> {
         let Some(position) = &self.position else { return Ok(()) };
-        let saved: serde_json::Value = self.json("config")?;
+        // Through the config type: settings added since the checkpoint was written take their
+        // defaults (serde), as the run that wrote it had them.
+        let saved: C = self.json("config")?;
+        let saved = serde_json::to_value(&saved).expect("configs serialise");
         let current = serde_json::to_value(current).expect("configs serialise");
         let mut differences = Vec::new();
         json_differences("", &saved, &current, &mut differences);
