@@ -45,7 +45,7 @@ fn report_of_a_pretraining_and_its_linear_evaluation() {
         .concat(),
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let linear_dir = walk(save.path())
+    let linear_dir = common::walk_files(save.path())
         .into_iter()
         .find(|p| p.ends_with("metrics.jsonl") && !p.starts_with(&pretrain_dir))
         .and_then(|p| p.parent().map(Path::to_path_buf))
@@ -71,7 +71,7 @@ fn report_of_a_pretraining_and_its_linear_evaluation() {
     assert_eq!(index, report_dir.join("index.html"));
     let html = std::fs::read_to_string(&index).unwrap();
     let pictures: Vec<PathBuf> =
-        walk(&report_dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == "png")).collect();
+        common::walk_files(&report_dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == "png")).collect();
     let names: Vec<String> = pictures.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
     for want in [
         "loss.png",
@@ -120,12 +120,4 @@ fn report_of_a_pretraining_and_its_linear_evaluation() {
         &["report", pretrain_dir.to_str().unwrap(), "--out", report_dir.to_str().unwrap(), "--map", "umap"],
         "--map: 'umap' is not tsne or pca",
     );
-}
-
-fn walk(p: &Path) -> Vec<PathBuf> {
-    if p.is_dir() {
-        std::fs::read_dir(p).unwrap().flat_map(|e| walk(&e.unwrap().path())).collect()
-    } else {
-        vec![p.to_path_buf()]
-    }
 }

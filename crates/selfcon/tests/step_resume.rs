@@ -152,6 +152,22 @@ fn save_every_steps_writes_mid_epoch_checkpoints_that_resume_exactly() {
         assert_eq!(resumed.epoch_losses, straight.epoch_losses[epoch - 1..]);
     }
 
+    // A checkpoint written before settings existed (no kNN monitor, no --tensorboard in its
+    // configuration) continues its epoch: the new settings take their defaults.
+    let from = copies.path().join("1_4.safetensors");
+    let mut loaded = checkpoint::load(&from).unwrap();
+    let mut saved: serde_json::Value = serde_json::from_str(&loaded.metadata["config"]).unwrap();
+    saved.as_object_mut().unwrap().remove("knn").expect("the config has knn");
+    saved["optim"].as_object_mut().unwrap().remove("tensorboard").expect("the config has tensorboard");
+    loaded.metadata.insert("config".into(), saved.to_string());
+    let older = copies.path().join("older.safetensors");
+    let tensors: Vec<_> = loaded.tensors.into_iter().collect();
+    checkpoint::save(&older, &tensors, &loaded.metadata).unwrap();
+    let resume_dir = tempfile::tempdir().unwrap();
+    let resumed =
+        pretrain(&config(resume_dir.path(), 2, 12), &data, common::test_device(), Some(&older), &mut Quiet).unwrap();
+    assert_same_tensors(&straight.last_checkpoint, &resumed.last_checkpoint);
+
     // A position that contradicts the finished epoch is refused, naming the file.
     let from = copies.path().join("1_4.safetensors");
     let mut loaded = checkpoint::load(&from).unwrap();

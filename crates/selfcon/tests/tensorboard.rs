@@ -222,7 +222,7 @@ fn pretrain_and_linear_write_event_files_tensorboard_can_read() {
     let linear_dir = std::fs::read_dir(save.path())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .flat_map(|p| walk(&p))
+        .flat_map(|p| common::walk_files(&p))
         .find(|p| {
             p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("events.out.tfevents."))
                 && !p.starts_with(run_dir)
@@ -233,14 +233,6 @@ fn pretrain_and_linear_write_event_files_tensorboard_can_read() {
         let values = &events.scalars[tag];
         assert_eq!(values.iter().map(|v| v.0).collect::<Vec<_>>(), vec![1, 2], "{tag}");
         assert!(values.iter().all(|v| (0.0..=100.0).contains(&v.1)), "{tag}: {values:?}");
-    }
-}
-
-fn walk(p: &Path) -> Vec<PathBuf> {
-    if p.is_dir() {
-        std::fs::read_dir(p).unwrap().flat_map(|e| walk(&e.unwrap().path())).collect()
-    } else {
-        vec![p.to_path_buf()]
     }
 }
 
@@ -269,7 +261,7 @@ fn without_the_flag_no_event_file_is_written() {
         "1",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let all = walk(save.path());
+    let all = common::walk_files(save.path());
     assert!(all.iter().all(|p| !p.to_string_lossy().contains("tfevents")), "{all:?}");
     assert!(all.iter().any(|p| p.ends_with("metrics.jsonl")));
 }

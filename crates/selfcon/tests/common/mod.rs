@@ -129,3 +129,13 @@ pub fn tiny_pretrain_config(save_dir: &std::path::Path, epochs: usize, batch: us
         knn: Default::default(),
     }
 }
+
+/// Every file under `p` (or `p` itself when it is a file).
+#[allow(dead_code)]
+pub fn walk_files(p: &std::path::Path) -> Vec<std::path::PathBuf> {
+    if p.is_dir() {
+        std::fs::read_dir(p).unwrap().flat_map(|e| walk_files(&e.unwrap().path())).collect()
+    } else {
+        vec![p.to_path_buf()]
+    }
+}
