@@ -77,6 +77,7 @@ fn main() {
                 device: Device::Cpu,
                 precision: Precision::Bf16,
                 channels_last: false,
+                shard: None,
             };
             let f = extract_features(&model, &fit, how).unwrap();
             let v = extract_features(&model, &val, how).unwrap();
