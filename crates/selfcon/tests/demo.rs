@@ -45,7 +45,14 @@ fn demo_runs_end_to_end_and_reports_both_encoders() {
     ] {
         assert!(stdout.contains(line), "{line} missing:\n{stdout}");
     }
-    let folder = stdout.lines().last().unwrap().rsplit("everything is in ").next().unwrap().trim();
+    let done = stdout.lines().find(|l| l.contains("everything is in ")).unwrap();
+    let folder = done.rsplit("everything is in ").next().unwrap().trim();
+    // The last line names the report, which shows the run's curves and maps.
+    let index =
+        stdout.lines().last().unwrap().strip_prefix("report: open ").unwrap().strip_suffix(" in a browser").unwrap();
+    assert_eq!(std::path::Path::new(index), std::path::Path::new(folder).join("report").join("index.html"));
+    let html = std::fs::read_to_string(index).unwrap();
+    assert!(html.contains("map1_trained_backbone.png") && html.contains("Linear probe on frozen features"), "{html}");
     let results: Value =
         serde_json::from_str(&std::fs::read_to_string(std::path::Path::new(folder).join("demo_results.json")).unwrap())
             .unwrap();
