@@ -105,10 +105,13 @@ fn write_scalars(events: &mut tensorboard::EventWriter, fields: &Value) -> Resul
     let (stage, kind) = (text("stage"), text("kind"));
     let (prefix, step) = match kind {
         // Linear evaluation trains its classifiers in separate passes (0: backbone, 1: sub-network).
-        "step" => match number("pass").unwrap_or(0) {
-            0 => (format!("{stage}/step"), number("global_step").or(number("step")).unwrap_or(0)),
-            pass => (format!("{stage}/step/pass{pass}"), number("global_step").or(number("step")).unwrap_or(0)),
-        },
+        "step" => {
+            let step = number("global_step").or(number("step")).unwrap_or(0);
+            match number("pass").unwrap_or(0) {
+                0 => (format!("{stage}/step"), step),
+                pass => (format!("{stage}/step/pass{pass}"), step),
+            }
+        }
         _ => (format!("{stage}/{kind}"), number("epoch").unwrap_or(0)),
     };
     for (key, value) in map {
