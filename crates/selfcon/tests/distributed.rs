@@ -495,6 +495,51 @@ fn the_launcher_passes_sigterm_on_and_names_a_busy_port() {
     assert!(err.contains("rank 0: port 29881 is already in use on 127.0.0.1 (choose another --master_port"), "{err}");
 }
 
+/// The launcher as a library call, its ranks shell scripts: rank 0 sends SIGTERM to the launcher
+/// (this test process) and is ended by the passed-on signal itself, as a rank that had not yet
+/// started training is; rank 1 then "fails" (exit 1, as a collective broken by rank 0's end
+/// does). That is the stop, not a failure (CI once saw this race in the real SIGTERM test).
+#[test]
+fn a_rank_failing_because_a_peer_was_ended_by_the_passed_on_signal_is_a_stop() {
+    use selfcon::distributed::launch::{launch, LaunchConfig};
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    // A rank program (the launcher only starts training commands: it gets `pretrain`, ignored).
+    let rank_program = |name: &str, body: &str| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    };
+    let config = |port: u16, program: PathBuf| LaunchConfig {
+        nproc_per_node: 2,
+        nnodes: 1,
+        node_rank: 0,
+        master_addr: "127.0.0.1".into(),
+        master_port: port,
+        grace: Duration::from_secs(5),
+        program,
+        args: vec!["pretrain".into()],
+    };
+    let peer_ended = rank_program(
+        "peer_ended.sh",
+        "if [ \"$RANK\" = 0 ]; then sleep 0.5; kill -TERM $PPID; exec sleep 30; fi\n\
+         trap 'exit 1' TERM; while :; do sleep 0.05; done",
+    );
+    let failure = launch(&config(29960, peer_ended)).unwrap_err();
+    assert_eq!(failure.exit_code, 128 + libc::SIGTERM, "{}", failure.message);
+    assert_eq!(failure.message, "launch: stopped by signal 15, passed on to every rank");
+    // Without a rank ended by the signal itself, a rank's failure stays a failure.
+    let both_fail = rank_program(
+        "both_fail.sh",
+        "trap 'exit 1' TERM\nif [ \"$RANK\" = 0 ]; then sleep 0.5; kill -TERM $PPID; fi\n\
+         while :; do sleep 0.05; done",
+    );
+    let failure = launch(&config(29961, both_fail)).unwrap_err();
+    assert_eq!(failure.exit_code, 1, "{}", failure.message);
+    assert!(failure.message.contains("exited with status 1 (the first rank to fail)"), "{}", failure.message);
+}
+
 #[test]
 fn two_launchers_as_two_nodes_train_like_one_node_with_two_processes() {
     let tmp = tempfile::tempdir().unwrap();

@@ -119,6 +119,21 @@ pub fn run() -> Result<(), Failure> {
         let user = e.chain().any(|c| c.downcast_ref::<selfcon::Error>().is_some_and(selfcon::Error::is_user_error));
         // In a distributed run every rank prints its own errors: say which one speaks.
         let rank = selfcon::distributed::current().map(|d| format!("rank {}: ", d.rank)).unwrap_or_default();
+        // A collective that failed while this rank was being stopped: a peer that got the same
+        // signal before training started (nothing to save) ended at once and took the collective
+        // with it. That is the stop, not a failure: exit 128 + signal as the peer did.
+        let collective =
+            e.chain().any(|c| matches!(c.downcast_ref::<selfcon::Error>(), Some(selfcon::Error::Distributed(_))));
+        if let (true, Some(signal)) = (collective, selfcon::train::stop_signals::requested()) {
+            return Failure {
+                message: format!(
+                    "{rank}stopped by {} (another rank ended on it first: {})",
+                    selfcon::train::stop_signals::name(signal),
+                    one_line(&format!("{e:#}"))
+                ),
+                exit_code: u8::try_from(128 + signal).unwrap_or(EXIT_FAILURE),
+            };
+        }
         Failure {
             message: format!("{rank}{}", one_line(&format!("{e:#}"))),
             exit_code: if user { EXIT_USAGE } else { EXIT_FAILURE },

@@ -133,6 +133,9 @@ pub fn launch(config: &LaunchConfig) -> std::result::Result<(), LaunchFailure> {
         }
     }
 
+    // Signals counted from this launch on (the counters are process-wide and a library caller may
+    // launch twice); read before the handler is installed, so that none is missed.
+    let mut passed_on = [SIGTERMS.load(Ordering::SeqCst), SIGINTS.load(Ordering::SeqCst)];
     // SAFETY: the handler only stores to an atomic.
     unsafe {
         libc::signal(libc::SIGINT, remember_signal as *const () as libc::sighandler_t);
@@ -141,10 +144,13 @@ pub fn launch(config: &LaunchConfig) -> std::result::Result<(), LaunchFailure> {
     // The signal the ranks were asked to stop with (SIGTERM wins), and how many of each were
     // passed on: each one once, however close together they came (a second SIGINT means "now").
     let mut forwarded = 0;
-    let mut passed_on = [0usize; 2];
     let mut first_failure: Option<(usize, ExitStatus)> = None;
     let mut deadline: Option<Instant> = None;
     let mut killed: Vec<usize> = Vec::new();
+    // A rank ended by the passed-on signal itself (it had not started training: nothing to
+    // save) breaks its peers' collectives; their failures are then the stop's doing, even the
+    // one of a peer whose own copy of the signal arrived a moment after its collective failed.
+    let mut ended_by_signal = false;
     while !children.is_empty() {
         for (k, (signal, count)) in [(libc::SIGTERM, &SIGTERMS), (libc::SIGINT, &SIGINTS)].into_iter().enumerate() {
             let received = count.load(Ordering::SeqCst);
@@ -173,6 +179,7 @@ pub fn launch(config: &LaunchConfig) -> std::result::Result<(), LaunchFailure> {
                     let stopped = forwarded != 0
                         && (status.code().is_some_and(|c| by_stop_signal(c - 128))
                             || status.signal().is_some_and(by_stop_signal));
+                    ended_by_signal |= forwarded != 0 && status.signal().is_some_and(by_stop_signal);
                     if !status.success() && !stopped && first_failure.is_none() {
                         first_failure = Some((rank, status));
                         deadline = Some(Instant::now() + config.grace);
@@ -194,7 +201,7 @@ pub fn launch(config: &LaunchConfig) -> std::result::Result<(), LaunchFailure> {
     }
     // Ranks asked to stop get the time they need to finish their step and save (the scheduler's
     // SIGKILL bounds it); only a failure starts the grace period.
-    if forwarded != 0 && first_failure.is_none() {
+    if forwarded != 0 && (first_failure.is_none() || ended_by_signal) {
         return Err(LaunchFailure {
             message: format!("launch: stopped by signal {forwarded}, passed on to every rank"),
             exit_code: 128 + forwarded,
