@@ -12,6 +12,11 @@ use std::ffi::{c_char, c_int, CStr};
 
 use tch::{Device, Kind, Tensor};
 
+/// The c10 enum values passed to the shim as ints (one list in `src/abi_enums.h`, asserted
+/// against libtorch's headers when the shim compiles).
+mod abi {
+    include!(concat!(env!("OUT_DIR"), "/abi_enums.rs"));
+}
 pub mod distributed;
 pub mod jit;
 
@@ -113,9 +118,9 @@ fn checked<T>(call: impl FnOnce(*mut *mut c_char) -> T) -> Result<T> {
 /// Severity of libtorch's own log lines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogLevel {
-    Info = 0,
-    Warning = 1,
-    Error = 2,
+    Info = abi::LOG_INFO as isize,
+    Warning = abi::LOG_WARNING as isize,
+    Error = abi::LOG_ERROR as isize,
 }
 
 /// Shows only libtorch log lines at `level` or above (what TORCH_CPP_LOG_LEVEL sets at start-up).
@@ -135,19 +140,19 @@ pub fn set_deterministic(on: bool) {
 /// `c10::DeviceType` of a tch device.
 fn device_type(device: Device) -> c_int {
     match device {
-        Device::Cpu => 0,
-        Device::Cuda(_) => 1,
-        Device::Mps => 13,
-        Device::Vulkan => 10,
+        Device::Cpu => abi::DEVICE_CPU,
+        Device::Cuda(_) => abi::DEVICE_CUDA,
+        Device::Mps => abi::DEVICE_MPS,
+        Device::Vulkan => abi::DEVICE_VULKAN,
     }
 }
 
 /// `c10::ScalarType` of the dtypes autocast can use.
 fn scalar_type(kind: Kind) -> Result<c_int> {
     match kind {
-        Kind::Half => Ok(5),
-        Kind::Float => Ok(6),
-        Kind::BFloat16 => Ok(15),
+        Kind::Half => Ok(abi::DTYPE_HALF),
+        Kind::Float => Ok(abi::DTYPE_FLOAT),
+        Kind::BFloat16 => Ok(abi::DTYPE_BFLOAT16),
         other => Err(ShimError(format!("autocast cannot compute in {other:?}"))),
     }
 }
@@ -209,8 +214,8 @@ pub fn set_flush_denormal(on: bool) -> bool {
 /// `c10::MemoryFormat`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MemoryFormat {
-    Contiguous = 0,
-    ChannelsLast = 2,
+    Contiguous = abi::MEMORY_CONTIGUOUS as isize,
+    ChannelsLast = abi::MEMORY_CHANNELS_LAST as isize,
 }
 
 /// `tensor.contiguous(memory_format)`: a copy in that layout (the tensor itself when it already is).
@@ -344,8 +349,8 @@ pub fn pin_memory(tensor: &Tensor) -> Result<Tensor> {
 /// allocator. Needs an accelerator backend (an error without one).
 pub fn empty_pinned(sizes: &[i64], kind: Kind) -> Result<Tensor> {
     let dtype = match kind {
-        Kind::Uint8 => 0,
-        Kind::Float => 6,
+        Kind::Uint8 => abi::DTYPE_UINT8,
+        Kind::Float => abi::DTYPE_FLOAT,
         other => return Err(ShimError(format!("empty_pinned: {other:?} is not supported"))),
     };
     let ptr = checked(|err| unsafe { ffi::selfcon_shim_empty_pinned(sizes.as_ptr(), sizes.len() as i64, dtype, err) })?;

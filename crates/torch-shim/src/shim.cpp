@@ -27,7 +27,22 @@
 #include <string>
 #include <vector>
 
+#include "abi_enums.h"
 #include "shim_error.h"
+
+// The numbers src/lib.rs passes (abi_enums.h), checked against this libtorch's headers.
+static_assert(static_cast<int>(c10::DeviceType::CPU) == SELFCON_DEVICE_CPU, "c10::DeviceType::CPU renumbered");
+static_assert(static_cast<int>(c10::DeviceType::CUDA) == SELFCON_DEVICE_CUDA, "c10::DeviceType::CUDA renumbered");
+static_assert(static_cast<int>(c10::DeviceType::Vulkan) == SELFCON_DEVICE_VULKAN, "c10::DeviceType::Vulkan renumbered");
+static_assert(static_cast<int>(c10::DeviceType::MPS) == SELFCON_DEVICE_MPS, "c10::DeviceType::MPS renumbered");
+static_assert(static_cast<int>(at::ScalarType::Byte) == SELFCON_DTYPE_UINT8, "c10::ScalarType::Byte renumbered");
+static_assert(static_cast<int>(at::ScalarType::Half) == SELFCON_DTYPE_HALF, "c10::ScalarType::Half renumbered");
+static_assert(static_cast<int>(at::ScalarType::Float) == SELFCON_DTYPE_FLOAT, "c10::ScalarType::Float renumbered");
+static_assert(static_cast<int>(at::ScalarType::BFloat16) == SELFCON_DTYPE_BFLOAT16, "c10::ScalarType::BFloat16 renumbered");
+static_assert(static_cast<int>(c10::MemoryFormat::Contiguous) == SELFCON_MEMORY_CONTIGUOUS, "c10::MemoryFormat::Contiguous renumbered");
+static_assert(static_cast<int>(c10::MemoryFormat::ChannelsLast) == SELFCON_MEMORY_CHANNELS_LAST, "c10::MemoryFormat::ChannelsLast renumbered");
+static_assert(c10::GLOG_INFO == SELFCON_LOG_INFO && c10::GLOG_WARNING == SELFCON_LOG_WARNING && c10::GLOG_ERROR == SELFCON_LOG_ERROR,
+              "c10 log severities renumbered");
 
 extern "C" {
 
