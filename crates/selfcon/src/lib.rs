@@ -13,6 +13,7 @@ pub mod error;
 pub mod loss;
 pub mod metrics;
 pub mod model;
+pub mod names;
 pub mod onnx;
 pub mod pickle;
 pub mod report;

@@ -261,7 +261,7 @@ fn exports_load_back_with_the_same_model_and_features() {
     let out = dir.path().join("r18.tflite");
     common::assert_usage_error(
         &["export", "--ckpt", src.to_str().unwrap(), "--format", "tflite", "--out", out.to_str().unwrap()],
-        "--format: 'tflite' is not pth, torchscript, onnx or safetensors",
+        "--format: unknown format 'tflite' (choose from pth, torchscript, onnx, safetensors)",
     );
 }
 

@@ -118,6 +118,6 @@ fn report_of_a_pretraining_and_its_linear_evaluation() {
     );
     assert_usage_error(
         &["report", pretrain_dir.to_str().unwrap(), "--out", report_dir.to_str().unwrap(), "--map", "umap"],
-        "--map: 'umap' is not tsne or pca",
+        "--map: unknown map 'umap' (choose from tsne, pca)",
     );
 }

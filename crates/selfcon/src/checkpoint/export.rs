@@ -7,8 +7,8 @@
 //! - `onnx`: the same encoder as an ONNX graph (opset 17) written from the model's structure
 //!   (ResNet encoders; other families a clear error).
 
+use crate::names::Named;
 use std::path::Path;
-use std::str::FromStr;
 
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -17,7 +17,10 @@ use super::{save, torch_writer, write_atomically, Metadata};
 use crate::error::{Error, Result};
 use crate::model::ConModel;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, strum::Display, strum::IntoStaticStr, strum::EnumIter, strum::EnumMessage,
+)]
+#[strum(serialize_all = "lowercase")]
 pub enum ExportFormat {
     Pth,
     Torchscript,
@@ -25,20 +28,7 @@ pub enum ExportFormat {
     Safetensors,
 }
 
-impl FromStr for ExportFormat {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Ok(match s {
-            "pth" => ExportFormat::Pth,
-            "torchscript" => ExportFormat::Torchscript,
-            "onnx" => ExportFormat::Onnx,
-            "safetensors" => ExportFormat::Safetensors,
-            other => {
-                return Err(Error::option("format", format!("'{other}' is not pth, torchscript, onnx or safetensors")))
-            }
-        })
-    }
-}
+crate::named_enum!(ExportFormat, "format", "format", parse_only);
 
 /// The model's weights under their state-dict names, sorted, floating point as fp32.
 pub fn state_dict(vs: &VarStore) -> Vec<(String, Tensor)> {

@@ -1,6 +1,7 @@
 //! `selfcon bench train`: ms/step, images/s and peak memory of pre-training steps.
 
 use clap::Args;
+use selfcon::names::Named;
 use serde_json::json;
 
 use selfcon::train::{measure_pretrain_steps, BatchSource};

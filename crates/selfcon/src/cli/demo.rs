@@ -3,6 +3,7 @@
 //! backbone, the sub-network and their ensemble, next to the same probe on the encoder's random
 //! initialisation (the very weights pre-training started from), so the gain is visible.
 
+use selfcon::names::Named;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;

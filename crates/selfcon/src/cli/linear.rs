@@ -1,5 +1,6 @@
 //! `selfcon linear`: `main_linear.py` with the same flags and defaults, plus `--val_split`.
 
+use selfcon::names::Named;
 use std::path::PathBuf;
 
 use clap::Args;

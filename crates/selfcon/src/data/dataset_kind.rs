@@ -1,14 +1,9 @@
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Serialize};
-
-use crate::error::Error;
 use crate::model::Stem;
+use strum::{Display, EnumIter, EnumMessage, IntoStaticStr};
 
 /// The datasets of the official scripts (`--dataset`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Display, IntoStaticStr, EnumIter, EnumMessage)]
+#[strum(serialize_all = "lowercase")]
 pub enum DatasetKind {
     Cifar10,
     Cifar100,
@@ -20,16 +15,6 @@ pub enum DatasetKind {
 }
 
 impl DatasetKind {
-    pub const ALL: [DatasetKind; 7] = [
-        DatasetKind::Cifar10,
-        DatasetKind::Cifar100,
-        DatasetKind::TinyImageNet,
-        DatasetKind::ImageNet,
-        DatasetKind::ImageNet100,
-        DatasetKind::Mnist,
-        DatasetKind::FashionMnist,
-    ];
-
     /// For `--dataset folder`: the official dataset whose model fits images of side `size` — the
     /// CIFAR stem up to 64 px (as for Tiny-ImageNet), the ImageNet stem (7×7, max-pool) above.
     pub fn for_folder(size: usize) -> DatasetKind {
@@ -37,18 +22,6 @@ impl DatasetKind {
             DatasetKind::TinyImageNet
         } else {
             DatasetKind::ImageNet
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            DatasetKind::Cifar10 => "cifar10",
-            DatasetKind::Cifar100 => "cifar100",
-            DatasetKind::TinyImageNet => "tinyimagenet",
-            DatasetKind::ImageNet => "imagenet",
-            DatasetKind::ImageNet100 => "imagenet100",
-            DatasetKind::Mnist => "mnist",
-            DatasetKind::FashionMnist => "fashionmnist",
         }
     }
 
@@ -94,19 +67,4 @@ impl DatasetKind {
     }
 }
 
-impl fmt::Display for DatasetKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for DatasetKind {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        DatasetKind::ALL.into_iter().find(|d| d.name() == s).ok_or_else(|| {
-            let names: Vec<_> = DatasetKind::ALL.iter().map(|d| d.name()).collect();
-            Error::option("dataset", format!("unknown dataset '{s}' (choose from {})", names.join(", ")))
-        })
-    }
-}
+crate::named_enum!(DatasetKind, "dataset", "dataset");

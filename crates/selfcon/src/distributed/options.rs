@@ -1,16 +1,12 @@
 //! The distributed-training options of pretrain, linear and ce (`--global_negatives`,
 //! `--syncbn`, `--dist_backend`, `--dist_timeout`); saved with the run configuration.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
-
-use crate::error::{Error, Result};
+use strum::{Display, EnumIter, EnumMessage, IntoStaticStr};
 
 /// Which c10d backend carries the collectives.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Display, IntoStaticStr, EnumIter, EnumMessage)]
+#[strum(serialize_all = "lowercase")]
 pub enum Backend {
     /// NCCL for GPU ranks when the NCCL shim is built (else Gloo through host memory); Gloo on CPU.
     #[default]
@@ -19,28 +15,7 @@ pub enum Backend {
     Nccl,
 }
 
-impl FromStr for Backend {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "auto" => Ok(Backend::Auto),
-            "gloo" => Ok(Backend::Gloo),
-            "nccl" => Ok(Backend::Nccl),
-            _ => Err(Error::option("dist_backend", format!("'{s}' is not auto, gloo or nccl"))),
-        }
-    }
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Backend::Auto => "auto",
-            Backend::Gloo => "gloo",
-            Backend::Nccl => "nccl",
-        })
-    }
-}
+crate::named_enum!(Backend, "dist_backend", "backend");
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

@@ -1,17 +1,15 @@
 //! `ConLoss` (SPEC §4.1): the supervised contrastive loss of SupCon, generalised by SelfCon to
 //! sub-network anchors. Input `[R, V, D]` (rows × views × dim), already L2-normalised.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
+use strum::{Display, EnumIter, EnumMessage, IntoStaticStr};
 use tch::Tensor;
 
 use crate::error::{Error, Result};
 
 /// Which rows are anchors (`contrast_mode`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Display, IntoStaticStr, EnumIter, EnumMessage)]
+#[strum(serialize_all = "lowercase")]
 pub enum ContrastMode {
     /// Every row of every view.
     #[default]
@@ -20,26 +18,7 @@ pub enum ContrastMode {
     One,
 }
 
-impl FromStr for ContrastMode {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "all" => Ok(ContrastMode::All),
-            "one" => Ok(ContrastMode::One),
-            _ => Err(Error::input(format!("contrast_mode must be 'all' or 'one', got '{s}'"))),
-        }
-    }
-}
-
-impl fmt::Display for ContrastMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ContrastMode::All => "all",
-            ContrastMode::One => "one",
-        })
-    }
-}
+crate::named_enum!(ContrastMode, "contrast_mode", "contrast mode");
 
 /// Who is a positive of whom, over the base images.
 #[derive(Debug, Clone, Copy)]

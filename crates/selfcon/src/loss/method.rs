@@ -12,17 +12,15 @@
 //! | SelfCon-MU | SelfCon | yes | off | 0 |
 //! | SelfCon-S* / SelfCon-M* | SelfCon | no / yes | either | ≠ 0 |
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
+use strum::{Display, EnumIter, EnumMessage, IntoStaticStr};
 use tch::Tensor;
 
 use super::con_loss::{ConLoss, ConLossFlags, Positives};
 use crate::error::{Error, Result};
 
 /// `--method` of `main_represent.py`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Display, IntoStaticStr, EnumIter, EnumMessage)]
 pub enum Method {
     /// SimCLR: contrast two views of the backbone output, no labels.
     Con,
@@ -32,32 +30,7 @@ pub enum Method {
     SelfCon,
 }
 
-impl Method {
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Con => "Con",
-            Method::SupCon => "SupCon",
-            Method::SelfCon => "SelfCon",
-        }
-    }
-}
-
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Method {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        [Method::Con, Method::SupCon, Method::SelfCon]
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| Error::option("method", format!("unknown method '{s}' (choose from Con, SupCon, SelfCon)")))
-    }
-}
+crate::named_enum!(Method, "method", "method");
 
 /// One named term of the objective, before its weight.
 #[derive(Debug)]

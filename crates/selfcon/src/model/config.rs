@@ -5,34 +5,36 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use strum::{Display, EnumIter, EnumMessage, IntoStaticStr};
 
 use crate::data::DatasetKind;
 use crate::error::{Error, Result};
 
 /// Encoder families and depths (`--model`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Display, IntoStaticStr, EnumIter, EnumMessage)]
 pub enum Architecture {
-    #[serde(rename = "resnet18")]
+    #[strum(serialize = "resnet18")]
     ResNet18,
-    #[serde(rename = "resnet34")]
+    #[strum(serialize = "resnet34")]
     ResNet34,
-    #[serde(rename = "resnet50")]
+    #[strum(serialize = "resnet50")]
     ResNet50,
-    #[serde(rename = "resnet101")]
+    #[strum(serialize = "resnet101")]
     ResNet101,
-    #[serde(rename = "vgg13")]
+    #[strum(serialize = "vgg13")]
     Vgg13,
-    #[serde(rename = "vgg13_bn")]
+    #[strum(serialize = "vgg13_bn")]
     Vgg13Bn,
-    #[serde(rename = "vgg16")]
+    #[strum(serialize = "vgg16")]
     Vgg16,
-    #[serde(rename = "vgg16_bn")]
+    #[strum(serialize = "vgg16_bn")]
     Vgg16Bn,
-    #[serde(rename = "wrn_16_8")]
+    #[strum(serialize = "wrn_16_8")]
     Wrn16x8,
-    #[serde(rename = "efficientnet")]
+    #[strum(serialize = "efficientnet")]
     EfficientNet,
 }
+crate::named_enum!(Architecture, "model", "model");
 
 /// The encoder families of the paper.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,34 +46,6 @@ pub enum Family {
 }
 
 impl Architecture {
-    pub const ALL: [Architecture; 10] = [
-        Architecture::ResNet18,
-        Architecture::ResNet34,
-        Architecture::ResNet50,
-        Architecture::ResNet101,
-        Architecture::Vgg13,
-        Architecture::Vgg13Bn,
-        Architecture::Vgg16,
-        Architecture::Vgg16Bn,
-        Architecture::Wrn16x8,
-        Architecture::EfficientNet,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Architecture::ResNet18 => "resnet18",
-            Architecture::ResNet34 => "resnet34",
-            Architecture::ResNet50 => "resnet50",
-            Architecture::ResNet101 => "resnet101",
-            Architecture::Vgg13 => "vgg13",
-            Architecture::Vgg13Bn => "vgg13_bn",
-            Architecture::Vgg16 => "vgg16",
-            Architecture::Vgg16Bn => "vgg16_bn",
-            Architecture::Wrn16x8 => "wrn_16_8",
-            Architecture::EfficientNet => "efficientnet",
-        }
-    }
-
     pub fn family(self) -> Family {
         match self {
             Architecture::ResNet18 | Architecture::ResNet34 | Architecture::ResNet50 | Architecture::ResNet101 => {
@@ -127,23 +101,6 @@ impl Architecture {
             Family::ResNet => 512 * self.block().expansion(),
             _ => 512,
         }
-    }
-}
-
-impl fmt::Display for Architecture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Architecture {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Architecture::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| {
-            let names: Vec<_> = Architecture::ALL.iter().map(|a| a.name()).collect();
-            Error::option("model", format!("unknown model '{s}' (choose from {})", names.join(", ")))
-        })
     }
 }
 
@@ -229,8 +186,8 @@ impl FromStr for ExitPositions {
 }
 
 /// How much of the remaining backbone a sub-network replicates (`--selfcon_size`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Display, IntoStaticStr, EnumIter, EnumMessage)]
+#[strum(serialize_all = "lowercase")]
 pub enum SubNetworkSize {
     /// Global-average-pool, then one Linear to the backbone width.
     Fc,
@@ -242,19 +199,9 @@ pub enum SubNetworkSize {
     Large,
 }
 
+crate::named_enum!(SubNetworkSize, "selfcon_size", "size");
+
 impl SubNetworkSize {
-    pub const ALL: [SubNetworkSize; 4] =
-        [SubNetworkSize::Fc, SubNetworkSize::Small, SubNetworkSize::Same, SubNetworkSize::Large];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            SubNetworkSize::Fc => "fc",
-            SubNetworkSize::Small => "small",
-            SubNetworkSize::Same => "same",
-            SubNetworkSize::Large => "large",
-        }
-    }
-
     /// Blocks of a replicated stage whose backbone counterpart has `n`.
     pub fn replicated_blocks(self, n: usize) -> usize {
         match self {
@@ -266,25 +213,9 @@ impl SubNetworkSize {
     }
 }
 
-impl fmt::Display for SubNetworkSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for SubNetworkSize {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        SubNetworkSize::ALL.into_iter().find(|v| v.name() == s).ok_or_else(|| {
-            Error::option("selfcon_size", format!("unknown size '{s}' (choose from fc, small, same, large)"))
-        })
-    }
-}
-
 /// Family of the sub-network blocks (`--selfcon_arch`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Display, IntoStaticStr, EnumIter, EnumMessage)]
+#[strum(serialize_all = "lowercase")]
 pub enum SubNetworkArch {
     Resnet,
     Vgg,
@@ -292,35 +223,7 @@ pub enum SubNetworkArch {
     Wrn,
 }
 
-impl SubNetworkArch {
-    pub const ALL: [SubNetworkArch; 4] =
-        [SubNetworkArch::Resnet, SubNetworkArch::Vgg, SubNetworkArch::Efficientnet, SubNetworkArch::Wrn];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            SubNetworkArch::Resnet => "resnet",
-            SubNetworkArch::Vgg => "vgg",
-            SubNetworkArch::Efficientnet => "efficientnet",
-            SubNetworkArch::Wrn => "wrn",
-        }
-    }
-}
-
-impl fmt::Display for SubNetworkArch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for SubNetworkArch {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        SubNetworkArch::ALL.into_iter().find(|v| v.name() == s).ok_or_else(|| {
-            Error::option("selfcon_arch", format!("unknown arch '{s}' (choose from resnet, vgg, efficientnet, wrn)"))
-        })
-    }
-}
+crate::named_enum!(SubNetworkArch, "selfcon_arch", "arch");
 
 /// The official code's silent adjustments per family: VGG and WRN replace the default
 /// `--selfcon_pos` (three Falses) by as many Falses as they have exit candidates and force
@@ -442,6 +345,8 @@ impl ModelConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::Named;
+    use strum::IntoEnumIterator;
 
     #[test]
     fn exit_positions_accept_python_and_relaxed_spellings() {
@@ -480,16 +385,24 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_unknown_names_fail() {
-        for a in Architecture::ALL {
+        for a in Architecture::iter() {
             assert_eq!(a.name().parse::<Architecture>().unwrap(), a);
+            assert_eq!(a.to_string(), a.name());
         }
-        for s in SubNetworkSize::ALL {
+        for s in SubNetworkSize::iter() {
             assert_eq!(s.name().parse::<SubNetworkSize>().unwrap(), s);
         }
         // serde uses the CLI names (checkpoints' config.json).
-        for a in Architecture::ALL {
+        for a in Architecture::iter() {
             assert_eq!(serde_json::to_value(a).unwrap(), a.name());
+            assert_eq!(serde_json::from_value::<Architecture>(a.name().into()).unwrap(), a);
         }
+        assert_eq!(serde_json::to_value(SubNetworkArch::Efficientnet).unwrap(), "efficientnet");
+        assert_eq!(SubNetworkSize::Fc.to_string(), "fc");
+        assert_eq!(
+            "huge".parse::<SubNetworkSize>().unwrap_err().to_string(),
+            "--selfcon_size: unknown size 'huge' (choose from fc, small, same, large)"
+        );
         assert!("resnet19".parse::<Architecture>().unwrap_err().to_string().starts_with("--model: unknown model"));
         assert!("huge".parse::<SubNetworkSize>().unwrap_err().to_string().starts_with("--selfcon_size: "));
         assert!("mnist!".parse::<DatasetKind>().unwrap_err().to_string().starts_with("--dataset: "));

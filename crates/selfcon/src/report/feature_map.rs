@@ -16,22 +16,16 @@ use crate::model::ConModel;
 use crate::train::{encoder_features, FeatureExtraction, PretrainConfig};
 
 /// How points are placed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, strum::Display, strum::IntoStaticStr, strum::EnumIter, strum::EnumMessage,
+)]
+#[strum(serialize_all = "lowercase")]
 pub enum MapMethod {
     Tsne,
     Pca,
 }
 
-impl std::str::FromStr for MapMethod {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "tsne" => Ok(MapMethod::Tsne),
-            "pca" => Ok(MapMethod::Pca),
-            _ => Err(Error::option("map", format!("'{s}' is not tsne or pca"))),
-        }
-    }
-}
+crate::named_enum!(MapMethod, "map", "map", parse_only);
 
 /// One picture: what it shows and where it is.
 pub struct FeatureMap {

@@ -1,12 +1,12 @@
 //! 1-stage training (`main_ce.py`): cross-entropy on the backbone classifier plus, per exit,
 //! `α·CE + β·KD_T(exit ‖ backbone) + γ·ConLoss_T([u_G, u_F], y)` (SPEC §1.3, §4.5).
 
-use std::fmt;
+use crate::names::Named;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use strum::{Display, EnumIter, EnumMessage, IntoStaticStr};
 use tch::{nn, Device, Kind, Tensor};
 
 use super::epoch_loop::{Pass, TrainLoop};
@@ -25,7 +25,9 @@ use crate::metrics::MetricsLog;
 use crate::model::{CeModel, ModelConfig};
 
 /// `--method` of `main_ce.py`; each fixes (α, β, γ), overwriting the flags as the official code does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// (`config.json` has always stored the variant's Rust name, "SubnetCe"; the CLI name is "subnet_ce".)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Display, IntoStaticStr, EnumIter, EnumMessage)]
+#[strum(serialize_all = "snake_case")]
 pub enum CeMethod {
     Ce,
     SubnetCe,
@@ -33,16 +35,9 @@ pub enum CeMethod {
     Selfcon,
 }
 
-impl CeMethod {
-    pub fn name(self) -> &'static str {
-        match self {
-            CeMethod::Ce => "ce",
-            CeMethod::SubnetCe => "subnet_ce",
-            CeMethod::Kd => "kd",
-            CeMethod::Selfcon => "selfcon",
-        }
-    }
+crate::named_enum!(CeMethod, "method", "method", parse_only);
 
+impl CeMethod {
     /// (α, β, γ).
     pub fn weights(self) -> (f64, f64, f64) {
         match self {
@@ -51,25 +46,6 @@ impl CeMethod {
             CeMethod::Kd => (0.5, 0.5, 0.0),
             CeMethod::Selfcon => (1.0, 0.0, 0.8),
         }
-    }
-}
-
-impl fmt::Display for CeMethod {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for CeMethod {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        [CeMethod::Ce, CeMethod::SubnetCe, CeMethod::Kd, CeMethod::Selfcon]
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| {
-                Error::option("method", format!("unknown method '{s}' (choose from ce, subnet_ce, kd, selfcon)"))
-            })
     }
 }
 

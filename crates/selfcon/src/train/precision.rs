@@ -2,42 +2,34 @@
 //! scaling on CUDA, as the official `torch.cuda.amp` code does; bf16 on CPU), while the losses are
 //! computed in fp32 outside the autocast region.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Serialize};
+use strum::{Display, EnumIter, EnumMessage, IntoStaticStr};
 use tch::{Device, Kind, Tensor};
 use torch_shim::AutocastGuard;
 
 use crate::error::{Error, Result};
 
 /// `--precision [auto|fp16|bf16|fp32|fp64]`; the bare flag (official `--precision`) means `auto`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Display, IntoStaticStr, EnumIter, EnumMessage)]
 pub enum Precision {
     #[default]
+    #[strum(to_string = "fp32", serialize = "float32", serialize = "no", serialize = "false")]
     Fp32,
     /// fp16 on CUDA (the official choice), bf16 on CPU.
+    #[strum(to_string = "auto", serialize = "true", serialize = "amp")]
     Auto,
+    #[strum(to_string = "fp16", serialize = "float16", serialize = "half")]
     Fp16,
+    #[strum(to_string = "bf16", serialize = "bfloat16")]
     Bf16,
     /// Weights, batches and losses in float64: slow, for numerical checks (e.g. that a
     /// distributed run reproduces the single-process update, which in fp32 is only as
     /// well-defined as the early contrastive gradient's conditioning allows).
+    #[strum(to_string = "fp64", serialize = "float64", serialize = "double")]
     Fp64,
 }
+crate::named_enum!(Precision, "precision", "precision", ignore_case);
 
 impl Precision {
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::Fp32 => "fp32",
-            Precision::Auto => "auto",
-            Precision::Fp16 => "fp16",
-            Precision::Bf16 => "bf16",
-            Precision::Fp64 => "fp64",
-        }
-    }
-
     /// The precision actually used on `device` (never `Auto`).
     pub fn resolve(self, device: Device) -> Precision {
         match (self, device) {
@@ -75,30 +67,6 @@ impl Precision {
     /// fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
     pub fn needs_loss_scaling(self, device: Device) -> bool {
         self.resolve(device) == Precision::Fp16
-    }
-}
-
-impl fmt::Display for Precision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Precision {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "fp32" | "float32" | "no" | "false" => Ok(Precision::Fp32),
-            "auto" | "true" | "amp" => Ok(Precision::Auto),
-            "fp16" | "float16" | "half" => Ok(Precision::Fp16),
-            "bf16" | "bfloat16" => Ok(Precision::Bf16),
-            "fp64" | "float64" | "double" => Ok(Precision::Fp64),
-            _ => Err(Error::option(
-                "precision",
-                format!("unknown precision '{s}' (choose from auto, fp16, bf16, fp32, fp64)"),
-            )),
-        }
     }
 }
 
@@ -207,10 +175,25 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_auto_resolves_per_device() {
-        for p in [Precision::Fp32, Precision::Auto, Precision::Fp16, Precision::Bf16] {
+        use crate::names::Named;
+        use strum::IntoEnumIterator;
+        for p in Precision::iter() {
             assert_eq!(p.name().parse::<Precision>().unwrap(), p);
+            assert_eq!(serde_json::to_value(p).unwrap(), p.name());
         }
-        assert!("fp8".parse::<Precision>().is_err());
+        // The official bare flag and PyTorch's spellings, in any case.
+        for (alias, p) in [
+            ("true", Precision::Auto),
+            ("BFloat16", Precision::Bf16),
+            ("half", Precision::Fp16),
+            ("no", Precision::Fp32),
+        ] {
+            assert_eq!(alias.parse::<Precision>().unwrap(), p);
+        }
+        assert_eq!(
+            "fp8".parse::<Precision>().unwrap_err().to_string(),
+            "--precision: unknown precision 'fp8' (choose from fp32, auto, fp16, bf16, fp64)"
+        );
         assert_eq!(Precision::Auto.resolve(Device::Cpu), Precision::Bf16);
         assert_eq!(Precision::Auto.resolve(Device::Cuda(0)), Precision::Fp16);
         assert!(Precision::Auto.needs_loss_scaling(Device::Cuda(0)));

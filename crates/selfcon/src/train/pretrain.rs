@@ -1,6 +1,7 @@
 //! Stage 1, contrastive pre-training (`main_represent.py`): SupCon, SimCLR ("Con") and SelfCon with
 //! every variant, the official optimiser and schedule, checkpoints every epoch and exact resume.
 
+use crate::names::Named;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
