@@ -19,7 +19,7 @@ fn main() {
         tch::manual_seed(0);
         let mut config = ModelConfig::readme(DatasetKind::Cifar100);
         config.exits = ExitPositions::new(exits);
-        let (vs, model) = ConModel::build(&config, Device::Cpu).unwrap();
+        let (vs, model) = ConModel::build(&config, Device::Cpu, selfcon::model::BatchNormKind::Local).unwrap();
         let mut sgd = Sgd::new(&vs, 0.9, 1e-4);
         let method = if multiview { Method::SupCon } else { Method::SelfCon };
         let objective = MethodLoss { method, multiview, use_labels: true, alpha: 0.0, con_loss: ConLoss::new(0.1) };

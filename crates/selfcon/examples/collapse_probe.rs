@@ -58,7 +58,9 @@ fn main() {
     )
     .unwrap();
     let config = ModelConfig::readme(kind);
-    let (vs, model) = selfcon::engine::seeded(0, || ConModel::build(&config, Device::Cpu)).unwrap();
+    let (vs, model) =
+        selfcon::engine::seeded(0, || ConModel::build(&config, Device::Cpu, selfcon::model::BatchNormKind::Local))
+            .unwrap();
     let mut sgd = Sgd::new(&vs, 0.9, wd);
     let objective = MethodLoss {
         method: Method::SelfCon,

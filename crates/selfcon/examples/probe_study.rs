@@ -60,7 +60,10 @@ fn main() {
     let config = ModelConfig::readme(kind);
     for which in ["random", "trained"] {
         for bn in ["eval", "recal"] {
-            let (vs, model) = selfcon::engine::seeded(seed, || ConModel::build(&config, Device::Cpu)).unwrap();
+            let (vs, model) = selfcon::engine::seeded(seed, || {
+                ConModel::build(&config, Device::Cpu, selfcon::model::BatchNormKind::Local)
+            })
+            .unwrap();
             if which == "trained" {
                 let loaded = checkpoint::load(&ckpt).unwrap();
                 let weights = checkpoint::model_weights(loaded.tensors);

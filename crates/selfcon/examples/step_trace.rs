@@ -16,7 +16,7 @@ fn main() {
     let path = std::env::args().nth(1).unwrap_or_else(|| "trace.safetensors".into());
     tch::manual_seed(5);
     let config = ModelConfig::readme(DatasetKind::Cifar10);
-    let (vs, model) = ConModel::build(&config, Device::Cpu).expect("model");
+    let (vs, model) = ConModel::build(&config, Device::Cpu, selfcon::model::BatchNormKind::Local).expect("model");
     let tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     selfcon::checkpoint::save(std::path::Path::new(&path), &tensors, &Default::default()).expect("write weights");
     let mut sgd = Sgd::new(&vs, 0.9, 1e-4);

@@ -41,7 +41,9 @@ struct Trainer {
 impl Trainer {
     fn new(precision: Precision, device: Device) -> Self {
         let c = config(precision);
-        let (vs, model) = selfcon::engine::seeded(3, || ConModel::build(&c.model, device)).unwrap();
+        let (vs, model) =
+            selfcon::engine::seeded(3, || ConModel::build(&c.model, device, selfcon::model::BatchNormKind::Local))
+                .unwrap();
         c.optim.prepare_model(&vs).unwrap();
         let optimizer = c.optim.optimizer(&vs);
         let train = c.optim.train_loop("test", device, c.schedule(), &vs).unwrap();
@@ -80,7 +82,9 @@ fn loss_and_gradients_agree_with_the_cpu() {
     let c = config(Precision::Fp32);
     let objective = c.step_objective();
     let run = |device: Device| {
-        let (vs, model) = selfcon::engine::seeded(3, || ConModel::build(&c.model, device)).unwrap();
+        let (vs, model) =
+            selfcon::engine::seeded(3, || ConModel::build(&c.model, device, selfcon::model::BatchNormKind::Local))
+                .unwrap();
         let (images, labels) = batch(device);
         let loss = objective.compute(&model.forward_t(&images, true).unwrap(), &labels).unwrap();
         loss.backward();
@@ -255,13 +259,13 @@ fn library_entry_points_refuse_cuda_cleanly_where_there_is_none() {
                 .err()
                 .map(|e| e.to_string()),
         ),
-        ("model", ConModel::build(&c.model, cuda).err().map(|e| e.to_string())),
+        ("model", ConModel::build(&c.model, cuda, selfcon::model::BatchNormKind::Local).err().map(|e| e.to_string())),
     ];
     for (entry, error) in errors {
         let error = error.unwrap_or_else(|| panic!("{entry} accepted CUDA on a machine without it"));
         assert!(error.starts_with(want), "{entry}: {error}");
     }
-    let (_, model) = ConModel::build(&c.model, Device::Cpu).unwrap();
+    let (_, model) = ConModel::build(&c.model, Device::Cpu, selfcon::model::BatchNormKind::Local).unwrap();
     let how = selfcon::train::FeatureExtraction {
         mean: data.mean,
         std: data.std,

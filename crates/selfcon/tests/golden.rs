@@ -348,7 +348,8 @@ fn check_param_counts(arch: Architecture, entries: &[Value]) -> Check {
     for m in entries {
         let config = model_config(m, arch)?;
         let label = format!("{arch} {} {} {}", config.dataset, config.exits, config.sub_size);
-        let (vs, model) = ConModel::build(&config, Device::Cpu).map_err(|e| e.to_string())?;
+        let (vs, model) =
+            ConModel::build(&config, Device::Cpu, selfcon::model::BatchNormKind::Local).map_err(|e| e.to_string())?;
         let s = ModelSummary::of(&vs, &config);
         let ours = [
             ("backbone_params", s.backbone_params),
@@ -405,7 +406,8 @@ fn check_state_dict_file(doc: &Value) -> Check {
     let build = |size: SubNetworkSize| -> Result<BTreeMap<String, Vec<i64>>, Failed> {
         let mut config = ModelConfig::readme(DatasetKind::Cifar100);
         config.sub_size = size;
-        let (vs, _model) = ConModel::build(&config, Device::Cpu).map_err(|e| e.to_string())?;
+        let (vs, _model) =
+            ConModel::build(&config, Device::Cpu, selfcon::model::BatchNormKind::Local).map_err(|e| e.to_string())?;
         Ok(state_dict_shapes(&vs))
     };
     compare_keys("fc", &build(SubNetworkSize::Fc)?, &parse(&doc["fc"])?)?;

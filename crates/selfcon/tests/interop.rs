@@ -33,7 +33,7 @@ fn assert_pytorch_features(ckpt: &ModelCheckpoint) {
 }
 
 fn assert_pytorch_features_within(ckpt: &ModelCheckpoint, relative: f64) {
-    let (vs, model) = ConModel::build(&readme_cifar100(), Device::Cpu).unwrap();
+    let (vs, model) = ConModel::build(&readme_cifar100(), Device::Cpu, selfcon::model::BatchNormKind::Local).unwrap();
     ckpt.load_into(&vs).unwrap();
     let out = tch::no_grad(|| model.encode(&inputs(), false)).unwrap();
     let want = expected();
@@ -185,7 +185,12 @@ fn linear_and_features_take_the_model_from_an_official_checkpoint() {
 
 /// Our forward pass of the fixture's inputs through `ckpt`.
 fn our_features(ckpt: &ModelCheckpoint) -> (Tensor, Tensor) {
-    let (vs, model) = ConModel::build(ckpt.model.as_ref().unwrap_or(&readme_cifar100()), Device::Cpu).unwrap();
+    let (vs, model) = ConModel::build(
+        ckpt.model.as_ref().unwrap_or(&readme_cifar100()),
+        Device::Cpu,
+        selfcon::model::BatchNormKind::Local,
+    )
+    .unwrap();
     ckpt.load_into(&vs).unwrap();
     let images = pattern(4 * 3 * 32 * 32, 7, 31).view([4, 3, 32, 32]);
     let out = tch::no_grad(|| model.encode(&images, false)).unwrap();
@@ -271,7 +276,7 @@ fn official_momentum_continues_as_the_official_sgd_step() {
     // momentum with gradient 0.001 · pattern(numel, 900 + index); ours must land on the same weights.
     let dir = tempfile::tempdir().unwrap();
     let official = OfficialCheckpoint::open(&fixture(dir.path(), "selfcon_r18.pth")).unwrap();
-    let (vs, _model) = ConModel::build(&readme_cifar100(), Device::Cpu).unwrap();
+    let (vs, _model) = ConModel::build(&readme_cifar100(), Device::Cpu, selfcon::model::BatchNormKind::Local).unwrap();
     common::official::assert_official_sgd_step(&official, &vs, &expected()["sgd_step"]);
 }
 
@@ -436,7 +441,7 @@ fn onnx_covers_every_resnet_configuration() {
             ModelConfig::new(arch, dataset, ExitPositions::new(exits.to_vec()), SubNetworkArch::Resnet, size, 128)
                 .unwrap();
         tch::manual_seed(3);
-        let (vs, model) = ConModel::build(&config, Device::Cpu).unwrap();
+        let (vs, model) = ConModel::build(&config, Device::Cpu, selfcon::model::BatchNormKind::Local).unwrap();
         // Non-trivial BatchNorm statistics, so that inference-mode BN is really checked.
         tch::no_grad(|| {
             for (name, mut t) in vs.variables() {
@@ -468,7 +473,7 @@ fn onnx_covers_every_resnet_configuration() {
         128,
     )
     .unwrap();
-    let (vs, model) = ConModel::build(&vgg, Device::Cpu).unwrap();
+    let (vs, model) = ConModel::build(&vgg, Device::Cpu, selfcon::model::BatchNormKind::Local).unwrap();
     let e = common::user_error(model.to_onnx(&vs.variables()));
     assert!(e.contains("ONNX export of VGG encoders"), "{e}");
 }

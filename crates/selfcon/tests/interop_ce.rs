@@ -29,7 +29,9 @@ fn cifar10_fc_exit() -> ModelConfig {
 
 fn ce_model(with_projections: bool) -> (nn::VarStore, CeModel) {
     let vs = nn::VarStore::new(Device::Cpu);
-    let model = CeModel::new(&vs.root(), &cifar10_fc_exit(), 10, 128, with_projections).unwrap();
+    let model =
+        CeModel::new(&vs.root(), &cifar10_fc_exit(), 10, 128, with_projections, selfcon::model::BatchNormKind::Local)
+            .unwrap();
     (vs, model)
 }
 
@@ -43,7 +45,7 @@ fn the_official_ce_model_loads_strictly_and_gives_pytorch_logits() {
     let weights = official.weights.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
     // Strict: every key of the file is one of ours and the other way round, shapes equal.
     selfcon::checkpoint::load_into_var_store(&official.path, &vs, &weights).unwrap();
-    let out = tch::no_grad(|| model.forward_t(&inputs(), false));
+    let out = tch::no_grad(|| model.forward_t(&inputs(), false)).unwrap();
     let want = &expected()["ce"];
     assert_close_to(&out.logits, &want["logits"], 1e-4, "l_fc logits");
     assert_close_to(&out.exit_logits[0], &want["sub_logits.0"], 1e-4, "logit_fc.0 logits");

@@ -20,7 +20,12 @@ fn var(vs: &tch::nn::VarStore, name: &str) -> Tensor {
 #[test]
 fn initialisation_follows_the_official_code() {
     tch::manual_seed(0);
-    let (vs, _) = ConModel::build(&config([false, true, false], SubNetworkSize::Fc), Device::Cpu).unwrap();
+    let (vs, _) = ConModel::build(
+        &config([false, true, false], SubNetworkSize::Fc),
+        Device::Cpu,
+        selfcon::model::BatchNormKind::Local,
+    )
+    .unwrap();
     // Kaiming normal, fan_out, ReLU gain: std = sqrt(2 / (512·3·3)).
     let w = var(&vs, "encoder.layer4.1.conv2.weight");
     let std = w.std(true).double_value(&[]);
@@ -45,7 +50,12 @@ fn initialisation_follows_the_official_code() {
 #[test]
 fn batch_norm_switches_between_batch_and_running_statistics() {
     tch::manual_seed(1);
-    let (vs, model) = ConModel::build(&config([false, true, false], SubNetworkSize::Same), Device::Cpu).unwrap();
+    let (vs, model) = ConModel::build(
+        &config([false, true, false], SubNetworkSize::Same),
+        Device::Cpu,
+        selfcon::model::BatchNormKind::Local,
+    )
+    .unwrap();
     let x = Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu));
     let mean_before = var(&vs, "encoder.bn1.running_mean").copy();
 
@@ -69,7 +79,7 @@ fn every_exit_combination_gives_normalised_projections_in_stage_order() {
     tch::manual_seed(2);
     let mut c = config([true, true, true], SubNetworkSize::Small);
     c.feat_dim = 32;
-    let (vs, model) = ConModel::build(&c, Device::Cpu).unwrap();
+    let (vs, model) = ConModel::build(&c, Device::Cpu, selfcon::model::BatchNormKind::Local).unwrap();
     let out =
         tch::no_grad(|| model.forward_t(&Tensor::randn([3, 3, 32, 32], (Kind::Float, Device::Cpu)), true)).unwrap();
     assert_eq!(out.encoder.exits.len(), 3);
@@ -89,7 +99,12 @@ fn every_exit_combination_gives_normalised_projections_in_stage_order() {
 #[test]
 fn exit_and_backbone_gradients_both_reach_the_shared_stages() {
     tch::manual_seed(3);
-    let (vs, model) = ConModel::build(&config([false, true, false], SubNetworkSize::Fc), Device::Cpu).unwrap();
+    let (vs, model) = ConModel::build(
+        &config([false, true, false], SubNetworkSize::Fc),
+        Device::Cpu,
+        selfcon::model::BatchNormKind::Local,
+    )
+    .unwrap();
     let x = Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu));
     let shared = var(&vs, "encoder.layer1.0.conv1.weight");
     let backbone_only = var(&vs, "encoder.layer4.0.conv1.weight");
@@ -112,7 +127,7 @@ fn imagenet_stem_and_bottleneck_blocks() {
     c.architecture = selfcon::model::Architecture::ResNet50;
     c.exits = ExitPositions::new(vec![true, false, false]);
     c.sub_size = SubNetworkSize::Fc;
-    let (vs, model) = ConModel::build(&c, Device::Cpu).unwrap();
+    let (vs, model) = ConModel::build(&c, Device::Cpu, selfcon::model::BatchNormKind::Local).unwrap();
     assert_eq!(var(&vs, "encoder.conv1.weight").size(), [64, 3, 7, 7]);
     assert_eq!(var(&vs, "encoder.layer1.0.conv3.weight").size(), [256, 64, 1, 1]);
     assert_eq!(var(&vs, "encoder.selfcon_layer.0.weight").size(), [2048, 256]);
@@ -124,7 +139,12 @@ fn imagenet_stem_and_bottleneck_blocks() {
 
 #[test]
 fn bad_input_is_an_error() {
-    let (_, model) = ConModel::build(&config([false, true, false], SubNetworkSize::Fc), Device::Cpu).unwrap();
+    let (_, model) = ConModel::build(
+        &config([false, true, false], SubNetworkSize::Fc),
+        Device::Cpu,
+        selfcon::model::BatchNormKind::Local,
+    )
+    .unwrap();
     let e = model.forward_t(&Tensor::zeros([2, 1, 32, 32], (Kind::Float, Device::Cpu)), false).unwrap_err();
     assert!(e.to_string().contains("[N, 3, H, W]"), "{e}");
     let e = model.forward_t(&Tensor::zeros([2, 3, 32, 32], (Kind::Uint8, Device::Cpu)), false).unwrap_err();

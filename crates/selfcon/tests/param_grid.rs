@@ -310,7 +310,8 @@ fn check(arch: Architecture, dataset: DatasetKind, exits: Vec<bool>, size: SubNe
     let (backbone, subnet, classifier) = expected(arch, dataset, config.exits.flags(), size);
     let d = arch.feature_dim();
     let heads = head(d).params * (1 + config.exits.count() as i64);
-    let (vs, _model) = ConModel::build(&config, Device::Cpu).map_err(|e| e.to_string())?;
+    let (vs, _model) =
+        ConModel::build(&config, Device::Cpu, selfcon::model::BatchNormKind::Local).map_err(|e| e.to_string())?;
     let s = ModelSummary::of(&vs, &config);
     let pairs = [
         ("backbone params", s.backbone_params, backbone.params),
@@ -416,7 +417,7 @@ fn vgg16_same_matches_the_official_count_from_the_issue() {
     // Measured with the official code (issue #12): vgg16, cifar10, exit after block1, same.
     let _guard = tch::no_grad_guard();
     let config = vgg_config(Architecture::Vgg16, vec![true, false, false, false], SubNetworkSize::Same).unwrap();
-    let (vs, _) = ConModel::build(&config, Device::Cpu).unwrap();
+    let (vs, _) = ConModel::build(&config, Device::Cpu, selfcon::model::BatchNormKind::Local).unwrap();
     assert_eq!(ModelSummary::of(&vs, &config).subnetwork_params, 14_823_552);
 }
 
@@ -427,7 +428,7 @@ fn vgg_sub_network_keys_follow_the_official_flat_sequential() {
     let _guard = tch::no_grad_guard();
     for (arch, bn_on, n) in [(Architecture::Vgg16Bn, true, 3), (Architecture::Vgg13, false, 2)] {
         let config = vgg_config(arch, vec![false, true, false, false], SubNetworkSize::Same).unwrap();
-        let (vs, _) = ConModel::build(&config, Device::Cpu).unwrap();
+        let (vs, _) = ConModel::build(&config, Device::Cpu, selfcon::model::BatchNormKind::Local).unwrap();
         let mut ours: Vec<String> =
             vs.variables().into_keys().filter(|k| k.starts_with("encoder.selfcon_layer.")).collect();
         ours.sort();

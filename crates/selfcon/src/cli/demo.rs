@@ -234,8 +234,9 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     let pretrain_seconds = started.elapsed().as_secs_f64();
 
     // The random initialisation pre-training started from: same seed, same construction.
-    let (random_vs, random) = selfcon::engine::seeded(a.seed, || ConModel::build(&model, Device::Cpu))?;
-    let (vs, pretrained) = ConModel::build(&model, Device::Cpu)?;
+    let (random_vs, random) =
+        selfcon::engine::seeded(a.seed, || ConModel::build(&model, Device::Cpu, selfcon::model::BatchNormKind::Local))?;
+    let (vs, pretrained) = ConModel::build(&model, Device::Cpu, selfcon::model::BatchNormKind::Local)?;
     checkpoint::ModelCheckpoint::open(&last_checkpoint)?.load_into(&vs)?;
     // Features in the pre-training's precision and layout: the same numbers up to rounding, in half the time.
     config.optim.prepare_model(&vs)?;

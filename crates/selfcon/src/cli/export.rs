@@ -50,7 +50,7 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
     }
     let kind: selfcon::data::DatasetKind = dataset.parse()?;
     let config = a.model.for_checkpoint(&ckpt, &dataset, kind.image_size() as usize)?;
-    let (mut vs, model) = ConModel::build(&config, Device::Cpu)?;
+    let (mut vs, model) = ConModel::build(&config, Device::Cpu, selfcon::model::BatchNormKind::Local)?;
     ckpt.load_into(&vs)?;
     if let Some(parent) = a.out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::file(parent, format!("cannot create the folder: {e}")))?;

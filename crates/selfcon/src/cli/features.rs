@@ -75,7 +75,7 @@ pub fn run(a: FeaturesArgs) -> anyhow::Result<()> {
     let ckpt = ModelCheckpoint::open(&a.ckpt)?;
     let dataset = a.dataset.clone().unwrap_or_else(|| super::linear::default_dataset(&ckpt));
     let config = a.model.for_checkpoint(&ckpt, &dataset, a.data.image_size(&dataset)?)?;
-    let (vs, model) = ConModel::build(&config, device)?;
+    let (vs, model) = ConModel::build(&config, device, selfcon::model::BatchNormKind::Local)?;
     ckpt.load_into(&vs)?;
     drop(ckpt);
     let (data, _) = a.data.open(&dataset)?;

@@ -31,7 +31,7 @@ const PROBE_BATCH: i64 = 2;
 pub fn run(args: SummaryArgs) -> anyhow::Result<()> {
     let kind: selfcon::data::DatasetKind = args.dataset.parse()?;
     let config = args.model.to_config(&args.dataset, kind.image_size() as usize)?;
-    let (vs, model) = ConModel::build(&config, Device::Cpu)?;
+    let (vs, model) = ConModel::build(&config, Device::Cpu, selfcon::model::BatchNormKind::Local)?;
     let summary = ModelSummary::of(&vs, &config);
     let size = config.dataset.image_size();
     let probe = Tensor::zeros([PROBE_BATCH, 3, size, size], (Kind::Float, Device::Cpu));

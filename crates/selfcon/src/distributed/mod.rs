@@ -132,7 +132,6 @@ pub fn init(options: &DistributedOptions, device: Device) -> Result<Option<&'sta
         sync_nanos: Default::default(),
     };
     let _ = CURRENT.set(d);
-    sync_bn::set_enabled(options.syncbn);
     Ok(current())
 }
 

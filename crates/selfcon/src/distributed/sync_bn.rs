@@ -4,51 +4,14 @@
 //! gradients over ranks, which is what makes every rank's input gradient include the other ranks'
 //! losses): one collective forward and one backward per layer, as torch.nn.SyncBatchNorm; the rest
 //! is ordinary autograd. Running statistics are updated as torch.nn.SyncBatchNorm does
-//! (unbiased variance over the global count), so they agree on every rank.
-
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+//! (unbiased variance over the global count), so they agree on every rank. Which layers do this
+//! is fixed when a model is built (`model::BatchNormKind::Synchronised`); a failed collective is
+//! the forward pass's error.
 
 use tch::{Kind, Tensor};
 
 use super::Distributed;
-use crate::error::{Error, Result};
-
-static ENABLED: AtomicBool = AtomicBool::new(false);
-/// A failed statistics all-reduce: layers return tensors, not results, so the error waits here
-/// for the training loop ([`take_failure`]) and the rest of that forward pass uses local statistics.
-static FAILURE: Mutex<Option<Error>> = Mutex::new(None);
-
-/// Turns SyncBatchNorm on or off for every BatchNorm layer of this process (off by default, as
-/// the official per-GPU BatchNorm).
-pub fn set_enabled(on: bool) {
-    ENABLED.store(on, Ordering::Relaxed);
-}
-
-/// The group BatchNorm layers reduce over in training, when SyncBatchNorm is on (and no
-/// all-reduce of this forward pass failed yet).
-pub fn group() -> Option<&'static Distributed> {
-    if ENABLED.load(Ordering::Relaxed) && FAILURE.lock().map(|f| f.is_none()).unwrap_or(false) {
-        super::current().filter(|d| d.world_size > 1)
-    } else {
-        None
-    }
-}
-
-/// Keeps the first failure of a forward pass for [`take_failure`].
-pub fn record_failure(e: Error) {
-    if let Ok(mut f) = FAILURE.lock() {
-        f.get_or_insert(e);
-    }
-}
-
-/// The failure of the last forward pass, if its statistics could not be all-reduced.
-pub fn take_failure() -> Result<()> {
-    match FAILURE.lock().ok().and_then(|mut f| f.take()) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
+use crate::error::Result;
 
 /// The parts of a BatchNorm layer SyncBatchNorm needs.
 pub struct BatchNormState<'a> {

@@ -8,7 +8,7 @@ use tch::{nn, Tensor};
 
 use super::config::ModelConfig;
 use super::encoder::Encoder;
-use super::layers::{l2_normalize, Linear};
+use super::layers::{l2_normalize, BatchNormKind, Linear};
 use crate::error::{Error, Result};
 
 #[derive(Debug)]
@@ -36,13 +36,15 @@ pub struct CeModel {
 }
 
 impl CeModel {
-    /// `with_projections`: the auxiliary projections of `--method selfcon`.
+    /// `with_projections`: the auxiliary projections of `--method selfcon`; `norm`: the kind of
+    /// every BatchNorm layer.
     pub fn new(
         p: &nn::Path,
         config: &ModelConfig,
         num_classes: i64,
         dim_out: i64,
         with_projections: bool,
+        norm: BatchNormKind,
     ) -> Result<Self> {
         config.validate()?;
         if dim_out < 1 {
@@ -52,7 +54,7 @@ impl CeModel {
         let k = config.exits.count();
         // Registration order of the official module (it fixes `model.parameters()` order, which
         // the official optimizer state refers to by index).
-        let encoder = Encoder::new(&(p / "encoder"), config);
+        let encoder = Encoder::new(&(p / "encoder"), config, norm);
         let logit_fc = (0..k).map(|j| Linear::new(&(p / "logit_fc" / j), d, num_classes)).collect();
         let l_fc = Linear::new(&(p / "l_fc"), d, num_classes);
         let projections = with_projections.then(|| {
@@ -66,9 +68,9 @@ impl CeModel {
         Ok(CeModel { encoder, logit_fc, l_fc, projections })
     }
 
-    pub fn forward_t(&self, images: &Tensor, train: bool) -> CeOutput {
-        let e = self.encoder.forward_t(images, train);
-        CeOutput {
+    pub fn forward_t(&self, images: &Tensor, train: bool) -> Result<CeOutput> {
+        let e = self.encoder.forward_t(images, train)?;
+        Ok(CeOutput {
             logits: self.l_fc.forward(&e.backbone),
             exit_logits: e.exits.iter().zip(&self.logit_fc).map(|(h, fc)| fc.forward(h)).collect(),
             projections: self.projections.as_ref().map(|p| {
@@ -77,6 +79,6 @@ impl CeModel {
                     e.exits.iter().zip(&p.feat_fc).map(|(h, fc)| l2_normalize(&fc.forward(h))).collect(),
                 )
             }),
-        }
+        })
     }
 }

@@ -7,7 +7,7 @@ use tch::{nn, Device, Kind, Tensor};
 use super::config::ModelConfig;
 use super::encoder::{Encoder, EncoderOutput};
 use super::head::ProjectionHead;
-use super::layers::l2_normalize;
+use super::layers::{l2_normalize, BatchNormKind};
 use crate::error::{Error, Result};
 
 #[derive(Debug)]
@@ -29,11 +29,12 @@ pub struct ConModel {
 }
 
 impl ConModel {
-    /// Builds the model under `p` (usually the var store's root), initialised as the official code.
-    pub fn new(p: &nn::Path, config: &ModelConfig) -> Result<Self> {
+    /// Builds the model under `p` (usually the var store's root), initialised as the official
+    /// code, its BatchNorm layers of kind `norm`.
+    pub fn new(p: &nn::Path, config: &ModelConfig, norm: BatchNormKind) -> Result<Self> {
         config.validate()?;
         let d = config.feature_dim();
-        let encoder = Encoder::new(&(p / "encoder"), config);
+        let encoder = Encoder::new(&(p / "encoder"), config, norm);
         let head = ProjectionHead::new(&(p / "head"), d, config.feat_dim);
         let sh = p / "sub_heads";
         let sub_heads =
@@ -41,11 +42,11 @@ impl ConModel {
         Ok(ConModel { config: config.clone(), encoder, head, sub_heads })
     }
 
-    /// A fresh var store on `device` holding a new model.
-    pub fn build(config: &ModelConfig, device: Device) -> Result<(nn::VarStore, Self)> {
+    /// A fresh var store on `device` holding a new model (see [`ConModel::new`]).
+    pub fn build(config: &ModelConfig, device: Device, norm: BatchNormKind) -> Result<(nn::VarStore, Self)> {
         crate::engine::use_device(device)?;
         let vs = nn::VarStore::new(device);
-        let model = ConModel::new(&vs.root(), config)?;
+        let model = ConModel::new(&vs.root(), config, norm)?;
         Ok((vs, model))
     }
 
@@ -70,7 +71,7 @@ impl ConModel {
 
     pub fn encode(&self, images: &Tensor, train: bool) -> Result<EncoderOutput> {
         self.check_input(images)?;
-        Ok(self.encoder.forward_t(images, train))
+        self.encoder.forward_t(images, train)
     }
 
     /// Encoder and heads; `train` switches BatchNorm between batch and running statistics.

@@ -9,7 +9,8 @@ use tch::{nn, Tensor};
 
 use super::config::ModelConfig;
 use super::encoder::EncoderOutput;
-use super::layers::{global_avg_pool, swish, BatchNorm2d, Conv2d, ConvShape, Linear};
+use super::layers::{global_avg_pool, swish, BatchNorm2d, BatchNormKind, Conv2d, ConvShape, Linear};
+use crate::error::Result;
 
 const BN_MOMENTUM: f64 = 0.01;
 const BN_EPS: f64 = 1e-3;
@@ -33,8 +34,8 @@ const STAGES: [(usize, i64, i64, i64, i64, i64); 7] = [
 /// The exit follows the last block of the 4th stage.
 const EXIT_STAGE: usize = 3;
 
-fn bn(p: &nn::Path, c: i64) -> BatchNorm2d {
-    BatchNorm2d::with(p, c, BN_MOMENTUM, BN_EPS)
+fn bn(p: &nn::Path, c: i64, norm: BatchNormKind) -> BatchNorm2d {
+    BatchNorm2d::with(p, c, BN_MOMENTUM, BN_EPS, norm)
 }
 
 /// A convolution with TensorFlow's "same" padding for an input of side `size`, fixed at
@@ -63,6 +64,16 @@ impl SameConv {
     }
 }
 
+/// Channels, kernel, stride and expansion ratio of an [`MbConv`].
+#[derive(Clone, Copy, Debug)]
+struct MbShape {
+    c_in: i64,
+    c_out: i64,
+    kernel: i64,
+    stride: i64,
+    expand: i64,
+}
+
 /// Mobile inverted bottleneck: [expand 1×1 + BN + Swish], depthwise k×k + BN + Swish,
 /// squeeze-and-excitation, project 1×1 + BN, and the identity skip (with drop-connect) when the
 /// block keeps its shape.
@@ -81,19 +92,20 @@ struct MbConv {
 
 impl MbConv {
     #[allow(clippy::too_many_arguments)]
-    fn new(p: &nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64, expand: i64, size: i64, drop: f64) -> Self {
+    fn new(p: &nn::Path, shape: MbShape, size: i64, drop: f64, norm: BatchNormKind) -> Self {
+        let MbShape { c_in, c_out, kernel, stride, expand } = shape;
         let mid = c_in * expand;
         let squeezed = ((c_in as f64 * SE_RATIO) as i64).max(1);
         MbConv {
             expand: (expand != 1).then(|| {
-                (SameConv::new(&(p / "_expand_conv"), c_in, mid, 1, 1, 1, false, size), bn(&(p / "_bn0"), mid))
+                (SameConv::new(&(p / "_expand_conv"), c_in, mid, 1, 1, 1, false, size), bn(&(p / "_bn0"), mid, norm))
             }),
             depthwise: SameConv::new(&(p / "_depthwise_conv"), mid, mid, kernel, stride, mid, false, size),
-            bn1: bn(&(p / "_bn1"), mid),
+            bn1: bn(&(p / "_bn1"), mid, norm),
             se_reduce: SameConv::new(&(p / "_se_reduce"), mid, squeezed, 1, 1, 1, true, 1),
             se_expand: SameConv::new(&(p / "_se_expand"), squeezed, mid, 1, 1, 1, true, 1),
             project: SameConv::new(&(p / "_project_conv"), mid, c_out, 1, 1, 1, false, size),
-            bn2: bn(&(p / "_bn2"), c_out),
+            bn2: bn(&(p / "_bn2"), c_out, norm),
             // Official quirk: a stage's first block keeps its stride as a list, so its
             // `stride == 1` test fails; every first block changes the width anyway.
             skip: stride == 1 && c_in == c_out,
@@ -101,17 +113,17 @@ impl MbConv {
         }
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut h = x.shallow_clone();
         if let Some((conv, norm)) = &self.expand {
-            h = swish(&norm.forward_t(&conv.forward(&h), train));
+            h = swish(&norm.forward_t(&conv.forward(&h), train)?);
         }
-        h = swish(&self.bn1.forward_t(&self.depthwise.forward(&h), train));
+        h = swish(&self.bn1.forward_t(&self.depthwise.forward(&h), train)?);
         let squeezed = self.se_expand.forward(&swish(&self.se_reduce.forward(&h.adaptive_avg_pool2d([1, 1]))));
         h = squeezed.sigmoid() * h;
-        h = self.bn2.forward_t(&self.project.forward(&h), train);
+        h = self.bn2.forward_t(&self.project.forward(&h), train)?;
         if !self.skip {
-            return h;
+            return Ok(h);
         }
         if train && self.drop_connect > 0.0 {
             // Drop the whole residual branch per sample, rescaling the kept ones.
@@ -119,7 +131,7 @@ impl MbConv {
             let mask = (Tensor::rand([h.size()[0], 1, 1, 1], (h.kind(), h.device())) + keep).floor();
             h = h / keep * mask;
         }
-        h + x
+        Ok(h + x)
     }
 }
 
@@ -143,9 +155,9 @@ pub struct EfficientNetEncoder {
 }
 
 impl EfficientNetEncoder {
-    pub fn new(p: &nn::Path, config: &ModelConfig) -> Self {
+    pub fn new(p: &nn::Path, config: &ModelConfig, norm: BatchNormKind) -> Self {
         let stem = SameConv::new(&(p / "_conv_stem"), 3, 32, 3, 1, 1, false, IMAGE_SIZE);
-        let bn0 = bn(&(p / "_bn0"), 32);
+        let bn0 = bn(&(p / "_bn0"), 32, norm);
         let total: usize = STAGES.iter().map(|s| s.0).sum();
         let bp = p / "_blocks";
         let (mut blocks, mut size, mut exit_after) = (Vec::with_capacity(total), IMAGE_SIZE, 0);
@@ -154,7 +166,8 @@ impl EfficientNetEncoder {
                 let (c, s) = if r == 0 { (c_in, stride) } else { (c_out, 1) };
                 let i = blocks.len();
                 let drop = DROP_CONNECT * i as f64 / total as f64;
-                blocks.push(MbConv::new(&(&bp / i), c, c_out, kernel, s, expand, size, drop));
+                let shape = MbShape { c_in: c, c_out, kernel, stride: s, expand };
+                blocks.push(MbConv::new(&(&bp / i), shape, size, drop, norm));
                 size = (size + s - 1) / s;
             }
             if stage == EXIT_STAGE {
@@ -162,13 +175,13 @@ impl EfficientNetEncoder {
             }
         }
         let conv_head = SameConv::new(&(p / "_conv_head"), 320, HEAD_WIDTH, 1, 1, 1, false, size);
-        let bn1 = bn(&(p / "_bn1"), HEAD_WIDTH);
+        let bn1 = bn(&(p / "_bn1"), HEAD_WIDTH, norm);
         let exit = config.exits.flags().first().copied().unwrap_or(false).then(|| {
             let q = p / "selfcon_layer" / 0;
             let c = STAGES[EXIT_STAGE].5;
             let exit = ExitHead {
                 conv: SameConv::new(&(&q / "_conv_head"), c, HEAD_WIDTH, 1, 1, 1, false, 1),
-                bn: bn(&(&q / "_bn1"), HEAD_WIDTH),
+                bn: bn(&(&q / "_bn1"), HEAD_WIDTH, norm),
                 fc: Linear::new(&(&q / "_fc"), HEAD_WIDTH, config.architecture.feature_dim()),
             };
             (exit_after, exit)
@@ -176,19 +189,19 @@ impl EfficientNetEncoder {
         EfficientNetEncoder { stem, bn0, blocks, conv_head, bn1, exit }
     }
 
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> EncoderOutput {
-        let mut h = swish(&self.bn0.forward_t(&self.stem.forward(x), train));
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<EncoderOutput> {
+        let mut h = swish(&self.bn0.forward_t(&self.stem.forward(x), train)?);
         let mut exits = Vec::new();
         for (i, block) in self.blocks.iter().enumerate() {
-            h = block.forward_t(&h, train);
+            h = block.forward_t(&h, train)?;
             if let Some((after, head)) = &self.exit {
                 if *after == i {
-                    let e = swish(&head.bn.forward_t(&head.conv.forward(&h), train));
+                    let e = swish(&head.bn.forward_t(&head.conv.forward(&h), train)?);
                     exits.push(head.fc.forward(&global_avg_pool(&e).dropout(DROPOUT, train)));
                 }
             }
         }
-        let h = swish(&self.bn1.forward_t(&self.conv_head.forward(&h), train));
-        EncoderOutput { exits, backbone: global_avg_pool(&h).dropout(DROPOUT, train) }
+        let h = swish(&self.bn1.forward_t(&self.conv_head.forward(&h), train)?);
+        Ok(EncoderOutput { exits, backbone: global_avg_pool(&h).dropout(DROPOUT, train) })
     }
 }

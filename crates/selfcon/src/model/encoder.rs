@@ -6,7 +6,7 @@ use tch::{nn, Tensor};
 
 use super::config::{Family, ModelConfig, Stem};
 use super::efficientnet::EfficientNetEncoder;
-use super::layers::{global_avg_pool, global_avg_pool_onnx, BatchNorm2d, Conv2d};
+use super::layers::{global_avg_pool, global_avg_pool_onnx, BatchNorm2d, BatchNormKind, Conv2d};
 use super::resnet::{Stage, STAGE_PLANES, STAGE_STRIDES};
 use super::subnetwork::{build_exits, SubNetwork};
 use super::vgg::VggEncoder;
@@ -33,12 +33,13 @@ pub enum Encoder {
 }
 
 impl Encoder {
-    pub fn new(p: &nn::Path, config: &ModelConfig) -> Self {
+    /// The encoder of `config` under `p`, its BatchNorm layers of kind `norm`.
+    pub fn new(p: &nn::Path, config: &ModelConfig, norm: BatchNormKind) -> Self {
         match config.architecture.family() {
-            Family::ResNet => Encoder::ResNet(ResNetEncoder::new(p, config)),
-            Family::Vgg => Encoder::Vgg(VggEncoder::new(p, config)),
-            Family::Wrn => Encoder::Wrn(WrnEncoder::new(p, config)),
-            Family::EfficientNet => Encoder::EfficientNet(EfficientNetEncoder::new(p, config)),
+            Family::ResNet => Encoder::ResNet(ResNetEncoder::new(p, config, norm)),
+            Family::Vgg => Encoder::Vgg(VggEncoder::new(p, config, norm)),
+            Family::Wrn => Encoder::Wrn(WrnEncoder::new(p, config, norm)),
+            Family::EfficientNet => Encoder::EfficientNet(EfficientNetEncoder::new(p, config, norm)),
         }
     }
 
@@ -52,7 +53,7 @@ impl Encoder {
         }
     }
 
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> EncoderOutput {
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<EncoderOutput> {
         match self {
             Encoder::ResNet(e) => e.forward_t(x, train),
             Encoder::Vgg(e) => e.forward_t(x, train),
@@ -73,14 +74,14 @@ pub struct ResNetEncoder {
 }
 
 impl ResNetEncoder {
-    pub fn new(p: &nn::Path, config: &ModelConfig) -> Self {
+    pub fn new(p: &nn::Path, config: &ModelConfig, norm: BatchNormKind) -> Self {
         let arch = config.architecture;
         let stem = config.stem();
         let conv1 = match stem {
             Stem::Cifar => Conv2d::kaiming_fan_out(&(p / "conv1"), 3, 64, 3, 1, 1),
             Stem::ImageNet => Conv2d::kaiming_fan_out(&(p / "conv1"), 3, 64, 7, 2, 3),
         };
-        let bn1 = BatchNorm2d::new(&(p / "bn1"), 64);
+        let bn1 = BatchNorm2d::new(&(p / "bn1"), 64, norm);
         let blocks = arch.blocks_per_stage();
         let mut c_in = 64;
         let stages = (0..4)
@@ -92,29 +93,30 @@ impl ResNetEncoder {
                     STAGE_PLANES[i],
                     blocks[i],
                     STAGE_STRIDES[i],
+                    norm,
                 );
                 c_in = s.out_channels();
                 s
             })
             .collect();
-        let sub_networks = build_exits(p, config, |q, k| SubNetwork::new(q, arch, k, config.sub_size));
+        let sub_networks = build_exits(p, config, |q, k| SubNetwork::new(q, arch, k, config.sub_size, norm));
         ResNetEncoder { stem, conv1, bn1, stages, sub_networks }
     }
 
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> EncoderOutput {
-        let mut h = self.bn1.forward_t(&self.conv1.forward(x), train).relu();
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<EncoderOutput> {
+        let mut h = self.bn1.forward_t(&self.conv1.forward(x), train)?.relu();
         if self.stem == Stem::ImageNet {
             h = h.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         }
         let mut exits = Vec::with_capacity(self.sub_networks.len());
         let mut next_exit = self.sub_networks.iter().peekable();
         for (i, stage) in self.stages.iter().enumerate() {
-            h = stage.forward_t(&h, train);
+            h = stage.forward_t(&h, train)?;
             while let Some((_, sub)) = next_exit.next_if(|(k, _)| *k == i) {
-                exits.push(sub.forward_t(&h, train));
+                exits.push(sub.forward_t(&h, train)?);
             }
         }
-        EncoderOutput { exits, backbone: global_avg_pool(&h) }
+        Ok(EncoderOutput { exits, backbone: global_avg_pool(&h) })
     }
 
     fn onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<(String, Vec<String>)> {

@@ -3,6 +3,7 @@
 //! no `num_batches_tracked`, both of which the state dict must match.
 
 use crate::distributed::sync_bn::BatchNormState;
+use crate::distributed::Distributed;
 use crate::error::Result;
 use crate::onnx::{Attr, OnnxGraph};
 use tch::{nn, Kind, Tensor};
@@ -109,11 +110,42 @@ impl Conv2d {
     }
 }
 
+/// The statistics BatchNorm layers normalise with in training, chosen when a model is built:
+/// this process's batch (the official per-GPU BatchNorm), or the global batch of a distributed
+/// group (`--syncbn`, as torch.nn.SyncBatchNorm). Evaluation uses the running statistics either way.
+#[derive(Clone, Copy, Default)]
+pub enum BatchNormKind {
+    #[default]
+    Local,
+    Synchronised(&'static Distributed),
+}
+
+impl BatchNormKind {
+    /// SyncBatchNorm over `group` when `syncbn` asks for it and the group has several ranks;
+    /// otherwise local statistics.
+    pub fn for_run(syncbn: bool, group: Option<&'static Distributed>) -> Self {
+        match group {
+            Some(d) if syncbn && d.world_size > 1 => BatchNormKind::Synchronised(d),
+            _ => BatchNormKind::Local,
+        }
+    }
+}
+
+impl std::fmt::Debug for BatchNormKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BatchNormKind::Local => f.write_str("Local"),
+            BatchNormKind::Synchronised(d) => write!(f, "Synchronised({} ranks)", d.world_size),
+        }
+    }
+}
+
 /// BatchNorm2d with PyTorch's defaults (eps 1e-5, momentum 0.1, weight 1, bias 0) and its
-/// `num_batches_tracked` buffer, counted up in training mode as PyTorch does. With `--syncbn` in
-/// a distributed run, training-mode statistics are those of the global batch (SyncBatchNorm).
+/// `num_batches_tracked` buffer, counted up in training mode as PyTorch does; training-mode
+/// statistics as its [`BatchNormKind`] says.
 #[derive(Debug)]
 pub struct BatchNorm2d {
+    kind: BatchNormKind,
     momentum: f64,
     eps: f64,
     pub weight: Tensor,
@@ -141,14 +173,15 @@ impl BatchNorm2d {
 
     const MOMENTUM: f64 = 0.1;
 
-    pub fn new(p: &nn::Path, channels: i64) -> Self {
-        Self::with(p, channels, Self::MOMENTUM, Self::EPS)
+    pub fn new(p: &nn::Path, channels: i64, kind: BatchNormKind) -> Self {
+        Self::with(p, channels, Self::MOMENTUM, Self::EPS, kind)
     }
 
     /// With PyTorch-semantics `momentum` (weight of the new batch in the running statistics).
-    pub fn with(p: &nn::Path, channels: i64, momentum: f64, eps: f64) -> Self {
+    pub fn with(p: &nn::Path, channels: i64, momentum: f64, eps: f64, kind: BatchNormKind) -> Self {
         let tracked = Tensor::zeros([], (Kind::Int64, p.device()));
         BatchNorm2d {
+            kind,
             momentum,
             eps,
             weight: p.ones("weight", &[channels]),
@@ -159,11 +192,12 @@ impl BatchNorm2d {
         }
     }
 
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+    /// Fails only when synchronised statistics cannot reach the other ranks.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if train {
             let mut tracked = self.num_batches_tracked.shallow_clone();
             tch::no_grad(|| tracked += 1);
-            if let Some(group) = crate::distributed::sync_bn::group() {
+            if let BatchNormKind::Synchronised(group) = self.kind {
                 let state = BatchNormState {
                     weight: &self.weight,
                     bias: &self.bias,
@@ -172,13 +206,10 @@ impl BatchNorm2d {
                     momentum: self.momentum,
                     eps: self.eps,
                 };
-                match group.sync_batch_norm(x, &state) {
-                    Ok(y) => return y,
-                    Err(e) => crate::distributed::sync_bn::record_failure(e),
-                }
+                return group.sync_batch_norm(x, &state);
             }
         }
-        x.batch_norm(
+        Ok(x.batch_norm(
             Some(&self.weight),
             Some(&self.bias),
             Some(&self.running_mean),
@@ -187,7 +218,7 @@ impl BatchNorm2d {
             self.momentum,
             self.eps,
             true,
-        )
+        ))
     }
 }
 

@@ -20,7 +20,7 @@ pub use con_model::{ConModel, ModelOutput};
 pub use config::{Architecture, ExitPositions, Family, ModelConfig, Stem, SubNetworkArch, SubNetworkSize};
 pub use encoder::{Encoder, EncoderOutput};
 pub use head::LinearClassifier;
-pub use layers::l2_normalize;
+pub use layers::{l2_normalize, BatchNormKind};
 pub use memory_format::{channels_last, is_channels_last, to_channels_last};
 pub use resnet::BlockKind;
 pub use summary::{state_dict_shapes, ModelSummary};

@@ -3,7 +3,7 @@
 
 use tch::{nn, Tensor};
 
-use super::layers::{BatchNorm2d, Conv2d};
+use super::layers::{BatchNorm2d, BatchNormKind, Conv2d};
 use crate::error::Result;
 use crate::onnx::OnnxGraph;
 
@@ -33,11 +33,11 @@ pub struct ResidualBlock {
 }
 
 impl ResidualBlock {
-    pub fn new(p: &nn::Path, kind: BlockKind, in_planes: i64, planes: i64, stride: i64) -> Self {
+    pub fn new(p: &nn::Path, kind: BlockKind, in_planes: i64, planes: i64, stride: i64, norm: BatchNormKind) -> Self {
         let out_planes = planes * kind.expansion();
         let layer = |i: usize, c_in: i64, c_out: i64, k: i64, s: i64| {
             let conv = Conv2d::kaiming_fan_out(&(p / format!("conv{i}")), c_in, c_out, k, s, k / 2);
-            (conv, BatchNorm2d::new(&(p / format!("bn{i}")), c_out))
+            (conv, BatchNorm2d::new(&(p / format!("bn{i}")), c_out, norm))
         };
         let convs = match kind {
             BlockKind::Basic => vec![layer(1, in_planes, planes, 3, stride), layer(2, planes, planes, 3, 1)],
@@ -51,26 +51,26 @@ impl ResidualBlock {
             let sp = p / "shortcut";
             (
                 Conv2d::kaiming_fan_out(&(&sp / "0"), in_planes, out_planes, 1, stride, 0),
-                BatchNorm2d::new(&(&sp / "1"), out_planes),
+                BatchNorm2d::new(&(&sp / "1"), out_planes, norm),
             )
         });
         ResidualBlock { convs, shortcut }
     }
 
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let last = self.convs.len() - 1;
         let mut out = x.shallow_clone();
         for (i, (conv, bn)) in self.convs.iter().enumerate() {
-            out = bn.forward_t(&conv.forward(&out), train);
+            out = bn.forward_t(&conv.forward(&out), train)?;
             if i < last {
                 out = out.relu();
             }
         }
         let identity = match &self.shortcut {
-            Some((conv, bn)) => bn.forward_t(&conv.forward(x), train),
+            Some((conv, bn)) => bn.forward_t(&conv.forward(x), train)?,
             None => x.shallow_clone(),
         };
-        (out + identity).relu()
+        Ok((out + identity).relu())
     }
 
     pub(crate) fn onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
@@ -103,11 +103,19 @@ pub struct Stage {
 }
 
 impl Stage {
-    pub fn new(p: &nn::Path, kind: BlockKind, in_planes: i64, planes: i64, n_blocks: usize, stride: i64) -> Self {
+    pub fn new(
+        p: &nn::Path,
+        kind: BlockKind,
+        in_planes: i64,
+        planes: i64,
+        n_blocks: usize,
+        stride: i64,
+        norm: BatchNormKind,
+    ) -> Self {
         let mut blocks = Vec::with_capacity(n_blocks);
         let mut c_in = in_planes;
         for i in 0..n_blocks {
-            blocks.push(ResidualBlock::new(&(p / i), kind, c_in, planes, if i == 0 { stride } else { 1 }));
+            blocks.push(ResidualBlock::new(&(p / i), kind, c_in, planes, if i == 0 { stride } else { 1 }, norm));
             c_in = planes * kind.expansion();
         }
         Stage { blocks, out_channels: planes * kind.expansion() }
@@ -117,8 +125,8 @@ impl Stage {
         self.out_channels
     }
 
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        self.blocks.iter().fold(x.shallow_clone(), |h, b| b.forward_t(&h, train))
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.blocks.iter().try_fold(x.shallow_clone(), |h, b| b.forward_t(&h, train))
     }
 
     pub(crate) fn onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {

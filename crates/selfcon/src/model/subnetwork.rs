@@ -6,7 +6,7 @@
 use tch::{nn, Tensor};
 
 use super::config::{Architecture, ModelConfig, SubNetworkSize};
-use super::layers::{global_avg_pool, global_avg_pool_onnx, Linear};
+use super::layers::{global_avg_pool, global_avg_pool_onnx, BatchNormKind, Linear};
 use super::resnet::{Stage, STAGE_PLANES};
 use crate::error::Result;
 use crate::onnx::OnnxGraph;
@@ -32,7 +32,7 @@ pub enum SubNetwork {
 
 impl SubNetwork {
     /// The sub-network for the exit after backbone stage `k + 1` (k = 0, 1, 2).
-    pub fn new(p: &nn::Path, arch: Architecture, k: usize, size: SubNetworkSize) -> Self {
+    pub fn new(p: &nn::Path, arch: Architecture, k: usize, size: SubNetworkSize, norm: BatchNormKind) -> Self {
         let block = arch.block();
         let in_channels = STAGE_PLANES[k] * block.expansion();
         match size {
@@ -44,7 +44,7 @@ impl SubNetwork {
                     .enumerate()
                     .map(|(j, stage)| {
                         let n = size.replicated_blocks(blocks[stage]);
-                        let s = Stage::new(&(p / j), block, c_in, STAGE_PLANES[stage], n, 2);
+                        let s = Stage::new(&(p / j), block, c_in, STAGE_PLANES[stage], n, 2, norm);
                         c_in = s.out_channels();
                         s
                     })
@@ -67,12 +67,12 @@ impl SubNetwork {
         }
     }
 
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        match self {
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(match self {
             SubNetwork::Fc(linear) => linear.forward(&global_avg_pool(x)),
             SubNetwork::Stages(stages) => {
-                global_avg_pool(&stages.iter().fold(x.shallow_clone(), |h, s| s.forward_t(&h, train)))
+                global_avg_pool(&stages.iter().try_fold(x.shallow_clone(), |h, s| s.forward_t(&h, train))?)
             }
-        }
+        })
     }
 }

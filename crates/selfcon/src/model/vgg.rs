@@ -6,8 +6,9 @@ use tch::{nn, Tensor};
 
 use super::config::{Architecture, ModelConfig, SubNetworkSize};
 use super::encoder::EncoderOutput;
-use super::layers::{global_avg_pool, BatchNorm2d, Conv2d, ConvShape, Linear};
+use super::layers::{global_avg_pool, BatchNorm2d, BatchNormKind, Conv2d, ConvShape, Linear};
 use super::subnetwork::build_exits;
+use crate::error::Result;
 
 const BLOCK_WIDTHS: [i64; 5] = [64, 128, 256, 512, 512];
 
@@ -43,14 +44,14 @@ struct VggBlock {
 
 impl VggBlock {
     /// The block's modules start at index `first` of the Sequential at `p`.
-    fn new(p: &nn::Path, first: usize, c_in: i64, width: i64, convs: usize, bn: bool) -> Self {
-        let step = if bn { 3 } else { 2 };
+    fn new(p: &nn::Path, first: usize, c_in: i64, width: i64, convs: usize, bn: Option<BatchNormKind>) -> Self {
+        let step = if bn.is_some() { 3 } else { 2 };
         let layers = (0..convs)
             .map(|i| {
                 let c = if i == 0 { c_in } else { width };
                 let at = first + i * step;
                 let conv = Conv2d::kaiming_fan_out_biased(&(p / at), ConvShape::new(c, width, 3, 1, 1));
-                let norm = bn.then(|| BatchNorm2d::new(&(p / (at + 1)), width));
+                let norm = bn.map(|kind| BatchNorm2d::new(&(p / (at + 1)), width, kind));
                 (conv, norm)
             })
             .collect();
@@ -58,20 +59,20 @@ impl VggBlock {
     }
 
     /// Sequential entries of a block: conv (+BN) + ReLU per convolution, then the max-pool.
-    fn modules(convs: usize, bn: bool) -> usize {
-        convs * if bn { 3 } else { 2 } + 1
+    fn modules(convs: usize, bn: Option<BatchNormKind>) -> usize {
+        convs * if bn.is_some() { 3 } else { 2 } + 1
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut h = x.shallow_clone();
         for (conv, bn) in &self.layers {
             h = conv.forward(&h);
             if let Some(bn) = bn {
-                h = bn.forward_t(&h, train);
+                h = bn.forward_t(&h, train)?;
             }
             h = h.relu();
         }
-        h.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
+        Ok(h.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false))
     }
 }
 
@@ -92,9 +93,9 @@ pub struct VggEncoder {
 }
 
 impl VggEncoder {
-    pub fn new(p: &nn::Path, config: &ModelConfig) -> Self {
+    pub fn new(p: &nn::Path, config: &ModelConfig, norm: BatchNormKind) -> Self {
         let arch = config.architecture;
-        let (convs, bn) = (convs_per_block(arch), has_bn(arch));
+        let (convs, bn) = (convs_per_block(arch), has_bn(arch).then_some(norm));
         let blocks = (0..5)
             .map(|b| {
                 let c_in = if b == 0 { 3 } else { BLOCK_WIDTHS[b - 1] };
@@ -119,20 +120,20 @@ impl VggEncoder {
         VggEncoder { blocks, sub_networks }
     }
 
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> EncoderOutput {
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<EncoderOutput> {
         let mut h = x.shallow_clone();
         let mut exits = Vec::with_capacity(self.sub_networks.len());
         for (b, block) in self.blocks.iter().enumerate() {
-            h = block.forward_t(&h, train);
+            h = block.forward_t(&h, train)?;
             for (_, sub) in self.sub_networks.iter().filter(|(k, _)| *k == b) {
                 exits.push(match sub {
                     VggSubNetwork::Fc(linear) => linear.forward(&global_avg_pool(&h)),
                     VggSubNetwork::Blocks(blocks) => {
-                        global_avg_pool(&blocks.iter().fold(h.shallow_clone(), |t, blk| blk.forward_t(&t, train)))
+                        global_avg_pool(&blocks.iter().try_fold(h.shallow_clone(), |t, blk| blk.forward_t(&t, train))?)
                     }
                 });
             }
         }
-        EncoderOutput { exits, backbone: global_avg_pool(&h) }
+        Ok(EncoderOutput { exits, backbone: global_avg_pool(&h) })
     }
 }

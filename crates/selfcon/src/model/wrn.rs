@@ -6,8 +6,9 @@ use tch::{nn, Tensor};
 
 use super::config::{ModelConfig, SubNetworkSize};
 use super::encoder::EncoderOutput;
-use super::layers::{global_avg_pool, BatchNorm2d, Conv2d, ConvShape, Linear};
+use super::layers::{global_avg_pool, BatchNorm2d, BatchNormKind, Conv2d, ConvShape, Linear};
 use super::subnetwork::build_exits;
+use crate::error::Result;
 
 const WIDTHS: [i64; 3] = [128, 256, 512];
 const STRIDES: [i64; 3] = [1, 2, 2];
@@ -28,40 +29,40 @@ struct WideBlock {
 }
 
 impl WideBlock {
-    fn new(p: &nn::Path, c_in: i64, width: i64, stride: i64) -> Self {
+    fn new(p: &nn::Path, c_in: i64, width: i64, stride: i64, norm: BatchNormKind) -> Self {
         let shortcut = (stride != 1 || c_in != width)
             .then(|| Conv2d::xavier_biased(&(p / "shortcut" / 0), ConvShape::new(c_in, width, 1, stride, 0)));
         WideBlock {
-            bn1: BatchNorm2d::new(&(p / "bn1"), c_in),
+            bn1: BatchNorm2d::new(&(p / "bn1"), c_in, norm),
             conv1: Conv2d::xavier_biased(&(p / "conv1"), ConvShape::new(c_in, width, 3, 1, 1)),
-            bn2: BatchNorm2d::new(&(p / "bn2"), width),
+            bn2: BatchNorm2d::new(&(p / "bn2"), width, norm),
             conv2: Conv2d::xavier_biased(&(p / "conv2"), ConvShape::new(width, width, 3, stride, 1)),
             shortcut,
         }
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let out = self.conv1.forward(&self.bn1.forward_t(x, train).relu()).dropout(DROPOUT, train);
-        let out = self.conv2.forward(&self.bn2.forward_t(&out, train).relu());
-        match &self.shortcut {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let out = self.conv1.forward(&self.bn1.forward_t(x, train)?.relu()).dropout(DROPOUT, train);
+        let out = self.conv2.forward(&self.bn2.forward_t(&out, train)?.relu());
+        Ok(match &self.shortcut {
             Some(conv) => out + conv.forward(x),
             None => out + x,
-        }
+        })
     }
 }
 
 /// Blocks of one stage (`layer{i}` in the backbone), the first with the stage's stride.
-fn stage(p: &nn::Path, c_in: i64, i: usize, blocks: usize) -> Vec<WideBlock> {
+fn stage(p: &nn::Path, c_in: i64, i: usize, blocks: usize, norm: BatchNormKind) -> Vec<WideBlock> {
     (0..blocks)
         .map(|b| {
             let (c, s) = if b == 0 { (c_in, STRIDES[i]) } else { (WIDTHS[i], 1) };
-            WideBlock::new(&(p / b), c, WIDTHS[i], s)
+            WideBlock::new(&(p / b), c, WIDTHS[i], s, norm)
         })
         .collect()
 }
 
-fn run(blocks: &[WideBlock], x: &Tensor, train: bool) -> Tensor {
-    blocks.iter().fold(x.shallow_clone(), |h, b| b.forward_t(&h, train))
+fn run(blocks: &[WideBlock], x: &Tensor, train: bool) -> Result<Tensor> {
+    blocks.iter().try_fold(x.shallow_clone(), |h, b| b.forward_t(&h, train))
 }
 
 /// `fc` = pool + Linear; `same`/`small` = the later stages with 2 or 1 blocks, pooled WITHOUT the
@@ -90,39 +91,39 @@ pub struct WrnEncoder {
 }
 
 impl WrnEncoder {
-    pub fn new(p: &nn::Path, config: &ModelConfig) -> Self {
+    pub fn new(p: &nn::Path, config: &ModelConfig, norm: BatchNormKind) -> Self {
         let conv1 = Conv2d::xavier_biased(&(p / "conv1"), ConvShape::new(3, 16, 3, 1, 1));
         let stages = (0..3)
-            .map(|i| stage(&(p / format!("layer{}", i + 1)), if i == 0 { 16 } else { WIDTHS[i - 1] }, i, BLOCKS))
+            .map(|i| stage(&(p / format!("layer{}", i + 1)), if i == 0 { 16 } else { WIDTHS[i - 1] }, i, BLOCKS, norm))
             .collect();
-        let bn1 = BatchNorm2d::with(&(p / "bn1"), WIDTHS[2], FINAL_BN_MOMENTUM, 1e-5);
+        let bn1 = BatchNorm2d::with(&(p / "bn1"), WIDTHS[2], FINAL_BN_MOMENTUM, 1e-5, norm);
         let sub_networks = build_exits(p, config, |q, k| match config.sub_size {
             SubNetworkSize::Fc => WrnSubNetwork::Fc(Linear::new(q, WIDTHS[k], config.architecture.feature_dim())),
             size => WrnSubNetwork::Stages(
                 (k + 1..3)
                     .enumerate()
-                    .map(|(j, i)| stage(&(q / j), WIDTHS[i - 1], i, replicated_blocks(size)))
+                    .map(|(j, i)| stage(&(q / j), WIDTHS[i - 1], i, replicated_blocks(size), norm))
                     .collect(),
             ),
         });
         WrnEncoder { conv1, stages, bn1, sub_networks }
     }
 
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> EncoderOutput {
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<EncoderOutput> {
         let mut h = self.conv1.forward(x);
         let mut exits = Vec::with_capacity(self.sub_networks.len());
         for (i, blocks) in self.stages.iter().enumerate() {
-            h = run(blocks, &h, train);
+            h = run(blocks, &h, train)?;
             for (_, sub) in self.sub_networks.iter().filter(|(k, _)| *k == i) {
                 exits.push(match sub {
                     WrnSubNetwork::Fc(linear) => linear.forward(&global_avg_pool(&h)),
                     WrnSubNetwork::Stages(stages) => {
-                        global_avg_pool(&stages.iter().fold(h.shallow_clone(), |t, s| run(s, &t, train)))
+                        global_avg_pool(&stages.iter().try_fold(h.shallow_clone(), |t, s| run(s, &t, train))?)
                     }
                 });
             }
         }
-        let h = self.bn1.forward_t(&h, train).relu();
-        EncoderOutput { exits, backbone: global_avg_pool(&h) }
+        let h = self.bn1.forward_t(&h, train)?.relu();
+        Ok(EncoderOutput { exits, backbone: global_avg_pool(&h) })
     }
 }

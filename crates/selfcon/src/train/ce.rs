@@ -133,7 +133,8 @@ pub fn train_ce(
     let n_cls = data.train.num_classes();
     let vs = nn::VarStore::new(device);
     let model = crate::engine::seeded(config.optim.seed, || {
-        CeModel::new(&vs.root(), &config.model, n_cls, config.dim_out, config.method == CeMethod::Selfcon)
+        let norm = config.optim.batch_norm();
+        CeModel::new(&vs.root(), &config.model, n_cls, config.dim_out, config.method == CeMethod::Selfcon, norm)
     })?;
     config.optim.prepare_model(&vs)?;
     let mut optimizer = config.optim.optimizer(&vs);
@@ -195,7 +196,7 @@ pub fn train_ce(
             &mut optimizer,
             progress,
             &mut log,
-            |images| Ok(model.forward_t(images, true)),
+            |images| model.forward_t(images, true),
             |out, y| {
                 let float = |t: &Tensor| t.to_kind(Kind::Float);
                 let logits = float(&out.logits);
@@ -318,7 +319,7 @@ fn evaluate(
     for batch in loader.epoch(0) {
         let batch = batch?;
         let y = train.labels_to_device(&batch.labels)?;
-        let out = model.forward_t(&train.batch_images(&batch)?, false);
+        let out = model.forward_t(&train.batch_images(&batch)?, false)?;
         for (k, logits) in std::iter::once(&out.logits).chain(&out.exit_logits).enumerate() {
             let _ = hits.get(k as i64).g_add_(&super::linear::topk_hits(logits, &y));
         }

@@ -333,8 +333,6 @@ impl TrainLoop {
                 optimizer.gradient_sync = Some(d.gradient_sync(&optimizer.parameters())?);
             }
         }
-        // A SyncBatchNorm layer that could not reach the other ranks left its error here.
-        distributed::sync_bn::take_failure()?;
         let loss = objective(outputs, labels)?;
         let mut reported = loss.detach();
         let mut stop = None;

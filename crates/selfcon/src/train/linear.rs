@@ -23,7 +23,7 @@ use crate::data::augment::{EvalTransform, TrainTransform};
 use crate::data::{DataLoader, Dataset, OpenedDataset, Subset, Transform};
 use crate::error::{Error, Result};
 use crate::metrics::MetricsLog;
-use crate::model::{ConModel, ModelConfig};
+use crate::model::{BatchNormKind, ConModel, ModelConfig};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LinearConfig {
@@ -118,7 +118,7 @@ pub fn linear_eval(
         return Err(Error::option("precision", "fp64 is for pretrain and ce (the frozen encoder runs in fp32 here)"));
     }
     // Every weight is overwritten by the checkpoint: no seeding needed here.
-    let (vs, model) = ConModel::build(&config.model, device)?;
+    let (vs, model) = ConModel::build(&config.model, device, BatchNormKind::Local)?;
     checkpoint::ModelCheckpoint::open(&config.ckpt)?.load_into(&vs)?;
     if config.optim.channels_last {
         crate::model::to_channels_last(&vs)?;

@@ -57,6 +57,12 @@ pub struct OptimConfig {
 }
 
 impl OptimConfig {
+    /// The BatchNorm of models trained with these settings: synchronised over this process's
+    /// distributed group with `--syncbn` (when it has several ranks), else local.
+    pub fn batch_norm(&self) -> crate::model::BatchNormKind {
+        crate::model::BatchNormKind::for_run(self.distributed.syncbn, crate::distributed::current())
+    }
+
     /// The optimiser these settings describe, over every trainable variable of `vs`.
     pub fn optimizer(&self, vs: &tch::nn::VarStore) -> super::Sgd {
         let mut sgd = super::Sgd::new(vs, self.momentum, self.weight_decay);

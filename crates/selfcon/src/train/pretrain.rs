@@ -212,7 +212,8 @@ pub fn pretrain(
 ) -> Result<PretrainResult> {
     crate::engine::use_device(device)?;
     config.validate()?;
-    let (vs, model) = crate::engine::seeded(config.optim.seed, || ConModel::build(&config.model, device))?;
+    let (vs, model) =
+        crate::engine::seeded(config.optim.seed, || ConModel::build(&config.model, device, config.optim.batch_norm()))?;
     config.optim.prepare_model(&vs)?;
     let mut optimizer = config.optim.optimizer(&vs);
     let mut start_epoch = 1;

@@ -56,7 +56,8 @@ pub fn measure_pretrain_steps(
     if steps == 0 {
         return Err(Error::option("steps", "must be at least 1"));
     }
-    let (vs, model) = crate::engine::seeded(config.optim.seed, || ConModel::build(&config.model, device))?;
+    let (vs, model) =
+        crate::engine::seeded(config.optim.seed, || ConModel::build(&config.model, device, config.optim.batch_norm()))?;
     config.optim.prepare_model(&vs)?;
     let mut optimizer = config.optim.optimizer(&vs);
     let mut train = config.optim.train_loop("bench", device, config.schedule(), &vs)?;
