@@ -45,10 +45,15 @@ impl Trainer {
             selfcon::engine::seeded(3, || ConModel::build(&c.model, device, selfcon::model::BatchNormKind::Local))
                 .unwrap();
         c.optim.prepare_model(&vs).unwrap();
-        let optimizer = c.optim.optimizer(&vs);
-        let train = c.optim.train_loop("test", device, c.schedule(), &vs).unwrap();
+        let objective = c.step_objective();
+        let optimizer = c.optim.optimizer(&vs, objective.reduction()).unwrap();
+        let train = selfcon::train::TrainLoop::new(selfcon::train::TrainLoopConfig {
+            model: Some(&vs),
+            ..selfcon::train::TrainLoopConfig::new("test", device, &c.optim, c.schedule())
+        })
+        .unwrap();
         let scaler = train.new_scaler();
-        Trainer { _vs: vs, model, optimizer, train, objective: c.step_objective(), scaler }
+        Trainer { _vs: vs, model, optimizer, train, objective, scaler }
     }
 
     /// One training step at learning rate 0.05; the loss stays on the device.

@@ -33,19 +33,21 @@ pub enum Reduction {
     Sum,
 }
 
-/// The gradient all-reduce of one optimizer's parameters (with overlap, its hooks stay registered
-/// while it lives).
+/// The gradient all-reduce of one optimizer's parameters over a group, owned by that optimizer
+/// (with overlap, its hooks stay registered while it lives).
 pub struct GradientSync {
     buckets: GradientBuckets,
+    group: &'static Distributed,
+    reduction: Reduction,
 }
 
 impl Distributed {
     /// The reduction of `params`' gradients for every step from now on (with `--dist_overlap`,
     /// hooks on them start it during backward).
-    pub fn gradient_sync(&self, params: &[Tensor]) -> Result<GradientSync> {
+    pub fn gradient_sync(&'static self, params: &[Tensor], reduction: Reduction) -> Result<GradientSync> {
         let buckets = GradientBuckets::new(&self.group, params, BUCKET_BYTES, self.options.overlap)
             .map_err(|e| Error::Distributed(format!("cannot set up the gradient all-reduce: {}", e.0)))?;
-        Ok(GradientSync { buckets })
+        Ok(GradientSync { buckets, group: self, reduction })
     }
 
     /// Seconds the host spent so far in the gradient all-reduce after backward (for `bench
@@ -58,8 +60,9 @@ impl Distributed {
 
 impl GradientSync {
     /// After backward: completes the all-reduces and leaves the reduced gradients.
-    pub fn finish(&self, d: &Distributed, reduction: Reduction) -> Result<()> {
-        let scale = match reduction {
+    pub fn finish(&self) -> Result<()> {
+        let d = self.group;
+        let scale = match self.reduction {
             Reduction::Mean => 1.0 / d.world_size as f64,
             Reduction::Sum => 1.0,
         };

@@ -9,7 +9,7 @@ use serde_json::json;
 use strum::{Display, EnumIter, EnumMessage, IntoStaticStr};
 use tch::{nn, Device, Kind, Tensor};
 
-use super::epoch_loop::{Pass, TrainLoop};
+use super::epoch_loop::{Pass, TrainLoop, TrainLoopConfig};
 use super::linear::Accuracy;
 use super::optim_config::{prepare_run_dir, OptimConfig};
 use super::optimizer::Sgd;
@@ -19,6 +19,7 @@ use super::run_name::python_float;
 use super::train_checkpoint::{Resumed, TrainingState};
 use crate::data::augment::{EvalTransform, TrainTransform};
 use crate::data::{DataLoader, OpenedDataset, Transform};
+use crate::distributed::gradients::Reduction;
 use crate::error::{Error, Result};
 use crate::loss::{ConLoss, ConLossFlags, Positives};
 use crate::metrics::MetricsLog;
@@ -137,7 +138,7 @@ pub fn train_ce(
         CeModel::new(&vs.root(), &config.model, n_cls, config.dim_out, config.method == CeMethod::Selfcon, norm)
     })?;
     config.optim.prepare_model(&vs)?;
-    let mut optimizer = config.optim.optimizer(&vs);
+    let mut optimizer = config.optim.optimizer(&vs, Reduction::Mean)?;
     // The accuracies of this run's epochs so far, the first of them being `first_epoch`.
     let (mut epochs, first_epoch, mut position) = match resume {
         Some(path) => restore(path, config, &vs, &mut optimizer)?,
@@ -164,10 +165,12 @@ pub fn train_ce(
     let test = DataLoader::new(test_set, Transform::Eval(config.eval), loader_config(512, false))?;
     let con = ConLoss::new(config.temperature);
     let last = run_dir.join("last.safetensors");
-    let mut train = config.optim.train_loop("ce", device, config.optim.schedule(true), &vs)?;
-    train.print_freq = config.print_freq;
-    train.save_every_steps = config.optim.save_every_steps;
-    train.last_checkpoint = Some(last.clone());
+    let mut train = TrainLoop::new(TrainLoopConfig {
+        print_freq: config.print_freq,
+        last_checkpoint: Some(last.clone()),
+        model: Some(&vs),
+        ..TrainLoopConfig::new("ce", device, &config.optim, config.optim.schedule(true))
+    })?;
     let save = |optimizer: &Sgd, epochs: &[(Accuracy, Vec<Accuracy>)], finished: usize, position| {
         TrainingState {
             stage: "ce",
@@ -178,7 +181,7 @@ pub fn train_ce(
             weights: vs.variables().into_iter().collect(),
             optimizers: vec![("", optimizer)],
         }
-        .save(&last)
+        .save_on_primary(&last)
     };
     progress.run_started("ce", &run_dir, start_epoch, data.train.len());
     for epoch in start_epoch..=config.optim.epochs {
@@ -266,14 +269,11 @@ fn restore(
         let epoch = restore_official(path, config, vs, optimizer)?;
         return Ok((Vec::new(), epoch.saturating_add(1), None));
     }
-    let resumed = Resumed::open(path, "ce")?;
-    let saved: CeConfig = resumed.config()?;
-    if saved.model != config.model || saved.method != config.method || saved.dim_out != config.dim_out {
-        return Err(Error::file(path, "was made for another model, --method or --dim_out"));
-    }
-    resumed.check_same_run(config)?;
-    resumed.restore_weights("", vs)?;
-    resumed.restore_optimizer("", optimizer)?;
+    let refuse = |saved: &CeConfig| {
+        (saved.model != config.model || saved.method != config.method || saved.dim_out != config.dim_out)
+            .then(|| "was made for another model, --method or --dim_out".to_string())
+    };
+    let resumed = Resumed::continue_run(path, "ce", config, refuse, vec![("", vs, optimizer)])?;
     let history: Vec<(Accuracy, Vec<Accuracy>)> = resumed.history()?;
     let first_epoch =
         resumed.epoch.saturating_add(1).checked_sub(history.len()).filter(|e| *e >= 1).ok_or_else(|| {
@@ -282,7 +282,7 @@ fn restore(
                 format!("holds {} epochs of accuracies but finished epoch {}", history.len(), resumed.epoch),
             )
         })?;
-    Ok((history, first_epoch, resumed.position.clone()))
+    Ok((history, first_epoch, resumed.position))
 }
 
 /// Continues an official `main_ce.py` run (`CEResNet` and siblings); its `--method` decides
@@ -314,7 +314,7 @@ fn evaluate(
 ) -> Result<(Accuracy, Vec<Accuracy>)> {
     let _guard = tch::no_grad_guard();
     let _autocast = train.autocast()?;
-    let hits = Tensor::zeros([exits as i64 + 1, 2], (Kind::Int64, train.device));
+    let hits = Tensor::zeros([exits as i64 + 1, 2], (Kind::Int64, train.device()));
     let mut seen = 0i64;
     for batch in loader.epoch(0) {
         let batch = batch?;

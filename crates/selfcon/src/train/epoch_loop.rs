@@ -7,15 +7,17 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use serde_json::json;
+use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
+use super::optim_config::OptimConfig;
 use super::optimizer::Sgd;
 use super::pass_state::PassState;
 use super::precision::{GradScaler, Precision};
 use super::progress::Progress;
 use super::schedule::LrSchedule;
 use crate::data::{Batch, DataLoader};
-use crate::distributed::{self, gradients::Reduction};
+use crate::distributed;
 use crate::engine::PendingCopy;
 use crate::error::{Error, Result};
 use crate::metrics::MetricsLog;
@@ -55,30 +57,60 @@ impl EpochStats {
     }
 }
 
-/// The loop's per-run settings.
-pub struct TrainLoop {
-    /// "pretrain", "linear", "ce": named in messages and step records.
+/// What a [`TrainLoop`] is made from: [`TrainLoopConfig::new`] gives the defaults, struct update
+/// syntax the rest (`TrainLoop::new(TrainLoopConfig { print_freq: 10, ..TrainLoopConfig::new(...) })`).
+pub struct TrainLoopConfig<'a> {
+    /// "pretrain", "linear", "ce", "bench": named in messages and step records.
     pub stage: &'static str,
     pub device: Device,
-    pub precision: Precision,
+    /// The run's precision, memory format, engine settings and `--save_every_steps`.
+    pub optim: &'a OptimConfig,
     pub schedule: LrSchedule,
-    /// Every `print_freq` steps a step record goes to the metrics log (0: none).
+    /// Every `print_freq` steps a step record goes to the metrics log (0, the default: none).
     pub print_freq: usize,
-    /// Every `save_every_steps` steps mid-pass the pass's `save` writes a checkpoint (0: only at
-    /// the end of each epoch, by the caller).
-    pub save_every_steps: usize,
     /// Appended to the NaN/inf message: what usually causes it at this stage.
     pub nan_hint: &'static str,
     /// Named in the NaN/inf message as the last good state, when it exists.
     pub last_checkpoint: Option<PathBuf>,
+    /// The trained model (already through [`OptimConfig::prepare_model`] and any restore): in a
+    /// distributed run every rank starts from rank 0's weights, as DDP does, and its buffers
+    /// (BatchNorm running statistics) are made rank 0's after every pass. `None` (the default)
+    /// for models every rank builds alike (linear evaluation's classifiers).
+    pub model: Option<&'a VarStore>,
+}
+
+impl<'a> TrainLoopConfig<'a> {
+    pub fn new(stage: &'static str, device: Device, optim: &'a OptimConfig, schedule: LrSchedule) -> Self {
+        TrainLoopConfig {
+            stage,
+            device,
+            optim,
+            schedule,
+            print_freq: 0,
+            nan_hint: "",
+            last_checkpoint: None,
+            model: None,
+        }
+    }
+}
+
+/// The training loop of one run (see [`TrainLoopConfig`]).
+pub struct TrainLoop {
+    stage: &'static str,
+    device: Device,
+    precision: Precision,
+    schedule: LrSchedule,
+    print_freq: usize,
+    /// Every `save_every_steps` steps mid-pass the pass's `save` writes a checkpoint (0: only at
+    /// the end of each epoch, by the caller).
+    save_every_steps: usize,
+    nan_hint: &'static str,
+    last_checkpoint: Option<PathBuf>,
     /// Input batches in channels-last layout (the model's weights are converted by the caller).
-    pub channels_last: bool,
-    /// Distributed runs: how the ranks' gradients combine (mean; sum with global negatives; see
-    /// `distributed::gradients`).
-    pub reduction: Reduction,
-    /// Distributed runs: the model's buffers (BatchNorm running statistics), set to rank 0's
-    /// after every pass so that evaluation and checkpoints see one model.
-    pub buffers: Vec<Tensor>,
+    channels_last: bool,
+    /// Distributed runs: the model's buffers, set to rank 0's after every pass so that
+    /// evaluation and checkpoints see one model.
+    buffers: Vec<Tensor>,
 }
 
 /// What one [`TrainLoop::step`] left on the device: nothing in a step waits for the device, so
@@ -108,20 +140,49 @@ pub struct Pass<'a> {
 pub type SaveMidPass<'s> = dyn FnMut(&Sgd, &PassState) -> Result<PathBuf> + 's;
 
 impl TrainLoop {
-    pub fn new(stage: &'static str, device: Device, precision: Precision, schedule: LrSchedule) -> Self {
-        TrainLoop {
+    /// The loop `config` describes, with the engine set up for it (the device's backend,
+    /// denormal flushing, cuDNN autotuning) and, in a distributed run, every rank holding rank
+    /// 0's weights of `config.model`.
+    pub fn new(config: TrainLoopConfig<'_>) -> Result<Self> {
+        let TrainLoopConfig { stage, device, optim, schedule, print_freq, nan_hint, last_checkpoint, model } = config;
+        crate::engine::use_device(device)?;
+        if optim.flush_denormal {
+            torch_shim::set_flush_denormal(true);
+        }
+        if matches!(device, Device::Cuda(_)) && !crate::engine::deterministic() {
+            // Fixed input shapes: let cuDNN pick the fastest convolution algorithms once (for
+            // training and for evaluation, whose batches keep one shape too).
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
+        let mut buffers = Vec::new();
+        if let (Some(d), Some(vs)) = (distributed::current(), model) {
+            // Every rank continues from rank 0's weights (as DDP starts), whatever each one loaded.
+            d.broadcast_from_primary(vs)?;
+            let mut named: Vec<(String, Tensor)> =
+                vs.variables().into_iter().filter(|(_, t)| !t.requires_grad()).collect();
+            named.sort_by(|a, b| a.0.cmp(&b.0));
+            buffers = named.into_iter().map(|(_, t)| t).collect();
+        }
+        Ok(TrainLoop {
             stage,
             device,
-            precision: precision.resolve(device),
+            precision: optim.precision.resolve(device),
             schedule,
-            print_freq: 0,
-            save_every_steps: 0,
-            nan_hint: "",
-            last_checkpoint: None,
-            channels_last: false,
-            reduction: Reduction::Mean,
-            buffers: Vec::new(),
-        }
+            print_freq,
+            save_every_steps: optim.save_every_steps,
+            nan_hint,
+            last_checkpoint,
+            channels_last: optim.channels_last,
+            buffers,
+        })
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    pub fn schedule(&self) -> &LrSchedule {
+        &self.schedule
     }
 
     /// Trains `optimizer`'s parameters for one pass. `forward` maps the batch's images (on the
@@ -327,12 +388,6 @@ impl TrainLoop {
             forward(images)?
         };
         let dist = distributed::current();
-        if let Some(d) = dist {
-            if optimizer.gradient_sync.is_none() {
-                // Before the first backward pass: with --dist_overlap it registers hooks.
-                optimizer.gradient_sync = Some(d.gradient_sync(&optimizer.parameters())?);
-            }
-        }
         let loss = objective(outputs, labels)?;
         let mut reported = loss.detach();
         let mut stop = None;
@@ -357,8 +412,8 @@ impl TrainLoop {
                 Some(d) => d.failure("the backward pass", &e.to_string()),
                 None => Error::Torch(e),
             })?;
-            if let (Some(d), Some(sync)) = (dist, &optimizer.gradient_sync) {
-                sync.finish(d, self.reduction)?;
+            if let Some(sync) = optimizer.gradient_sync() {
+                sync.finish()?;
             }
             Ok(())
         };

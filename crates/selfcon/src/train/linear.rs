@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tch::{nn, Device, Kind, Tensor};
 
-use super::epoch_loop::{Pass, TrainLoop};
+use super::epoch_loop::{Pass, TrainLoop, TrainLoopConfig};
 use super::optim_config::OptimConfig;
 use super::optimizer::Sgd;
 use super::pass_state::PassState;
@@ -21,6 +21,7 @@ use super::train_checkpoint::{Resumed, TrainingState};
 use crate::checkpoint;
 use crate::data::augment::{EvalTransform, TrainTransform};
 use crate::data::{DataLoader, Dataset, OpenedDataset, Subset, Transform};
+use crate::distributed::gradients::Reduction;
 use crate::error::{Error, Result};
 use crate::metrics::MetricsLog;
 use crate::model::{BatchNormKind, ConModel, ModelConfig};
@@ -81,20 +82,15 @@ struct Head {
 }
 
 impl Head {
-    fn new(name: &'static str, d: i64, n_cls: i64, device: Device, c: &LinearConfig) -> Self {
+    fn new(name: &'static str, d: i64, n_cls: i64, device: Device, c: &LinearConfig) -> Result<Self> {
         let vs = nn::VarStore::new(device);
         let linear = crate::model::LinearClassifier::for_architecture(&vs.root(), c.model.architecture, d, n_cls);
-        let optimizer = c.optim.optimizer(&vs);
-        Head { linear, optimizer, vs, name }
+        let optimizer = c.optim.optimizer(&vs, Reduction::Mean)?;
+        Ok(Head { linear, optimizer, vs, name })
     }
 
     fn prefix(&self) -> &'static str {
         checkpoint_prefix(self.name)
-    }
-
-    fn restore(&mut self, resumed: &Resumed) -> Result<()> {
-        resumed.restore_weights(self.prefix(), &self.vs)?;
-        resumed.restore_optimizer(self.prefix(), &mut self.optimizer)
     }
 }
 
@@ -174,12 +170,12 @@ pub fn linear_eval_model(
     let test_loader = eval(test_set)?;
     let val_loader = val_set.as_ref().map(eval).transpose()?;
 
-    let (mut backbone, mut sub) = crate::engine::seeded(config.optim.seed, || {
-        (
-            Head::new("backbone", d, n_cls, device, config),
-            config.subnet.then(|| Head::new("sub", d, n_cls, device, config)),
-        )
-    });
+    let (mut backbone, mut sub) = crate::engine::seeded(config.optim.seed, || -> Result<_> {
+        Ok((
+            Head::new("backbone", d, n_cls, device, config)?,
+            config.subnet.then(|| Head::new("sub", d, n_cls, device, config)).transpose()?,
+        ))
+    })?;
     let mut epochs: Vec<EpochAccuracy> = Vec::new();
     let run_dir = config.run_dir();
     let config_json = super::optim_config::prepare_run_dir(&run_dir, config)?;
@@ -195,10 +191,12 @@ pub fn linear_eval_model(
     .with_tensorboard(config.optim.tensorboard)?;
     let last = run_dir.join("last.safetensors");
     // Warm-up only when asked for (main_linear.py has no automatic switch).
-    let mut train = config.optim.plain_train_loop("linear", device, config.optim.schedule(false))?;
-    train.print_freq = config.print_freq;
-    train.save_every_steps = config.optim.save_every_steps;
-    train.last_checkpoint = Some(last.clone());
+    // The classifiers are built alike on every rank (seeded): no weights to take from rank 0.
+    let mut train = TrainLoop::new(TrainLoopConfig {
+        print_freq: config.print_freq,
+        last_checkpoint: Some(last.clone()),
+        ..TrainLoopConfig::new("linear", device, &config.optim, config.optim.schedule(false))
+    })?;
     progress.run_started("linear", &run_dir, epochs.len() + 1, train_loader.dataset().len());
     let heads = if sub.is_some() { 2 } else { 1 };
     for epoch in epochs.len() + 1..=config.optim.epochs {
@@ -267,7 +265,7 @@ pub fn linear_eval_model(
                     if let Some(other) = other {
                         state.add(&other.vs, other.name, &other.optimizer);
                     }
-                    state.0.save(&last)?;
+                    state.0.save_on_primary(&last)?;
                     Ok(last.clone())
                 },
             )?;
@@ -290,7 +288,7 @@ pub fn linear_eval_model(
             s.map(|s| format!(" · sub {:.2}/{:.2}", s.top1, s.top5)).unwrap_or_default(),
             e.map(|e| format!(" · ensemble {:.2}/{:.2}", e.top1, e.top5)).unwrap_or_default(),
             train_backbone,
-            train.schedule.epoch_lr(epoch),
+            train.schedule().epoch_lr(epoch),
             started.elapsed().as_secs_f64()
         ));
         epochs.push(EpochAccuracy { epoch, backbone: b, sub: s, ensemble: e, train_backbone, train_sub, val_backbone });
@@ -301,7 +299,7 @@ pub fn linear_eval_model(
         if let Some(head) = &sub {
             state.add(&head.vs, head.name, &head.optimizer);
         }
-        state.0.save(&last)?;
+        state.0.save_on_primary(&last)?;
     }
     if epochs.is_empty() {
         return Err(Error::option(
@@ -341,7 +339,7 @@ fn evaluate(
 ) -> Result<Evaluation> {
     let _guard = tch::no_grad_guard();
     let _autocast = train.autocast()?;
-    let counts = Tensor::zeros([3, 2], (Kind::Int64, train.device));
+    let counts = Tensor::zeros([3, 2], (Kind::Int64, train.device()));
     let mut seen = 0i64;
     for batch in loader.epoch(0) {
         let batch = batch?;
@@ -423,16 +421,12 @@ fn restore(
     backbone: &mut Head,
     sub: Option<&mut Head>,
 ) -> Result<(Vec<EpochAccuracy>, Option<PassState>)> {
-    let resumed = Resumed::open(path, "linear")?;
-    let saved: LinearConfig = resumed.config()?;
-    if saved.model != config.model || saved.subnet != config.subnet {
-        return Err(Error::file(path, "was made for another model or --subnet setting"));
-    }
-    resumed.check_same_run(config)?;
-    backbone.restore(&resumed)?;
-    if let Some(head) = sub {
-        head.restore(&resumed)?;
-    }
+    let refuse = |saved: &LinearConfig| {
+        (saved.model != config.model || saved.subnet != config.subnet)
+            .then(|| "was made for another model or --subnet setting".to_string())
+    };
+    let parts = std::iter::once(backbone).chain(sub).map(|h| (h.prefix(), &h.vs, &mut h.optimizer)).collect();
+    let resumed = Resumed::continue_run(path, "linear", config, refuse, parts)?;
     let history: Vec<EpochAccuracy> = resumed.history()?;
     if history.len() != resumed.epoch {
         return Err(Error::file(
@@ -440,7 +434,7 @@ fn restore(
             format!("holds {} epochs of accuracies but finished epoch {}", history.len(), resumed.epoch),
         ));
     }
-    Ok((history, resumed.position.clone()))
+    Ok((history, resumed.position))
 }
 
 fn round2(x: f64) -> f64 {

@@ -20,7 +20,7 @@ mod throughput;
 mod train_checkpoint;
 
 pub use ce::{kd_loss, train_ce, CeConfig, CeMethod, CeResult};
-pub use epoch_loop::{EpochStats, Pass, StepOutput, TrainLoop};
+pub use epoch_loop::{EpochStats, Pass, StepOutput, TrainLoop, TrainLoopConfig};
 pub use features::{encoder_features, EncoderFeatures, FeatureExtraction};
 pub use linear::{linear_eval, linear_eval_model, Accuracy, EpochAccuracy, LinearConfig, LinearResult};
 pub use optim_config::OptimConfig;

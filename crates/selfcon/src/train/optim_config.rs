@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::precision::Precision;
 use super::schedule::LrSchedule;
 use crate::data::{BatchFormat, LoaderConfig, OpenedDataset, Shard, ShardMode};
+use crate::distributed::gradients::Reduction;
 use crate::distributed::DistributedOptions;
 use crate::error::{Error, Result};
 
@@ -63,11 +64,19 @@ impl OptimConfig {
         crate::model::BatchNormKind::for_run(self.distributed.syncbn, crate::distributed::current())
     }
 
-    /// The optimiser these settings describe, over every trainable variable of `vs`.
-    pub fn optimizer(&self, vs: &tch::nn::VarStore) -> super::Sgd {
+    /// The optimiser these settings describe, over every trainable variable of `vs` (already
+    /// through [`OptimConfig::prepare_model`]); in a distributed run it all-reduces the gradients
+    /// as `reduction` says after every backward pass (with `--dist_overlap`, hooks registered now).
+    pub fn optimizer(&self, vs: &tch::nn::VarStore, reduction: Reduction) -> Result<super::Sgd> {
         let mut sgd = super::Sgd::new(vs, self.momentum, self.weight_decay);
         sgd.lars_eta = self.lars_eta;
-        sgd
+        match crate::distributed::current() {
+            Some(d) => {
+                let sync = d.gradient_sync(&sgd.parameters(), reduction)?;
+                Ok(sgd.with_gradient_sync(sync))
+            }
+            None => Ok(sgd),
+        }
     }
 
     /// The schedule, with warm-up when asked for or, if `auto_warm`, for batch sizes ≥ 1024.
@@ -108,51 +117,6 @@ impl OptimConfig {
             });
         }
         Ok(())
-    }
-
-    /// The shared training loop for `stage` with this run's precision and memory format, for the
-    /// model in `vs` (already through [`OptimConfig::prepare_model`]). In a distributed run every
-    /// rank then holds rank 0's weights.
-    pub fn train_loop(
-        &self,
-        stage: &'static str,
-        device: tch::Device,
-        schedule: LrSchedule,
-        vs: &tch::nn::VarStore,
-    ) -> Result<super::epoch_loop::TrainLoop> {
-        let mut train = self.plain_train_loop(stage, device, schedule)?;
-        if let Some(d) = crate::distributed::current() {
-            // Every rank continues from rank 0's weights (as DDP starts), whatever each one loaded.
-            d.broadcast_from_primary(vs)?;
-            let mut buffers: Vec<(String, tch::Tensor)> =
-                vs.variables().into_iter().filter(|(_, t)| !t.requires_grad()).collect();
-            buffers.sort_by(|a, b| a.0.cmp(&b.0));
-            train.buffers = buffers.into_iter().map(|(_, t)| t).collect();
-        }
-        Ok(train)
-    }
-
-    /// The training loop with this run's precision, memory format and engine settings (denormals,
-    /// cuDNN autotuning), without the distributed start (linear evaluation trains classifiers
-    /// that every rank creates alike).
-    pub fn plain_train_loop(
-        &self,
-        stage: &'static str,
-        device: tch::Device,
-        schedule: LrSchedule,
-    ) -> Result<super::epoch_loop::TrainLoop> {
-        crate::engine::use_device(device)?;
-        if self.flush_denormal {
-            torch_shim::set_flush_denormal(true);
-        }
-        if matches!(device, tch::Device::Cuda(_)) && !crate::engine::deterministic() {
-            // Fixed input shapes: let cuDNN pick the fastest convolution algorithms once (for
-            // training and for evaluation, whose batches keep one shape too).
-            tch::Cuda::cudnn_set_benchmark(true);
-        }
-        let mut train = super::epoch_loop::TrainLoop::new(stage, device, self.precision, schedule);
-        train.channels_last = self.channels_last;
-        Ok(train)
     }
 
     /// Loader settings for `data` with this run's seed and workers; on CPU the workers run in the

@@ -18,9 +18,9 @@ pub struct Sgd {
     /// Trainable parameters by their state-dict name, sorted.
     params: Vec<(String, Tensor)>,
     buffers: Vec<Option<Tensor>>,
-    /// Distributed runs: the all-reduce of these parameters' gradients (set up by the training
-    /// loop before the first backward pass).
-    pub gradient_sync: Option<GradientSync>,
+    /// Distributed runs: the all-reduce of these parameters' gradients after every backward
+    /// pass, given at construction ([`Sgd::with_gradient_sync`]).
+    gradient_sync: Option<GradientSync>,
 }
 
 impl Sgd {
@@ -30,6 +30,18 @@ impl Sgd {
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let buffers = params.iter().map(|_| None).collect();
         Sgd { momentum, weight_decay, lars_eta: None, params, buffers, gradient_sync: None }
+    }
+
+    /// This optimiser with its parameters' gradients all-reduced over a distributed group after
+    /// every backward pass (`sync` covers [`Sgd::parameters`]).
+    pub fn with_gradient_sync(mut self, sync: GradientSync) -> Self {
+        self.gradient_sync = Some(sync);
+        self
+    }
+
+    /// The all-reduce the training loop completes after backward, in a distributed run.
+    pub fn gradient_sync(&self) -> Option<&GradientSync> {
+        self.gradient_sync.as_ref()
     }
 
     /// `zero_grad(set_to_none=True)`: the next backward writes fresh gradients (no zero-fill

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tch::{Device, Tensor};
 
-use super::epoch_loop::{EpochStats, Pass};
+use super::epoch_loop::{EpochStats, Pass, TrainLoop, TrainLoopConfig};
 use super::features::FeatureExtraction;
 use super::knn::{self, KnnMonitor, KnnReport};
 use super::optim_config::{prepare_run_dir, OptimConfig};
@@ -215,7 +215,8 @@ pub fn pretrain(
     let (vs, model) =
         crate::engine::seeded(config.optim.seed, || ConModel::build(&config.model, device, config.optim.batch_norm()))?;
     config.optim.prepare_model(&vs)?;
-    let mut optimizer = config.optim.optimizer(&vs);
+    let objective = config.step_objective();
+    let mut optimizer = config.optim.optimizer(&vs, objective.reduction())?;
     let mut start_epoch = 1;
     // A checkpoint written mid-epoch: the pass to continue.
     let mut position = None;
@@ -248,13 +249,13 @@ pub fn pretrain(
     )?;
     progress.run_started("pretrain", &run_dir, start_epoch, train_set.len());
     let last = run_dir.join("last.safetensors");
-    let mut train = config.optim.train_loop("pretrain", device, config.schedule(), &vs)?;
-    train.print_freq = config.print_freq;
-    train.save_every_steps = config.optim.save_every_steps;
-    train.last_checkpoint = Some(last.clone());
-    train.nan_hint = "without labels, or with --label, an anchor with no positive makes the official loss NaN; check --method/--multiview/--batch_size";
-    let objective = config.step_objective();
-    train.reduction = objective.reduction();
+    let mut train = TrainLoop::new(TrainLoopConfig {
+        print_freq: config.print_freq,
+        last_checkpoint: Some(last.clone()),
+        nan_hint: "without labels, or with --label, an anchor with no positive makes the official loss NaN; check --method/--multiview/--batch_size",
+        model: Some(&vs),
+        ..TrainLoopConfig::new("pretrain", device, &config.optim, config.schedule())
+    })?;
     let mut epoch_losses = Vec::new();
 
     let save = |optimizer: &Sgd, epoch: usize, position: Option<PassState>, path: &Path| {
@@ -267,7 +268,7 @@ pub fn pretrain(
             weights: vs.variables().into_iter().collect(),
             optimizers: vec![("", optimizer)],
         }
-        .save(path)
+        .save_on_primary(path)
     };
     for epoch in start_epoch..=config.optim.epochs {
         let pass = Pass {
@@ -402,28 +403,21 @@ fn restore(
         let official = crate::checkpoint::OfficialCheckpoint::open(path)?;
         return Ok((super::train_checkpoint::resume_official(official, &config.model, vs, optimizer)?, None));
     }
-    let resumed = Resumed::open(path, "pretrain")?;
-    let saved: PretrainConfig = resumed.config()?;
-    if saved.model != config.model {
-        return Err(Error::file(
-            path,
-            format!(
+    let refuse = |saved: &PretrainConfig| {
+        if saved.model != config.model {
+            let m = &saved.model;
+            return Some(format!(
                 "was trained with another model ({} {} exits {} size {}); give the same --model/--selfcon_pos/--selfcon_size",
-                saved.model.architecture, saved.model.dataset, saved.model.exits, saved.model.sub_size
-            ),
-        ));
-    }
-    if saved.knn.val_split != config.knn.val_split {
-        return Err(Error::file(
-            path,
+                m.architecture, m.dataset, m.exits, m.sub_size
+            ));
+        }
+        (saved.knn.val_split != config.knn.val_split).then(|| {
             format!(
                 "was trained with --val_split {} (images held out of pre-training); resume with the same value",
                 saved.knn.val_split
-            ),
-        ));
-    }
-    resumed.check_same_run(config)?;
-    resumed.restore_weights("", vs)?;
-    resumed.restore_optimizer("", optimizer)?;
-    Ok((resumed.epoch, resumed.position.clone()))
+            )
+        })
+    };
+    let resumed = Resumed::continue_run(path, "pretrain", config, refuse, vec![("", vs, optimizer)])?;
+    Ok((resumed.epoch, resumed.position))
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
+use super::epoch_loop::{TrainLoop, TrainLoopConfig};
 use super::pretrain::PretrainConfig;
 use crate::data::{DataLoader, OpenedDataset};
 use crate::error::{Error, Result};
@@ -59,10 +60,12 @@ pub fn measure_pretrain_steps(
     let (vs, model) =
         crate::engine::seeded(config.optim.seed, || ConModel::build(&config.model, device, config.optim.batch_norm()))?;
     config.optim.prepare_model(&vs)?;
-    let mut optimizer = config.optim.optimizer(&vs);
-    let mut train = config.optim.train_loop("bench", device, config.schedule(), &vs)?;
     let objective = config.step_objective();
-    train.reduction = objective.reduction();
+    let mut optimizer = config.optim.optimizer(&vs, objective.reduction())?;
+    let train = TrainLoop::new(TrainLoopConfig {
+        model: Some(&vs),
+        ..TrainLoopConfig::new("bench", device, &config.optim, config.schedule())
+    })?;
     let bsz = config.optim.batch_size;
     let views = if config.multiview { 2 } else { 1 };
     let size = config.image_size as i64;

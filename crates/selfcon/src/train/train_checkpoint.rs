@@ -35,13 +35,18 @@ pub struct TrainingState<'a> {
 }
 
 impl TrainingState<'_> {
-    /// Writes the checkpoint atomically.
+    /// Writes the checkpoint atomically on the primary process (rank 0, or a process outside a
+    /// distributed run); the other ranks hold the same state and write nothing.
+    pub fn save_on_primary(self, path: &Path) -> Result<()> {
+        if crate::distributed::is_primary() {
+            self.save(path)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the checkpoint atomically, whichever rank this is.
     pub fn save(self, path: &Path) -> Result<()> {
         debug_assert!(self.position.as_ref().is_none_or(|p| p.epoch == self.epoch + 1));
-        // Distributed: rank 0 alone writes (every rank holds the same weights).
-        if !crate::distributed::is_primary() {
-            return Ok(());
-        }
         let mut tensors = self.weights;
         for (prefix, optimizer) in &self.optimizers {
             tensors.extend(optimizer.state().into_iter().map(|(k, t)| (format!("{OPTIMIZER_PREFIX}{prefix}{k}"), t)));
@@ -110,6 +115,31 @@ impl Resumed {
             }
         }
         Ok(Resumed { path: path.to_path_buf(), epoch, position, tensors: loaded.tensors, metadata: loaded.metadata })
+    }
+
+    /// Continues a `stage` run configured as `config` from its checkpoint at `path`, the one way
+    /// pretrain, ce and linear resume: `refuse(saved)` says why the saved configuration cannot
+    /// continue this one (a different model, say; `None` when it can), a mid-epoch checkpoint must
+    /// be of the same run ([`Resumed::check_same_run`]), and every `(prefix, weights, optimizer)`
+    /// of `parts` is restored. The caller reads the epoch, position and history from the result.
+    pub fn continue_run<C: serde::Serialize + DeserializeOwned>(
+        path: &Path,
+        stage: &str,
+        config: &C,
+        refuse: impl FnOnce(&C) -> Option<String>,
+        parts: Vec<(&str, &tch::nn::VarStore, &mut Sgd)>,
+    ) -> Result<Resumed> {
+        let resumed = Resumed::open(path, stage)?;
+        let saved: C = resumed.config()?;
+        if let Some(why) = refuse(&saved) {
+            return Err(Error::file(path, why));
+        }
+        resumed.check_same_run(config)?;
+        for (prefix, vs, optimizer) in parts {
+            resumed.restore_weights(prefix, vs)?;
+            resumed.restore_optimizer(prefix, optimizer)?;
+        }
+        Ok(resumed)
     }
 
     /// A checkpoint written mid-epoch continues one run: `current` (this run's configuration)
