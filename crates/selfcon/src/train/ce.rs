@@ -10,7 +10,7 @@ use strum::{Display, EnumIter, EnumMessage, IntoStaticStr};
 use tch::{nn, Device, Kind, Tensor};
 
 use super::epoch_loop::{Pass, TrainLoop, TrainLoopConfig};
-use super::linear::Accuracy;
+use super::evaluation::Accuracy;
 use super::optim_config::{prepare_run_dir, OptimConfig};
 use super::optimizer::Sgd;
 use super::pass_state::PassState;
@@ -312,19 +312,9 @@ fn evaluate(
     exits: usize,
     train: &TrainLoop,
 ) -> Result<(Accuracy, Vec<Accuracy>)> {
-    let _guard = tch::no_grad_guard();
-    let _autocast = train.autocast()?;
-    let hits = Tensor::zeros([exits as i64 + 1, 2], (Kind::Int64, train.device()));
-    let mut seen = 0i64;
-    for batch in loader.epoch(0) {
-        let batch = batch?;
-        let y = train.labels_to_device(&batch.labels)?;
-        let out = model.forward_t(&train.batch_images(&batch)?, false)?;
-        for (k, logits) in std::iter::once(&out.logits).chain(&out.exit_logits).enumerate() {
-            let _ = hits.get(k as i64).g_add_(&super::linear::topk_hits(logits, &y));
-        }
-        seen += y.size()[0];
-    }
-    let acc = super::linear::accuracies(&hits, seen)?;
+    let acc = super::evaluation::classifier_accuracies(loader, train, exits + 1, |images| {
+        let out = model.forward_t(images, false)?;
+        Ok(std::iter::once(out.logits).chain(out.exit_logits).collect())
+    })?;
     Ok((acc[0], acc[1..].to_vec()))
 }

@@ -18,8 +18,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use super::evaluation::Accuracy;
 use super::features::{encoder_features, EncoderFeatures, FeatureExtraction};
-use super::linear::Accuracy;
 use crate::data::augment::EvalTransform;
 use crate::data::{Dataset, Shard, ShardMode};
 use crate::distributed::Distributed;

@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 use tch::{nn, Device, Kind, Tensor};
 
 use super::epoch_loop::{Pass, TrainLoop, TrainLoopConfig};
+use super::evaluation::classifier_accuracies;
+pub use super::evaluation::Accuracy;
 use super::optim_config::OptimConfig;
 use super::optimizer::Sgd;
 use super::pass_state::PassState;
@@ -40,13 +42,6 @@ pub struct LinearConfig {
     /// Step records every N steps in metrics.jsonl (0: none).
     #[serde(default)]
     pub print_freq: usize,
-}
-
-/// Top-1/top-5 (percent) of one classifier.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Accuracy {
-    pub top1: f64,
-    pub top5: f64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -337,48 +332,20 @@ fn evaluate(
     sub: Option<&Head>,
     train: &TrainLoop,
 ) -> Result<Evaluation> {
-    let _guard = tch::no_grad_guard();
-    let _autocast = train.autocast()?;
-    let counts = Tensor::zeros([3, 2], (Kind::Int64, train.device()));
-    let mut seen = 0i64;
-    for batch in loader.epoch(0) {
-        let batch = batch?;
-        let labels = train.labels_to_device(&batch.labels)?;
-        let out = model.encode(&train.batch_images(&batch)?, false)?;
+    let classifiers = if sub.is_some() { 3 } else { 1 };
+    let acc = classifier_accuracies(loader, train, classifiers, |images| {
+        let out = model.encode(images, false)?;
         let lb = backbone.linear.forward(&out.backbone);
-        let mut logits = vec![lb.shallow_clone()];
-        if let Some(sub) = sub {
-            let ls = sub.linear.forward(out.exits.last().expect("validated: the model has an exit"));
-            logits.push((&lb + &ls) / 2.0);
-            logits.insert(1, ls);
-        }
-        for (k, l) in logits.iter().enumerate() {
-            let _ = counts.get(k as i64).g_add_(&topk_hits(l, &labels));
-        }
-        seen += labels.size()[0];
-    }
-    let acc = accuracies(&counts, seen)?;
+        Ok(match sub {
+            Some(sub) => {
+                let ls = sub.linear.forward(out.exits.last().expect("validated: the model has an exit"));
+                let ensemble = (&lb + &ls) / 2.0;
+                vec![lb, ls, ensemble]
+            }
+            None => vec![lb],
+        })
+    })?;
     Ok((acc[0], sub.map(|_| acc[1]), sub.map(|_| acc[2])))
-}
-
-/// Accuracies from `[classifiers, 2]` hit counts (top-1, top-k; on the device) over `seen`
-/// images: read once, summed over the ranks in a distributed run (each saw its shard).
-pub(super) fn accuracies(hits: &Tensor, seen: i64) -> Result<Vec<Accuracy>> {
-    let mut flat = Vec::<i64>::try_from(hits.flatten(0, -1).to_device(Device::Cpu)).map_err(Error::Torch)?;
-    flat.push(seen);
-    let flat = crate::distributed::total_counts(flat, "summing the evaluation counts")?;
-    let (seen, counts) = flat.split_last().expect("the count of images is last");
-    let percent = |n: i64| 100.0 * n as f64 / *seen as f64;
-    Ok(counts.chunks(2).map(|c| Accuracy { top1: percent(c[0]), top5: percent(c[1]) }).collect())
-}
-
-/// `[rows whose label is the top-1 logit, rows whose label is among the top-5]` (top-k for fewer
-/// classes), int64 on the logits' device.
-pub(super) fn topk_hits(logits: &Tensor, labels: &Tensor) -> Tensor {
-    let k = 5.min(logits.size()[1]);
-    let (_, top) = logits.topk(k, 1, true, true);
-    let hits = top.eq_tensor(&labels.unsqueeze(1));
-    Tensor::stack(&[hits.narrow(1, 0, 1).sum(Kind::Int64), hits.sum(Kind::Int64)], 0)
 }
 
 /// A linear-evaluation checkpoint: every classifier with its optimiser, the accuracy history.

@@ -2,6 +2,7 @@
 
 mod ce;
 mod epoch_loop;
+mod evaluation;
 mod features;
 pub mod knn;
 mod linear;

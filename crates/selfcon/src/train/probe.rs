@@ -10,8 +10,8 @@ use rand::seq::SliceRandom;
 use serde::Serialize;
 use tch::{nn, Kind, Tensor};
 
+use super::evaluation::{accuracy, Accuracy};
 use super::features::{encoder_features, FeatureExtraction};
-use super::linear::Accuracy;
 use super::optimizer::Sgd;
 use crate::data::augment::{sample_rng, EvalTransform};
 use crate::data::Dataset;
@@ -101,17 +101,6 @@ fn fit_linear(
         }
     }
     Ok(tch::no_grad(|| clf.forward(&((evaluate - &mean) / &std))))
-}
-
-fn accuracy(logits: &Tensor, labels: &Tensor) -> Accuracy {
-    let k = 5.min(logits.size()[1]);
-    let (_, top) = logits.topk(k, 1, true, true);
-    let hits = top.eq_tensor(&labels.unsqueeze(1));
-    let n = labels.size()[0] as f64;
-    Accuracy {
-        top1: 100.0 * hits.narrow(1, 0, 1).sum(Kind::Int64).int64_value(&[]) as f64 / n,
-        top5: 100.0 * hits.sum(Kind::Int64).int64_value(&[]) as f64 / n,
-    }
 }
 
 /// Trains classifiers on cached features with one setting for all and reports test accuracy
