@@ -137,6 +137,22 @@ fn help_documents_every_flag() {
     ] {
         assert!(text.contains(flag), "{flag} missing from --help:\n{text}");
     }
+    // The reference's flag table (docs/command-line.md) and --help agree on every flag and default.
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/command-line.md")).unwrap();
+    let help = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let rows: Vec<(&str, &str)> = doc
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(|c| c.trim().trim_matches('`')).collect();
+            (cells.len() > 3 && cells[1].starts_with("--") && !cells[1].starts_with("---"))
+                .then(|| (cells[1], cells[2]))
+        })
+        .collect();
+    assert!(rows.len() >= 6, "docs/command-line.md lost its flag table: {rows:?}");
+    for (flag, default) in rows {
+        assert!(help.contains(&format!("{flag} ")), "docs/command-line.md names {flag}, --help does not:\n{help}");
+        assert!(help.contains(&format!("[default: {default}")), "{flag}: docs say default {default}, --help:\n{help}");
+    }
 }
 
 #[test]
