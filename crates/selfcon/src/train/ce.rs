@@ -185,14 +185,7 @@ pub fn train_ce(
     };
     progress.run_started("ce", &run_dir, start_epoch, data.train.len());
     for epoch in start_epoch..=config.optim.epochs {
-        let pass = Pass {
-            loader: &train_loader,
-            order: epoch as u64,
-            epoch,
-            index: 0,
-            what: format!("epoch {epoch}"),
-            resume: position.take(),
-        };
+        let pass = Pass::epoch(&train_loader, epoch, position.take());
         let history = &epochs;
         let stats = train.run_pass(
             pass,

@@ -135,6 +135,14 @@ pub struct Pass<'a> {
     pub resume: Option<PassState>,
 }
 
+impl<'a> Pass<'a> {
+    /// Epoch `epoch` as one pass over `loader` in that epoch's shuffle order (pretrain, ce),
+    /// continuing `resume` when a mid-epoch checkpoint left one.
+    pub fn epoch(loader: &'a DataLoader, epoch: usize, resume: Option<PassState>) -> Self {
+        Pass { loader, order: epoch as u64, epoch, index: 0, what: format!("epoch {epoch}"), resume }
+    }
+}
+
 /// Writes a checkpoint of the state mid-pass: gets the optimiser being stepped and where the pass
 /// stands, returns the file written.
 pub type SaveMidPass<'s> = dyn FnMut(&Sgd, &PassState) -> Result<PathBuf> + 's;

@@ -271,14 +271,7 @@ pub fn pretrain(
         .save_on_primary(path)
     };
     for epoch in start_epoch..=config.optim.epochs {
-        let pass = Pass {
-            loader: &loader,
-            order: epoch as u64,
-            epoch,
-            index: 0,
-            what: format!("epoch {epoch}"),
-            resume: position.take(),
-        };
+        let pass = Pass::epoch(&loader, epoch, position.take());
         let stats = train.run_pass(
             pass,
             &mut optimizer,
