@@ -673,7 +673,7 @@ impl<'a> Machine<'a> {
 }
 
 fn pairs(items: Vec<Item>) -> Result<Vec<(Item, Item)>, PickleError> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err("malformed pickle: odd number of dict items".into());
     }
     let mut it = items.into_iter();

@@ -75,7 +75,7 @@ fn a_run_stopped_at_any_step_resumes_to_the_uninterrupted_weights() {
         let dir = tempfile::tempdir().unwrap();
         let c = config(dir.path(), 2, 12);
         let mut stop = StopAfter { epoch, step, reached: false };
-        let e = pretrain(&c, &data, common::test_device(), None, &mut stop).err().expect("stopped");
+        let e = pretrain(&c, &data, common::test_device(), None, &mut stop).expect_err("stopped");
         let selfcon::Error::Interrupted { signal, message, saved } = &e else { panic!("not an interruption: {e}") };
         assert_eq!(*signal, libc::SIGTERM);
         let saved = saved.clone().expect("saved");

@@ -563,7 +563,7 @@ mod tests {
         let Err(err) = ProcessGroup::nccl(&store, 0, 1, Duration::from_secs(10), 0) else {
             panic!("an NCCL group without a CUDA backend")
         };
-        let check = nccl_ready().err().expect("no CUDA backend here");
+        let check = nccl_ready().expect_err("no CUDA backend here");
         for err in [err, check] {
             if env!("SELFCON_NCCL_SHIM_BUILT").is_empty() {
                 assert!(err.0.contains("SELFCON_NCCL=1 ./scripts/setup.sh"), "{}", err.0);

@@ -80,7 +80,7 @@ impl Progress for TerminalProgress {
                 bar.set_message(format!("loss {loss} lr {lr:.5} {images_per_s:.0} img/s"));
                 bar.inc(1);
             }
-            None if self.print_freq > 0 && (step + 1) % self.print_freq == 0 => {
+            None if self.print_freq > 0 && (step + 1).is_multiple_of(self.print_freq) => {
                 eprintln!("epoch {epoch} step {} loss {loss:.4} lr {lr:.5} {images_per_s:.0} img/s", step + 1)
             }
             None => {}

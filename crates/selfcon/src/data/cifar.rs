@@ -163,7 +163,7 @@ pub fn parse_binary_batch(path: &Path, bytes: &[u8], variant: CifarVariant) -> R
         CifarVariant::Cifar100 => 2,
     };
     let record = label_bytes + IMAGE_BYTES;
-    if bytes.is_empty() || bytes.len() % record != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(record) {
         return Err(Error::file(
             path,
             format!(

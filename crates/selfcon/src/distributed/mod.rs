@@ -63,7 +63,7 @@ pub fn current() -> Option<&'static Distributed> {
 /// Whether this process writes files, logs and shows progress: rank 0, or any process that is
 /// not part of a distributed run.
 pub fn is_primary() -> bool {
-    current().map_or(true, |d| d.rank == 0)
+    current().is_none_or(|d| d.rank == 0)
 }
 
 /// Integer counters summed over the ranks of a distributed run (unchanged outside one):

@@ -199,14 +199,14 @@ pub fn train_ce(
                 let mut loss = logits.cross_entropy_for_logits(y);
                 for (j, exit_logits) in out.exit_logits.iter().map(float).enumerate() {
                     if alpha != 0.0 {
-                        loss = loss + exit_logits.cross_entropy_for_logits(y) * alpha;
+                        loss += exit_logits.cross_entropy_for_logits(y) * alpha;
                     }
                     if beta != 0.0 {
-                        loss = loss + kd_loss(&exit_logits, &logits, config.temperature) * beta;
+                        loss += kd_loss(&exit_logits, &logits, config.temperature) * beta;
                     }
                     if let (true, Some((backbone, exits))) = (gamma != 0.0, &out.projections) {
                         let pair = Tensor::stack(&[float(&exits[j]), float(backbone)], 1);
-                        loss = loss + con.forward(&pair, Positives::Labels(y), ConLossFlags::default())? * gamma;
+                        loss += con.forward(&pair, Positives::Labels(y), ConLossFlags::default())? * gamma;
                     }
                 }
                 Ok(loss)

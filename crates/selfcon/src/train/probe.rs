@@ -168,7 +168,7 @@ pub fn select_and_probe(
         for &s in grid {
             let logits = fit_linear(&x_fit, &y_fit, &x_val, n_classes, s, seed)?;
             let top1 = accuracy(&logits, &y_val).top1;
-            if best.map_or(true, |(_, b)| top1 > b) {
+            if best.is_none_or(|(_, b)| top1 > b) {
                 best = Some((s, top1));
             }
         }

@@ -77,7 +77,7 @@ pub fn assert_official_sgd_step(official: &OfficialCheckpoint, vs: &VarStore, wa
         let p = &vars[*name];
         if p.requires_grad() {
             let g = pattern(p.numel() as i64, 900 + j as i64, 29).view(p.size().as_slice()) * 0.001;
-            loss = loss + (p * g).sum(Kind::Float);
+            loss += (p * g).sum(Kind::Float);
         }
     }
     loss.backward();
