@@ -538,6 +538,15 @@ fn a_rank_failing_because_a_peer_was_ended_by_the_passed_on_signal_is_a_stop() {
     let failure = launch(&config(29961, both_fail)).unwrap_err();
     assert_eq!(failure.exit_code, 1, "{}", failure.message);
     assert!(failure.message.contains("exited with status 1 (the first rank to fail)"), "{}", failure.message);
+    // A failure before the signal (a usage error, say) is reported, even when a Ctrl-C during the
+    // grace period then ends another rank by the signal itself.
+    let failed_first = rank_program(
+        "failed_first.sh",
+        "if [ \"$RANK\" = 1 ]; then exit 2; fi\nsleep 0.5; kill -TERM $PPID; exec sleep 30",
+    );
+    let failure = launch(&config(29962, failed_first)).unwrap_err();
+    assert_eq!(failure.exit_code, 2, "{}", failure.message);
+    assert!(failure.message.contains("rank 1 exited with status 2 (the first rank to fail)"), "{}", failure.message);
 }
 
 #[test]

@@ -127,7 +127,7 @@ pub fn run() -> Result<(), Failure> {
         if let (true, Some(signal)) = (collective, selfcon::train::stop_signals::requested()) {
             return Failure {
                 message: format!(
-                    "{rank}stopped by {} (another rank ended on it first: {})",
+                    "{rank}stopped by {}; a collective failed meanwhile (another rank may have ended on the signal first): {}",
                     selfcon::train::stop_signals::name(signal),
                     one_line(&format!("{e:#}"))
                 ),

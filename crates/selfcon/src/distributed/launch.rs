@@ -151,6 +151,9 @@ pub fn launch(config: &LaunchConfig) -> std::result::Result<(), LaunchFailure> {
     // save) breaks its peers' collectives; their failures are then the stop's doing, even the
     // one of a peer whose own copy of the signal arrived a moment after its collective failed.
     let mut ended_by_signal = false;
+    // Whether the first failure came after a stop signal was passed on (only such a failure can
+    // be the stop's doing).
+    let mut failed_after_signal = false;
     while !children.is_empty() {
         for (k, (signal, count)) in [(libc::SIGTERM, &SIGTERMS), (libc::SIGINT, &SIGINTS)].into_iter().enumerate() {
             let received = count.load(Ordering::SeqCst);
@@ -182,6 +185,7 @@ pub fn launch(config: &LaunchConfig) -> std::result::Result<(), LaunchFailure> {
                     ended_by_signal |= forwarded != 0 && status.signal().is_some_and(by_stop_signal);
                     if !status.success() && !stopped && first_failure.is_none() {
                         first_failure = Some((rank, status));
+                        failed_after_signal = forwarded != 0;
                         deadline = Some(Instant::now() + config.grace);
                     }
                 }
@@ -201,7 +205,7 @@ pub fn launch(config: &LaunchConfig) -> std::result::Result<(), LaunchFailure> {
     }
     // Ranks asked to stop get the time they need to finish their step and save (the scheduler's
     // SIGKILL bounds it); only a failure starts the grace period.
-    if forwarded != 0 && (first_failure.is_none() || ended_by_signal) {
+    if forwarded != 0 && (first_failure.is_none() || (ended_by_signal && failed_after_signal)) {
         return Err(LaunchFailure {
             message: format!("launch: stopped by signal {forwarded}, passed on to every rank"),
             exit_code: 128 + forwarded,

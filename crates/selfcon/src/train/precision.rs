@@ -11,9 +11,6 @@ use crate::error::{Error, Result};
 /// `--precision [auto|fp16|bf16|fp32|fp64]`; the bare flag (official `--precision`) means `auto`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Display, IntoStaticStr, EnumIter, EnumMessage)]
 pub enum Precision {
-    #[default]
-    #[strum(to_string = "fp32", serialize = "float32", serialize = "no", serialize = "false")]
-    Fp32,
     /// fp16 on CUDA (the official choice), bf16 on CPU.
     #[strum(to_string = "auto", serialize = "true", serialize = "amp")]
     Auto,
@@ -21,6 +18,9 @@ pub enum Precision {
     Fp16,
     #[strum(to_string = "bf16", serialize = "bfloat16")]
     Bf16,
+    #[default]
+    #[strum(to_string = "fp32", serialize = "float32", serialize = "no", serialize = "false")]
+    Fp32,
     /// Weights, batches and losses in float64: slow, for numerical checks (e.g. that a
     /// distributed run reproduces the single-process update, which in fp32 is only as
     /// well-defined as the early contrastive gradient's conditioning allows).
@@ -192,7 +192,7 @@ mod tests {
         }
         assert_eq!(
             "fp8".parse::<Precision>().unwrap_err().to_string(),
-            "--precision: unknown precision 'fp8' (choose from fp32, auto, fp16, bf16, fp64)"
+            "--precision: unknown precision 'fp8' (choose from auto, fp16, bf16, fp32, fp64)"
         );
         assert_eq!(Precision::Auto.resolve(Device::Cpu), Precision::Bf16);
         assert_eq!(Precision::Auto.resolve(Device::Cuda(0)), Precision::Fp16);
