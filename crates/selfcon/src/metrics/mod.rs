@@ -22,12 +22,18 @@ pub struct MetricsLog {
 }
 
 impl MetricsLog {
-    /// Opens (appending) the logs in `dir`; `columns` fixes the CSV header. In a distributed run
-    /// only rank 0 writes; the other ranks get a log that records nothing.
-    pub fn open(dir: &Path, columns: &[&str]) -> Result<Self> {
-        if !crate::distributed::is_primary() {
-            return Ok(MetricsLog { files: None, columns: Vec::new(), path: dir.to_path_buf(), tensorboard: None });
+    /// [`MetricsLog::open`] on the primary process (rank 0, or a process outside a distributed
+    /// run); the other ranks get a log that records nothing.
+    pub fn open_on_primary(dir: &Path, columns: &[&str]) -> Result<Self> {
+        if crate::distributed::is_primary() {
+            Self::open(dir, columns)
+        } else {
+            Ok(MetricsLog { files: None, columns: Vec::new(), path: dir.to_path_buf(), tensorboard: None })
         }
+    }
+
+    /// Opens (appending) the logs in `dir`; `columns` fixes the CSV header.
+    pub fn open(dir: &Path, columns: &[&str]) -> Result<Self> {
         let open = |name: &str| {
             let path = dir.join(name);
             OpenOptions::new()

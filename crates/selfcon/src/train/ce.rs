@@ -154,8 +154,9 @@ pub fn train_ce(
     // Only now, once the checkpoint is accepted: a refused resume leaves the run folder alone.
     let run_dir = config.run_dir();
     let config_json = prepare_run_dir(&run_dir, config)?;
-    let mut log = MetricsLog::open(&run_dir, &["kind", "stage", "epoch", "step", "loss", "lr", "top1", "sub_top1"])?
-        .with_tensorboard(config.optim.tensorboard)?;
+    let mut log =
+        MetricsLog::open_on_primary(&run_dir, &["kind", "stage", "epoch", "step", "loss", "lr", "top1", "sub_top1"])?
+            .with_tensorboard(config.optim.tensorboard)?;
     let loader_config = |batch_size: usize, shuffle: bool| config.optim.loader(data, batch_size, shuffle, device);
     let train_loader = DataLoader::new(
         data.train.clone(),
@@ -245,7 +246,7 @@ pub fn train_ce(
     let entry =
         json!({"backbone": round2(best.top1), "sub": best_sub.last().map(|s| round2(s.top1)), "epoch": best_epoch});
     let key = run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    super::linear::write_results(&config.optim.save_dir.join("results.json"), &key, &entry)?;
+    super::linear::write_results_on_primary(&config.optim.save_dir.join("results.json"), &key, &entry)?;
     Ok(CeResult { run_dir, epochs, first_epoch, best_epoch })
 }
 

@@ -179,7 +179,7 @@ pub fn linear_eval_model(
     if let Some(path) = resume {
         (epochs, position) = restore(path, config, &mut backbone, sub.as_mut())?;
     }
-    let mut log = MetricsLog::open(
+    let mut log = MetricsLog::open_on_primary(
         &run_dir,
         &["kind", "stage", "epoch", "step", "loss", "lr", "backbone_top1", "sub_top1", "ensemble_top1", "train_top1"],
     )?
@@ -308,7 +308,7 @@ pub fn linear_eval_model(
     if !config.optim.exp_name.is_empty() {
         key = format!("{key}_{}", config.optim.exp_name);
     }
-    write_results(&results_path, &key, &entry)?;
+    write_results_on_primary(&results_path, &key, &entry)?;
     Ok(LinearResult { epochs, run_dir, entry, results_path })
 }
 
@@ -444,8 +444,9 @@ fn results_entry(epochs: &[EpochAccuracy], by_validation: bool) -> Value {
     entry
 }
 
-/// Adds `key: entry` to the results file (created if absent), atomically.
-pub(super) fn write_results(path: &Path, key: &str, entry: &Value) -> Result<()> {
+/// Adds `key: entry` to the results file (created if absent), atomically, on the primary
+/// process (the other ranks hold the same results and write nothing).
+pub(super) fn write_results_on_primary(path: &Path, key: &str, entry: &Value) -> Result<()> {
     if !crate::distributed::is_primary() {
         return Ok(());
     }

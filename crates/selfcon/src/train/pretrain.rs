@@ -239,7 +239,7 @@ pub fn pretrain(
     if config.knn.every > 0 {
         columns.extend(knn::record_columns(config.model.exits.count()));
     }
-    let mut log = MetricsLog::open(&run_dir, &columns.iter().map(String::as_str).collect::<Vec<_>>())?
+    let mut log = MetricsLog::open_on_primary(&run_dir, &columns.iter().map(String::as_str).collect::<Vec<_>>())?
         .with_tensorboard(config.optim.tensorboard)?;
 
     let loader = DataLoader::new(
