@@ -59,7 +59,6 @@ macro_rules! named_enum {
         }
     };
     (@serde $ty:ty) => {
-
         impl serde::Serialize for $ty {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
                 serializer.serialize_str($crate::names::Named::name(*self))

@@ -12,7 +12,7 @@ use super::plot;
 use crate::data::augment::EvalTransform;
 use crate::data::{Dataset, OpenedDataset, Subset};
 use crate::error::{Error, Result};
-use crate::model::{BatchNormKind, ConModel};
+use crate::model::BatchNormKind;
 use crate::train::{encoder_features, FeatureExtraction, PretrainConfig};
 
 /// How points are placed.
@@ -87,8 +87,7 @@ pub fn run_maps(
         shard: None,
     };
     // The random initialisation: the same seeded construction pre-training started from.
-    let (vs, model) =
-        crate::engine::seeded(config.optim.seed, || ConModel::build(&config.model, device, BatchNormKind::Local))?;
+    let (vs, model) = config.initial_model(device, BatchNormKind::Local)?;
     let init = encoder_features(&model, &set, eval, how)?;
     let weights = dir.join("last.safetensors");
     crate::checkpoint::ModelCheckpoint::open(&weights)?.load_into(&vs)?;

@@ -17,6 +17,14 @@ pub struct Accuracy {
     pub top5: f64,
 }
 
+impl Accuracy {
+    /// From `[top-1 hits, top-k hits]` among `seen` images.
+    fn from_hits(hits: &[i64], seen: i64) -> Self {
+        let percent = |n: i64| 100.0 * n as f64 / seen as f64;
+        Accuracy { top1: percent(hits[0]), top5: percent(hits[1]) }
+    }
+}
+
 /// `[rows whose label is the top-1 logit, rows whose label is among the top-5]` (top-k for fewer
 /// classes), int64 on the logits' device.
 pub fn topk_hits(logits: &Tensor, labels: &Tensor) -> Tensor {
@@ -29,9 +37,7 @@ pub fn topk_hits(logits: &Tensor, labels: &Tensor) -> Tensor {
 /// The accuracy of `logits` for `labels` (one process, read at once).
 pub fn accuracy(logits: &Tensor, labels: &Tensor) -> Accuracy {
     let hits = Vec::<i64>::try_from(topk_hits(logits, labels).to_device(Device::Cpu)).expect("int64 hit counts");
-    let n = labels.size()[0].max(1) as f64;
-    let percent = |i: usize| 100.0 * hits[i] as f64 / n;
-    Accuracy { top1: percent(0), top5: percent(1) }
+    Accuracy::from_hits(&hits, labels.size()[0].max(1))
 }
 
 /// The accuracies of `classifiers` classifiers over every batch of `loader`: `logits(images)`
@@ -66,6 +72,5 @@ pub fn accuracies(hits: &Tensor, seen: i64) -> Result<Vec<Accuracy>> {
     flat.push(seen);
     let flat = crate::distributed::total_counts(flat, "summing the evaluation counts")?;
     let (seen, counts) = flat.split_last().expect("the count of images is last");
-    let percent = |n: i64| 100.0 * n as f64 / *seen as f64;
-    Ok(counts.chunks(2).map(|c| Accuracy { top1: percent(c[0]), top5: percent(c[1]) }).collect())
+    Ok(counts.chunks(2).map(|c| Accuracy::from_hits(c, *seen)).collect())
 }

@@ -94,6 +94,16 @@ impl PretrainConfig {
         Transform::Train { transform, views: if self.multiview { 2 } else { 1 } }
     }
 
+    /// The model this run starts from: built on `device` with the run's seeded initialisation
+    /// and BatchNorm layers of kind `norm`.
+    pub fn initial_model(
+        &self,
+        device: tch::Device,
+        norm: crate::model::BatchNormKind,
+    ) -> Result<(tch::nn::VarStore, ConModel)> {
+        crate::engine::seeded(self.optim.seed, || ConModel::build(&self.model, device, norm))
+    }
+
     /// The objective as a training step computes it (in a distributed run with global negatives,
     /// over the gathered global batch).
     pub fn step_objective(&self) -> StepObjective {
@@ -212,8 +222,7 @@ pub fn pretrain(
 ) -> Result<PretrainResult> {
     crate::engine::use_device(device)?;
     config.validate()?;
-    let (vs, model) =
-        crate::engine::seeded(config.optim.seed, || ConModel::build(&config.model, device, config.optim.batch_norm()))?;
+    let (vs, model) = config.initial_model(device, config.optim.batch_norm())?;
     config.optim.prepare_model(&vs)?;
     let objective = config.step_objective();
     let mut optimizer = config.optim.optimizer(&vs, objective.reduction())?;

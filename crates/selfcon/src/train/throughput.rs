@@ -12,7 +12,6 @@ use super::epoch_loop::{TrainLoop, TrainLoopConfig};
 use super::pretrain::PretrainConfig;
 use crate::data::{DataLoader, OpenedDataset};
 use crate::error::{Error, Result};
-use crate::model::ConModel;
 
 /// Where the batches come from.
 pub enum BatchSource<'a> {
@@ -57,8 +56,7 @@ pub fn measure_pretrain_steps(
     if steps == 0 {
         return Err(Error::option("steps", "must be at least 1"));
     }
-    let (vs, model) =
-        crate::engine::seeded(config.optim.seed, || ConModel::build(&config.model, device, config.optim.batch_norm()))?;
+    let (vs, model) = config.initial_model(device, config.optim.batch_norm())?;
     config.optim.prepare_model(&vs)?;
     let objective = config.step_objective();
     let mut optimizer = config.optim.optimizer(&vs, objective.reduction())?;

@@ -134,7 +134,7 @@ impl Resumed {
         if let Some(why) = refuse(&saved) {
             return Err(Error::file(path, why));
         }
-        resumed.check_same_run(config)?;
+        resumed.check_same_run(&saved, config)?;
         for (prefix, vs, optimizer) in parts {
             resumed.restore_weights(prefix, vs)?;
             resumed.restore_optimizer(prefix, optimizer)?;
@@ -143,14 +143,13 @@ impl Resumed {
     }
 
     /// A checkpoint written mid-epoch continues one run: `current` (this run's configuration)
-    /// must equal the one saved, except for the settings that do not change the training
-    /// (output paths, logging, workers, how long to train). Lists what differs.
-    pub fn check_same_run<C: serde::Serialize + DeserializeOwned>(&self, current: &C) -> Result<()> {
+    /// must equal `saved` (the checkpoint's, read through the config type so that settings added
+    /// since it was written take their defaults, as the run that wrote it had them), except for
+    /// the settings that do not change the training (output paths, logging, workers, how long to
+    /// train). Lists what differs.
+    fn check_same_run<C: serde::Serialize>(&self, saved: &C, current: &C) -> Result<()> {
         let Some(position) = &self.position else { return Ok(()) };
-        // Through the config type: settings added since the checkpoint was written take their
-        // defaults (serde), as the run that wrote it had them.
-        let saved: C = self.json("config")?;
-        let saved = serde_json::to_value(&saved).expect("configs serialise");
+        let saved = serde_json::to_value(saved).expect("configs serialise");
         let current = serde_json::to_value(current).expect("configs serialise");
         let mut differences = Vec::new();
         json_differences("", &saved, &current, &mut differences);
