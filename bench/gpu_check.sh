@@ -3,7 +3,8 @@
 # timeout never costs the rest; each stage's log lands in $OUT as it finishes):
 #   tests    the test binaries on CUDA (SELFCON_TEST_DEVICE=cuda, deterministic kernels): loss and
 #            gradients vs the CPU, fp16/bf16 steps, fp16 skip on the device, no host waits in a step
-#            (CUDA sync debug mode), stop/resume bit-exact, NCCL collectives and buckets in device memory
+#            (CUDA sync debug mode), stop/resume bit-exact, NCCL collectives and buckets in device memory,
+#            a distributed step over NCCL without a host wait
 #   compute  the official step (bench/pytorch_reference.py) and ours, same run, same GPU: SelfCon and
 #            SupCon, fp16 and bf16, channels-last and NCHW
 #   e2e      the same end to end (loader, augmentation, host-to-device copies)
@@ -115,9 +116,11 @@ tests)
     [ -f "$KIT/libselfcon_nccl.so" ] && export SELFCON_NCCL_LIB=$KIT/libselfcon_nccl.so
     # --nocapture: the measured differences (CUDA vs CPU) and losses are printed.
     "$KIT/tests/device" --test-threads 1 --nocapture; a=$?
+    # A whole distributed step over NCCL at world size 1 with no host wait.
+    "$KIT/tests/device_distributed" --nocapture; c=$?
     # The library-level stop/resume tests (the signal ones drive the development machine's binary).
     "$KIT/tests/step_resume" --test-threads 1 --skip sig; b=$?
-    exit $((a || b))
+    exit $((a || b || c))
     ;;
 compute)
     for p in $(echo "$HALF bf16" | tr " " "\n" | sort -u); do

@@ -14,7 +14,7 @@ KIT=target/gpu-kit
 FASHION=${FASHION:-/usr/share/datasets/fashion-mnist}
 SELFCON_NCCL=1 ./scripts/setup.sh
 cargo build --release --offline
-tests=$(cargo test --release --offline --no-run --test device --test step_resume --message-format=json 2>/dev/null |
+tests=$(cargo test --release --offline --no-run --test device --test device_distributed --test step_resume --message-format=json 2>/dev/null |
     python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)

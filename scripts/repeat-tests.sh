@@ -37,7 +37,7 @@ for round in $(seq 1 "$rounds"); do
   run "$round" "torch-shim" -p torch-shim
   run "$round" "loader" -p selfcon --test loader
   # Unit and device tests share libtorch's global generator across parallel test threads.
-  run "$round" "unit+device" -p selfcon --lib --test device
+  run "$round" "unit+device" -p selfcon --lib --test device --test device_distributed
   if [ $((round % 2)) = 1 ]; then
     run "$round" "distributed" -p selfcon --test distributed
   else

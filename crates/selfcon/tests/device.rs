@@ -8,71 +8,12 @@ mod common;
 
 use std::sync::Arc;
 
+use common::device::{batch, config, with_device_waits_forbidden, Trainer};
 use selfcon::data::augment::TrainTransform;
 use selfcon::data::{BatchFormat, DataLoader, Dataset, InMemoryImages, LoaderConfig, MemoryDataset, Transform};
 use selfcon::model::ConModel;
-use selfcon::train::{GradScaler, Precision, PretrainConfig, Sgd};
+use selfcon::train::{GradScaler, Precision, Sgd};
 use tch::{nn, Device, Kind, Tensor};
-
-fn config(precision: Precision) -> PretrainConfig {
-    let mut c = common::tiny_pretrain_config(std::path::Path::new("unused"), 1, 16);
-    c.optim.precision = precision;
-    c
-}
-
-/// A fixed batch of 16 images in 4 classes, normalised (drawn under the seeding lock: tests in
-/// parallel threads share libtorch's generator).
-fn batch(device: Device) -> (Tensor, Tensor) {
-    let images = selfcon::engine::seeded(11, || Tensor::randn([16, 3, 32, 32], (Kind::Float, Device::Cpu)));
-    let labels = Tensor::arange(16, (Kind::Int64, Device::Cpu)).remainder(4);
-    (images.to_device(device), labels.to_device(device))
-}
-
-/// The README model with `precision`'s optimiser, loop and objective, ready to take steps.
-struct Trainer {
-    _vs: nn::VarStore,
-    model: ConModel,
-    optimizer: Sgd,
-    train: selfcon::train::TrainLoop,
-    objective: selfcon::train::StepObjective,
-    scaler: Option<GradScaler>,
-}
-
-impl Trainer {
-    fn new(precision: Precision, device: Device) -> Self {
-        let c = config(precision);
-        let (vs, model) =
-            selfcon::engine::seeded(3, || ConModel::build(&c.model, device, selfcon::model::BatchNormKind::Local))
-                .unwrap();
-        c.optim.prepare_model(&vs).unwrap();
-        let objective = c.step_objective();
-        let optimizer = c.optim.optimizer(&vs, objective.reduction()).unwrap();
-        let train = selfcon::train::TrainLoop::new(selfcon::train::TrainLoopConfig {
-            model: Some(&vs),
-            ..selfcon::train::TrainLoopConfig::new("test", device, &c.optim, c.schedule())
-        })
-        .unwrap();
-        let scaler = train.new_scaler();
-        Trainer { _vs: vs, model, optimizer, train, objective, scaler }
-    }
-
-    /// One training step at learning rate 0.05; the loss stays on the device.
-    fn step(&mut self, images: &Tensor, labels: &Tensor) -> Tensor {
-        let (model, objective) = (&self.model, &self.objective);
-        self.train
-            .step(
-                images,
-                labels,
-                &mut self.optimizer,
-                self.scaler.as_mut(),
-                0.05,
-                &mut |x: &Tensor| model.forward_t(x, true),
-                &mut |out, y: &Tensor| objective.compute(&out, y),
-            )
-            .unwrap()
-            .loss
-    }
-}
 
 /// The largest difference relative to the largest magnitude of `want`.
 fn relative_difference(got: &Tensor, want: &Tensor) -> f64 {
@@ -165,28 +106,6 @@ fn an_overflowing_fp16_step_is_skipped_on_the_device_and_the_scale_backs_off() {
     let v = w.mean(Kind::Float).double_value(&[]);
     assert!((v - (1.0 - 0.1 * 1.0001)).abs() < 1e-6, "taken: {v}");
     assert_eq!(scaler.state(), (32768.0, 1));
-}
-
-/// Makes every CUDA call that waits for the device an error (`torch.cuda.set_sync_debug_mode
-/// ("error")`) while `f` runs. The mode lives in libc10_cuda's `warning_state()`, an inline
-/// function's static (C++ header only, no accessor): its exported symbol is set directly.
-fn with_device_waits_forbidden<T>(f: impl FnOnce() -> T) -> T {
-    const SYMBOL: &[u8] = b"_ZZN3c104cuda13warning_stateEvE14warning_state_\0";
-    // SAFETY: looks a symbol up in the loaded libraries.
-    let mode = unsafe { libc::dlsym(libc::RTLD_DEFAULT, SYMBOL.as_ptr() as *const libc::c_char) } as *mut i32;
-    assert!(!mode.is_null(), "libc10_cuda's sync debug mode (warning_state_) not found");
-    /// Turns the mode off again even when `f` panics (later tests must not inherit it).
-    struct Restore(*mut i32);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            // SAFETY: the same live static as below.
-            unsafe { self.0.write_volatile(0) };
-        }
-    }
-    // SAFETY: `c10::cuda::WarningState` holds one `SyncDebugMode` (an int enum: 0 off, 2 error).
-    unsafe { mode.write_volatile(2) };
-    let _restore = Restore(mode);
-    f()
 }
 
 #[test]

@@ -12,6 +12,7 @@
 #include <ATen/ATen.h>
 #include <dlfcn.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
@@ -283,6 +284,14 @@ SelfconStore* selfcon_shim_tcp_store_new(const char* host, int port, int world_s
 }
 
 void selfcon_shim_store_free(SelfconStore* store) { delete store; }
+
+// A view of `store` whose keys all start with `prefix` (c10d::PrefixStore, as torch.distributed
+// gives each process group): two groups rendezvousing through one store never read each other's keys.
+SelfconStore* selfcon_shim_store_prefixed(SelfconStore* store, const char* prefix, char** err) {
+  SHIM_TRY(err, nullptr)
+  return new SelfconStore{c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), store->store)};
+  SHIM_CATCH(err, nullptr)
+}
 
 int selfcon_shim_store_set(SelfconStore* store, const char* key, const uint8_t* data, int64_t len, char** err) {
   SHIM_TRY(err, -1)

@@ -40,6 +40,11 @@ mod ffi {
             err: *mut *mut c_char,
         ) -> *mut SelfconStore;
         pub fn selfcon_shim_store_free(store: *mut SelfconStore);
+        pub fn selfcon_shim_store_prefixed(
+            store: *mut SelfconStore,
+            prefix: *const c_char,
+            err: *mut *mut c_char,
+        ) -> *mut SelfconStore;
         pub fn selfcon_shim_store_set(
             store: *mut SelfconStore,
             key: *const c_char,
@@ -148,6 +153,18 @@ impl TcpStore {
         })?;
         if raw.is_null() {
             return Err(ShimError("TCPStore: no store was created".into()));
+        }
+        Ok(TcpStore { raw })
+    }
+
+    /// The same store seen through a key prefix (c10d's PrefixStore, as torch.distributed gives
+    /// each process group; key `k` is stored as `prefix/k`): a second group rendezvousing here
+    /// never meets the first one's keys.
+    pub fn prefixed(&self, prefix: &str) -> Result<Self> {
+        let prefix = c_string(prefix)?;
+        let raw = checked(|err| unsafe { ffi::selfcon_shim_store_prefixed(self.raw, prefix.as_ptr(), err) })?;
+        if raw.is_null() {
+            return Err(ShimError("PrefixStore: no store was created".into()));
         }
         Ok(TcpStore { raw })
     }
@@ -464,6 +481,44 @@ mod tests {
             assert_eq!(values, vec![1.0, 2.0, 2.0, 4.0]);
             let expect = 3.0 * (rank as f64 + 1.0) * (rank as f64 + 1.0);
             assert_eq!(grad, vec![expect, expect], "rank {rank}");
+        }
+    }
+
+    /// A host-side control group beside the main one, rendezvousing through the same store under
+    /// a prefix (what an NCCL run keeps for its stop votes): both groups work, interleaved, and
+    /// the prefixed keys live apart from the others.
+    #[test]
+    fn two_groups_share_one_store_through_a_prefix() {
+        let timeout = Duration::from_secs(30);
+        let handles: Vec<_> = (0..2)
+            .map(|rank| {
+                std::thread::spawn(move || {
+                    let store = TcpStore::connect("127.0.0.1", 29619, rank == 0, Some(2), timeout).unwrap();
+                    let main = ProcessGroup::gloo(&store, rank, 2, timeout).unwrap();
+                    let prefixed = store.prefixed("control").unwrap();
+                    let control = ProcessGroup::gloo(&prefixed, rank, 2, timeout).unwrap();
+                    let mut sums = Vec::new();
+                    for step in 0..3 {
+                        let x = Tensor::from_slice(&[(rank + step) as f64]);
+                        let vote = Tensor::from_slice(&[(rank * 10) as f64]);
+                        main.all_reduce_sum(&[&x]).unwrap();
+                        control.all_reduce_sum(&[&vote]).unwrap();
+                        sums.push((x.double_value(&[0]), vote.double_value(&[0])));
+                    }
+                    if rank == 0 {
+                        prefixed.set("mark", b"1").unwrap();
+                    }
+                    main.barrier().unwrap();
+                    let keys = (store.contains("mark").unwrap(), store.contains("control/mark").unwrap());
+                    (sums, keys, prefixed.get("mark", timeout).unwrap())
+                })
+            })
+            .collect();
+        for h in handles {
+            let (sums, keys, mark) = h.join().unwrap();
+            assert_eq!(sums, vec![(1.0, 10.0), (3.0, 10.0), (5.0, 10.0)]);
+            assert_eq!(keys, (false, true));
+            assert_eq!(mark, b"1");
         }
     }
 

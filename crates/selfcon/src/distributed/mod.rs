@@ -48,6 +48,10 @@ pub struct Distributed {
     master: String,
     store: TcpStore,
     group: ProcessGroup,
+    /// The per-step stop votes' group when `group` works in device memory (NCCL): a Gloo group on
+    /// the host, so that a vote never waits for the GPU's queued work (as torch.distributed runs
+    /// its control messages on a CPU group beside NCCL). `None`: `group` is on the host already.
+    control: Option<ProcessGroup>,
     _heartbeat: Heartbeat,
     /// Time spent in the gradient all-reduce, for benchmarks.
     sync_nanos: std::sync::atomic::AtomicU64,
@@ -116,6 +120,20 @@ pub fn init(options: &DistributedOptions, device: Device) -> Result<Option<&'sta
         let avoid = if backend == Backend::Nccl { " (--dist_backend gloo avoids NCCL)" } else { "" };
         Error::Distributed(format!("rank {}: joining the {backend} process group failed{avoid}: {}", env.rank, e.0))
     })?;
+    let control = match backend {
+        Backend::Nccl => Some(
+            store
+                .prefixed("control")
+                .and_then(|store| ProcessGroup::gloo(&store, env.rank, env.world_size, timeout))
+                .map_err(|e| {
+                Error::Distributed(format!(
+                    "rank {}: joining the host-side Gloo group for stop votes failed: {}",
+                    env.rank, e.0
+                ))
+            })?,
+        ),
+        _ => None,
+    };
     let heartbeat = Heartbeat::start(&env.master_addr, env.master_port, env.rank, timeout)?;
     let d = Distributed {
         rank: env.rank,
@@ -128,6 +146,7 @@ pub fn init(options: &DistributedOptions, device: Device) -> Result<Option<&'sta
         master,
         store,
         group,
+        control,
         _heartbeat: heartbeat,
         sync_nanos: Default::default(),
     };
@@ -217,11 +236,20 @@ impl Distributed {
         self.group.all_gather(t).map_err(|e| self.failed(what, e))
     }
 
-    /// The sums over ranks of several numbers, in one collective.
-    pub fn sum_values(&self, values: &[f64], what: &str) -> Result<Vec<f64>> {
+    /// Sums host values over the ranks without involving the device: on the host-side group
+    /// beside NCCL, else on the (host) Gloo group. For the per-step stop votes.
+    pub fn sum_votes(&self, values: &[f64], what: &str) -> Result<Vec<f64>> {
+        let group = self.control.as_ref().unwrap_or(&self.group);
         let t = Tensor::from_slice(values).to_kind(Kind::Double);
-        self.all_reduce_sum(&[&t], what)?;
+        group.all_reduce_sum(&[&t]).map_err(|e| self.failed(what, e))?;
         Ok(Vec::<f64>::try_from(&t).unwrap_or_default())
+    }
+
+    /// `t`'s mean over the ranks, computed where `t` is (NCCL: on the GPU, the host does not wait).
+    pub fn mean_over_ranks(&self, t: &Tensor, what: &str) -> Result<Tensor> {
+        let sum = t.copy();
+        self.all_reduce_sum(&[&sum], what)?;
+        Ok(sum / self.world_size as f64)
     }
 
     /// The sums over ranks of integer counters.

@@ -116,7 +116,7 @@ pub struct TrainLoop {
 /// What one [`TrainLoop::step`] left on the device: nothing in a step waits for the device, so
 /// the loss is read later ([`super::loss_window::LossWindow`]).
 pub struct StepOutput {
-    /// The loss (a detached scalar; in a distributed run the mean over the ranks).
+    /// This rank's loss (a detached scalar; the loss window averages it over the ranks).
     pub loss: Tensor,
     /// With fp16 loss scaling: 1 when the gradients overflowed and the update was skipped (the
     /// loss scale was lowered), else 0 (a one-element float tensor on the device).
@@ -287,7 +287,7 @@ impl TrainLoop {
             let save_due = !pass_done && self.save_every_steps > 0 && state.steps % self.save_every_steps == 0;
             let log_due = self.print_freq > 0 && (step + 1) % self.print_freq == 0;
             if (step + 1) % read_every == 0 || log_due || pass_done || save_due || stop.is_some() {
-                let read = window.read();
+                let read = window.read(distributed::current())?;
                 if let Some((bad_step, value)) = read.non_finite() {
                     return Err(self.non_finite(value, pass.epoch, bad_step));
                 }
@@ -374,11 +374,11 @@ impl TrainLoop {
     }
 
     /// [`TrainLoop::step`] that also says whether the run stops after it: `vote` asks this
-    /// process (a signal number). Alone, it is asked once the step is done; in a distributed run
-    /// it is asked before the loss is averaged and sent with it (no extra collective), so that
-    /// a request on any rank stops every rank after the same step (SIGTERM over SIGINT). That
-    /// average is read by the host (the stop decision is needed before the next step), the one
-    /// wait of a distributed step (with NCCL the gradients and features never leave the GPU).
+    /// process (a signal number) once the step's work is queued. In a distributed run every
+    /// rank's answer is exchanged then, on the host (beside NCCL: a host-side Gloo group), so that
+    /// a request on any rank stops every rank after the same step (SIGTERM over SIGINT) and the
+    /// host never waits for the device; the loss is averaged over the ranks when the loss window
+    /// is read.
     #[allow(clippy::too_many_arguments)]
     pub fn step_voting<T>(
         &self,
@@ -397,22 +397,6 @@ impl TrainLoop {
         };
         let dist = distributed::current();
         let loss = objective(outputs, labels)?;
-        let mut reported = loss.detach();
-        let mut stop = None;
-        if let Some(d) = dist {
-            let vote = vote();
-            // The mean over ranks: what the log shows, and a NaN on one rank stops them all.
-            let votes = [vote == Some(libc::SIGTERM), vote.is_some_and(|s| s != libc::SIGTERM)].map(f64::from);
-            let sums = d.sum_values(&[loss.double_value(&[]), votes[0], votes[1]], "averaging the loss")?;
-            reported = Tensor::from(sums[0] / d.world_size as f64);
-            stop = if sums[1] > 0.0 {
-                Some(libc::SIGTERM)
-            } else if sums[2] > 0.0 {
-                Some(vote.unwrap_or(libc::SIGINT))
-            } else {
-                None
-            };
-        }
         optimizer.zero_grad();
         let backward = |loss: &Tensor| -> Result<()> {
             loss.f_backward().map_err(|e| match dist {
@@ -440,9 +424,22 @@ impl TrainLoop {
                 None
             }
         };
-        // Alone: the request as of the end of the step.
-        let stop = if dist.is_some() { stop } else { vote() };
-        Ok((StepOutput { loss: reported, skipped }, stop))
+        let vote = vote();
+        let stop = match dist {
+            None => vote,
+            Some(d) => {
+                let votes = [vote == Some(libc::SIGTERM), vote.is_some_and(|s| s != libc::SIGTERM)].map(f64::from);
+                let sums = d.sum_votes(&votes, "exchanging the ranks' stop requests")?;
+                if sums[0] > 0.0 {
+                    Some(libc::SIGTERM)
+                } else if sums[1] > 0.0 {
+                    Some(vote.unwrap_or(libc::SIGINT))
+                } else {
+                    None
+                }
+            }
+        };
+        Ok((StepOutput { loss: loss.detach(), skipped }, stop))
     }
 
     /// Starts moving a loader batch's images and labels to the device (see

@@ -7,6 +7,8 @@
 use tch::{Kind, Tensor};
 
 use super::pass_state::PassState;
+use crate::distributed::Distributed;
+use crate::error::Result;
 
 /// Read when no `--print_freq` sets the rhythm (the official default).
 pub const DEFAULT_READ_EVERY: usize = 10;
@@ -72,20 +74,27 @@ impl LossWindow {
         }
     }
 
-    /// Copies the window to the host (one synchronisation) and empties it.
-    pub fn read(&mut self) -> WindowRead {
+    /// Copies the window to the host (one synchronisation) and empties it. In a distributed run
+    /// (`dist`) the losses are first averaged over the ranks where they are (one collective per
+    /// read; every rank reads after the same steps): the log shows the mean, and a NaN/inf on
+    /// one rank stops every rank at the same step.
+    pub fn read(&mut self, dist: Option<&Distributed>) -> Result<WindowRead> {
         let mut read = WindowRead::default();
         if !self.steps.is_empty() {
-            let values = Vec::<f64>::try_from(Tensor::cat(&self.losses, 0).to_device(tch::Device::Cpu))
-                .expect("a float64 vector converts");
+            let mut losses = Tensor::cat(&self.losses, 0);
+            if let Some(d) = dist.filter(|d| d.world_size > 1) {
+                losses = d.mean_over_ranks(&losses, "averaging the loss over the ranks")?;
+            }
+            let values = Vec::<f64>::try_from(losses.to_device(tch::Device::Cpu)).expect("a float64 vector converts");
             read.steps = self.steps.iter().zip(values).map(|(&(step, images), value)| (step, images, value)).collect();
         }
         if let Some(skipped) = self.skipped.take() {
+            // Equal on every rank: the scaler sees the all-reduced gradients.
             read.skipped_steps = skipped.double_value(&[0]).round() as usize;
         }
         self.steps.clear();
         self.losses.clear();
-        read
+        Ok(read)
     }
 }
 
@@ -96,14 +105,14 @@ mod tests {
     #[test]
     fn reads_sums_and_names_the_first_non_finite_step() {
         let mut window = LossWindow::default();
-        assert!(window.read().steps.is_empty());
+        assert!(window.read(None).unwrap().steps.is_empty());
         let flag = |v: f32| Tensor::from_slice(&[v]);
         window.push(4, 8, &Tensor::from(2.0f32), Some(&flag(0.0)));
         window.push(5, 8, &Tensor::from(f32::NAN), Some(&flag(1.0)));
         window.push(6, 4, &Tensor::from(f32::INFINITY), Some(&flag(1.0)));
         window.push(7, 4, &Tensor::from(1.5f32), Some(&flag(0.0)));
         assert_eq!(window.steps.len(), 4);
-        let read = window.read();
+        let read = window.read(None).unwrap();
         assert!(window.steps.is_empty() && window.losses.is_empty());
         assert_eq!(read.steps.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(), [(4, 8), (5, 8), (6, 4), (7, 4)]);
         assert_eq!(read.skipped_steps, 2);
@@ -111,7 +120,7 @@ mod tests {
         let (step, value) = read.non_finite().unwrap();
         assert!(step == 5 && value.is_nan());
         window.push(8, 2, &Tensor::from(3.0f64), None);
-        let read = window.read();
+        let read = window.read(None).unwrap();
         assert_eq!((read.steps.clone(), read.skipped_steps, read.non_finite()), (vec![(8, 2, 3.0)], 0, None));
     }
 
@@ -122,7 +131,7 @@ mod tests {
         let mut window = LossWindow::default();
         window.push(0, 1, &loss, None);
         assert!(!window.losses[0].requires_grad());
-        assert_eq!(window.read().last(), 6.0);
+        assert_eq!(window.read(None).unwrap().last(), 6.0);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests.
 
+pub mod device;
 pub mod official;
 
 /// The error of `r`, checked to be a user error rendered as one line.
