@@ -7,11 +7,9 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     cli::install_panic_hook();
     let outcome = cli::run();
-    // NCCL's communicators and watchdog threads stop before the process does (no-op otherwise).
-    if let Err(e) = selfcon::distributed::shutdown() {
-        eprintln!("selfcon: warning: {e}");
-    }
-    match outcome {
+    // The outcome is said first: ending NCCL below may take a while, or be cut short by its
+    // watchdog, and the message must not be lost.
+    let code = match &outcome {
         Ok(()) => ExitCode::SUCCESS,
         // Stopped by a signal (exit status > 128): not an error, the message says where it saved.
         Err(failure) if failure.exit_code > 128 => {
@@ -24,5 +22,11 @@ fn main() -> ExitCode {
             eprintln!("selfcon: error: {}", failure.message);
             ExitCode::from(failure.exit_code)
         }
+    };
+    // NCCL's communicators and watchdog threads stop before the process does (no-op otherwise):
+    // gracefully after a clean run, aborted after a failure.
+    if let Err(e) = selfcon::distributed::shutdown(outcome.is_ok()) {
+        eprintln!("selfcon: warning: {e}");
     }
+    code
 }

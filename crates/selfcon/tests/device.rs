@@ -157,6 +157,35 @@ fn a_training_step_and_its_batch_never_wait_for_the_device() {
     }
 }
 
+/// The step's other paths stay free of host waits too: SupCon-S and the SelfCon alpha variant
+/// (anchors without a positive dropped by masking) and LARS under fp16 loss scaling (the skip
+/// decided on the device). On the CPU the same steps run, unchecked.
+#[test]
+fn loss_and_optimizer_variants_never_wait_for_the_device() {
+    use selfcon::loss::Method;
+    let device = common::test_device();
+    let half = if device.is_cuda() { Precision::Fp16 } else { Precision::Fp32 };
+    let variants: [(&str, Precision, fn(&mut selfcon::train::PretrainConfig)); 3] = [
+        ("SupCon-S", Precision::Fp32, |c| c.method = Method::SupCon),
+        ("SelfCon alpha 0.5", Precision::Fp32, |c| c.alpha = 0.5),
+        ("LARS with loss scaling", half, |c| c.optim.lars_eta = Some(0.02)),
+    ];
+    for (name, precision, change) in variants {
+        let mut trainer = Trainer::variant(precision, device, change);
+        let (images, labels) = batch(device);
+        let images = trainer.train.images_to_device(&images).unwrap();
+        let first = trainer.step(&images, &labels);
+        let second = if device.is_cuda() {
+            with_device_waits_forbidden(|| trainer.step(&images, &labels))
+        } else {
+            trainer.step(&images, &labels)
+        };
+        let values = [first.double_value(&[]), second.double_value(&[])];
+        eprintln!("{name} ({precision}) on {device:?}: losses {values:.4?}");
+        assert!(values.iter().all(|v| v.is_finite()), "{name}: {values:?}");
+    }
+}
+
 /// Library users pass a `Device` without going through `select_device`: every entry point loads
 /// the CUDA backend itself first, and without one refuses CUDA with the CLI's one-line error
 /// (not a panic from the first CUDA tensor).

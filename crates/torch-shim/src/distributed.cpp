@@ -392,6 +392,15 @@ int selfcon_shim_group_shutdown(SelfconGroup* group, char** err) {
   SHIM_CATCH(err, -1)
 }
 
+// Ends the group's work after a failure (NCCL: ncclCommAbort on its communicators, pending
+// collectives dropped: a graceful shutdown would wait for them, forever when a peer is gone).
+int selfcon_shim_group_abort(SelfconGroup* group, char** err) {
+  SHIM_TRY(err, -1)
+  group->backend->abort();
+  return 0;
+  SHIM_CATCH(err, -1)
+}
+
 void selfcon_shim_group_free(SelfconGroup* group) { delete group; }
 
 // Sums each tensor over ranks in place. All all-reduces are in flight at once (Gloo works on them

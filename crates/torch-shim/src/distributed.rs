@@ -85,6 +85,7 @@ mod ffi {
         ) -> *mut SelfconGroup;
         pub fn selfcon_shim_nccl_check(library: *const c_char, err: *mut *mut c_char) -> c_int;
         pub fn selfcon_shim_group_shutdown(group: *mut SelfconGroup, err: *mut *mut c_char) -> c_int;
+        pub fn selfcon_shim_group_abort(group: *mut SelfconGroup, err: *mut *mut c_char) -> c_int;
         pub fn selfcon_shim_group_free(group: *mut SelfconGroup);
         pub fn selfcon_shim_all_reduce_sum(
             group: *mut SelfconGroup,
@@ -338,6 +339,13 @@ impl ProcessGroup {
     /// before the process does (PyTorch's `destroy_process_group`); a no-op for Gloo.
     pub fn shutdown(&self) -> Result<()> {
         checked(|err| unsafe { ffi::selfcon_shim_group_shutdown(self.raw, err) }).map(drop)
+    }
+
+    /// Ends the group's work after a failure: NCCL aborts its communicators, dropping pending
+    /// collectives (which a graceful [`ProcessGroup::shutdown`] would wait for, forever when a
+    /// peer is gone); a no-op for Gloo.
+    pub fn abort(&self) -> Result<()> {
+        checked(|err| unsafe { ffi::selfcon_shim_group_abort(self.raw, err) }).map(drop)
     }
 }
 

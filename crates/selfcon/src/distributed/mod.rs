@@ -123,11 +123,11 @@ pub fn init(options: &DistributedOptions, device: Device) -> Result<Option<&'sta
     let control = match backend {
         Backend::Nccl => Some(
             store
-                .prefixed("control")
+                .prefixed("selfcon/control")
                 .and_then(|store| ProcessGroup::gloo(&store, env.rank, env.world_size, timeout))
                 .map_err(|e| {
                 Error::Distributed(format!(
-                    "rank {}: joining the host-side Gloo group for stop votes failed: {}",
+                    "rank {}: joining the host-side Gloo group for stop votes failed (across machines Gloo needs GLOO_SOCKET_IFNAME naming a reachable interface, besides NCCL_SOCKET_IFNAME): {}",
                     env.rank, e.0
                 ))
             })?,
@@ -214,12 +214,16 @@ fn agree_on_backend(store: &TcpStore, rank: usize, backend: Backend, timeout: Du
     Ok(())
 }
 
-/// Ends this process's part in the run at a normal exit: the NCCL group's communicators and
-/// watchdog threads stop before the process does (a no-op outside a run and for Gloo).
-pub fn shutdown() -> Result<()> {
+/// Ends this process's part in the run before it exits: the NCCL group's communicators and
+/// watchdog threads stop before the process does (a no-op outside a run and for Gloo). After a
+/// `clean` run they are shut down gracefully (pending work flushed, PyTorch's
+/// `destroy_process_group`); otherwise aborted, since a collective left pending by a failure (a
+/// peer gone) would never finish.
+pub fn shutdown(clean: bool) -> Result<()> {
     match current() {
         Some(d) if d.backend == Backend::Nccl => {
-            d.group.shutdown().map_err(|e| Error::Distributed(format!("rank {}: shutting NCCL down: {}", d.rank, e.0)))
+            let (ended, how) = if clean { (d.group.shutdown(), "shutting") } else { (d.group.abort(), "aborting") };
+            ended.map_err(|e| Error::Distributed(format!("rank {}: {how} NCCL down: {}", d.rank, e.0)))
         }
         _ => Ok(()),
     }
@@ -245,11 +249,16 @@ impl Distributed {
         Ok(Vec::<f64>::try_from(&t).unwrap_or_default())
     }
 
-    /// `t`'s mean over the ranks, computed where `t` is (NCCL: on the GPU, the host does not wait).
-    pub fn mean_over_ranks(&self, t: &Tensor, what: &str) -> Result<Tensor> {
-        let sum = t.copy();
-        self.all_reduce_sum(&[&sum], what)?;
-        Ok(sum / self.world_size as f64)
+    /// `t`'s sum over the ranks, element by element, added in rank order where `t` is (NCCL: on
+    /// the GPU, the host does not wait): the same bits whatever `t`'s length, which an
+    /// all-reduce (whose summation order follows the message's chunking) does not promise.
+    pub fn sum_in_rank_order(&self, t: &Tensor, what: &str) -> Result<Tensor> {
+        let parts = self.all_gather(t, what)?;
+        let mut sum = parts[0].copy();
+        for part in &parts[1..] {
+            sum += part;
+        }
+        Ok(sum)
     }
 
     /// The sums over ranks of integer counters.

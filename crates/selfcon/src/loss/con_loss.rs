@@ -42,11 +42,12 @@ pub struct ConLossFlags {
     pub selfcon_m_fg: bool,
 }
 
-/// The loss value with the number of anchors it averages over.
+/// The loss value with the number of anchors it averages over (a scalar on the loss's device:
+/// with `supcon_s` it is counted there).
 #[derive(Debug)]
 pub struct ConLossOutput {
     pub loss: Tensor,
-    pub anchors: i64,
+    pub anchors: Tensor,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -151,19 +152,18 @@ impl ConLoss {
         let log_prob = &logits - exp_logits.sum_dim_intlist(1, true, kind).log();
         let pos_count = mask.sum_dim_intlist(1, false, kind);
         let pos_log_prob = (&mask * log_prob).sum_dim_intlist(1, false, kind);
-        let (pos_log_prob, pos_count, anchors) = if flags.supcon_s {
-            // Drop anchors without positives before dividing, so no 0/0 reaches the gradient.
-            let keep = pos_count.gt(0.0).nonzero().squeeze_dim(1);
-            let kept = keep.size()[0];
-            if kept == 0 {
-                return Err(Error::input("supcon_s: no anchor has a positive (every label is unique in the batch)"));
-            }
-            (pos_log_prob.index_select(0, &keep), pos_count.index_select(0, &keep), kept)
-        } else {
-            (pos_log_prob, pos_count, anchors)
-        };
-        let per_anchor = pos_log_prob / pos_count * (-(self.temperature / self.base_temperature));
-        Ok(ConLossOutput { loss: per_anchor.mean(kind), anchors })
+        let scale = -(self.temperature / self.base_temperature);
+        if flags.supcon_s {
+            // Anchors without positives are dropped before averaging, by masking on the device
+            // (selecting them would read their number on the host, a wait in every step). With no
+            // anchor left the mean is 0/0: NaN, which the training loop reports with its step.
+            let keep = pos_count.gt(0.0);
+            let kept = keep.sum(kind);
+            let per_anchor = (pos_log_prob / pos_count.clamp_min(1.0)).where_scalarother(&keep, 0.0) * scale;
+            return Ok(ConLossOutput { loss: per_anchor.sum(kind) / &kept, anchors: kept });
+        }
+        let per_anchor = pos_log_prob / pos_count * scale;
+        Ok(ConLossOutput { loss: per_anchor.mean(kind), anchors: Tensor::full([], anchors, (kind, device)) })
     }
 }
 
@@ -213,7 +213,7 @@ mod tests {
         assert!(plain.double_value(&[]).is_nan());
         let flags = ConLossFlags { supcon_s: true, ..Default::default() };
         let out = loss.forward_with_stats(&x.set_requires_grad(true), Positives::Labels(&labels), flags).unwrap();
-        assert_eq!(out.anchors, 2);
+        assert_eq!(out.anchors.double_value(&[]), 2.0);
         assert!(out.loss.double_value(&[]).is_finite());
     }
 
@@ -244,8 +244,11 @@ mod tests {
         let one_view = normalised(&[4, 1, 3]);
         let flags = ConLossFlags { selfcon_s_fg: true, ..Default::default() };
         assert!(e(loss.forward(&one_view, Positives::SameImage, flags)).contains("at least 2 views"));
+        // Every label unique: no anchor is left to average over, a NaN loss (the training loop
+        // stops on it naming the step), not an error read from the device inside the step.
         let unique = Tensor::from_slice(&[0i64, 1, 2, 3]);
         let flags = ConLossFlags { supcon_s: true, ..Default::default() };
-        assert!(e(loss.forward(&one_view, Positives::Labels(&unique), flags)).contains("no anchor has a positive"));
+        let out = loss.forward_with_stats(&one_view, Positives::Labels(&unique), flags).unwrap();
+        assert!(out.loss.double_value(&[]).is_nan() && out.anchors.double_value(&[]) == 0.0);
     }
 }

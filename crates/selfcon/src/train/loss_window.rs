@@ -75,18 +75,22 @@ impl LossWindow {
     }
 
     /// Copies the window to the host (one synchronisation) and empties it. In a distributed run
-    /// (`dist`) the losses are first averaged over the ranks where they are (one collective per
-    /// read; every rank reads after the same steps): the log shows the mean, and a NaN/inf on
-    /// one rank stops every rank at the same step.
+    /// (`dist`) each step's loss is the mean over the ranks (one collective per read; every rank
+    /// reads after the same steps): the log shows it, and a NaN/inf on one rank stops every rank
+    /// at the same step. The ranks' losses are gathered and added in rank order, then divided on
+    /// the host, so a step's mean has the same bits whatever window it was read in (an all-reduce
+    /// would sum in an order that depends on the message length).
     pub fn read(&mut self, dist: Option<&Distributed>) -> Result<WindowRead> {
         let mut read = WindowRead::default();
         if !self.steps.is_empty() {
-            let mut losses = Tensor::cat(&self.losses, 0);
-            if let Some(d) = dist.filter(|d| d.world_size > 1) {
-                losses = d.mean_over_ranks(&losses, "averaging the loss over the ranks")?;
-            }
+            let losses = Tensor::cat(&self.losses, 0);
+            let (losses, ranks) = match dist.filter(|d| d.world_size > 1) {
+                Some(d) => (d.sum_in_rank_order(&losses, "averaging the loss over the ranks")?, d.world_size as f64),
+                None => (losses, 1.0),
+            };
             let values = Vec::<f64>::try_from(losses.to_device(tch::Device::Cpu)).expect("a float64 vector converts");
-            read.steps = self.steps.iter().zip(values).map(|(&(step, images), value)| (step, images, value)).collect();
+            read.steps =
+                self.steps.iter().zip(values).map(|(&(step, images), value)| (step, images, value / ranks)).collect();
         }
         if let Some(skipped) = self.skipped.take() {
             // Equal on every rank: the scaler sees the all-reduced gradients.

@@ -67,7 +67,7 @@ impl Sgd {
     /// launches per step); bit-for-bit the per-parameter update (`reference_step` in the tests).
     pub fn step(&mut self, lr: f64) -> Result<()> {
         if self.lars_eta.is_some() {
-            self.lars_step(lr);
+            self.lars_step(lr, None);
             return Ok(());
         }
         let (params, grads, buffers) = self.with_gradients();
@@ -76,12 +76,11 @@ impl Sgd {
 
     /// One update that the device itself skips when `found_inf` (one float, set by loss scaling)
     /// is non-zero: no host read of the flag. Fused `_fused_sgd_` kernel (its weight decay is a
-    /// fused multiply-add: the last bit may differ from [`Sgd::step`]); with LARS the flag is read.
+    /// fused multiply-add: the last bit may differ from [`Sgd::step`]); with LARS each new value
+    /// is selected against the old one on the device.
     pub fn step_unless(&mut self, lr: f64, found_inf: &Tensor) -> Result<()> {
         if self.lars_eta.is_some() {
-            if found_inf.double_value(&[0]) == 0.0 {
-                self.lars_step(lr);
-            }
+            self.lars_step(lr, Some(&found_inf.eq(0.0)));
             return Ok(());
         }
         let (params, grads, buffers) = self.with_gradients();
@@ -113,8 +112,11 @@ impl Sgd {
         (params, grads, buffers)
     }
 
-    /// LARS: per parameter, as each weight's trust ratio needs its own norms.
-    fn lars_step(&mut self, lr: f64) {
+    /// LARS: per parameter, as each weight's trust ratio needs its own norms. With `take` (a
+    /// one-element bool on the device) the update lands only where it is true: parameters and
+    /// momentum buffers keep their values otherwise, decided on the device. A buffer created by a
+    /// skipped step is zeros, which the next step turns into its gradient exactly as a new one.
+    fn lars_step(&mut self, lr: f64, take: Option<&Tensor>) {
         tch::no_grad(|| {
             for ((_, p), buf) in self.params.iter_mut().zip(self.buffers.iter_mut()) {
                 let g = p.grad();
@@ -133,21 +135,37 @@ impl Sgd {
                     _ => d,
                 };
                 let d = if self.momentum != 0.0 {
-                    match buf {
-                        Some(b) => {
+                    match (buf.as_mut(), take) {
+                        (Some(b), None) => {
                             let _ = b.g_mul_scalar_(self.momentum).g_add_(&d);
                             b.shallow_clone()
                         }
-                        None => {
-                            let b = d.detach().copy();
+                        (Some(b), Some(take)) => {
+                            let updated = &*b * self.momentum + &d;
+                            let _ = b.copy_(&updated.where_self(take, b));
+                            updated
+                        }
+                        (None, _) => {
+                            let b = match take {
+                                None => d.detach().copy(),
+                                Some(take) => d.where_scalarother(take, 0.0),
+                            };
                             *buf = Some(b.shallow_clone());
-                            b
+                            d
                         }
                     }
                 } else {
                     d
                 };
-                let _ = p.g_sub_(&(d * lr));
+                match take {
+                    None => {
+                        let _ = p.g_sub_(&(d * lr));
+                    }
+                    Some(take) => {
+                        let updated = &*p - d * lr;
+                        let _ = p.copy_(&updated.where_self(take, p));
+                    }
+                }
             }
         });
     }
@@ -315,6 +333,58 @@ mod tests {
         sgd.step_unless(0.1, &Tensor::from_slice(&[0.0f32])).unwrap();
         let v = w.mean(Kind::Float).double_value(&[]);
         assert!((v - 0.69).abs() < 1e-6, "taken: {v}");
+    }
+
+    /// LARS with loss scaling: a skipped step leaves weights and momentum as they were, decided
+    /// on the device; taken steps are bit for bit the unconditional LARS steps, also right after
+    /// a skip on the first step (whose new buffer is zeros).
+    #[test]
+    fn lars_skips_on_the_device_and_takes_the_unconditional_update_otherwise() {
+        let run = |flags: &[Option<f32>]| {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let w = vs.root().var("w", &[4, 3], nn::Init::Const(0.5));
+            let b = vs.root().var("b", &[4], nn::Init::Const(0.1));
+            let mut sgd = Sgd::new(&vs, 0.9, 1e-4);
+            sgd.lars_eta = Some(0.02);
+            let mut after = Vec::new();
+            for (i, flag) in flags.iter().enumerate() {
+                sgd.zero_grad();
+                ((&w * (3.0 + i as f64)).sum(Kind::Float) + (&b * &b).sum(Kind::Float)).backward();
+                match flag {
+                    None => sgd.step(0.3).unwrap(),
+                    Some(f) => sgd.step_unless(0.3, &Tensor::from_slice(&[*f])).unwrap(),
+                }
+                let state: Vec<Tensor> = sgd.state().into_iter().map(|(_, t)| t.copy()).collect();
+                after.push((w.copy(), b.copy(), state));
+            }
+            after
+        };
+        let equal = |a: &(Tensor, Tensor, Vec<Tensor>), b: &(Tensor, Tensor, Vec<Tensor>)| {
+            a.0.equal(&b.0)
+                && a.1.equal(&b.1)
+                && a.2.len() == b.2.len()
+                && a.2.iter().zip(&b.2).all(|(x, y)| x.equal(y))
+        };
+        let plain = run(&[None, None]);
+        let flagged = run(&[Some(0.0), Some(0.0)]);
+        assert!(plain.iter().zip(&flagged).all(|(a, b)| equal(a, b)), "taken steps differ from plain LARS steps");
+        // Skipped first step: weights unchanged; the next step then equals a fresh optimiser's
+        // first step with that step's gradient (3 + 1).
+        let skipped = run(&[Some(1.0), Some(0.0)]);
+        assert!(skipped[0].0.equal(&Tensor::full([4, 3], 0.5, (Kind::Float, Device::Cpu))), "skipped step moved w");
+        assert!(skipped[0].1.equal(&Tensor::full([4], 0.1, (Kind::Float, Device::Cpu))), "skipped step moved b");
+        let vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().var("w", &[4, 3], nn::Init::Const(0.5));
+        let b = vs.root().var("b", &[4], nn::Init::Const(0.1));
+        let mut sgd = Sgd::new(&vs, 0.9, 1e-4);
+        sgd.lars_eta = Some(0.02);
+        ((&w * 4.0).sum(Kind::Float) + (&b * &b).sum(Kind::Float)).backward();
+        sgd.step(0.3).unwrap();
+        let state: Vec<Tensor> = sgd.state().into_iter().map(|(_, t)| t.copy()).collect();
+        assert!(equal(&skipped[1], &(w.copy(), b.copy(), state)), "a step after a skipped first step differs");
+        // A skipped later step keeps weights and buffers.
+        let late = run(&[None, Some(1.0)]);
+        assert!(equal(&late[0], &late[1]), "a skipped later step changed the state");
     }
 
     #[test]

@@ -178,6 +178,13 @@ pub struct StepObjective {
 }
 
 impl StepObjective {
+    /// This objective over `group`'s gathered global batch, as [`PretrainConfig::step_objective`]
+    /// chooses with `--global_negatives` and more than one rank (forced here at any world size:
+    /// the device tests run the gathering path at world size 1).
+    pub fn over_global_batch(self, group: &'static Distributed) -> Self {
+        StepObjective { global: Some(group), ..self }
+    }
+
     /// How the ranks' gradients combine: with global negatives every rank computed the same
     /// global loss, so the sum of their gradients is its gradient.
     pub fn reduction(&self) -> Reduction {

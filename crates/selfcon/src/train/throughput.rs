@@ -139,11 +139,19 @@ pub fn measure_pretrain_steps(
         last_loss = train.step(&images, &labels, &mut optimizer, scaler.as_mut(), lr, &mut forward, &mut loss_of)?.loss;
     }
     synchronize(cuda_index)?;
-    let last_loss = last_loss.double_value(&[]);
+    let seconds = started.elapsed().as_secs_f64();
+    // The mean over the ranks (what training logs), so that every rank agrees on a NaN.
+    let last_loss = match dist.filter(|d| d.world_size > 1) {
+        Some(d) => {
+            d.sum_in_rank_order(&last_loss.to_kind(Kind::Double).reshape([1]), "averaging the bench loss")?
+                .double_value(&[0])
+                / d.world_size as f64
+        }
+        None => last_loss.double_value(&[]),
+    };
     if !last_loss.is_finite() {
         return Err(Error::input(format!("bench loss is {last_loss} after {} steps", warmup + steps)));
     }
-    let seconds = started.elapsed().as_secs_f64();
     let gradient_sync_ms_per_step = dist.map(|d| 1000.0 * (d.gradient_sync_seconds() - sync_before) / steps as f64);
     let (peak_memory_bytes, peak_memory_kind) = match cuda_index {
         Some(i) => (

@@ -3,8 +3,9 @@
 //! mode.
 #![allow(dead_code)]
 
-use selfcon::model::ConModel;
-use selfcon::train::{GradScaler, Precision, PretrainConfig, Sgd};
+use selfcon::distributed::Distributed;
+use selfcon::model::{BatchNormKind, ConModel};
+use selfcon::train::{GradScaler, Precision, PretrainConfig, Sgd, StepObjective};
 use tch::{nn, Device, Kind, Tensor};
 
 pub fn config(precision: Precision) -> PretrainConfig {
@@ -27,18 +28,48 @@ pub struct Trainer {
     pub model: ConModel,
     pub optimizer: Sgd,
     pub train: selfcon::train::TrainLoop,
-    pub objective: selfcon::train::StepObjective,
+    pub objective: StepObjective,
     pub scaler: Option<GradScaler>,
 }
 
 impl Trainer {
     pub fn new(precision: Precision, device: Device) -> Self {
-        let c = config(precision);
-        let (vs, model) =
-            selfcon::engine::seeded(3, || ConModel::build(&c.model, device, selfcon::model::BatchNormKind::Local))
-                .unwrap();
+        Self::with(precision, device, BatchNormKind::Local, |objective| objective)
+    }
+
+    /// With SyncBatchNorm over `group` and the loss over its gathered global batch, whatever
+    /// its size (a run picks them only with more than one rank).
+    pub fn synchronised(precision: Precision, device: Device, group: &'static Distributed) -> Self {
+        Self::with(precision, device, BatchNormKind::Synchronised(group), |objective| {
+            objective.over_global_batch(group)
+        })
+    }
+
+    /// With `change` applied to the test configuration first (another method, LARS, ...).
+    pub fn variant(precision: Precision, device: Device, change: impl FnOnce(&mut PretrainConfig)) -> Self {
+        let mut c = config(precision);
+        change(&mut c);
+        Self::from_config(c, device, BatchNormKind::Local, |objective| objective)
+    }
+
+    fn with(
+        precision: Precision,
+        device: Device,
+        norm: BatchNormKind,
+        objective: impl FnOnce(StepObjective) -> StepObjective,
+    ) -> Self {
+        Self::from_config(config(precision), device, norm, objective)
+    }
+
+    fn from_config(
+        c: PretrainConfig,
+        device: Device,
+        norm: BatchNormKind,
+        objective: impl FnOnce(StepObjective) -> StepObjective,
+    ) -> Self {
+        let (vs, model) = selfcon::engine::seeded(3, || ConModel::build(&c.model, device, norm)).unwrap();
         c.optim.prepare_model(&vs).unwrap();
-        let objective = c.step_objective();
+        let objective = objective(c.step_objective());
         let optimizer = c.optim.optimizer(&vs, objective.reduction()).unwrap();
         let train = selfcon::train::TrainLoop::new(selfcon::train::TrainLoopConfig {
             model: Some(&vs),
