@@ -24,8 +24,10 @@ fn main() -> ExitCode {
         }
     };
     // NCCL's communicators and watchdog threads stop before the process does (no-op otherwise):
-    // gracefully after a clean run, aborted after a failure.
-    if let Err(e) = selfcon::distributed::shutdown(outcome.is_ok()) {
+    // gracefully after a clean run or a stop every rank agreed on (their last collectives must
+    // reach the slower peers), aborted after a failure (a pending collective may never finish).
+    let clean = outcome.as_ref().map_or_else(|failure| failure.agreed_stop, |()| true);
+    if let Err(e) = selfcon::distributed::shutdown(clean) {
         eprintln!("selfcon: warning: {e}");
     }
     code

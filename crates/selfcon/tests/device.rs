@@ -157,8 +157,8 @@ fn a_training_step_and_its_batch_never_wait_for_the_device() {
     }
 }
 
-/// The step's other paths stay free of host waits too: SupCon-S and the SelfCon alpha variant
-/// (anchors without a positive dropped by masking) and LARS under fp16 loss scaling (the skip
+/// The step's other paths stay free of host waits too: SupCon-S and the single-view SelfCon alpha
+/// variant with labels (an anchor without a positive dropped by masking) and LARS under fp16 loss scaling (the skip
 /// decided on the device). On the CPU the same steps run, unchecked.
 #[test]
 fn loss_and_optimizer_variants_never_wait_for_the_device() {
@@ -172,7 +172,9 @@ fn loss_and_optimizer_variants_never_wait_for_the_device() {
     ];
     for (name, precision, change) in variants {
         let mut trainer = Trainer::variant(precision, device, change);
-        let (images, labels) = batch(device);
+        let (images, _) = batch(device);
+        // One class with a single image: SupCon-S drops that anchor (by masking, on the device).
+        let labels = Tensor::from_slice(&[0i64, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 4]).to_device(device);
         let images = trainer.train.images_to_device(&images).unwrap();
         let first = trainer.step(&images, &labels);
         let second = if device.is_cuda() {

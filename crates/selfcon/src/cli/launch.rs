@@ -47,8 +47,11 @@ pub struct LaunchArgs {
 }
 
 pub fn run(a: LaunchArgs) -> Result<(), Failure> {
-    let program = std::env::current_exe()
-        .map_err(|e| Failure { message: format!("launch: cannot find this executable: {e}"), exit_code: 1 })?;
+    let program = std::env::current_exe().map_err(|e| Failure {
+        message: format!("launch: cannot find this executable: {e}"),
+        exit_code: 1,
+        agreed_stop: false,
+    })?;
     let config = LaunchConfig {
         nproc_per_node: a.nproc_per_node,
         nnodes: a.nnodes,
@@ -59,5 +62,9 @@ pub fn run(a: LaunchArgs) -> Result<(), Failure> {
         program,
         args: a.command,
     };
-    launch(&config).map_err(|f| Failure { message: f.message, exit_code: f.exit_code.clamp(1, 255) as u8 })
+    launch(&config).map_err(|f| Failure {
+        message: f.message,
+        exit_code: f.exit_code.clamp(1, 255) as u8,
+        agreed_stop: false,
+    })
 }

@@ -71,6 +71,9 @@ enum Command {
 pub struct Failure {
     pub message: String,
     pub exit_code: u8,
+    /// A stop every rank agreed on and saved after (SIGTERM/SIGINT): nothing is left pending
+    /// between the ranks, so NCCL may shut down gracefully rather than abort.
+    pub agreed_stop: bool,
 }
 
 /// Exit code for bad input (flags, files), as argparse and clap use.
@@ -91,7 +94,11 @@ pub fn run() -> Result<(), Failure> {
             let rendered = e.render().to_string();
             let line = rendered.lines().next().unwrap_or("invalid arguments");
             let message = line.trim_start_matches("error: ").to_string();
-            return Err(Failure { message: format!("{message} (see --help)"), exit_code: EXIT_USAGE });
+            return Err(Failure {
+                message: format!("{message} (see --help)"),
+                exit_code: EXIT_USAGE,
+                agreed_stop: false,
+            });
         }
     };
     let result = match cli.command {
@@ -132,11 +139,13 @@ pub fn run() -> Result<(), Failure> {
                     one_line(&format!("{e:#}"))
                 ),
                 exit_code: u8::try_from(128 + signal).unwrap_or(EXIT_FAILURE),
+                agreed_stop: false,
             };
         }
         Failure {
             message: format!("{rank}{}", one_line(&format!("{e:#}"))),
             exit_code: if user { EXIT_USAGE } else { EXIT_FAILURE },
+            agreed_stop: false,
         }
     })
 }
@@ -146,7 +155,7 @@ pub fn run() -> Result<(), Failure> {
 fn interrupted(signal: i32, message: &str, saved: Option<&std::path::Path>) -> Failure {
     let exit_code = u8::try_from(128 + signal).unwrap_or(EXIT_FAILURE);
     if !selfcon::distributed::is_primary() {
-        return Failure { message: String::new(), exit_code };
+        return Failure { message: String::new(), exit_code, agreed_stop: true };
     }
     let mut text = message.to_string();
     // A rank of `launch` does not know the launcher's command line.
@@ -157,7 +166,7 @@ fn interrupted(signal: i32, message: &str, saved: Option<&std::path::Path>) -> F
             text.push_str(" plus the flags taken from the official options (listed when the run started)");
         }
     }
-    Failure { message: text, exit_code }
+    Failure { message: text, exit_code, agreed_stop: true }
 }
 
 /// This process's command line with `--resume PATH` in place of any earlier one, shell-quoted,

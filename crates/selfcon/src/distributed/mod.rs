@@ -127,7 +127,7 @@ pub fn init(options: &DistributedOptions, device: Device) -> Result<Option<&'sta
                 .and_then(|store| ProcessGroup::gloo(&store, env.rank, env.world_size, timeout))
                 .map_err(|e| {
                 Error::Distributed(format!(
-                    "rank {}: joining the host-side Gloo group for stop votes failed (across machines Gloo needs GLOO_SOCKET_IFNAME naming a reachable interface, besides NCCL_SOCKET_IFNAME): {}",
+                    "rank {}: joining the host-side Gloo group for stop votes failed (across machines whose host names resolve to a loopback or unreachable address, name the interface with GLOO_SOCKET_IFNAME as well as NCCL_SOCKET_IFNAME): {}",
                     env.rank, e.0
                 ))
             })?,

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use strum::{Display, EnumIter, EnumMessage, IntoStaticStr};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
 
@@ -157,10 +157,14 @@ impl ConLoss {
             // Anchors without positives are dropped before averaging, by masking on the device
             // (selecting them would read their number on the host, a wait in every step). With no
             // anchor left the mean is 0/0: NaN, which the training loop reports with its step.
+            // (Dropped rows divide by 1, not 0, so no 0/0 reaches the gradient; a soft mask keeps
+            // its own row sums. Counts and sums of half-precision features in fp32: exact counts.)
             let keep = pos_count.gt(0.0);
-            let kept = keep.sum(kind);
-            let per_anchor = (pos_log_prob / pos_count.clamp_min(1.0)).where_scalarother(&keep, 0.0) * scale;
-            return Ok(ConLossOutput { loss: per_anchor.sum(kind) / &kept, anchors: kept });
+            let per_anchor =
+                (pos_log_prob / pos_count.where_scalarother(&keep, 1.0)).where_scalarother(&keep, 0.0) * scale;
+            let acc = if matches!(kind, Kind::Half | Kind::BFloat16) { Kind::Float } else { kind };
+            let kept = keep.sum(acc);
+            return Ok(ConLossOutput { loss: (per_anchor.sum(acc) / &kept).to_kind(kind), anchors: kept });
         }
         let per_anchor = pos_log_prob / pos_count * scale;
         Ok(ConLossOutput { loss: per_anchor.mean(kind), anchors: Tensor::full([], anchors, (kind, device)) })

@@ -268,7 +268,7 @@ pub fn pretrain(
     let mut train = TrainLoop::new(TrainLoopConfig {
         print_freq: config.print_freq,
         last_checkpoint: Some(last.clone()),
-        nan_hint: "without labels, or with --label, an anchor with no positive makes the official loss NaN; check --method/--multiview/--batch_size",
+        nan_hint: "without labels, or with --label, an anchor with no positive makes the official loss NaN (SupCon-S: when every label in a batch is unique); check --method/--multiview/--batch_size",
         model: Some(&vs),
         ..TrainLoopConfig::new("pretrain", device, &config.optim, config.schedule())
     })?;

@@ -82,19 +82,7 @@ impl Trainer {
 
     /// One training step at learning rate 0.05; the loss stays on the device.
     pub fn step(&mut self, images: &Tensor, labels: &Tensor) -> Tensor {
-        let (model, objective) = (&self.model, &self.objective);
-        self.train
-            .step(
-                images,
-                labels,
-                &mut self.optimizer,
-                self.scaler.as_mut(),
-                0.05,
-                &mut |x: &Tensor| model.forward_t(x, true),
-                &mut |out, y: &Tensor| objective.compute(&out, y),
-            )
-            .unwrap()
-            .loss
+        self.step_voting(images, labels, None).0
     }
 
     /// [`Trainer::step`] that answers `vote` when asked whether to stop; returns the loss and the
