@@ -165,7 +165,8 @@ fn loss_and_optimizer_variants_never_wait_for_the_device() {
     use selfcon::loss::Method;
     let device = common::test_device();
     let half = if device.is_cuda() { Precision::Fp16 } else { Precision::Fp32 };
-    let variants: [(&str, Precision, fn(&mut selfcon::train::PretrainConfig)); 3] = [
+    type Change = fn(&mut selfcon::train::PretrainConfig);
+    let variants: [(&str, Precision, Change); 3] = [
         ("SupCon-S", Precision::Fp32, |c| c.method = Method::SupCon),
         ("SelfCon alpha 0.5", Precision::Fp32, |c| c.alpha = 0.5),
         ("LARS with loss scaling", half, |c| c.optim.lars_eta = Some(0.02)),

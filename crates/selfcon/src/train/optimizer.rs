@@ -142,7 +142,7 @@ impl Sgd {
                         }
                         (Some(b), Some(take)) => {
                             let updated = &*b * self.momentum + &d;
-                            let _ = b.copy_(&updated.where_self(take, b));
+                            b.copy_(&updated.where_self(take, b));
                             updated
                         }
                         (None, _) => {
@@ -163,7 +163,7 @@ impl Sgd {
                     }
                     Some(take) => {
                         let updated = &*p - d * lr;
-                        let _ = p.copy_(&updated.where_self(take, p));
+                        p.copy_(&updated.where_self(take, p));
                     }
                 }
             }
