@@ -12,14 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 KIT=target/gpu-kit
 FASHION=${FASHION:-/usr/share/datasets/fashion-mnist}
-# The recipe needs the full Fashion-MNIST: checked before the long build. As in .ci/run, the Debian
-# package is installed when this machine can (root with apt-get); otherwise say what to do.
-has_fashion() { ls "$FASHION"/train-images-idx3-ubyte* > /dev/null 2>&1; }
-if ! has_fashion && [ "$FASHION" = /usr/share/datasets/fashion-mnist ] && command -v apt-get > /dev/null && [ "$(id -u)" = 0 ]; then
-    echo "gpu-kit: installing Debian's dataset-fashion-mnist for the recipe" >&2
-    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist > /dev/null) || true
-fi
-has_fashion || { echo "gpu-kit: FASHION=$FASHION holds no Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz]); install Debian's dataset-fashion-mnist or set FASHION to a folder with the four files" >&2; exit 2; }
+# The recipe needs the full Fashion-MNIST: checked before the long build (Debian's package installed
+# when this machine can, as in .ci/run; otherwise say what to do).
+[ "$FASHION" = /usr/share/datasets/fashion-mnist ] && ./scripts/install-fashion-mnist.sh
+ls "$FASHION"/train-images-idx3-ubyte* > /dev/null 2>&1 || { echo "gpu-kit: FASHION=$FASHION holds no Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz]); install Debian's dataset-fashion-mnist or set FASHION to a folder with the four files" >&2; exit 2; }
 SELFCON_NCCL=1 ./scripts/setup.sh
 cargo build --release --offline
 tests=$(cargo test --release --offline --no-run --test device --test device_distributed --test step_resume --message-format=json 2>/dev/null |
