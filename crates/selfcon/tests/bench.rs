@@ -26,6 +26,57 @@ fn bench_train_reports_step_time_throughput_and_memory() {
     assert!(ms > 0.0 && (rate - 4.0 * 1000.0 / ms).abs() < 1e-6 * rate, "{r}");
     assert!(r["peak_memory_bytes"].as_i64().unwrap() > 0, "{r}");
     assert!(r["last_loss"].as_f64().unwrap().is_finite(), "{r}");
+    // Where it ran: the CPU, its ISA class and the threads.
+    assert!(r["cpu_model"].as_str().is_some_and(|m| !m.is_empty()), "{r}");
+    let isa = r["isa"].as_str().unwrap();
+    assert!(["other", "avx2", "avx512", "avx512_bf16", "amx", "neon", "sve"].contains(&isa), "{r}");
+    assert!(r["threads"].as_i64().unwrap() >= 1 && r["native_bf16"].is_boolean(), "{r}");
+}
+
+/// The compute threads follow the CPUs the process may use: one under `taskset -c 0`, whatever
+/// the machine has, and OMP_NUM_THREADS wins over the affinity.
+#[test]
+fn bench_train_threads_follow_the_affinity_and_the_environment() {
+    let args = [
+        &["bench", "train", "--method", "SelfCon", "--batch_size", "2", "--steps", "1", "--warmup_steps", "0"][..],
+        &["--device", "cpu", "--json", "--precision", "fp32"],
+        &MODEL,
+    ]
+    .concat();
+    let run = |prefix: &[&str], omp: Option<&str>| {
+        let mut command = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = std::process::Command::new(program);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_selfcon"));
+                c
+            }
+            None => std::process::Command::new(env!("CARGO_BIN_EXE_selfcon")),
+        };
+        command.args(&args).env_remove("OMP_NUM_THREADS").env_remove("MKL_NUM_THREADS");
+        if let Some(n) = omp {
+            command.env("OMP_NUM_THREADS", n);
+        }
+        let o = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{stderr}");
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (r["threads"].as_i64().unwrap(), stderr)
+    };
+    // Rust's standard library counts affinity and cgroup quota the same way.
+    let available = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    let (n, stderr) = run(&[], None);
+    assert_eq!(n, available, "{stderr}");
+    let (n, stderr) = run(&[], Some("1"));
+    assert_eq!(n, 1, "{stderr}");
+    assert!(stderr.contains("1 compute thread (OMP_NUM_THREADS=1)"), "{stderr}");
+    let taskset = std::path::Path::new("/usr/bin/taskset");
+    if !taskset.exists() {
+        eprintln!("taskset not installed: the affinity case is not run");
+        return;
+    }
+    let (n, stderr) = run(&["/usr/bin/taskset", "-c", "0"], None);
+    assert_eq!(n, 1, "{stderr}");
+    assert!(stderr.contains("1 compute thread (the CPUs this process may use: 1 CPU (affinity 1"), "{stderr}");
 }
 
 #[test]

@@ -29,11 +29,23 @@ fn demo_runs_end_to_end_and_reports_both_encoders() {
             "32",
             "--probe_epochs",
             "5",
+            // A budget no step fits: the plan keeps its one pass, of one batch.
+            "--pretrain_seconds",
+            "1e-6",
         ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    // The precision is said once with its reason, and the budget's choice with the step time.
+    assert_eq!(stderr.matches("precision: ").count(), 1, "{stderr}");
+    assert!(stderr.contains("(auto: "), "{stderr}");
+    assert!(
+        stderr.contains("demo: 3 timed steps took ") && stderr.contains("1 epochs of 16 images instead of 48"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 pre-training steps of 16 images are too few"), "{stderr}");
     for line in [
         "backbone",
         "sub-network",
@@ -41,7 +53,8 @@ fn demo_runs_end_to_end_and_reports_both_encoders() {
         "random init",
         "everything is in",
         "(the bundled subset at ",
-        "pre-trained on 48 images for 1 epoch(s); probes fitted on 64 training images, scored on 32 test images",
+        "pre-trained for 1 steps (1 epoch(s) of 16 images) on ",
+        "; probes fitted on 64 training images, scored on 32 test images",
     ] {
         assert!(stdout.contains(line), "{line} missing:\n{stdout}");
     }
@@ -56,6 +69,8 @@ fn demo_runs_end_to_end_and_reports_both_encoders() {
     let results: Value =
         serde_json::from_str(&std::fs::read_to_string(std::path::Path::new(folder).join("demo_results.json")).unwrap())
             .unwrap();
+    assert_eq!(results["pretrain_steps"], 1, "{results}");
+    assert!(results["machine"]["isa"].as_str().is_some_and(|isa| !isa.is_empty()), "{results}");
     for key in ["selfcon", "random_init"] {
         for head in ["backbone", "sub", "ensemble"] {
             let top1 = results[key]["test"][head]["top1"].as_f64().unwrap();

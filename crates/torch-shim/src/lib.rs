@@ -99,6 +99,7 @@ mod ffi {
         pub fn selfcon_shim_free_ready(ready: *mut std::ffi::c_void);
         pub fn selfcon_shim_set_device(device_index: c_int, err: *mut *mut c_char) -> c_int;
         pub fn selfcon_shim_empty_pinned(sizes: *const i64, ndim: i64, dtype: c_int, err: *mut *mut c_char) -> *mut u8;
+        pub fn selfcon_shim_cpu_capabilities(err: *mut *mut c_char) -> *mut c_char;
     }
 }
 
@@ -113,6 +114,21 @@ fn checked<T>(call: impl FnOnce(*mut *mut c_char) -> T) -> Result<T> {
     let message = unsafe { CStr::from_ptr(err) }.to_string_lossy().lines().next().unwrap_or_default().to_string();
     unsafe { ffi::selfcon_shim_free_error(err) };
     Err(ShimError(message))
+}
+
+/// What libtorch's cpuinfo reports of this CPU (`at::cpu::get_cpu_capabilities`, as
+/// `torch.backends.cpu` shows it): `(key, value)` pairs such as `("avx512_bf16", "True")`,
+/// `("cpu_name", "AMD EPYC")`, plus `aten_capability`, the vector ISA ATen dispatches its kernels to.
+pub fn cpu_capabilities() -> Result<Vec<(String, String)>> {
+    // SAFETY: the shim returns a NUL-terminated malloc'ed string (or null with `err` set).
+    let text = checked(|err| unsafe { ffi::selfcon_shim_cpu_capabilities(err) })?;
+    if text.is_null() {
+        return Err(ShimError("no CPU capabilities returned".into()));
+    }
+    // SAFETY: as above; freed exactly once (the shim's strings share one free function).
+    let owned = unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned();
+    unsafe { ffi::selfcon_shim_free_error(text) };
+    Ok(owned.lines().filter_map(|line| line.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect())
 }
 
 /// Severity of libtorch's own log lines.

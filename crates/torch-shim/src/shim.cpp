@@ -7,6 +7,8 @@
 #include <ATen/DeviceAccelerator.h>
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
+#include <ATen/cpu/Utils.h>
+#include <ATen/Version.h>
 #include <c10/util/Logging.h>
 
 #include <ATen/ops/_foreach_add.h>
@@ -309,6 +311,35 @@ int selfcon_shim_device_synchronize(int device_index, char** err) {
   at::accelerator::synchronizeDevice(static_cast<c10::DeviceIndex>(device_index));
   return 0;
   SHIM_CATCH(err, -1)
+}
+
+}  // extern "C"
+
+// ---- CPU capabilities ------------------------------------------------------------------------
+
+extern "C" {
+
+// What cpuinfo (inside libtorch) reports of this CPU, as "key=value" lines: ISA flags (True/False),
+// cpu_name, architecture, cache sizes and core counts (at::cpu::get_cpu_capabilities), and
+// "aten_capability" = the vector ISA ATen's kernels were dispatched to (ATEN_CPU_CAPABILITY caps
+// it). Malloc'ed, freed by selfcon_shim_free_error; null on failure with `err` set.
+char* selfcon_shim_cpu_capabilities(char** err) {
+  SHIM_TRY(err, nullptr)
+    std::string text;
+    for (const auto& [key, value] : at::cpu::get_cpu_capabilities()) {
+      std::string rendered;
+      if (value.isBool()) rendered = value.toBool() ? "True" : "False";
+      else if (value.isInt()) rendered = std::to_string(value.toInt());
+      else if (value.isString()) rendered = value.toStringRef();
+      else continue;
+      for (char& c : rendered) if (c == '\n') c = ' ';
+      text += key + "=" + rendered + "\n";
+    }
+    text += "aten_capability=" + at::get_cpu_capability() + "\n";
+    char* out = static_cast<char*>(std::malloc(text.size() + 1));
+    std::memcpy(out, text.c_str(), text.size() + 1);
+    return out;
+  SHIM_CATCH(err, nullptr)
 }
 
 }  // extern "C"

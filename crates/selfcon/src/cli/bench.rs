@@ -124,21 +124,36 @@ fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
     let seconds = start.elapsed().as_secs_f64();
     let rate = images as f64 / seconds;
     if a.json {
-        println!(
-            "{}",
-            json!({
-                "bench": "loader", "dataset": name, "source": data.source, "batch_size": a.batch_size,
-                "num_workers": a.num_workers, "multiview": a.multiview, "weakaug": a.weakaug, "randaug": a.randaug,
-                "batches": done, "images": images, "seconds": seconds, "images_per_s": rate
-            })
-        );
+        let mut record = json!({
+            "bench": "loader", "dataset": name, "source": data.source, "batch_size": a.batch_size,
+            "num_workers": a.num_workers, "multiview": a.multiview, "weakaug": a.weakaug, "randaug": a.randaug,
+            "batches": done, "images": images, "seconds": seconds, "images_per_s": rate
+        });
+        add_machine(&mut record);
+        println!("{record}");
     } else {
         println!(
-            "loader {name} ({}): {done} batches of {} with {} worker(s): {images} images in {seconds:.2} s = {rate:.0} images/s",
+            "loader {name} ({}): {done} batches of {} with {} worker(s): {images} images in {seconds:.2} s = {rate:.0} images/s · {}",
             data.source.display(),
             a.batch_size,
-            a.num_workers
+            a.num_workers,
+            machine_line()
         );
     }
     Ok(())
+}
+
+/// Adds where a benchmark ran (CPU model, ISA class, threads) to its JSON record.
+pub(super) fn add_machine(record: &mut serde_json::Value) {
+    if let (Some(record), serde_json::Value::Object(machine)) =
+        (record.as_object_mut(), selfcon::hardware::machine_record())
+    {
+        record.extend(machine);
+    }
+}
+
+/// "AMD EPYC, avx512_bf16, 2 threads": where a benchmark ran, for its text line.
+pub(super) fn machine_line() -> String {
+    let cpu = selfcon::hardware::CpuInfo::detect();
+    format!("{}, {} thread(s)", cpu.describe(), tch::get_num_threads())
 }

@@ -47,9 +47,7 @@ pub fn run(a: TrainBenchArgs) -> anyhow::Result<()> {
     let mode = if a.end_to_end { "end_to_end" } else { "compute" };
     let precision = config.optim.precision.resolve(device);
     if a.json {
-        println!(
-            "{}",
-            json!({
+        let mut record = json!({
                 "bench": "train", "mode": mode, "device": format!("{device:?}"), "method": config.method.name(),
                 "model": config.model.architecture.to_string(), "dataset": p.dataset, "selfcon_pos": config.model.exits.to_string(),
                 "selfcon_size": config.model.sub_size.to_string(), "multiview": config.multiview,
@@ -59,8 +57,9 @@ pub fn run(a: TrainBenchArgs) -> anyhow::Result<()> {
                 "peak_memory_bytes": t.peak_memory_bytes, "peak_memory_kind": t.peak_memory_kind, "last_loss": t.last_loss,
                 "world_size": t.world_size, "gradient_sync_ms_per_step": t.gradient_sync_ms_per_step,
                 "dist_backend": t.dist_backend,
-            })
-        );
+        });
+        super::bench::add_machine(&mut record);
+        println!("{record}");
     } else {
         let memory = t
             .peak_memory_bytes
@@ -75,13 +74,14 @@ pub fn run(a: TrainBenchArgs) -> anyhow::Result<()> {
             None => String::new(),
         };
         println!(
-            "train {mode} · {} {} bsz {} · {precision}{} · {device:?}: {:.1} ms/step, {:.0} images/s, peak memory {memory}{ranks}",
+            "train {mode} · {} {} bsz {} · {precision}{} · {device:?}: {:.1} ms/step, {:.0} images/s, peak memory {memory}{ranks} · {}",
             config.method,
             config.model.architecture,
             t.batch_size,
             if config.optim.channels_last { " channels-last" } else { "" },
             t.ms_per_step,
-            t.images_per_s
+            t.images_per_s,
+            super::bench::machine_line()
         );
     }
     Ok(())

@@ -19,8 +19,8 @@ use selfcon::loss::Method;
 use selfcon::model::{ConModel, ModelConfig};
 use selfcon::report::{feature_map::MapMethod, report, ReportOptions};
 use selfcon::train::{
-    extract_features, pretrain, select_and_probe, Accuracy, FeatureExtraction, OptimConfig, PretrainConfig,
-    ProbeSettings, SelectedProbe,
+    extract_features, measure_pretrain_steps, pretrain, select_and_probe, Accuracy, BatchSource, FeatureExtraction,
+    OptimConfig, PretrainConfig, PretrainPlan, ProbeSettings, SelectedProbe,
 };
 
 use super::progress::TerminalProgress;
@@ -39,17 +39,28 @@ pub struct DemoArgs {
     #[arg(long = "pretrain_images", visible_alias = "pretrain-images")]
     pub pretrain_images: Option<usize>,
 
-    /// Passes over the pre-training images (3 × 10,000 images at batch 64: 468 steps; 2 epochs
-    /// left the backbone and the ensemble under +2 points, bench/results).
+    /// Passes over the pre-training images (3 × 10,000 images at batch 32: 936 steps). A
+    /// `--pretrain_seconds` budget that cannot fit them shrinks each pass, not their number.
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,
 
-    #[arg(long = "batch_size", visible_alias = "batch-size", default_value_t = 64)]
+    /// Time budget of pre-training in seconds: a few steps are timed first, and when the budget
+    /// cannot fit every step of `--epochs` passes, each pass takes fewer images (a seeded sample)
+    /// so that the steps fit (0: no budget). The demo then ends in about this time plus the probes,
+    /// on any CPU.
+    #[arg(long = "pretrain_seconds", visible_alias = "pretrain-seconds", default_value_t = DEFAULT_PRETRAIN_SECONDS)]
+    pub pretrain_seconds: f64,
+
+    /// Images per step. In the same time, 32 learned more than 64 (twice the steps at half the
+    /// cost each; bench/results/2026-12-07-demo-by-cpu.md).
+    #[arg(long = "batch_size", visible_alias = "batch-size", default_value_t = 32)]
     pub batch_size: usize,
 
     /// With LARS (the default) a weight moves by learning_rate × lars_eta of its norm per step:
-    /// 0.3 × 0.02 = 0.6% (0.6 learned less in the same steps, bench/results).
-    #[arg(long = "learning_rate", visible_alias = "learning-rate", default_value_t = 0.3)]
+    /// 0.1 × 0.02 = 0.2%. Smaller moves learned more at every budget measured (96, 150 and 468
+    /// steps; 0.3 and 0.6 fell under the random init at 150 steps, 0.05 learned less:
+    /// bench/results/2026-12-07-demo-by-cpu.md).
+    #[arg(long = "learning_rate", visible_alias = "learning-rate", default_value_t = 0.1)]
     pub learning_rate: f64,
 
     #[arg(long, default_value_t = 0.1)]
@@ -78,9 +89,9 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
-    /// Forward-pass precision: bf16 autocast (about twice fp32's speed on CPUs with AVX-512 BF16,
-    /// slower than fp32 on CPUs without it) or fp32.
-    #[arg(long, default_value = "bf16")]
+    /// Forward-pass precision: `auto` is bf16 autocast where the CPU runs bf16 natively (AVX-512
+    /// BF16, AMX: about twice fp32's speed) and fp32 elsewhere (emulated bf16 is 15–21× slower).
+    #[arg(long, default_value = "auto")]
     pub precision: String,
 
     /// Per-iteration cosine decay to zero over the whole budget (`--cosine false`: constant rate).
@@ -122,6 +133,17 @@ pub struct DemoArgs {
 
 /// Share of the probe's training images held out to choose the probe's settings.
 const VALIDATION_FRACTION: f64 = 0.2;
+
+/// Pre-training's default time budget: on the slowest CPU measured (AVX2, fp32) it leaves the
+/// probes and the report room within 10 minutes (docs/training.md).
+const DEFAULT_PRETRAIN_SECONDS: f64 = 300.0;
+
+/// Steps timed (after one untimed) to size pre-training to `--pretrain_seconds`.
+const CALIBRATION_STEPS: usize = 3;
+
+/// Fewer pre-training images seen (steps × batch) than this were not measured to reach the demo's
+/// gains (bench/results/2026-12-07-demo-by-cpu.md).
+const FEW_IMAGES_SEEN: usize = 6000;
 
 pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -205,19 +227,58 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         image_size: a.pretrain_size,
         knn: Default::default(),
     };
-    let pre_data = selfcon::data::OpenedDataset {
+    let mut pre_data = selfcon::data::OpenedDataset {
         train: pre_set,
         test: None,
         mean: data.mean,
         std: data.std,
         source: data.source.clone(),
     };
+    let cpu = selfcon::hardware::CpuInfo::detect();
+    let precision = config.optim.precision.resolve(Device::Cpu);
+    let mut plan = PretrainPlan::all(pretrain_images, a.epochs, a.batch_size);
+    if a.ckpt.is_none() && a.pretrain_seconds > 0.0 {
+        if !a.pretrain_seconds.is_finite() {
+            return Err(selfcon::Error::option(
+                "pretrain_seconds",
+                "must be a finite number of seconds (0: no budget)",
+            )
+            .into());
+        }
+        let timed = measure_pretrain_steps(&config, Device::Cpu, BatchSource::Loader(&pre_data), 1, CALIBRATION_STEPS)?;
+        let step_seconds = timed.seconds / timed.steps as f64;
+        plan = plan.within(a.pretrain_seconds, step_seconds);
+        eprintln!(
+            "demo: {CALIBRATION_STEPS} timed steps took {step_seconds:.2} s each on {} ({precision}, channels-last): {} steps fit --pretrain_seconds {:.0} ({})",
+            cpu.describe(),
+            plan.affordable.unwrap_or(plan.steps()),
+            a.pretrain_seconds,
+            if plan.images < pretrain_images {
+                format!("{} epochs of {} images instead of {pretrain_images}", plan.epochs, plan.images)
+            } else {
+                format!("all {} steps of {} epochs of {pretrain_images} images", plan.steps(), plan.epochs)
+            }
+        );
+        if plan.steps() * a.batch_size < FEW_IMAGES_SEEN {
+            eprintln!(
+                "selfcon: warning: {} pre-training steps of {} images are too few for the gains the README shows ({FEW_IMAGES_SEEN}+ images seen); raise --pretrain_seconds",
+                plan.steps(),
+                a.batch_size
+            );
+        }
+        if plan.images < pretrain_images {
+            pre_data.train = Arc::new(Subset::sample(&data.train, plan.images, a.seed));
+        }
+    }
+    let pretrain_images = plan.images;
     let mut progress = TerminalProgress::new(10);
     // The demo has no --resume: Ctrl-C ends it at once.
     progress.graceful_stop = false;
     progress.banner = format!(
-        "pre-training SelfCon (ResNet-18, fc exit after layer2) on {} images, {} epochs",
-        pretrain_images, a.epochs
+        "pre-training SelfCon (ResNet-18, fc exit after layer2) on {} images, {} epochs ({} steps)",
+        pretrain_images,
+        a.epochs,
+        plan.steps()
     );
     let (last_checkpoint, run_dir, epoch_losses) = match &a.ckpt {
         Some(ckpt) => {
@@ -279,7 +340,12 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     println!();
     let encoder = match &a.ckpt {
         Some(ckpt) => format!("checkpoint {}", ckpt.display()),
-        None => format!("pre-trained on {pretrain_images} images for {} epoch(s)", a.epochs),
+        None => format!(
+            "pre-trained for {} steps ({} epoch(s) of {pretrain_images} images) on {}, {precision}",
+            plan.steps(),
+            a.epochs,
+            cpu.describe()
+        ),
     };
     println!(
         "Fashion-MNIST ({which} at {}): {encoder}; probes fitted on {} training images, scored on {} test images",
@@ -304,6 +370,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     println!();
     let results = json!({
         "dataset": data.source, "pretrain_images": pretrain_images, "epochs": a.epochs, "batch_size": a.batch_size,
+        "pretrain_steps": plan.steps(), "pretrain_seconds_budget": a.pretrain_seconds, "precision": precision.to_string(),
+        "machine": selfcon::hardware::machine_record(),
         "learning_rate": a.learning_rate, "temp": a.temp, "probe_images": a.probe_images, "test_images": a.test_images,
         "probe_epochs": a.probe_epochs, "probe_grid": grid, "probe_validation_fraction": VALIDATION_FRACTION,
         "checkpoint": last_checkpoint,

@@ -71,6 +71,7 @@ pub fn run(a: FeaturesArgs) -> anyhow::Result<()> {
         return Err(Error::option("precision", "fp64 is for pretrain and ce; use fp32, bf16 or fp16").into());
     }
     let device = select_device(a.device.parse::<DeviceRequest>()?)?;
+    let requested = precision;
     let precision = precision.resolve(device);
     let ckpt = ModelCheckpoint::open(&a.ckpt)?;
     let dataset = a.dataset.clone().unwrap_or_else(|| super::linear::default_dataset(&ckpt));
@@ -90,6 +91,7 @@ pub fn run(a: FeaturesArgs) -> anyhow::Result<()> {
     };
     let n = split.len();
     eprintln!("features: {n} {} images of {dataset} through {} on {device:?}", a.split, a.ckpt.display());
+    requested.announce(device);
     let how = FeatureExtraction {
         mean: data.mean,
         std: data.std,

@@ -101,6 +101,11 @@ pub fn run() -> Result<(), Failure> {
             });
         }
     };
+    if !matches!(cli.command, Command::Launch(_)) {
+        // libtorch's compute threads bounded by the CPUs this process may use (affinity, cgroup
+        // quota) unless OMP_NUM_THREADS names a count; `launch` leaves them to its ranks.
+        selfcon::hardware::apply_thread_budget();
+    }
     let result = match cli.command {
         Command::Launch(args) => return launch::run(args),
         Command::Demo(args) => demo::run(*args),

@@ -15,9 +15,10 @@ pub struct OptimArgs {
     #[arg(long = "batch_size", visible_alias = "batch-size", default_value_t = 256, value_name = "N")]
     pub batch_size: usize,
 
-    /// Data loader worker threads.
-    #[arg(long = "num_workers", visible_alias = "num-workers", default_value_t = 16, value_name = "N")]
-    pub num_workers: usize,
+    /// Data loader worker threads [default: 16 (the official), at most one per CPU this process may
+    /// use (affinity, cgroup quota)].
+    #[arg(long = "num_workers", visible_alias = "num-workers", value_name = "N")]
+    pub num_workers: Option<usize>,
 
     #[arg(long, default_value_t = 1000)]
     pub epochs: usize,
@@ -150,7 +151,7 @@ impl OptimArgs {
             cosine: self.cosine,
             warm: self.warm,
             seed: self.seed,
-            num_workers: self.num_workers,
+            num_workers: self.num_workers.unwrap_or_else(|| selfcon::hardware::default_loader_workers(16)),
             save_dir: self.save_dir.clone(),
             exp_name: self.exp_name.clone(),
             precision: self.precision.parse()?,

@@ -88,7 +88,7 @@ pub fn launch(config: &LaunchConfig) -> std::result::Result<(), LaunchFailure> {
     let world = config.world_size();
     let threads = std::env::var_os("OMP_NUM_THREADS").is_none().then(|| {
         // As torchrun: ranks sharing a machine share its cores instead of oversubscribing them.
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = crate::hardware::CpuBudget::detect().cpus;
         (cores / config.nproc_per_node).max(1)
     });
     let mut children: Vec<(usize, Child)> = Vec::new();

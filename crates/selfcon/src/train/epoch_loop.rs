@@ -171,6 +171,7 @@ impl TrainLoop {
             named.sort_by(|a, b| a.0.cmp(&b.0));
             buffers = named.into_iter().map(|(_, t)| t).collect();
         }
+        optim.precision.announce(device);
         Ok(TrainLoop {
             stage,
             device,

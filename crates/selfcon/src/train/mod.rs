@@ -12,6 +12,7 @@ mod optimizer;
 mod pass_state;
 mod precision;
 mod pretrain;
+mod pretrain_plan;
 mod probe;
 mod progress;
 mod run_name;
@@ -27,8 +28,9 @@ pub use linear::{linear_eval, linear_eval_model, Accuracy, EpochAccuracy, Linear
 pub use optim_config::OptimConfig;
 pub use optimizer::Sgd;
 pub use pass_state::PassState;
-pub use precision::{GradScaler, Precision};
+pub use precision::{GradScaler, Precision, PrecisionChoice};
 pub use pretrain::{check_min_crop_scale, pretrain, PretrainConfig, PretrainResult, StepObjective};
+pub use pretrain_plan::PretrainPlan;
 pub use probe::{
     extract_features, linear_probe, select_and_probe, CachedFeatures, ProbeResult, ProbeSettings, SelectedProbe,
 };
