@@ -45,8 +45,9 @@ pub struct DemoArgs {
     pub epochs: usize,
 
     /// Time budget of pre-training in seconds: a few steps are timed first, and when the budget
-    /// cannot fit every step of `--epochs` passes, each pass takes fewer images (a seeded sample)
-    /// so that the steps fit (0: no budget). The demo then ends in about this time plus the probes,
+    /// cannot fit every step of `--epochs` passes, each pass takes fewer images (a seeded sample;
+    /// counts ×0.8 apart, so timing jitter seldom changes the plan) so that the steps fit (0: no
+    /// budget). The demo then ends in about this time plus the probes,
     /// on any CPU.
     #[arg(long = "pretrain_seconds", visible_alias = "pretrain-seconds", default_value_t = DEFAULT_PRETRAIN_SECONDS)]
     pub pretrain_seconds: f64,
