@@ -6,10 +6,14 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use strum::{Display, EnumIter, EnumMessage, IntoStaticStr};
+use strum::{Display, IntoStaticStr};
+
+/// What emulated bf16 costs where oneDNN has no bf16 instructions, as measured (for messages).
+pub const EMULATED_BF16_SLOWDOWN: &str =
+    "15–21× slower than fp32 per training step on AVX2 (bench/results/2026-12-07-demo-by-cpu.md)";
 
 /// The instruction-set class that decides how fast the CPU kernels run, slowest first on x86.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Display, IntoStaticStr, EnumIter, EnumMessage)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Display, IntoStaticStr)]
 #[strum(serialize_all = "snake_case")]
 pub enum IsaClass {
     /// Below AVX2 (or an architecture libtorch's cpuinfo does not describe).
@@ -138,7 +142,7 @@ impl CpuInfo {
 
     /// Whether oneDNN runs bf16 convolutions and matrix products in hardware here. Without it
     /// (AVX2-only and plain AVX-512 x86, Arm without the BF16 extension) bf16 autocast falls to
-    /// emulation or reference loops: ~21× slower than fp32 on an AVX2 EPYC.
+    /// emulation or reference loops ([`EMULATED_BF16_SLOWDOWN`]).
     pub fn native_bf16(&self) -> bool {
         match self.isa_class() {
             IsaClass::Avx512Bf16 | IsaClass::Amx => true,

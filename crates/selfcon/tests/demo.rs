@@ -115,6 +115,8 @@ fn demo_refuses_more_images_than_the_data_has() {
     common::assert_usage_error(&["demo", "--data_folder", data, "--test_images", "2001"], "test_images");
     common::assert_usage_error(&["demo", "--data_folder", data, "--lars_eta", "-0.1"], "lars_eta");
     common::assert_usage_error(&["demo", "--data_folder", data, "--lars_eta", "NaN"], "lars_eta");
+    common::assert_usage_error(&["demo", "--data_folder", data, "--pretrain_seconds", "NaN"], "pretrain_seconds");
+    common::assert_usage_error(&["demo", "--data_folder", data, "--pretrain_seconds", "-1"], "pretrain_seconds");
     common::assert_usage_error(&["demo", "--data_folder", data, "--min_crop_scale", "0"], "min_crop_scale");
     common::assert_usage_error(&["demo", "--data_folder", data, "--min_crop_scale", "1.5"], "min_crop_scale");
     common::assert_usage_error(&["demo", "--data_folder", data, "--ckpt", "no/such/last.safetensors"], "no/such");

@@ -49,7 +49,12 @@ pub struct DemoArgs {
     /// counts ×0.8 apart, so timing jitter seldom changes the plan) so that the steps fit (0: no
     /// budget). The demo then ends in about this time plus the probes,
     /// on any CPU.
-    #[arg(long = "pretrain_seconds", visible_alias = "pretrain-seconds", default_value_t = DEFAULT_PRETRAIN_SECONDS)]
+    #[arg(
+        long = "pretrain_seconds",
+        visible_alias = "pretrain-seconds",
+        default_value_t = DEFAULT_PRETRAIN_SECONDS,
+        allow_negative_numbers = true
+    )]
     pub pretrain_seconds: f64,
 
     /// Images per step. In the same time, 32 learned more than 64 (twice the steps at half the
@@ -160,6 +165,13 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
             selfcon::Error::option("lars_eta", format!("must be a finite number ≥ 0, got {}", a.lars_eta)).into()
         );
     }
+    if !(a.pretrain_seconds.is_finite() && a.pretrain_seconds >= 0.0) {
+        return Err(selfcon::Error::option(
+            "pretrain_seconds",
+            format!("must be a finite number of seconds ≥ 0 (0: no budget), got {}", a.pretrain_seconds),
+        )
+        .into());
+    }
     selfcon::train::check_min_crop_scale(a.min_crop_scale)?;
     for (flag, want, have, split) in [
         ("pretrain_images", pretrain_images, data.train.len(), "training"),
@@ -239,13 +251,6 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     let precision = config.optim.precision.resolve(Device::Cpu);
     let mut plan = PretrainPlan::all(pretrain_images, a.epochs, a.batch_size);
     if a.ckpt.is_none() && a.pretrain_seconds > 0.0 {
-        if !a.pretrain_seconds.is_finite() {
-            return Err(selfcon::Error::option(
-                "pretrain_seconds",
-                "must be a finite number of seconds (0: no budget)",
-            )
-            .into());
-        }
         let timed = measure_pretrain_steps(&config, Device::Cpu, BatchSource::Loader(&pre_data), 1, CALIBRATION_STEPS)?;
         let step_seconds = timed.seconds / timed.steps as f64;
         plan = plan.within(a.pretrain_seconds, step_seconds);

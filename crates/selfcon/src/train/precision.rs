@@ -7,13 +7,13 @@ use tch::{Device, Kind, Tensor};
 use torch_shim::AutocastGuard;
 
 use crate::error::{Error, Result};
-use crate::hardware::CpuInfo;
+use crate::hardware::{CpuInfo, EMULATED_BF16_SLOWDOWN};
 
 /// `--precision [auto|fp16|bf16|fp32|fp64]`; the bare flag (official `--precision`) means `auto`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Display, IntoStaticStr, EnumIter, EnumMessage)]
 pub enum Precision {
     /// fp16 on CUDA (the official choice); on CPU bf16 where oneDNN runs it natively (AVX-512
-    /// BF16, AMX, Arm BF16), else fp32 (emulated bf16 is ~21× slower than fp32 on AVX2).
+    /// BF16, AMX, Arm BF16), else fp32 (emulated bf16 is 15–21× slower than fp32 on AVX2).
     #[strum(to_string = "auto", serialize = "true", serialize = "amp")]
     Auto,
     #[strum(to_string = "fp16", serialize = "float16", serialize = "half")]
@@ -53,14 +53,17 @@ impl Precision {
             }
             (Precision::Auto, _) => (
                 Precision::Fp32,
-                format!("auto: {} has no native bf16 (oneDNN would emulate it, ~21× slower than fp32)", cpu.describe()),
+                format!(
+                    "auto: {} has no native bf16 (oneDNN would emulate it, {EMULATED_BF16_SLOWDOWN})",
+                    cpu.describe()
+                ),
             ),
             (other, _) => (other, format!("--precision {other}")),
         };
         let warning = (on_cpu && self == Precision::Bf16 && !cpu.native_bf16()).then(|| {
             format!(
-                "--precision bf16 on {}, which has no native bf16: oneDNN emulates it, measured 21× slower than \
-                 fp32 per training step on an AVX2 EPYC (docs/training.md); --precision auto or fp32 is faster here",
+                "--precision bf16 on {}, which has no native bf16: oneDNN emulates it, {EMULATED_BF16_SLOWDOWN}; \
+                 --precision auto or fp32 is faster here",
                 cpu.describe()
             )
         });
