@@ -115,11 +115,12 @@ tests)
     export SELFCON_TEST_DEVICE=$test_device CUBLAS_WORKSPACE_CONFIG=:4096:8 RUST_BACKTRACE=1
     [ -f "$KIT/libselfcon_nccl.so" ] && export SELFCON_NCCL_LIB=$KIT/libselfcon_nccl.so
     # --nocapture: the measured differences (CUDA vs CPU) and losses are printed.
-    "$KIT/tests/device" --test-threads 1 --nocapture; a=$?
+    "$KIT/tests/integration" device:: --test-threads 1 --nocapture; a=$?
     # A whole distributed step over NCCL at world size 1 with no host wait.
     "$KIT/tests/device_distributed" --nocapture; c=$?
-    # The library-level stop/resume tests (the signal ones drive the development machine's binary).
-    "$KIT/tests/step_resume" --test-threads 1 --skip sig; b=$?
+    # The library-level stop/resume tests, CI's heavy ones included (the signal ones drive the
+    # development machine's binary).
+    "$KIT/tests/integration" step_resume:: --include-ignored --test-threads 1 --skip sig; b=$?
     exit $((a || b || c))
     ;;
 compute)

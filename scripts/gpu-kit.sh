@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds everything bench/gpu_check.sh runs on a GPU machine (which has no Rust toolchain) into
 # target/gpu-kit/ (git-ignored, about 50 MB): the release binary, the test binaries that switch
-# to CUDA with SELFCON_TEST_DEVICE, the NCCL shim object (fetches the CUDA/NCCL headers once) and
+# to CUDA with SELFCON_TEST_DEVICE (integration: its device and step_resume modules;
+# device_distributed), the NCCL shim object (fetches the CUDA/NCCL headers once) and
 # Fashion-MNIST for the recipe. Then, with the device tool:
 #
 #   run  carry=["target/gpu-kit"]  timeout_s=600
@@ -18,7 +19,7 @@ FASHION=${FASHION:-/usr/share/datasets/fashion-mnist}
 ls "$FASHION"/train-images-idx3-ubyte* > /dev/null 2>&1 || { echo "gpu-kit: FASHION=$FASHION holds no Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz]); install Debian's dataset-fashion-mnist or set FASHION to a folder with the four files" >&2; exit 2; }
 SELFCON_NCCL=1 ./scripts/setup.sh
 cargo build --release --offline
-tests=$(cargo test --release --offline --no-run --test device --test device_distributed --test step_resume --message-format=json 2>/dev/null |
+tests=$(cargo test --release --offline --no-run --test integration --test device_distributed --message-format=json 2>/dev/null |
     python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)

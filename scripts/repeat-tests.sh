@@ -7,10 +7,13 @@
 # Each round runs, with the default parallel test threads:
 #   - torch-shim's tests (c10d collectives between threads, several process groups at once),
 #   - selfcon's loader tests (worker threads, prefetch, shutdown),
-#   - selfcon's unit and device tests (parallel test threads drawing from one random generator),
-#   - selfcon's distributed tests (ranks as processes: launch, SIGKILL/SIGSTOP of a rank, resume)
-#     in odd rounds, since they take about two minutes each,
-#   - selfcon's step-resume tests (SIGTERM/SIGINT/SIGKILL at random moments, resume) in even rounds.
+#   - selfcon's unit tests and the device tests (parallel test threads drawing from one random
+#     generator), and the distributed step at world size 1 (its own binary),
+#   - selfcon's distributed tests, CI's heavy ones included (ranks as processes: launch,
+#     SIGKILL/SIGSTOP of a rank, resume) in odd rounds, since they take about four minutes,
+#   - selfcon's step-resume tests, heavy ones included (SIGTERM/SIGINT/SIGKILL at random moments,
+#     resume) in even rounds.
+# The integration tests are one binary (tests/integration/): a round picks its modules by name.
 # Stops at the first failure, naming the suite and the round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,13 +38,13 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 for round in $(seq 1 "$rounds"); do
   run "$round" "torch-shim" -p torch-shim
-  run "$round" "loader" -p selfcon --test loader
-  # Unit and device tests share libtorch's global generator across parallel test threads.
-  run "$round" "unit+device" -p selfcon --lib --test device --test device_distributed
+  run "$round" "loader" -p selfcon --test integration -- loader::
+  run "$round" "unit" -p selfcon --lib --test device_distributed
+  run "$round" "device" -p selfcon --test integration -- device::
   if [ $((round % 2)) = 1 ]; then
-    run "$round" "distributed" -p selfcon --test distributed
+    run "$round" "distributed" -p selfcon --test integration -- distributed:: --include-ignored
   else
-    run "$round" "step-resume" -p selfcon --test step_resume
+    run "$round" "step-resume" -p selfcon --test integration -- step_resume:: --include-ignored
   fi
 done
 echo "repeat-tests: $rounds rounds, no failure"

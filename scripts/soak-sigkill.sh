@@ -20,7 +20,7 @@ trap 'rm -f "$log"' EXIT
 for try in $(seq 1 "$tries"); do
   started=$SECONDS
   if ! SELFCON_SOAK_KILLS=$kills SELFCON_SOAK_EPOCHS=$epochs cargo test --release --quiet -p selfcon \
-    --test step_resume sigkill_at_random_moments -- --nocapture >"$log" 2>&1; then
+    --test integration step_resume::sigkill_at_random_moments -- --include-ignored --nocapture >"$log" 2>&1; then
     tail -n 40 "$log" >&2
     echo "soak-sigkill: try $try failed" >&2
     exit 1

@@ -178,15 +178,39 @@ pub fn deterministic() -> bool {
     DETERMINISTIC.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Runs `build` right after seeding libtorch's global random generator, holding a process-wide
-/// lock, so that models initialised in other threads at the same time (parallel tests, library
-/// users running several trainings) cannot interleave their draws: the same seed always gives the
-/// same weights.
+/// Runs `build` right after seeding libtorch's global random generator, holding the generator's
+/// lock (`with_generator`), so that models initialised in other threads at the same time
+/// (parallel tests, library users running several trainings) cannot interleave their draws: the
+/// same seed always gives the same weights.
 pub fn seeded<T>(seed: u64, build: impl FnOnce() -> T) -> T {
-    static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = SEEDED_INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    tch::manual_seed(seed as i64);
-    build()
+    with_generator(|| {
+        tch::manual_seed(seed as i64);
+        build()
+    })
+}
+
+/// Runs `draw` holding a process-wide lock on libtorch's global random generator. Every model
+/// build takes it (`ConModel::build`), so an unseeded build in one thread cannot shift the draws
+/// of a seeded one in another. Re-entrant within a thread: `seeded(s, || ConModel::build(..))`
+/// takes it once.
+pub fn with_generator<T>(draw: impl FnOnce() -> T) -> T {
+    use std::cell::Cell;
+    static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    thread_local!(static HELD: Cell<bool> = const { Cell::new(false) });
+    if HELD.with(Cell::get) {
+        return draw();
+    }
+    let _guard = GENERATOR.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    /// Clears the thread's mark however `draw` ends (a panic included), before the lock is released.
+    struct Release;
+    impl Drop for Release {
+        fn drop(&mut self) {
+            HELD.with(|h| h.set(false));
+        }
+    }
+    HELD.with(|h| h.set(true));
+    let _release = Release;
+    draw()
 }
 
 #[cfg(test)]

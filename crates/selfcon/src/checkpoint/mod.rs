@@ -121,16 +121,40 @@ pub fn write_atomically(path: &Path, bytes: &[u8], what: &str) -> Result<()> {
     tmp.write_all(bytes).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;
     tmp.persist(path).map_err(|e| io(e.error))?;
-    // The rename is durable only once the folder's entry is on disk (a crash right after could
-    // otherwise bring back the old file, or none). Folders cannot be opened for sync everywhere.
-    // Some file systems (network ones, FUSE) cannot sync a folder (EINVAL, ENOTSUP): the file
-    // itself is synced and renamed, which is all they offer.
+    sync_folder(dir).map_err(io)
+}
+
+/// Makes the renames in `dir` durable: a rename is on disk only once the folder's entry is (a
+/// crash right after could otherwise bring back the old file, or none). Some file systems
+/// (network ones, FUSE) cannot sync a folder (EINVAL, ENOTSUP): the file itself is synced and
+/// renamed, which is all they offer.
+fn sync_folder(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     match std::fs::File::open(dir).and_then(|d| d.sync_all()) {
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP | libc::EBADF)) => {}
-        other => other.map_err(io)?,
+        other => other?,
     }
     Ok(())
+}
+
+/// Makes `copy` hold what the finished file `path` holds now, atomically (a temporary name
+/// renamed over `copy`) and durably: a hard link where the file system has them, else a byte copy.
+/// A link is safe because every write here replaces a file by renaming a new one over it, never
+/// in place: when `path` is next written, `copy` keeps the old contents. Saves serialising and
+/// writing the same checkpoint twice (`last` and `ckpt_epoch_N` at the end of an epoch).
+pub fn snapshot(path: &Path, copy: &Path, what: &str) -> Result<()> {
+    let dir = copy.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let io = |e: std::io::Error| Error::file(copy, format!("cannot write {what}: {e}"));
+    let prefix = format!(".{}.", copy.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+    let linked = tempfile::Builder::new().prefix(&prefix).suffix(".tmp").make_in(dir, |tmp| std::fs::hard_link(path, tmp));
+    let Ok(linked) = linked else {
+        // No hard links here (FAT, some network file systems): copy the bytes.
+        let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read {what}: {e}")))?;
+        return write_atomically(copy, &bytes, what);
+    };
+    // `path` was synced when it was written; the new name is made durable with the folder.
+    linked.persist(copy).map_err(|e| io(e.error))?;
+    sync_folder(dir).map_err(io)
 }
 
 /// A loaded checkpoint.
@@ -310,5 +334,30 @@ impl ModelCheckpoint {
     /// Copies the weights strictly into `vs` (see [`load_into_var_store`]).
     pub fn load_into(&self, vs: &tch::nn::VarStore) -> Result<()> {
         load_into_var_store(&self.path, vs, &self.weights)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_keeps_the_contents_of_its_moment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (last, kept) = (dir.path().join("last.safetensors"), dir.path().join("ckpt_epoch_1.safetensors"));
+        write_atomically(&last, b"epoch 1", "checkpoint").unwrap();
+        std::fs::write(&kept, b"an older epoch 1").unwrap();
+        snapshot(&last, &kept, "checkpoint").unwrap();
+        assert_eq!(std::fs::read(&kept).unwrap(), b"epoch 1", "replaced");
+        // The next write of `last` replaces its file, never the snapshot's contents.
+        write_atomically(&last, b"epoch 2", "checkpoint").unwrap();
+        assert_eq!(std::fs::read(&kept).unwrap(), b"epoch 1");
+        assert_eq!(std::fs::read(&last).unwrap(), b"epoch 2");
+        let names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+        let e = snapshot(&dir.path().join("missing"), &kept, "checkpoint").unwrap_err().to_string();
+        assert!(e.contains("missing") && e.contains("cannot read checkpoint"), "{e}");
+        assert_eq!(std::fs::read(&kept).unwrap(), b"epoch 1", "a failed snapshot leaves the old one");
     }
 }

@@ -42,12 +42,16 @@ impl ConModel {
         Ok(ConModel { config: config.clone(), encoder, head, sub_heads })
     }
 
-    /// A fresh var store on `device` holding a new model (see [`ConModel::new`]).
+    /// A fresh var store on `device` holding a new model (see [`ConModel::new`]). The initial
+    /// weights are drawn holding the generator's lock (`engine::with_generator`): a build in
+    /// another thread cannot shift the draws of a seeded one.
     pub fn build(config: &ModelConfig, device: Device, norm: BatchNormKind) -> Result<(nn::VarStore, Self)> {
         crate::engine::use_device(device)?;
-        let vs = nn::VarStore::new(device);
-        let model = ConModel::new(&vs.root(), config, norm)?;
-        Ok((vs, model))
+        crate::engine::with_generator(|| {
+            let vs = nn::VarStore::new(device);
+            let model = ConModel::new(&vs.root(), config, norm)?;
+            Ok((vs, model))
+        })
     }
 
     pub fn config(&self) -> &ModelConfig {

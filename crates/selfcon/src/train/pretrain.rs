@@ -302,8 +302,10 @@ pub fn pretrain(
         )?;
         epoch_losses.push(stats.loss);
         save(&optimizer, epoch, None, &last)?;
-        if config.save_freq > 0 && epoch % config.save_freq == 0 {
-            save(&optimizer, epoch, None, &run_dir.join(format!("ckpt_epoch_{epoch}.safetensors")))?;
+        if config.save_freq > 0 && epoch % config.save_freq == 0 && crate::distributed::is_primary() {
+            // The same state as `last`, just written: kept under the epoch's name without a second write.
+            let kept = run_dir.join(format!("ckpt_epoch_{epoch}.safetensors"));
+            crate::checkpoint::snapshot(&last, &kept, "checkpoint")?;
         }
         // After the checkpoint: a failing evaluation never costs the epoch's weights.
         let knn = match &knn_sets {

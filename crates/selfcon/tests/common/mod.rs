@@ -13,6 +13,15 @@ pub fn user_error<T>(r: selfcon::Result<T>) -> String {
     s
 }
 
+/// Standard-normal f32 values on the CPU, drawn holding libtorch's generator lock with a seed
+/// fixed by the shape, so that a test never shifts the draws of a seeded model build running in
+/// another test thread of the same binary.
+#[allow(dead_code)]
+pub fn seeded_randn(shape: &[i64]) -> tch::Tensor {
+    let seed = shape.iter().fold(17u64, |h, &d| h.wrapping_mul(31).wrapping_add(d as u64));
+    selfcon::engine::seeded(seed, || tch::Tensor::randn(shape, (tch::Kind::Float, tch::Device::Cpu)))
+}
+
 /// Writes a small MNIST-layout data set into `dir`: the first `n_train` / `n_test` images of the
 /// bundled Fashion-MNIST subset (raw IDX files).
 #[allow(dead_code)]

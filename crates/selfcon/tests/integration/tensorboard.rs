@@ -2,7 +2,7 @@
 //! written here from the format's description (its own CRC-32C, its own protobuf decoding), not
 //! by the writer's code.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! `torch.save` loads strictly under our 1-stage model's keys, gives PyTorch's logits, continues
 //! with the official momentum, and `ce --resume` continues the run from its options.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 
@@ -83,6 +83,7 @@ fn official_ce_momentum_continues_as_the_official_sgd_step() {
 }
 
 #[test]
+#[ignore = "heavy (CE resume of an official run; the fast set resumes an official pre-training): CI's extended set, cargo test -- --ignored"]
 fn ce_resumes_an_official_main_ce_run_with_its_options() {
     let dir = tempfile::tempdir().unwrap();
     let (ckpt, data, save) = common::official::resume_fixture(dir.path(), "ce_selfcon_r18.pth");

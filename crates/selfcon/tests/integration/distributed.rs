@@ -7,7 +7,7 @@
 //! layers (measured against an fp64 run: libtorch's own BatchNorm in fp32 is that far off too), so
 //! an fp32 comparison could not tell a bug from rounding; in fp64 the runs agree to ~1e-12.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -22,9 +22,14 @@ const BIN: &str = env!("CARGO_BIN_EXE_selfcon");
 
 /// 48 training and 20 test images.
 fn data(dir: &Path) -> String {
+    data_of(dir, 48)
+}
+
+/// `n` training and 20 test images.
+fn data_of(dir: &Path, n: usize) -> String {
     let path = dir.join("data");
     std::fs::create_dir_all(&path).unwrap();
-    common::tiny_fashion_mnist(&path, 48, 20);
+    common::tiny_fashion_mnist(&path, n, 20);
     path.display().to_string()
 }
 
@@ -151,7 +156,26 @@ fn max_difference(a: &Path, b: &Path) -> (f64, String) {
     worst
 }
 
+/// The fast set's distributed step: two ranks (processes under `selfcon launch`, Gloo) with
+/// SyncBN and global negatives take one step on 2 × 8 images, equal to one process's step on the
+/// 16 (fp64): loss and weights.
 #[test]
+fn two_ranks_take_the_step_of_one_process_on_the_global_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data_of(tmp.path(), 16);
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    ok(&single(&pretrain_args(&data, &one, 16, 1, &["--precision", "fp64"])));
+    let flags = ["--precision", "fp64", "--syncbn", "--global_negatives"];
+    ok(&launch(2, 29812, &pretrain_args(&data, &two, 8, 1, &flags)));
+    let (a, b) = (step_losses(&one), step_losses(&two));
+    assert_eq!((a.len(), b.len()), (1, 1), "one step each: {a:?} {b:?}");
+    assert!(close(&a, &b, 1e-9), "losses {a:?} vs {b:?}");
+    let (d, name) = max_difference(&run_dir(&one).join("last.safetensors"), &run_dir(&two).join("last.safetensors"));
+    assert!(d < 1e-8, "after the step the checkpoints differ by {d:e} at {name}");
+}
+
+#[test]
+#[ignore = "heavy (2 epochs, kNN and overlapped all-reduce; the fast set has one step): CI's extended set, cargo test -- --ignored"]
 fn global_negatives_with_syncbn_on_two_ranks_equal_one_process_on_the_global_batch() {
     let tmp = tempfile::tempdir().unwrap();
     let data = data(tmp.path());
@@ -204,6 +228,7 @@ fn global_negatives_with_syncbn_on_two_ranks_equal_one_process_on_the_global_bat
 }
 
 #[test]
+#[ignore = "heavy (three multi-process runs): CI's extended set, cargo test -- --ignored"]
 fn without_global_negatives_each_rank_contrasts_its_own_batch() {
     let tmp = tempfile::tempdir().unwrap();
     let data = data(tmp.path());
@@ -227,6 +252,7 @@ fn without_global_negatives_each_rank_contrasts_its_own_batch() {
 }
 
 #[test]
+#[ignore = "heavy (SIGKILL of a rank and resume): CI's extended set, cargo test -- --ignored"]
 fn a_killed_rank_stops_the_others_by_name_and_the_run_resumes_on_one_process() {
     let tmp = tempfile::tempdir().unwrap();
     let data = data(tmp.path());
@@ -278,6 +304,7 @@ fn a_killed_rank_stops_the_others_by_name_and_the_run_resumes_on_one_process() {
 }
 
 #[test]
+#[ignore = "heavy (waits for a timeout (SIGSTOP)): CI's extended set, cargo test -- --ignored"]
 fn a_hanging_rank_is_named_after_the_timeout() {
     let tmp = tempfile::tempdir().unwrap();
     let data = data(tmp.path());
@@ -327,6 +354,7 @@ fn ranks_with_different_configurations_refuse_to_start() {
 }
 
 #[test]
+#[ignore = "heavy (linear and CE on two ranks): CI's extended set, cargo test -- --ignored"]
 fn linear_and_ce_on_two_ranks() {
     let tmp = tempfile::tempdir().unwrap();
     let data = data(tmp.path());
@@ -550,6 +578,7 @@ fn a_rank_failing_because_a_peer_was_ended_by_the_passed_on_signal_is_a_stop() {
 }
 
 #[test]
+#[ignore = "heavy (two launchers as two nodes): CI's extended set, cargo test -- --ignored"]
 fn two_launchers_as_two_nodes_train_like_one_node_with_two_processes() {
     let tmp = tempfile::tempdir().unwrap();
     let data = data(tmp.path());
@@ -610,6 +639,7 @@ fn launch_and_sigterm(port: u16, args: &[String], at: &str, n: usize) -> String 
 /// SIGTERM to the launcher: every rank finishes the same step, rank 0 alone writes `last` and
 /// reports, all exit 143; launching again with `--resume` ends on the uninterrupted run's weights.
 #[test]
+#[ignore = "heavy (SIGTERM soak under launch): CI's extended set, cargo test -- --ignored"]
 fn sigterm_under_launch_stops_every_rank_after_the_same_step_and_the_run_resumes_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let data = data(tmp.path());

@@ -1,6 +1,6 @@
 //! Image-file datasets on small generated trees in each real layout, and their errors.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
@@ -117,7 +117,7 @@ fn tiny_imagenet_layout() {
 fn imagenet100_uses_the_official_list_order_and_resizes_to_256() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let list = include_str!("../src/data/imagenet100.txt");
+    let list = include_str!("../../src/data/imagenet100.txt");
     let wnids: Vec<&str> = list.lines().filter(|l| !l.is_empty()).collect();
     assert_eq!(wnids.len(), 100);
     assert_eq!(&wnids[..3], &["n02869837", "n01749939", "n02488291"]);

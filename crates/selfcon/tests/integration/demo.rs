@@ -4,9 +4,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
-mod common;
+use crate::common;
 
 #[test]
+#[ignore = "heavy (the whole demo path): CI's extended set, cargo test -- --ignored"]
 fn demo_runs_end_to_end_and_reports_both_encoders() {
     let out = tempfile::tempdir().unwrap();
     let data = selfcon::data::bundled_fashion_mnist().unwrap();

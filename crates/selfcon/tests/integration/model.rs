@@ -3,6 +3,8 @@
 
 use tch::{Device, Kind, Tensor};
 
+use crate::common;
+
 use selfcon::data::DatasetKind;
 use selfcon::model::{ConModel, ExitPositions, ModelConfig, SubNetworkSize};
 
@@ -19,13 +21,12 @@ fn var(vs: &tch::nn::VarStore, name: &str) -> Tensor {
 
 #[test]
 fn initialisation_follows_the_official_code() {
-    tch::manual_seed(0);
-    let (vs, _) = ConModel::build(
+    let (vs, _) = selfcon::engine::seeded(0, || ConModel::build(
         &config([false, true, false], SubNetworkSize::Fc),
         Device::Cpu,
         selfcon::model::BatchNormKind::Local,
     )
-    .unwrap();
+    ).unwrap();
     // Kaiming normal, fan_out, ReLU gain: std = sqrt(2 / (512·3·3)).
     let w = var(&vs, "encoder.layer4.1.conv2.weight");
     let std = w.std(true).double_value(&[]);
@@ -49,14 +50,13 @@ fn initialisation_follows_the_official_code() {
 
 #[test]
 fn batch_norm_switches_between_batch_and_running_statistics() {
-    tch::manual_seed(1);
-    let (vs, model) = ConModel::build(
+    let (vs, model) = selfcon::engine::seeded(1, || ConModel::build(
         &config([false, true, false], SubNetworkSize::Same),
         Device::Cpu,
         selfcon::model::BatchNormKind::Local,
     )
-    .unwrap();
-    let x = Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu));
+    ).unwrap();
+    let x = common::seeded_randn(&[4, 3, 32, 32]);
     let mean_before = var(&vs, "encoder.bn1.running_mean").copy();
 
     let eval1 = tch::no_grad(|| model.forward_t(&x, false)).unwrap();
@@ -76,12 +76,11 @@ fn batch_norm_switches_between_batch_and_running_statistics() {
 
 #[test]
 fn every_exit_combination_gives_normalised_projections_in_stage_order() {
-    tch::manual_seed(2);
     let mut c = config([true, true, true], SubNetworkSize::Small);
     c.feat_dim = 32;
-    let (vs, model) = ConModel::build(&c, Device::Cpu, selfcon::model::BatchNormKind::Local).unwrap();
+    let (vs, model) = selfcon::engine::seeded(2, || ConModel::build(&c, Device::Cpu, selfcon::model::BatchNormKind::Local)).unwrap();
     let out =
-        tch::no_grad(|| model.forward_t(&Tensor::randn([3, 3, 32, 32], (Kind::Float, Device::Cpu)), true)).unwrap();
+        tch::no_grad(|| model.forward_t(&common::seeded_randn(&[3, 3, 32, 32]), true)).unwrap();
     assert_eq!(out.encoder.exits.len(), 3);
     assert_eq!(out.exit_projections.len(), 3);
     for p in out.exit_projections.iter().chain(std::iter::once(&out.backbone_projection)) {
@@ -98,14 +97,13 @@ fn every_exit_combination_gives_normalised_projections_in_stage_order() {
 
 #[test]
 fn exit_and_backbone_gradients_both_reach_the_shared_stages() {
-    tch::manual_seed(3);
-    let (vs, model) = ConModel::build(
+    let (vs, model) = selfcon::engine::seeded(3, || ConModel::build(
         &config([false, true, false], SubNetworkSize::Fc),
         Device::Cpu,
         selfcon::model::BatchNormKind::Local,
     )
-    .unwrap();
-    let x = Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu));
+    ).unwrap();
+    let x = common::seeded_randn(&[4, 3, 32, 32]);
     let shared = var(&vs, "encoder.layer1.0.conv1.weight");
     let backbone_only = var(&vs, "encoder.layer4.0.conv1.weight");
 
@@ -122,12 +120,11 @@ fn exit_and_backbone_gradients_both_reach_the_shared_stages() {
 
 #[test]
 fn imagenet_stem_and_bottleneck_blocks() {
-    tch::manual_seed(4);
     let mut c = ModelConfig::readme(DatasetKind::ImageNet100);
     c.architecture = selfcon::model::Architecture::ResNet50;
     c.exits = ExitPositions::new(vec![true, false, false]);
     c.sub_size = SubNetworkSize::Fc;
-    let (vs, model) = ConModel::build(&c, Device::Cpu, selfcon::model::BatchNormKind::Local).unwrap();
+    let (vs, model) = selfcon::engine::seeded(4, || ConModel::build(&c, Device::Cpu, selfcon::model::BatchNormKind::Local)).unwrap();
     assert_eq!(var(&vs, "encoder.conv1.weight").size(), [64, 3, 7, 7]);
     assert_eq!(var(&vs, "encoder.layer1.0.conv3.weight").size(), [256, 64, 1, 1]);
     assert_eq!(var(&vs, "encoder.selfcon_layer.0.weight").size(), [2048, 256]);

@@ -2,7 +2,7 @@
 //! scripts/make_official_checkpoints.py from the SPEC's model definition) are read without running
 //! anything, mapped to our model, and give PyTorch's features; a forbidden global is refused.
 
-mod common;
+use crate::common;
 
 use common::official::{expected, fixture, inputs, pattern};
 
@@ -368,45 +368,21 @@ fn a_bare_state_dict_is_checked_strictly_against_the_model_flags() {
     assert!(!out.exists());
 }
 
-/// Runs the ONNX model at `path` on `images` in tract (an independent, pure-Rust runtime).
-fn run_in_tract(path: &Path, images: &Tensor) -> Vec<(Vec<usize>, Vec<f32>)> {
-    use tract_onnx::prelude::*;
-    let shape: Vec<usize> = images.size().iter().map(|&d| d as usize).collect();
-    let runnable = tract_onnx::onnx()
-        .model_for_path(path)
-        .unwrap()
-        .with_input_fact(0, f32::fact(&shape).into())
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap();
-    let pixels: Vec<f32> = Vec::try_from(&images.flatten(0, -1)).unwrap();
-    let input = tract_ndarray::ArrayD::from_shape_vec(shape, pixels).unwrap();
-    let outputs = runnable.run(tvec!(input.into_tensor().into())).unwrap();
-    outputs
-        .iter()
-        .map(|t| {
-            let view = t.to_array_view::<f32>().unwrap();
-            (view.shape().to_vec(), view.iter().copied().collect())
-        })
-        .collect()
-}
-
-/// Max |got − want| within 1e-4 of the larger of 1 and want's largest magnitude.
-fn assert_close(got: &[f32], want: &Tensor, what: &str) {
-    let want: Vec<f32> = Vec::try_from(&want.flatten(0, -1)).unwrap();
-    assert_eq!(got.len(), want.len(), "{what}");
-    let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    let scale = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
-    assert!(diff <= 1e-4 * scale.max(1.0), "{what}: max |ONNX − ours| = {diff}");
-}
-
+/// The CLI's ONNX file is the library's `ConModel::to_onnx` of the checkpoint's model, which
+/// crates/onnx-check runs in an independent runtime (tract) against our forward pass for every
+/// ResNet configuration (CI's extended set: it builds tract).
 #[test]
-fn onnx_export_runs_in_an_independent_runtime_like_our_forward() {
+fn onnx_export_writes_the_models_onnx_graph() {
     let dir = tempfile::tempdir().unwrap();
     let src = fixture(dir.path(), "selfcon_r18.pth");
-    let (backbone, sub) = our_features(&ModelCheckpoint::open(&src).unwrap());
+    let ckpt = ModelCheckpoint::open(&src).unwrap();
+    let (vs, model) = ConModel::build(
+        ckpt.model.as_ref().unwrap_or(&readme_cifar100()),
+        Device::Cpu,
+        selfcon::model::BatchNormKind::Local,
+    )
+    .unwrap();
+    ckpt.load_into(&vs).unwrap();
     let out = dir.path().join("r18.onnx");
     let o = common::selfcon(&[
         "export",
@@ -418,51 +394,11 @@ fn onnx_export_runs_in_an_independent_runtime_like_our_forward() {
         out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let result = run_in_tract(&out, &pattern(4 * 3 * 32 * 32, 7, 31).view([4, 3, 32, 32]));
-    assert_eq!(result.len(), 2, "backbone and one exit");
-    for ((shape, got), (want, name)) in result.iter().zip([(&backbone, "backbone"), (&sub, "sub_network.0")]) {
-        assert_eq!(shape, &[4, 512], "{name}");
-        assert_close(got, want, name);
-    }
-}
-
-#[test]
-fn onnx_covers_every_resnet_configuration() {
-    let dir = tempfile::tempdir().unwrap();
-    // Both stems, both block kinds, every exit position and sub-network size.
-    let grid = [
-        (Architecture::ResNet18, DatasetKind::Cifar10, [true, true, true], SubNetworkSize::Small, 32),
-        (Architecture::ResNet18, DatasetKind::ImageNet, [false, false, true], SubNetworkSize::Large, 64),
-        (Architecture::ResNet50, DatasetKind::Cifar100, [false, true, false], SubNetworkSize::Same, 32),
-        (Architecture::ResNet34, DatasetKind::Cifar10, [true, false, false], SubNetworkSize::Fc, 32),
-    ];
-    for (arch, dataset, exits, size, side) in grid {
-        let config =
-            ModelConfig::new(arch, dataset, ExitPositions::new(exits.to_vec()), SubNetworkArch::Resnet, size, 128)
-                .unwrap();
-        tch::manual_seed(3);
-        let (vs, model) = ConModel::build(&config, Device::Cpu, selfcon::model::BatchNormKind::Local).unwrap();
-        // Non-trivial BatchNorm statistics, so that inference-mode BN is really checked.
-        tch::no_grad(|| {
-            for (name, mut t) in vs.variables() {
-                if name.ends_with("running_mean") {
-                    t.copy_(&(Tensor::randn(t.size().as_slice(), (Kind::Float, Device::Cpu)) * 0.1));
-                } else if name.ends_with("running_var") {
-                    t.copy_(&(Tensor::rand(t.size().as_slice(), (Kind::Float, Device::Cpu)) + 0.5));
-                }
-            }
-        });
-        let path = dir.path().join("m.onnx");
-        std::fs::write(&path, model.to_onnx(&vs.variables()).unwrap()).unwrap();
-        let images = Tensor::randn([2, 3, side, side], (Kind::Float, Device::Cpu));
-        let ours = tch::no_grad(|| model.encode(&images, false)).unwrap();
-        let wants: Vec<&Tensor> = std::iter::once(&ours.backbone).chain(&ours.exits).collect();
-        let result = run_in_tract(&path, &images);
-        assert_eq!(result.len(), wants.len(), "{arch} {exits:?}");
-        for (k, ((_, got), want)) in result.iter().zip(wants).enumerate() {
-            assert_close(got, want, &format!("{arch} {dataset} {exits:?} {size:?} output {k}"));
-        }
-    }
+    let written = std::fs::read(&out).unwrap();
+    assert!(written == model.to_onnx(&vs.variables()).unwrap(), "the CLI wrote another graph");
+    // Outputs named as documented: the backbone and one exit.
+    let text = String::from_utf8_lossy(&written);
+    assert!(text.contains("backbone") && text.contains("sub_network.0"));
     // Other families: a clear error.
     let vgg = ModelConfig::new(
         Architecture::Vgg13,

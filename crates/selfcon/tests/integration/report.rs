@@ -1,7 +1,7 @@
 //! `selfcon report`: a pre-training run (kNN monitor on) and a linear evaluation of it, reported
 //! together — files exist, pictures decode and are not blank, index.html shows each of them.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -359,7 +359,28 @@ fn grid(
     out
 }
 
+/// Every 17th configuration of the ResNet and VGG grids below (17 is prime to the 4 sizes and the
+/// 8/16 exit combinations, so the sample walks through sizes, exits, stems and depths): the fast
+/// set's check; the whole grids are CI's.
 #[test]
+fn a_sample_of_the_resnet_and_vgg_grids() {
+    let vgg_sizes = [SubNetworkSize::Fc, SubNetworkSize::Small, SubNetworkSize::Same];
+    let vggs = [Architecture::Vgg13, Architecture::Vgg13Bn, Architecture::Vgg16, Architecture::Vgg16Bn];
+    let all = [
+        grid(&[Architecture::ResNet18, Architecture::ResNet34], &[DatasetKind::Cifar100, DatasetKind::ImageNet100], 3, &ALL_SIZES),
+        grid(&[Architecture::ResNet50, Architecture::ResNet101], &[DatasetKind::Cifar10], 3, &ALL_SIZES),
+        grid(&vggs, &[DatasetKind::Cifar10], 4, &vgg_sizes),
+    ]
+    .concat();
+    let sample: Vec<_> = all.into_iter().step_by(17).collect();
+    for arch in [Architecture::ResNet18, Architecture::ResNet34, Architecture::ResNet50, Architecture::ResNet101] {
+        assert!(sample.iter().any(|c| c.0 == arch), "the sample misses {arch}");
+    }
+    check_grid(sample);
+}
+
+#[test]
+#[ignore = "heavy (the whole grid; the fast set checks a sample): CI's extended set, cargo test -- --ignored"]
 fn resnet18_34_every_exit_combination_and_size_both_stems() {
     check_grid(grid(
         &[Architecture::ResNet18, Architecture::ResNet34],
@@ -370,16 +391,19 @@ fn resnet18_34_every_exit_combination_and_size_both_stems() {
 }
 
 #[test]
+#[ignore = "heavy (the whole grid; the fast set checks a sample): CI's extended set, cargo test -- --ignored"]
 fn resnet50_every_exit_combination_and_size() {
     check_grid(grid(&[Architecture::ResNet50], &[DatasetKind::Cifar10], 3, &ALL_SIZES));
 }
 
 #[test]
+#[ignore = "heavy (the whole grid; the fast set checks a sample): CI's extended set, cargo test -- --ignored"]
 fn resnet101_every_exit_combination_and_size() {
     check_grid(grid(&[Architecture::ResNet101], &[DatasetKind::Cifar10], 3, &ALL_SIZES));
 }
 
 #[test]
+#[ignore = "heavy (the whole grid; the fast set checks a sample): CI's extended set, cargo test -- --ignored"]
 fn vgg_every_exit_combination_and_size() {
     let sizes = [SubNetworkSize::Fc, SubNetworkSize::Small, SubNetworkSize::Same];
     check_grid(grid(

@@ -1,8 +1,6 @@
 //! Small hostile or broken files give a one-line error (or the right value) quickly, never a
 //! crash, a hang or an exhausted machine. Each file is generated here.
 
-mod common;
-
 use std::rc::Rc;
 use std::time::Instant;
 

@@ -1,7 +1,7 @@
 //! Dataset readers on small files in each real layout, on the bundled Fashion-MNIST subset, and
 //! on broken input (each a one-line error naming the file).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,6 @@
 //! 1-stage training (`selfcon ce`) end to end on tiny data, every method.
 
-mod common;
+use crate::common;
 
 use common::{assert_usage_error, selfcon};
 

@@ -1,6 +1,6 @@
 //! `selfcon bench train` on CPU: it runs, reports what it measured, and refuses bad input.
 
-mod common;
+use crate::common;
 
 use common::{assert_usage_error, selfcon};
 

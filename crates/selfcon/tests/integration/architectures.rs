@@ -2,7 +2,7 @@
 //! linear evaluation with --subnet, 1-stage `ce`, the official per-family defaults, and the refused
 //! WRN stem.
 
-mod common;
+use crate::common;
 
 use common::{assert_usage_error, selfcon};
 use serde_json::Value;
