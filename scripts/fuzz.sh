@@ -4,7 +4,7 @@
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 # Needs nightly Rust (installs cargo-fuzz if missing) and libtorch (scripts/setup.sh).
 # Crashes land in fuzz/artifacts/<target>/; turn each into a regression test under
-# crates/selfcon/tests/ (tests/fuzz_regressions.rs replays tests/data/fuzz/<target>/*).
+# crates/selfcon/tests/ (tests/integration/fuzz_regressions.rs replays tests/data/fuzz/<target>/*).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD

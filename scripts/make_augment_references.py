@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference outputs of torchvision's PIL transforms, for crates/selfcon/tests/augment.rs.
+"""Reference outputs of torchvision's PIL transforms, for crates/selfcon/tests/integration/augment.rs.
 
 Run once with torchvision and Pillow installed (outputs committed):
   python scripts/make_augment_references.py crates/selfcon/tests/data/augment/torchvision_reference.json

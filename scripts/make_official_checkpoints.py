@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Official-format checkpoints written by PyTorch's own torch.save, for crates/selfcon/tests/interop.rs.
+"""Official-format checkpoints written by PyTorch's own torch.save, for crates/selfcon/tests/integration/interop.rs.
 
 Run with torch installed (outputs committed):
   python scripts/make_official_checkpoints.py crates/selfcon/tests/data/official

@@ -1,5 +1,5 @@
 //! Augmentation with torchvision's semantics on PIL images (SPEC §3.1–3.2): every deterministic
-//! operation reproduces torchvision + Pillow on the same input (tests/augment.rs compares them
+//! operation reproduces torchvision + Pillow on the same input (tests/integration/augment.rs compares them
 //! with reference outputs); random parameters come from a per-sample seeded RNG, so a batch does
 //! not depend on how many threads produced it.
 
