@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs the tests that use threads, processes or c10d again and again, so that a crash or hang that
-# happens one run in several cannot pass by luck (CI calls this after the README's test command).
+# happens one run in several cannot pass by luck (CI calls this after the README's test command and the extended set).
 #
 #   scripts/repeat-tests.sh [ROUNDS]    default 5 rounds; SELFCON_REPEAT_ROUNDS works too
 #
 # Each round runs, with the default parallel test threads:
-#   - torch-shim's tests (c10d collectives between threads, several process groups at once),
+#   - torch-shim's tests (c10d collectives between threads, several process groups at once: the
+#     ten-round race included),
 #   - selfcon's loader tests (worker threads, prefetch, shutdown),
 #   - selfcon's unit tests and the device tests (parallel test threads drawing from one random
 #     generator), and the distributed step at world size 1 (its own binary),
@@ -37,7 +38,7 @@ run() { # round, label, cargo test arguments...
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 for round in $(seq 1 "$rounds"); do
-  run "$round" "torch-shim" -p torch-shim
+  run "$round" "torch-shim" -p torch-shim -- --include-ignored
   run "$round" "loader" -p selfcon --test integration -- loader::
   run "$round" "unit" -p selfcon --lib --test device_distributed
   run "$round" "device" -p selfcon --test integration -- device::

@@ -2,7 +2,9 @@
 //! bytes are checked against it in selfcon's interop tests) run in tract gives our forward pass.
 
 use selfcon::data::DatasetKind;
-use selfcon::model::{Architecture, BatchNormKind, ConModel, ExitPositions, ModelConfig, SubNetworkArch, SubNetworkSize};
+use selfcon::model::{
+    Architecture, BatchNormKind, ConModel, ExitPositions, ModelConfig, SubNetworkArch, SubNetworkSize,
+};
 use selfcon_onnx_check::{max_difference, run_in_tract};
 use tch::{Device, Kind, Tensor};
 

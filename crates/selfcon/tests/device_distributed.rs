@@ -3,7 +3,7 @@
 //! talk over NCCL, and the whole step — forward with SyncBatchNorm, the loss over the gathered
 //! global batch, gradient all-reduce, update and the stop votes — never makes the host wait for
 //! the device (CUDA's sync debug mode "error"); on the CPU the same path runs over Gloo. The stop
-//! votes reach the step's answer (one rank: its own; several are tested in tests/distributed.rs).
+//! votes reach the step's answer (one rank: its own; several are tested in tests/integration/distributed.rs).
 
 mod common;
 

@@ -108,20 +108,31 @@ pub fn write_atomically(path: &Path, bytes: &[u8], what: &str) -> Result<()> {
     let io = |e: std::io::Error| Error::file(path, format!("cannot write {what}: {e}"));
     // `.last.safetensors.<random>.tmp`: a process killed while writing leaves one behind, which the
     // next write of the same file removes (one writer per file: rank 0 of a run).
-    let prefix = format!(".{}.", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&prefix) && name.ends_with(".tmp") {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
+    let prefix = temporary_prefix(path);
+    remove_stale_temporaries(dir, &prefix);
     let mut tmp = tempfile::Builder::new().prefix(&prefix).suffix(".tmp").tempfile_in(dir).map_err(io)?;
     tmp.write_all(bytes).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;
     tmp.persist(path).map_err(|e| io(e.error))?;
     sync_folder(dir).map_err(io)
+}
+
+/// `.last.safetensors.`: temporary files for `path` are `<prefix><random>.tmp` beside it.
+fn temporary_prefix(path: &Path) -> String {
+    format!(".{}.", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default())
+}
+
+/// Removes the temporary files a process killed while writing left behind (one writer per file:
+/// rank 0 of a run).
+fn remove_stale_temporaries(dir: &Path, prefix: &str) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(prefix) && name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
 }
 
 /// Makes the renames in `dir` durable: a rename is on disk only once the folder's entry is (a
@@ -145,8 +156,14 @@ fn sync_folder(dir: &Path) -> std::io::Result<()> {
 pub fn snapshot(path: &Path, copy: &Path, what: &str) -> Result<()> {
     let dir = copy.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let io = |e: std::io::Error| Error::file(copy, format!("cannot write {what}: {e}"));
-    let prefix = format!(".{}.", copy.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
-    let linked = tempfile::Builder::new().prefix(&prefix).suffix(".tmp").make_in(dir, |tmp| std::fs::hard_link(path, tmp));
+    if same_file(path, copy) {
+        // Renaming a link over its own file does nothing (POSIX) and would leave the link behind.
+        return Ok(());
+    }
+    let prefix = temporary_prefix(copy);
+    remove_stale_temporaries(dir, &prefix);
+    let linked =
+        tempfile::Builder::new().prefix(&prefix).suffix(".tmp").make_in(dir, |tmp| std::fs::hard_link(path, tmp));
     let Ok(linked) = linked else {
         // No hard links here (FAT, some network file systems): copy the bytes.
         let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read {what}: {e}")))?;
@@ -155,6 +172,18 @@ pub fn snapshot(path: &Path, copy: &Path, what: &str) -> Result<()> {
     // `path` was synced when it was written; the new name is made durable with the folder.
     linked.persist(copy).map_err(|e| io(e.error))?;
     sync_folder(dir).map_err(io)
+}
+
+/// Whether both names are one file (same device and inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(a), Ok(b)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return (a.dev(), a.ino()) == (b.dev(), b.ino());
+        }
+    }
+    false
 }
 
 /// A loaded checkpoint.
@@ -356,8 +385,19 @@ mod tests {
         let names: Vec<String> =
             std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
         assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+        // A stale temporary of a killed snapshot is removed; a snapshot of a file onto itself (a
+        // link to it) changes nothing and leaves nothing.
+        std::fs::write(dir.path().join(".ckpt_epoch_1.safetensors.x1y2.tmp"), b"stale").unwrap();
+        snapshot(&last, &kept, "checkpoint").unwrap();
+        snapshot(&last, &kept, "checkpoint").unwrap();
+        assert_eq!(std::fs::read(&kept).unwrap(), b"epoch 2");
+        let names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+        write_atomically(&last, b"epoch 3", "checkpoint").unwrap();
+        assert_eq!(std::fs::read(&kept).unwrap(), b"epoch 2");
         let e = snapshot(&dir.path().join("missing"), &kept, "checkpoint").unwrap_err().to_string();
         assert!(e.contains("missing") && e.contains("cannot read checkpoint"), "{e}");
-        assert_eq!(std::fs::read(&kept).unwrap(), b"epoch 1", "a failed snapshot leaves the old one");
+        assert_eq!(std::fs::read(&kept).unwrap(), b"epoch 2", "a failed snapshot leaves the old one");
     }
 }

@@ -1,4 +1,4 @@
-//! The training set-up of the device tests (`tests/device.rs`, `tests/device_distributed.rs`):
+//! The training set-up of the device tests (`tests/integration/device.rs`, `tests/device_distributed.rs`):
 //! the tiny model with its optimiser, loop and objective, a fixed batch, and CUDA's sync debug
 //! mode.
 #![allow(dead_code)]

@@ -80,7 +80,6 @@ fn pretrain_then_linear_with_subnet_writes_official_results() {
 }
 
 #[test]
-#[ignore = "heavy (linear resume; the fast set resumes a pre-training): CI's extended set, cargo test -- --ignored"]
 fn linear_resume_continues_where_it_stopped() {
     let d = tempfile::tempdir().unwrap();
     common::tiny_fashion_mnist(d.path(), 24, 12);

@@ -2,7 +2,7 @@
 //! library and libtorch, so one binary instead of one per file saves most of the suite's build time.
 //!
 //! `cargo test` runs the fast set: every subject at a small scale. Tests marked
-//! `#[ignore = "heavy: ..."]` (multi-rank kill/stop/soak, step-resume soaks, the whole parameter
+//! `#[ignore = "heavy (why): ..."]` (multi-rank kill/stop/soak, step-resume soaks, the whole parameter
 //! grid, ...) are CI's extended set: `cargo test --workspace -- --include-ignored` runs everything,
 //! `-- --ignored` only them (docs/development.md). Two suites keep binaries of their own:
 //! `golden` (one test per golden file, its own harness) and `device_distributed` (joins a

@@ -21,12 +21,14 @@ fn var(vs: &tch::nn::VarStore, name: &str) -> Tensor {
 
 #[test]
 fn initialisation_follows_the_official_code() {
-    let (vs, _) = selfcon::engine::seeded(0, || ConModel::build(
-        &config([false, true, false], SubNetworkSize::Fc),
-        Device::Cpu,
-        selfcon::model::BatchNormKind::Local,
-    )
-    ).unwrap();
+    let (vs, _) = selfcon::engine::seeded(0, || {
+        ConModel::build(
+            &config([false, true, false], SubNetworkSize::Fc),
+            Device::Cpu,
+            selfcon::model::BatchNormKind::Local,
+        )
+    })
+    .unwrap();
     // Kaiming normal, fan_out, ReLU gain: std = sqrt(2 / (512·3·3)).
     let w = var(&vs, "encoder.layer4.1.conv2.weight");
     let std = w.std(true).double_value(&[]);
@@ -50,12 +52,14 @@ fn initialisation_follows_the_official_code() {
 
 #[test]
 fn batch_norm_switches_between_batch_and_running_statistics() {
-    let (vs, model) = selfcon::engine::seeded(1, || ConModel::build(
-        &config([false, true, false], SubNetworkSize::Same),
-        Device::Cpu,
-        selfcon::model::BatchNormKind::Local,
-    )
-    ).unwrap();
+    let (vs, model) = selfcon::engine::seeded(1, || {
+        ConModel::build(
+            &config([false, true, false], SubNetworkSize::Same),
+            Device::Cpu,
+            selfcon::model::BatchNormKind::Local,
+        )
+    })
+    .unwrap();
     let x = common::seeded_randn(&[4, 3, 32, 32]);
     let mean_before = var(&vs, "encoder.bn1.running_mean").copy();
 
@@ -78,9 +82,9 @@ fn batch_norm_switches_between_batch_and_running_statistics() {
 fn every_exit_combination_gives_normalised_projections_in_stage_order() {
     let mut c = config([true, true, true], SubNetworkSize::Small);
     c.feat_dim = 32;
-    let (vs, model) = selfcon::engine::seeded(2, || ConModel::build(&c, Device::Cpu, selfcon::model::BatchNormKind::Local)).unwrap();
-    let out =
-        tch::no_grad(|| model.forward_t(&common::seeded_randn(&[3, 3, 32, 32]), true)).unwrap();
+    let (vs, model) =
+        selfcon::engine::seeded(2, || ConModel::build(&c, Device::Cpu, selfcon::model::BatchNormKind::Local)).unwrap();
+    let out = tch::no_grad(|| model.forward_t(&common::seeded_randn(&[3, 3, 32, 32]), true)).unwrap();
     assert_eq!(out.encoder.exits.len(), 3);
     assert_eq!(out.exit_projections.len(), 3);
     for p in out.exit_projections.iter().chain(std::iter::once(&out.backbone_projection)) {
@@ -97,12 +101,14 @@ fn every_exit_combination_gives_normalised_projections_in_stage_order() {
 
 #[test]
 fn exit_and_backbone_gradients_both_reach_the_shared_stages() {
-    let (vs, model) = selfcon::engine::seeded(3, || ConModel::build(
-        &config([false, true, false], SubNetworkSize::Fc),
-        Device::Cpu,
-        selfcon::model::BatchNormKind::Local,
-    )
-    ).unwrap();
+    let (vs, model) = selfcon::engine::seeded(3, || {
+        ConModel::build(
+            &config([false, true, false], SubNetworkSize::Fc),
+            Device::Cpu,
+            selfcon::model::BatchNormKind::Local,
+        )
+    })
+    .unwrap();
     let x = common::seeded_randn(&[4, 3, 32, 32]);
     let shared = var(&vs, "encoder.layer1.0.conv1.weight");
     let backbone_only = var(&vs, "encoder.layer4.0.conv1.weight");
@@ -124,7 +130,8 @@ fn imagenet_stem_and_bottleneck_blocks() {
     c.architecture = selfcon::model::Architecture::ResNet50;
     c.exits = ExitPositions::new(vec![true, false, false]);
     c.sub_size = SubNetworkSize::Fc;
-    let (vs, model) = selfcon::engine::seeded(4, || ConModel::build(&c, Device::Cpu, selfcon::model::BatchNormKind::Local)).unwrap();
+    let (vs, model) =
+        selfcon::engine::seeded(4, || ConModel::build(&c, Device::Cpu, selfcon::model::BatchNormKind::Local)).unwrap();
     assert_eq!(var(&vs, "encoder.conv1.weight").size(), [64, 3, 7, 7]);
     assert_eq!(var(&vs, "encoder.layer1.0.conv3.weight").size(), [256, 64, 1, 1]);
     assert_eq!(var(&vs, "encoder.selfcon_layer.0.weight").size(), [2048, 256]);

@@ -367,7 +367,12 @@ fn a_sample_of_the_resnet_and_vgg_grids() {
     let vgg_sizes = [SubNetworkSize::Fc, SubNetworkSize::Small, SubNetworkSize::Same];
     let vggs = [Architecture::Vgg13, Architecture::Vgg13Bn, Architecture::Vgg16, Architecture::Vgg16Bn];
     let all = [
-        grid(&[Architecture::ResNet18, Architecture::ResNet34], &[DatasetKind::Cifar100, DatasetKind::ImageNet100], 3, &ALL_SIZES),
+        grid(
+            &[Architecture::ResNet18, Architecture::ResNet34],
+            &[DatasetKind::Cifar100, DatasetKind::ImageNet100],
+            3,
+            &ALL_SIZES,
+        ),
         grid(&[Architecture::ResNet50, Architecture::ResNet101], &[DatasetKind::Cifar10], 3, &ALL_SIZES),
         grid(&vggs, &[DatasetKind::Cifar10], 4, &vgg_sizes),
     ]
