@@ -110,7 +110,12 @@ pub fn write_atomically(path: &Path, bytes: &[u8], what: &str) -> Result<()> {
     // next write of the same file removes (one writer per file: rank 0 of a run).
     let prefix = temporary_prefix(path);
     remove_stale_temporaries(dir, &prefix);
-    let mut tmp = tempfile::Builder::new().prefix(&prefix).suffix(".tmp").tempfile_in(dir).map_err(io)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    // The mode any program's new file gets (0666 less the umask), not tempfile's private 0600.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder.tempfile_in(dir).map_err(io)?;
     tmp.write_all(bytes).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;
     tmp.persist(path).map_err(|e| io(e.error))?;
@@ -174,8 +179,9 @@ pub fn snapshot(path: &Path, copy: &Path, what: &str) -> Result<()> {
     sync_folder(dir).map_err(io)
 }
 
-/// Whether both names are one file (same device and inode).
-fn same_file(a: &Path, b: &Path) -> bool {
+/// Whether both names are one file (same device and inode; symbolic links followed). False when
+/// either does not exist.
+pub fn same_file(a: &Path, b: &Path) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
@@ -206,8 +212,19 @@ pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<Loaded> {
     for (name, view) in st.tensors() {
         let kind =
             kind_of(view.dtype()).ok_or_else(|| Error::file(path, format!("tensor {name} has unsupported dtype")))?;
-        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        tensors.insert(name, Tensor::f_from_data_size(view.data(), &shape, kind)?);
+        // A dimension past i64 (a hostile header: [0, 2^64 - 1] holds no bytes, so safetensors
+        // accepts it) would reach libtorch as a negative size.
+        let shape: Vec<i64> = view
+            .shape()
+            .iter()
+            .map(|&d| i64::try_from(d))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| Error::file(path, format!("tensor {name} has an impossible shape {:?}", view.shape())))?;
+        let tensor = Tensor::f_from_data_size(view.data(), &shape, kind).map_err(|e| {
+            let first = e.to_string().lines().next().unwrap_or_default().chars().take(120).collect::<String>();
+            Error::file(path, format!("tensor {name}: {first}"))
+        })?;
+        tensors.insert(name, tensor);
     }
     let metadata = header.metadata().clone().unwrap_or_default().into_iter().collect();
     Ok(Loaded { tensors, metadata })
@@ -396,6 +413,16 @@ mod tests {
         assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
         write_atomically(&last, b"epoch 3", "checkpoint").unwrap();
         assert_eq!(std::fs::read(&kept).unwrap(), b"epoch 2");
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let umask = status.lines().find_map(|l| l.strip_prefix("Umask:")).map(|v| u32::from_str_radix(v.trim(), 8));
+            if let Some(Ok(umask)) = umask {
+                let mode = std::fs::metadata(&last).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o666 & !umask, "a checkpoint gets the umask's mode");
+            }
+        }
         let e = snapshot(&dir.path().join("missing"), &kept, "checkpoint").unwrap_err().to_string();
         assert!(e.contains("missing") && e.contains("cannot read checkpoint"), "{e}");
         assert_eq!(std::fs::read(&kept).unwrap(), b"epoch 2", "a failed snapshot leaves the old one");

@@ -117,9 +117,11 @@ fn download(source: &ArchiveSource, dest: &Path, progress: bool) -> Result<()> {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let partial = dest.with_extension(format!("{}.part", std::process::id()));
-    let io = |e: std::io::Error| Error::Io { path: partial.clone(), source: e };
-    let mut out = BufWriter::new(File::create(&partial).map_err(io)?);
+    // Under the download lock: any `.part` of this archive is a killed process's leftover.
+    remove_partial_downloads(dest);
+    let partial = Partial(dest.with_extension(format!("{}.part", std::process::id())));
+    let io = |e: std::io::Error| Error::Io { path: partial.0.clone(), source: e };
+    let mut out = BufWriter::new(File::create(&partial.0).map_err(io)?);
     let mut reader = response.into_reader();
     let mut hasher = Md5::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -128,7 +130,6 @@ fn download(source: &ArchiveSource, dest: &Path, progress: bool) -> Result<()> {
         let n = match reader.read(&mut buf) {
             Ok(n) => n,
             Err(e) => {
-                let _ = std::fs::remove_file(&partial);
                 let why = if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) {
                     format!(
                         "the server sent nothing for {} s after {received} bytes",
@@ -144,7 +145,6 @@ fn download(source: &ArchiveSource, dest: &Path, progress: bool) -> Result<()> {
             break;
         }
         if received + n as u64 > source.size {
-            let _ = std::fs::remove_file(&partial);
             return Err(failed(format!("the server sent more than the archive's {} bytes", source.size)));
         }
         hasher.update(&buf[..n]);
@@ -157,10 +157,33 @@ fn download(source: &ArchiveSource, dest: &Path, progress: bool) -> Result<()> {
     bar.finish_and_clear();
     let got = hex(&hasher.finalize());
     if got != *md5 {
-        let _ = std::fs::remove_file(&partial);
         return Err(failed(format!("MD5 {got} does not match the published {md5} ({received} bytes received)")));
     }
-    std::fs::rename(&partial, dest).map_err(|e| Error::Io { path: dest.to_path_buf(), source: e })
+    std::fs::rename(&partial.0, dest).map_err(|e| Error::Io { path: dest.to_path_buf(), source: e })
+}
+
+/// A download in progress: removed however `download` ends (an error, a failed write, a panic);
+/// after the rename into place there is nothing left to remove.
+struct Partial(PathBuf);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Removes `<dest>.<pid>.part` files that killed downloads left beside `dest`.
+fn remove_partial_downloads(dest: &Path) {
+    let (Some(dir), Some(name)) = (dest.parent(), dest.file_stem()) else { return };
+    let prefix = format!("{}.", name.to_string_lossy());
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = file.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(".part")) {
+            if pid.chars().all(|c| c.is_ascii_digit()) && !pid.is_empty() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
 }
 
 /// Unpacks the tar.gz into a temporary folder beside `folder`, then renames it into place.

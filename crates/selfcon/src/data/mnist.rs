@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::idx::read_idx;
+use super::idx::{read_idx, read_idx_limited, MAX_IDX_BYTES};
 use super::images::InMemoryImages;
 use crate::error::{Error, Result};
 
@@ -44,7 +44,9 @@ pub fn load_mnist(dir: &Path, train: bool) -> Result<InMemoryImages> {
     let (image_stem, label_stem) = stems(train);
     let image_path = idx_file(dir, image_stem);
     let label_path = idx_file(dir, label_stem);
-    let images = read_idx(&image_path, 3)?;
+    // The cap counts the padded images, not the file's bytes: a header claiming 548 MB of 28×28
+    // images would become 2 GiB of 32×32×3.
+    let images = read_idx_limited(&image_path, 3, MAX_IDX_BYTES / (PADDED * PADDED * 3) * (SIDE * SIDE))?;
     let labels = read_idx(&label_path, 1)?;
     if images.dims[1..] != [SIDE, SIDE] {
         return Err(Error::file(&image_path, format!("images are {:?}, expected N×28×28", images.dims)));

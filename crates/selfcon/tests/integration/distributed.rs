@@ -156,6 +156,12 @@ fn max_difference(a: &Path, b: &Path) -> (f64, String) {
     worst
 }
 
+/// The runs in `a` and `b` ended on the same weights (fp64: within 1e-8).
+fn assert_same_weights(a: &Path, b: &Path, what: &str) {
+    let (d, name) = max_difference(&run_dir(a).join("last.safetensors"), &run_dir(b).join("last.safetensors"));
+    assert!(d < 1e-8, "{what}: the checkpoints differ by {d:e} at {name}");
+}
+
 /// The fast set's distributed step: two ranks (processes under `selfcon launch`, Gloo) with
 /// SyncBN and global negatives take one step on 2 × 8 images, equal to one process's step on the
 /// 16 (fp64): loss and weights.
@@ -170,8 +176,7 @@ fn two_ranks_take_the_step_of_one_process_on_the_global_batch() {
     let (a, b) = (step_losses(&one), step_losses(&two));
     assert_eq!((a.len(), b.len()), (1, 1), "one step each: {a:?} {b:?}");
     assert!(close(&a, &b, 1e-9), "losses {a:?} vs {b:?}");
-    let (d, name) = max_difference(&run_dir(&one).join("last.safetensors"), &run_dir(&two).join("last.safetensors"));
-    assert!(d < 1e-8, "after the step the checkpoints differ by {d:e} at {name}");
+    assert_same_weights(&one, &two, "after the step");
 }
 
 #[test]
@@ -197,8 +202,7 @@ fn global_negatives_with_syncbn_on_two_ranks_equal_one_process_on_the_global_bat
     let (a, b) = (step_losses(&one), step_losses(&two));
     assert_eq!(a.len(), 6);
     assert!(close(&a, &b, 1e-9), "losses {a:?} vs {b:?}");
-    let (d, name) = max_difference(&run_dir(&one).join("last.safetensors"), &run_dir(&two).join("last.safetensors"));
-    assert!(d < 1e-8, "after 6 steps the checkpoints differ by {d:e} at {name}");
+    assert_same_weights(&one, &two, "after 6 steps");
     // The kNN monitor: each rank its shard of the bank and the queries, combined — the numbers of
     // one process.
     let knn_of = |dir: &Path| -> Vec<Vec<f64>> {
@@ -222,9 +226,7 @@ fn global_negatives_with_syncbn_on_two_ranks_equal_one_process_on_the_global_bat
     let flags = ["--precision", "fp64", "--syncbn", "--dist_overlap"];
     ok(&launch(2, 29811, &pretrain_args(&data, &overlapped, 8, 2, &flags)));
     assert!(close(&a, &step_losses(&overlapped), 1e-9));
-    let (d, name) =
-        max_difference(&run_dir(&one).join("last.safetensors"), &run_dir(&overlapped).join("last.safetensors"));
-    assert!(d < 1e-8, "overlapped: the checkpoints differ by {d:e} at {name}");
+    assert_same_weights(&one, &overlapped, "overlapped");
 }
 
 #[test]
@@ -298,9 +300,7 @@ fn a_killed_rank_stops_the_others_by_name_and_the_run_resumes_on_one_process() {
     assert_eq!(epochs, (epochs_done as u64 + 1..=6).collect::<Vec<_>>());
     // It ends exactly where an uninterrupted single-process run on batch 16 ends.
     ok(&single(&pretrain_args(&data, &reference, 16, 6, &["--precision", "fp64"])));
-    let (d, name) =
-        max_difference(&run_dir(&reference).join("last.safetensors"), &run_dir(&resumed).join("last.safetensors"));
-    assert!(d < 1e-8, "resumed run differs by {d:e} at {name}");
+    assert_same_weights(&reference, &resumed, "resumed run");
 }
 
 #[test]

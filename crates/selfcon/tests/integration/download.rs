@@ -123,7 +123,14 @@ fn downloads_verifies_and_unpacks() {
     let left = leftovers(&root);
     assert!(left.is_empty(), "nothing half-written may remain: {left:?}");
 
+    // What a killed download left is removed by the next one (issue #31); others' files stay.
+    let stale = root.join("cifar-10-python.tar.4242.part");
+    std::fs::write(&stale, b"half").unwrap();
+    std::fs::write(root.join("notes.4242.part"), b"not ours").unwrap();
     let dir = ensure_downloaded(&root, &source(&base, "/good.tar.gz", &md5), false).unwrap();
+    assert!(!stale.exists(), "a stale partial download is cleaned up");
+    assert!(root.join("notes.4242.part").exists());
+    std::fs::remove_file(root.join("notes.4242.part")).unwrap();
     assert!(dir.ends_with("cifar-10-batches-py"));
     assert!(root.join("cifar-10-python.tar.gz").is_file(), "archive kept, like torchvision");
     let train = load_cifar(&root, CifarVariant::Cifar10, true).unwrap();

@@ -1,6 +1,8 @@
 //! Small hostile or broken files give a one-line error (or the right value) quickly, never a
 //! crash, a hang or an exhausted machine. Each file is generated here.
 
+use crate::common;
+
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -186,4 +188,40 @@ fn a_safetensors_file_whose_first_byte_is_0x80_is_not_taken_for_a_legacy_torch_f
     assert!(!selfcon::checkpoint::is_torch_file(&path).unwrap());
     let ckpt = selfcon::checkpoint::ModelCheckpoint::open(&path).unwrap();
     assert_eq!(ckpt.weights.len(), 1);
+}
+
+/// A safetensors header with a dimension past i64 (no bytes needed: another dimension is 0) is one
+/// line naming the file and the tensor, not libtorch's error with its backtrace (issue #31).
+#[test]
+fn a_safetensors_shape_past_i64_names_the_file_and_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.safetensors");
+    let header = br#"{"w":{"dtype":"F32","shape":[0,18446744073709551615],"data_offsets":[0,0]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    std::fs::write(&path, bytes).unwrap();
+    let started = Instant::now();
+    let e = common::user_error(selfcon::checkpoint::load(&path).map(|_| ()));
+    assert!(e.contains("huge.safetensors") && e.contains("tensor w") && e.len() <= 200, "{e}");
+    assert!(started.elapsed().as_secs() < 2);
+}
+
+/// An IDX image file whose header claims 2.74 million 28×28 images (2.1 GB, under the file cap) is
+/// refused before its data is read: padded to 32×32×3 they would need 8.4 GB (issue #31).
+#[test]
+fn the_idx_cap_counts_the_padded_images() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut header = vec![0, 0, 8, 3];
+    for d in [2_740_000u32, 28, 28] {
+        header.extend_from_slice(&d.to_be_bytes());
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&header).unwrap();
+    std::fs::write(dir.path().join("train-images-idx3-ubyte.gz"), gz.finish().unwrap()).unwrap();
+    std::fs::write(dir.path().join("train-labels-idx1-ubyte"), [0, 0, 8, 1, 0, 0, 0, 0]).unwrap();
+    let started = Instant::now();
+    let e = common::user_error(selfcon::data::load_mnist(dir.path(), true).map(|_| ()));
+    assert!(e.contains("train-images-idx3-ubyte.gz") && e.contains("limit"), "{e}");
+    assert!(started.elapsed().as_secs() < 1, "refused from the header");
 }

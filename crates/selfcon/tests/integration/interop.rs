@@ -184,7 +184,8 @@ fn linear_and_features_take_the_model_from_an_official_checkpoint() {
 }
 
 /// Our forward pass of the fixture's inputs through `ckpt`.
-fn our_features(ckpt: &ModelCheckpoint) -> (Tensor, Tensor) {
+/// The checkpoint's model (the README's CIFAR-100 one when it names none) with its weights.
+fn model_of(ckpt: &ModelCheckpoint) -> (tch::nn::VarStore, ConModel) {
     let (vs, model) = ConModel::build(
         ckpt.model.as_ref().unwrap_or(&readme_cifar100()),
         Device::Cpu,
@@ -192,6 +193,11 @@ fn our_features(ckpt: &ModelCheckpoint) -> (Tensor, Tensor) {
     )
     .unwrap();
     ckpt.load_into(&vs).unwrap();
+    (vs, model)
+}
+
+fn our_features(ckpt: &ModelCheckpoint) -> (Tensor, Tensor) {
+    let (_vs, model) = model_of(ckpt);
     let images = pattern(4 * 3 * 32 * 32, 7, 31).view([4, 3, 32, 32]);
     let out = tch::no_grad(|| model.encode(&images, false)).unwrap();
     (out.backbone, out.exits[0].shallow_clone())
@@ -368,6 +374,24 @@ fn a_bare_state_dict_is_checked_strictly_against_the_model_flags() {
     assert!(!out.exists());
 }
 
+/// `export --out` naming the checkpoint `--ckpt` reads (by its name or through a link) is refused
+/// before anything is written: the training state would be lost (issue #31).
+#[test]
+fn export_refuses_to_write_over_the_checkpoint_it_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture(dir.path(), "selfcon_r18.pth");
+    let before = std::fs::read(&src).unwrap();
+    let alias = dir.path().join("alias.pth");
+    std::os::unix::fs::symlink(&src, &alias).unwrap();
+    for out in [&src, &alias] {
+        let args =
+            ["export", "--ckpt", src.to_str().unwrap(), "--format", "safetensors", "--out", out.to_str().unwrap()];
+        common::assert_usage_error(&args, "--out: ");
+        common::assert_usage_error(&args, "is the file --ckpt reads");
+    }
+    assert!(std::fs::read(&src).unwrap() == before, "the checkpoint is unchanged");
+}
+
 /// The CLI's ONNX file is the library's `ConModel::to_onnx` of the checkpoint's model, which
 /// crates/onnx-check runs in an independent runtime (tract) against our forward pass for every
 /// ResNet configuration (CI's extended set: it builds tract).
@@ -375,14 +399,7 @@ fn a_bare_state_dict_is_checked_strictly_against_the_model_flags() {
 fn onnx_export_writes_the_models_onnx_graph() {
     let dir = tempfile::tempdir().unwrap();
     let src = fixture(dir.path(), "selfcon_r18.pth");
-    let ckpt = ModelCheckpoint::open(&src).unwrap();
-    let (vs, model) = ConModel::build(
-        ckpt.model.as_ref().unwrap_or(&readme_cifar100()),
-        Device::Cpu,
-        selfcon::model::BatchNormKind::Local,
-    )
-    .unwrap();
-    ckpt.load_into(&vs).unwrap();
+    let (vs, model) = model_of(&ModelCheckpoint::open(&src).unwrap());
     let out = dir.path().join("r18.onnx");
     let o = common::selfcon(&[
         "export",
