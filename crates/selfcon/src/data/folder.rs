@@ -62,7 +62,12 @@ const MAX_DECODER_BYTES: u64 = 1 << 30;
 pub fn decode_image(path: &Path) -> Result<Image> {
     use std::io::Read;
     let unreadable = |e: std::io::Error| Error::file(path, format!("unreadable image: {e}"));
-    // Bounded even for a link to /dev/zero: the largest image allowed, stored uncompressed, fits.
+    // A FIFO or a device would block or never end: regular files only (listings skip the others).
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => return Err(Error::file(path, "not a regular file")),
+        _ => {}
+    }
+    // Bounded even if the file grows while read: the largest image allowed, stored uncompressed, fits.
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .map_err(unreadable)?
@@ -129,31 +134,51 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Every image file below `dir` (following links, sorted at each level, as torchvision walks).
-/// A link back to a folder on the current path (a loop) is an error naming it; the same folder
-/// reached twice through different links is listed twice, as torchvision does.
+/// A link back to a folder on the current path (a loop) is an error naming it. Each folder is read
+/// once, by device and inode: torchvision lists a folder reached through two links twice, which
+/// links joining again level after level turn into 2^depth visits. Only regular files (or links
+/// to them) are images: a FIFO named `a.jpg` would block the loader for ever.
 fn images_below(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let mut path_so_far = Vec::new();
-    walk(dir, out, &mut path_so_far)
+    let mut walked = Walked::default();
+    walk(dir, out, &mut walked)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>, open: &mut Vec<PathBuf>) -> Result<()> {
+/// The folders of a walk: those on the current path (a loop) and all read so far.
+#[derive(Default)]
+struct Walked {
+    open: Vec<(u64, u64)>,
+    read: std::collections::HashSet<(u64, u64)>,
+}
+
+/// Device and inode of `path`, links followed.
+fn file_id(path: &Path) -> Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>, walked: &mut Walked) -> Result<()> {
     let entries = list_dir(dir)?;
-    let canonical = dir.canonicalize().map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?;
-    if open.contains(&canonical) {
+    let id = file_id(dir)?;
+    if walked.open.contains(&id) {
+        let target = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         return Err(Error::file(
             dir,
-            format!("is a link back to {} (a folder loop); remove the link", canonical.display()),
+            format!("is a link back to {} (a folder loop); remove the link", target.display()),
         ));
     }
-    open.push(canonical);
+    if !walked.read.insert(id) {
+        return Ok(());
+    }
+    walked.open.push(id);
     for path in entries {
         if path.is_dir() {
-            walk(&path, out, open)?;
-        } else if is_image(&path) {
+            walk(&path, out, walked)?;
+        } else if path.is_file() && is_image(&path) {
             out.push(path);
         }
     }
-    open.pop();
+    walked.open.pop();
     Ok(())
 }
 

@@ -161,12 +161,43 @@ fn a_folder_loop_is_an_error_naming_the_link() {
     std::os::unix::fs::symlink(class.join("a.png"), other.join("b.png")).unwrap();
     let data = selfcon::data::image_folder(&dir.path().join("root")).unwrap();
     assert_eq!(data.files.len(), 2);
-    // An "image" that never ends (a link to /dev/zero) is read only up to the largest image allowed.
+    // An "image" that never ends (a link to /dev/zero) or never starts (a FIFO, issue #31: the
+    // loader blocked for ever) is not a regular file: not listed, and refused if named.
     std::os::unix::fs::symlink("/dev/zero", other.join("c.png")).unwrap();
+    let fifo = std::ffi::CString::new(other.join("d.jpg").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let started = Instant::now();
     let data = selfcon::data::image_folder(&dir.path().join("root")).unwrap();
-    let i = data.files.iter().position(|f| f.ends_with("c.png")).unwrap();
-    let e = selfcon::data::decode_image(&data.files[i]).err().unwrap().to_string();
-    assert!(e.contains("c.png") && e.contains("image file is larger than"), "{e}");
+    assert_eq!(data.files.len(), 2, "{:?}", data.files);
+    for name in ["c.png", "d.jpg"] {
+        let e = selfcon::data::decode_image(&other.join(name)).err().unwrap().to_string();
+        assert!(e.contains(name) && e.contains("not a regular file"), "{e}");
+    }
+    assert!(started.elapsed().as_secs() < 2);
+}
+
+/// Folders joined again by two links at every level: torchvision's walk visits the last level
+/// 2^depth times; each folder is read once here, and its images listed once (issue #31).
+#[cfg(unix)]
+#[test]
+fn folder_links_joining_again_are_walked_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let levels: Vec<_> = (0..=24).map(|i| dir.path().join(format!("level{i}"))).collect();
+    for level in &levels {
+        std::fs::create_dir_all(level).unwrap();
+    }
+    for pair in levels.windows(2) {
+        std::os::unix::fs::symlink(&pair[1], pair[0].join("a")).unwrap();
+        std::os::unix::fs::symlink(&pair[1], pair[0].join("b")).unwrap();
+    }
+    image::RgbImage::new(4, 4).save(levels[24].join("x.png")).unwrap();
+    std::fs::create_dir_all(&root).unwrap();
+    std::os::unix::fs::symlink(&levels[0], root.join("cats")).unwrap();
+    let started = Instant::now();
+    let data = selfcon::data::image_folder(&root).unwrap();
+    assert_eq!(data.files.len(), 1, "{:?}", data.files);
+    assert!(started.elapsed().as_secs() < 2, "each folder once, not 2^24 visits");
 }
 
 #[test]
