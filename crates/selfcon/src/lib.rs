@@ -10,6 +10,7 @@ pub mod data;
 pub mod distributed;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod hardware;
 pub mod loss;
 pub mod metrics;

@@ -130,14 +130,7 @@ fn temporary_prefix(path: &Path) -> String {
 /// Removes the temporary files a process killed while writing left behind (one writer per file:
 /// rank 0 of a run).
 fn remove_stale_temporaries(dir: &Path, prefix: &str) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(prefix) && name.ends_with(".tmp") {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
+    crate::files::remove_leftovers(dir, |name| name.starts_with(prefix) && name.ends_with(".tmp"));
 }
 
 /// Makes the renames in `dir` durable: a rename is on disk only once the folder's entry is (a
@@ -161,7 +154,7 @@ fn sync_folder(dir: &Path) -> std::io::Result<()> {
 pub fn snapshot(path: &Path, copy: &Path, what: &str) -> Result<()> {
     let dir = copy.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let io = |e: std::io::Error| Error::file(copy, format!("cannot write {what}: {e}"));
-    if same_file(path, copy) {
+    if crate::files::same_file(path, copy) {
         // Renaming a link over its own file does nothing (POSIX) and would leave the link behind.
         return Ok(());
     }
@@ -177,19 +170,6 @@ pub fn snapshot(path: &Path, copy: &Path, what: &str) -> Result<()> {
     // `path` was synced when it was written; the new name is made durable with the folder.
     linked.persist(copy).map_err(|e| io(e.error))?;
     sync_folder(dir).map_err(io)
-}
-
-/// Whether both names are one file (same device and inode; symbolic links followed). False when
-/// either does not exist.
-pub fn same_file(a: &Path, b: &Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        if let (Ok(a), Ok(b)) = (std::fs::metadata(a), std::fs::metadata(b)) {
-            return (a.dev(), a.ino()) == (b.dev(), b.ino());
-        }
-    }
-    false
 }
 
 /// A loaded checkpoint.
@@ -395,12 +375,14 @@ mod tests {
         std::fs::write(&kept, b"an older epoch 1").unwrap();
         snapshot(&last, &kept, "checkpoint").unwrap();
         assert_eq!(std::fs::read(&kept).unwrap(), b"epoch 1", "replaced");
+        let listing = || -> Vec<String> {
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect()
+        };
         // The next write of `last` replaces its file, never the snapshot's contents.
         write_atomically(&last, b"epoch 2", "checkpoint").unwrap();
         assert_eq!(std::fs::read(&kept).unwrap(), b"epoch 1");
         assert_eq!(std::fs::read(&last).unwrap(), b"epoch 2");
-        let names: Vec<String> =
-            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        let names = listing();
         assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
         // A stale temporary of a killed snapshot is removed; a snapshot of a file onto itself (a
         // link to it) changes nothing and leaves nothing.
@@ -408,8 +390,7 @@ mod tests {
         snapshot(&last, &kept, "checkpoint").unwrap();
         snapshot(&last, &kept, "checkpoint").unwrap();
         assert_eq!(std::fs::read(&kept).unwrap(), b"epoch 2");
-        let names: Vec<String> =
-            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        let names = listing();
         assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
         write_atomically(&last, b"epoch 3", "checkpoint").unwrap();
         assert_eq!(std::fs::read(&kept).unwrap(), b"epoch 2");

@@ -42,7 +42,7 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
     if !a.ckpt.is_file() {
         return Err(Error::option("ckpt", format!("{} does not exist", a.ckpt.display())).into());
     }
-    if checkpoint::same_file(&a.ckpt, &a.out) {
+    if selfcon::files::same_file(&a.ckpt, &a.out) {
         let why = "is the file --ckpt reads: the export would replace the checkpoint; choose another file";
         return Err(Error::option("out", format!("{} {why}", a.out.display())).into());
     }

@@ -176,14 +176,10 @@ impl Drop for Partial {
 fn remove_partial_downloads(dest: &Path) {
     let (Some(dir), Some(name)) = (dest.parent(), dest.file_stem()) else { return };
     let prefix = format!("{}.", name.to_string_lossy());
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let file = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = file.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(".part")) {
-            if pid.chars().all(|c| c.is_ascii_digit()) && !pid.is_empty() {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
+    crate::files::remove_leftovers(dir, |file| {
+        let pid = file.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(".part"));
+        pid.is_some_and(|pid| !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()))
+    });
 }
 
 /// Unpacks the tar.gz into a temporary folder beside `folder`, then renames it into place.

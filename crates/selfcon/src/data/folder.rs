@@ -150,16 +150,9 @@ struct Walked {
     read: std::collections::HashSet<(u64, u64)>,
 }
 
-/// Device and inode of `path`, links followed.
-fn file_id(path: &Path) -> Result<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
-    Ok((meta.dev(), meta.ino()))
-}
-
 fn walk(dir: &Path, out: &mut Vec<PathBuf>, walked: &mut Walked) -> Result<()> {
     let entries = list_dir(dir)?;
-    let id = file_id(dir)?;
+    let id = crate::files::file_id(dir).map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?;
     if walked.open.contains(&id) {
         let target = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         return Err(Error::file(
