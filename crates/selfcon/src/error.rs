@@ -34,6 +34,11 @@ pub enum Error {
     #[error("{message}")]
     Interrupted { signal: i32, message: String, saved: Option<PathBuf> },
 
+    /// A run would start over the checkpoint its folder already holds (`last`) without
+    /// `--resume`: refused, so a requeued job never replaces its own progress.
+    #[error("{}: this run's checkpoint already exists; starting again would replace it (continue with --resume {} or --resume auto, or give another --exp_name/--save_dir)", last.display(), last.display())]
+    RunExists { last: PathBuf },
+
     /// libtorch reported an error; only its first line is kept (the rest is a C++ backtrace).
     #[error("libtorch: {}", first_line(&.0.to_string()))]
     Torch(#[from] tch::TchError),
@@ -58,7 +63,11 @@ impl Error {
     pub fn is_user_error(&self) -> bool {
         matches!(
             self,
-            Error::InvalidOption { .. } | Error::InvalidFile { .. } | Error::InvalidInput(_) | Error::NotImplemented(_)
+            Error::InvalidOption { .. }
+                | Error::InvalidFile { .. }
+                | Error::InvalidInput(_)
+                | Error::NotImplemented(_)
+                | Error::RunExists { .. }
         )
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{ArgMatches, Args};
 
-use selfcon::train::{train_ce, CeConfig, CeMethod};
+use selfcon::train::{train_ce, CeConfig, CeMethod, Start};
 
 use super::data_args::DataArgs;
 use super::model_args::ModelArgs;
@@ -49,7 +49,9 @@ pub struct CeArgs {
     /// Checkpoint to continue from (training resumes at its epoch + 1): ours (last.safetensors of
     /// a run folder) or the official main_ce.py's (last.pth: weights, SGD momentum, epoch; every
     /// flag not given is taken from its options — method, model, dataset, schedule, ...).
-    #[arg(long, value_name = "PATH")]
+    /// `auto`: continue this run's own last.safetensors when it exists, else start (for requeued
+    /// jobs). Without --resume a run whose folder already holds a checkpoint is refused.
+    #[arg(long, value_name = "PATH|auto")]
     pub resume: Option<PathBuf>,
 
     #[command(flatten)]
@@ -57,7 +59,8 @@ pub struct CeArgs {
 }
 
 pub fn run(mut a: CeArgs, given: &ArgMatches) -> anyhow::Result<()> {
-    if let Some(opt) = official_options::of_resume(a.resume.as_deref(), "main_ce.py")? {
+    let start = Start::from_flag(a.resume.as_deref());
+    if let Some(opt) = official_options::of_resume(start.path(), "main_ce.py")? {
         let mut official = OfficialOptions::new(&opt, given);
         official.take("method", &mut a.method, some_text)?;
         official.take_common(&mut a.dataset, &mut a.model, &mut a.optim)?;
@@ -92,7 +95,7 @@ pub fn run(mut a: CeArgs, given: &ArgMatches) -> anyhow::Result<()> {
     };
     let device = a.optim.join_run(&config.optim)?;
     let mut progress = TerminalProgress::new(a.optim.print_freq);
-    let result = train_ce(&config, &data, device, a.resume.as_deref(), &mut progress)?;
+    let result = train_ce(&config, &data, device, &start, &mut progress)?;
     if selfcon::distributed::is_primary() {
         println!("{}", result.run_dir.display());
     }

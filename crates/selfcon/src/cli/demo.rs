@@ -20,7 +20,7 @@ use selfcon::model::{ConModel, ModelConfig};
 use selfcon::report::{feature_map::MapMethod, report, ReportOptions};
 use selfcon::train::{
     extract_features, measure_pretrain_steps, pretrain, select_and_probe, Accuracy, BatchSource, FeatureExtraction,
-    OptimConfig, PretrainConfig, PretrainPlan, ProbeSettings, SelectedProbe,
+    OptimConfig, PretrainConfig, PretrainPlan, ProbeSettings, SelectedProbe, Start,
 };
 
 use super::progress::TerminalProgress;
@@ -294,7 +294,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
             (ckpt.clone(), a.save_dir.clone(), Vec::new())
         }
         None => {
-            let trained = pretrain(&config, &pre_data, Device::Cpu, None, &mut progress)?;
+            let config = free_run_name(config.clone());
+            let trained = pretrain(&config, &pre_data, Device::Cpu, &Start::Fresh, &mut progress)?;
             (trained.last_checkpoint, trained.run_dir, trained.epoch_losses)
         }
     };
@@ -417,4 +418,24 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     let written = report(&[logs], &run_dir.join("report"), &options, &mut data_for)?;
     println!("report: open {} in a browser", written.index.display());
     Ok(())
+}
+
+/// An earlier demo's run is kept, never replaced: this one takes the first free run name of
+/// `demo`, `demo_2`, `demo_3`, ... in the same `--save_dir`.
+fn free_run_name(mut config: PretrainConfig) -> PretrainConfig {
+    let taken = |c: &PretrainConfig| c.run_dir().join("last.safetensors").symlink_metadata().is_ok();
+    let first = config.run_dir();
+    let mut n = 1;
+    while taken(&config) {
+        n += 1;
+        config.optim.exp_name = format!("demo_{n}");
+    }
+    if n > 1 {
+        eprintln!(
+            "demo: {} holds an earlier demo run (kept); this one writes {}",
+            first.display(),
+            config.run_dir().display()
+        );
+    }
+    config
 }

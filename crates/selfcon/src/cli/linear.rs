@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use selfcon::checkpoint::ModelCheckpoint;
-use selfcon::train::{linear_eval, LinearConfig};
+use selfcon::train::{linear_eval, LinearConfig, Start};
 use selfcon::Error;
 
 use super::data_args::DataArgs;
@@ -27,7 +27,9 @@ pub struct LinearArgs {
     pub subnet: bool,
 
     /// A linear-evaluation checkpoint ({save_dir}/linear/<run>/last.safetensors) to continue from.
-    #[arg(long, value_name = "PATH")]
+    /// `auto`: continue this run's own last.safetensors when it exists, else start (for requeued
+    /// jobs). Without --resume a run whose folder already holds a checkpoint is refused.
+    #[arg(long, value_name = "PATH|auto")]
     pub resume: Option<PathBuf>,
 
     /// cifar10, cifar100, tinyimagenet, imagenet, imagenet100, mnist, fashionmnist or folder
@@ -71,7 +73,7 @@ pub fn run(a: LinearArgs) -> anyhow::Result<()> {
     };
     let device = a.optim.join_run(&config.optim)?;
     let mut progress = TerminalProgress::new(a.optim.print_freq);
-    let result = linear_eval(&config, &data, device, a.resume.as_deref(), &mut progress)?;
+    let result = linear_eval(&config, &data, device, &Start::from_flag(a.resume.as_deref()), &mut progress)?;
     if !selfcon::distributed::is_primary() {
         return Ok(());
     }

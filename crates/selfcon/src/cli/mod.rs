@@ -128,6 +128,17 @@ pub fn run() -> Result<(), Failure> {
         if let Some(selfcon::Error::Interrupted { signal, message, saved }) = e.downcast_ref::<selfcon::Error>() {
             return interrupted(*signal, message, saved.as_deref());
         }
+        if let Some(selfcon::Error::RunExists { last }) = e.downcast_ref::<selfcon::Error>() {
+            let (command, _) = resume_command(&last.to_string_lossy());
+            return Failure {
+                message: format!(
+                    "{}: this run's checkpoint already exists and starting again would replace it; continue it with: {command} (or --resume auto), or give another --exp_name/--save_dir",
+                    last.display()
+                ),
+                exit_code: EXIT_USAGE,
+                agreed_stop: false,
+            };
+        }
         let user = e.chain().any(|c| c.downcast_ref::<selfcon::Error>().is_some_and(selfcon::Error::is_user_error));
         // In a distributed run every rank prints its own errors: say which one speaks.
         let rank = selfcon::distributed::current().map(|d| format!("rank {}: ", d.rank)).unwrap_or_default();

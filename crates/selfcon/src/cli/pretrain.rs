@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{ArgMatches, Args};
 
-use selfcon::train::{pretrain, PretrainConfig};
+use selfcon::train::{pretrain, PretrainConfig, Start};
 use selfcon::Error;
 
 use super::data_args::DataArgs;
@@ -85,7 +85,9 @@ pub struct PretrainArgs {
     /// Checkpoint to continue from (training resumes at its epoch + 1): ours (last.safetensors)
     /// or the official code's (last.pth: weights, SGD momentum, epoch; every flag not given is
     /// taken from its options — model, dataset, method, batch size, learning rate, schedule, ...).
-    #[arg(long, value_name = "PATH")]
+    /// `auto`: continue this run's own last.safetensors when it exists, else start (for requeued
+    /// jobs). Without --resume a run whose folder already holds a checkpoint is refused.
+    #[arg(long, value_name = "PATH|auto")]
     pub resume: Option<PathBuf>,
 
     #[command(flatten)]
@@ -93,7 +95,8 @@ pub struct PretrainArgs {
 }
 
 pub fn run(mut a: PretrainArgs, given: &ArgMatches) -> anyhow::Result<()> {
-    if let Some(opt) = official_options::of_resume(a.resume.as_deref(), "main_represent.py")? {
+    let start = Start::from_flag(a.resume.as_deref());
+    if let Some(opt) = official_options::of_resume(start.path(), "main_represent.py")? {
         let mut official = OfficialOptions::new(&opt, given);
         a.take_official_options(&mut official)?;
         if !official.taken.is_empty() && selfcon::distributed::is_primary() {
@@ -113,7 +116,7 @@ pub fn run(mut a: PretrainArgs, given: &ArgMatches) -> anyhow::Result<()> {
         config.model.architecture,
         device
     );
-    let result = pretrain(&config, &data, device, a.resume.as_deref(), &mut progress)?;
+    let result = pretrain(&config, &data, device, &start, &mut progress)?;
     if selfcon::distributed::is_primary() {
         println!("{}", result.last_checkpoint.display());
     }

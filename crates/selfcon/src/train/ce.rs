@@ -15,6 +15,7 @@ use super::optim_config::{prepare_run_dir, OptimConfig};
 use super::optimizer::Sgd;
 use super::pass_state::PassState;
 use super::progress::Progress;
+use super::run_folder::{RunFolder, Start};
 use super::run_name::python_float;
 use super::train_checkpoint::{Resumed, TrainingState};
 use crate::data::augment::{EvalTransform, TrainTransform};
@@ -111,7 +112,7 @@ pub fn train_ce(
     config: &CeConfig,
     data: &OpenedDataset,
     device: Device,
-    resume: Option<&std::path::Path>,
+    start: &Start,
     progress: &mut dyn Progress,
 ) -> Result<CeResult> {
     crate::engine::use_device(device)?;
@@ -140,8 +141,9 @@ pub fn train_ce(
     config.optim.prepare_model(&vs)?;
     let mut optimizer = config.optim.optimizer(&vs, Reduction::Mean)?;
     // The accuracies of this run's epochs so far, the first of them being `first_epoch`.
-    let (mut epochs, first_epoch, mut position) = match resume {
-        Some(path) => restore(path, config, &vs, &mut optimizer)?,
+    let folder = RunFolder::claim(&config.run_dir())?;
+    let (mut epochs, first_epoch, mut position) = match start.checkpoint(&folder.last())? {
+        Some(path) => restore(&path, config, &vs, &mut optimizer)?,
         None => (Vec::new(), 1, None),
     };
     let start_epoch = first_epoch + epochs.len();
@@ -152,7 +154,7 @@ pub fn train_ce(
         ));
     }
     // Only now, once the checkpoint is accepted: a refused resume leaves the run folder alone.
-    let run_dir = config.run_dir();
+    let run_dir = folder.path.clone();
     let config_json = prepare_run_dir(&run_dir, config)?;
     let mut log =
         MetricsLog::open_on_primary(&run_dir, &["kind", "stage", "epoch", "step", "loss", "lr", "top1", "sub_top1"])?

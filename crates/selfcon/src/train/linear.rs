@@ -19,6 +19,7 @@ use super::optim_config::OptimConfig;
 use super::optimizer::Sgd;
 use super::pass_state::PassState;
 use super::progress::Progress;
+use super::run_folder::{RunFolder, Start};
 use super::train_checkpoint::{Resumed, TrainingState};
 use crate::checkpoint;
 use crate::data::augment::{EvalTransform, TrainTransform};
@@ -93,7 +94,7 @@ pub fn linear_eval(
     config: &LinearConfig,
     data: &OpenedDataset,
     device: Device,
-    resume: Option<&Path>,
+    start: &Start,
     progress: &mut dyn Progress,
 ) -> Result<LinearResult> {
     crate::engine::use_device(device)?;
@@ -114,7 +115,7 @@ pub fn linear_eval(
     if config.optim.channels_last {
         crate::model::to_channels_last(&vs)?;
     }
-    linear_eval_model(config, data, &test_set, &model, device, resume, progress)
+    linear_eval_model(config, data, &test_set, &model, device, start, progress)
 }
 
 impl LinearConfig {
@@ -142,7 +143,7 @@ pub fn linear_eval_model(
     test_set: &Arc<dyn Dataset>,
     model: &ConModel,
     device: Device,
-    resume: Option<&Path>,
+    start: &Start,
     progress: &mut dyn Progress,
 ) -> Result<LinearResult> {
     crate::engine::use_device(device)?;
@@ -172,13 +173,16 @@ pub fn linear_eval_model(
         ))
     })?;
     let mut epochs: Vec<EpochAccuracy> = Vec::new();
-    let run_dir = config.run_dir();
-    let config_json = super::optim_config::prepare_run_dir(&run_dir, config)?;
+    let folder = RunFolder::claim(&config.run_dir())?;
+    let resume = start.checkpoint(&folder.last())?;
     // A checkpoint written mid-epoch: the pass (classifier) to continue.
     let mut position = None;
-    if let Some(path) = resume {
+    if let Some(path) = &resume {
         (epochs, position) = restore(path, config, &mut backbone, sub.as_mut())?;
     }
+    // Only now, once the checkpoint is accepted: a refused resume leaves the run folder alone.
+    let run_dir = folder.path.clone();
+    let config_json = super::optim_config::prepare_run_dir(&run_dir, config)?;
     let mut log = MetricsLog::open_on_primary(
         &run_dir,
         &["kind", "stage", "epoch", "step", "loss", "lr", "backbone_top1", "sub_top1", "ensemble_top1", "train_top1"],
@@ -201,7 +205,7 @@ pub fn linear_eval_model(
         if let Some(p) = &position {
             if p.pass >= heads || p.earlier.len() != p.pass || p.counters.len() != 2 {
                 return Err(Error::file(
-                    resume.unwrap_or(Path::new("")),
+                    resume.as_deref().unwrap_or(Path::new("")),
                     format!("stopped at {} with partial results this run cannot continue", p.describe()),
                 ));
             }

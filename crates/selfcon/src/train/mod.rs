@@ -15,6 +15,7 @@ mod pretrain;
 mod pretrain_plan;
 mod probe;
 mod progress;
+mod run_folder;
 mod run_name;
 mod schedule;
 pub mod stop_signals;
@@ -35,6 +36,7 @@ pub use probe::{
     extract_features, linear_probe, select_and_probe, CachedFeatures, ProbeResult, ProbeSettings, SelectedProbe,
 };
 pub use progress::{Progress, Quiet};
+pub use run_folder::{RunFolder, Start, LOCK_FILE};
 pub use run_name::{python_bool, python_float};
 pub use schedule::{LrSchedule, Warmup};
 pub use throughput::{measure_pretrain_steps, BatchSource, Throughput};

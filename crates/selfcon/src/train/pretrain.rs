@@ -16,6 +16,7 @@ use super::optim_config::{prepare_run_dir, OptimConfig};
 use super::optimizer::Sgd;
 use super::pass_state::PassState;
 use super::progress::Progress;
+use super::run_folder::{RunFolder, Start};
 use super::run_name::{python_bool, python_float};
 use super::schedule::LrSchedule;
 use super::train_checkpoint::{Resumed, TrainingState};
@@ -219,16 +220,18 @@ pub struct PretrainResult {
     pub epoch_losses: Vec<f64>,
 }
 
-/// Runs (or resumes) pre-training.
+/// Runs (or resumes) pre-training in its run folder, which it holds for the whole run.
 pub fn pretrain(
     config: &PretrainConfig,
     data: &OpenedDataset,
     device: Device,
-    resume: Option<&Path>,
+    start: &Start,
     progress: &mut dyn Progress,
 ) -> Result<PretrainResult> {
     crate::engine::use_device(device)?;
     config.validate()?;
+    let folder = RunFolder::claim(&config.run_dir())?;
+    let resume = start.checkpoint(&folder.last())?;
     let (vs, model) = config.initial_model(device, config.optim.batch_norm())?;
     config.optim.prepare_model(&vs)?;
     let objective = config.step_objective();
@@ -236,7 +239,7 @@ pub fn pretrain(
     let mut start_epoch = 1;
     // A checkpoint written mid-epoch: the pass to continue.
     let mut position = None;
-    if let Some(path) = resume {
+    if let Some(path) = &resume {
         let (finished, at) = restore(path, config, &vs, &mut optimizer)?;
         start_epoch = finished.saturating_add(1);
         position = at;
@@ -248,7 +251,7 @@ pub fn pretrain(
         }
     }
     let (train_set, knn_sets) = knn_split(config, data)?;
-    let run_dir = config.run_dir();
+    let run_dir = folder.path.clone();
     let config_json = prepare_run_dir(&run_dir, config)?;
     let mut columns: Vec<String> =
         ["kind", "stage", "epoch", "step", "loss", "lr", "images_per_s"].map(String::from).into();

@@ -144,8 +144,14 @@ fn ce_resume_reproduces_the_uninterrupted_run() {
     let b = tempfile::tempdir().unwrap();
     let b_path = b.path().to_str().unwrap();
     let (dir, _) = run(b_path, &["--epochs", "1"]);
-    let last = format!("{dir}/last.safetensors");
-    let (_, resumed) = run(b_path, &["--epochs", "2", "--resume", &last]);
+    let mut again = vec!["ce", "--method", "subnet_ce", "--dataset", "fashionmnist", "--data_folder", data];
+    again.extend(["--save_dir", b_path, "--model", "resnet18", "--selfcon_pos", "[False,True,False]"]);
+    again.extend(["--selfcon_size", "fc", "--batch_size", "12", "--num_workers", "2", "--epochs", "2"]);
+    let o = selfcon(&again);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(2) && err.contains("already exists") && err.contains("--resume auto"), "{err}");
+    let (_, resumed) = run(b_path, &["--epochs", "2", "--resume", "auto"]);
+    assert!(std::path::Path::new(&dir).join("last.safetensors").is_file());
     let key = "subnet_ce_fashionmnist_resnet18_lr_0.2_decay_0.0001_bsz_12_seed_0";
     assert_eq!(straight[key], resumed[key]);
 }

@@ -106,6 +106,22 @@ fn demo_runs_end_to_end_and_reports_both_encoders() {
         assert_eq!(probed[key], results[key], "{key}");
     }
     assert_eq!(probed["epoch_losses"], serde_json::json!([]));
+
+    // The demo run again into the same --save_dir keeps the first run and writes beside it.
+    let kept = std::fs::read(&ckpt).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_selfcon"))
+        .args(["demo", "--data_folder", data.to_str().unwrap(), "--save_dir", out.path().to_str().unwrap()])
+        .args(["--pretrain_images", "16", "--epochs", "1", "--batch_size", "16", "--pretrain_seconds", "0"])
+        .args(["--probe_images", "32", "--test_images", "16", "--probe_epochs", "1"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("holds an earlier demo run (kept)"), "{stderr}");
+    let second = stdout.lines().find_map(|l| l.split("everything is in ").nth(1)).unwrap().trim();
+    assert!(second.ends_with("_demo_2") && second != folder, "{second}");
+    assert_eq!(std::fs::read(&ckpt).unwrap(), kept, "the first demo's checkpoint is untouched");
 }
 
 #[test]

@@ -210,7 +210,9 @@ fn library_entry_points_refuse_cuda_cleanly_where_there_is_none() {
     let errors = [
         (
             "pretrain",
-            selfcon::train::pretrain(&c, &data, cuda, None, &mut selfcon::train::Quiet).err().map(|e| e.to_string()),
+            selfcon::train::pretrain(&c, &data, cuda, &selfcon::train::Start::Fresh, &mut selfcon::train::Quiet)
+                .err()
+                .map(|e| e.to_string()),
         ),
         (
             "bench",

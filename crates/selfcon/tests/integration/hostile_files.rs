@@ -256,3 +256,58 @@ fn the_idx_cap_counts_the_padded_images() {
     assert!(e.contains("train-images-idx3-ubyte.gz") && e.contains("limit"), "{e}");
     assert!(started.elapsed().as_secs() < 1, "refused from the header");
 }
+
+/// A requeued job reruns its command line: without `--resume` it is refused (one line printing
+/// the command that resumes, nothing in the run folder touched); `--resume auto` continues when
+/// the folder holds a checkpoint and starts otherwise; a second process in a run folder in use is
+/// refused naming the first's PID (issue #31).
+#[test]
+fn a_rerun_never_replaces_the_checkpoint_and_a_run_folder_has_one_writer() {
+    let d = tempfile::tempdir().unwrap();
+    common::tiny_fashion_mnist(d.path(), 12, 4);
+    let save = tempfile::tempdir().unwrap();
+    let data = d.path().to_str().unwrap();
+    let run = |save: &std::path::Path, epochs: &str, resume: Option<&str>| {
+        let mut args = vec!["pretrain", "--method", "SupCon", "--dataset", "fashionmnist", "--data_folder", data];
+        args.extend(["--model", "resnet18", "--batch_size", "12", "--num_workers", "1", "--epochs", epochs]);
+        args.extend(["--save_dir", save.to_str().unwrap()]);
+        args.extend(resume.map(|r| ["--resume", r]).into_iter().flatten());
+        common::selfcon(&args)
+    };
+    let o = run(save.path(), "1", None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let last = std::path::PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    let run_dir = last.parent().unwrap().to_path_buf();
+    let contents =
+        || ["last.safetensors", "config.json", "metrics.csv"].map(|f| std::fs::read(run_dir.join(f)).unwrap());
+    let before = contents();
+
+    let o = run(save.path(), "1", None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let resume = format!("--resume {}", last.display());
+    assert!(err.contains("already exists") && err.contains(&resume) && err.contains("--resume auto"), "{err}");
+    assert!(err.contains("selfcon pretrain --method SupCon"), "prints the whole command: {err}");
+    assert!(contents() == before, "the refused run touched the run folder");
+
+    let held = selfcon::train::RunFolder::claim(&run_dir).unwrap();
+    let o = run(save.path(), "2", Some("auto"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("in use by another selfcon run (process {})", std::process::id())), "{err}");
+    assert!(contents() == before, "the refused run touched the run folder");
+    drop(held);
+
+    let o = run(save.path(), "2", Some("auto"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let csv = std::fs::read_to_string(run_dir.join("metrics.csv")).unwrap();
+    let epochs: Vec<&str> = csv.lines().filter(|l| l.starts_with("epoch,")).collect();
+    assert_eq!(epochs.len(), 2, "epochs 1 and 2 once each: {csv}");
+    assert!(epochs[0].starts_with("epoch,pretrain,1,") && epochs[1].starts_with("epoch,pretrain,2,"), "{csv}");
+
+    let fresh = tempfile::tempdir().unwrap();
+    let o = run(fresh.path(), "1", Some("auto"));
+    assert!(o.status.success(), "auto starts a run with no checkpoint: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).trim().ends_with("last.safetensors"));
+}

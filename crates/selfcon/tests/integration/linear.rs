@@ -114,7 +114,11 @@ fn linear_resume_continues_where_it_stopped() {
         .path()
         .join("last.safetensors");
     assert!(last.is_file());
-    let resumed = run(split, &["--epochs", "2", "--resume", last.to_str().unwrap()]);
+    let again = [&["linear", "--ckpt", &ckpt, "--subnet", "--save_dir", split, "--epochs", "2"][..], &flags, &model];
+    let o = selfcon(&[&again[..], &[&["--exp_name", "first"][..]]].concat().concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(2) && err.contains("already exists") && err.contains("--resume auto"), "{err}");
+    let resumed = run(split, &["--epochs", "2", "--exp_name", "first", "--resume", "auto"]);
     assert_eq!(straight, resumed, "resumed linear evaluation reproduces the uninterrupted one");
 
     let o = selfcon(

@@ -5,13 +5,13 @@ use crate::common;
 
 use common::{assert_usage_error, selfcon};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use selfcon::checkpoint;
 use selfcon::data::{open_dataset, DatasetKind};
 use selfcon::loss::Method;
 use selfcon::model::{ExitPositions, ModelConfig, SubNetworkSize};
-use selfcon::train::{pretrain, OptimConfig, Precision, PretrainConfig, Quiet};
+use selfcon::train::{pretrain, OptimConfig, Precision, PretrainConfig, Quiet, Start};
 use tch::Device;
 
 fn config(
@@ -78,7 +78,7 @@ fn selfcon_run_writes_the_official_tree_and_resumes_exactly() {
     let (_d, data) = data(24);
     let save = tempfile::tempdir().unwrap();
     let c = config(save.path(), Method::SelfCon, [false, true, false], false, true, 0.0);
-    let full = pretrain(&c, &data, Device::Cpu, None, &mut Quiet).unwrap();
+    let full = pretrain(&c, &data, Device::Cpu, &Start::Fresh, &mut Quiet).unwrap();
     assert_eq!(
         full.run_dir,
         save.path().join("SelfCon/fashionmnist_models/SelfCon_fashionmnist_resnet18_lr_0.05_multiview_False_label_True_decay_0.0001_bsz_12_temp_0.1_seed_3_cosine_test")
@@ -118,8 +118,14 @@ fn selfcon_run_writes_the_official_tree_and_resumes_exactly() {
         c2.optim.save_dir = save2.path().to_path_buf();
         c2
     };
-    let resumed =
-        pretrain(&c2, &data, Device::Cpu, Some(&full.run_dir.join("ckpt_epoch_1.safetensors")), &mut Quiet).unwrap();
+    let resumed = pretrain(
+        &c2,
+        &data,
+        Device::Cpu,
+        &Start::Resume(PathBuf::from(&full.run_dir.join("ckpt_epoch_1.safetensors"))),
+        &mut Quiet,
+    )
+    .unwrap();
     assert_eq!(resumed.epochs_run, 1);
     assert_eq!(resumed.epoch_losses[0], full.epoch_losses[1], "resume reproduces the uninterrupted loss");
     let again = checkpoint::load(&resumed.last_checkpoint).unwrap();
@@ -144,7 +150,7 @@ fn every_method_variant_trains() {
         let mut c = config(save.path(), method, exits, multiview, label, alpha);
         c.optim.epochs = 1;
         c.optim.exp_name = name.into();
-        let r = pretrain(&c, &data, Device::Cpu, None, &mut Quiet).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let r = pretrain(&c, &data, Device::Cpu, &Start::Fresh, &mut Quiet).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(r.epoch_losses[0].is_finite(), "{name}");
     }
 }
@@ -156,20 +162,25 @@ fn resume_errors() {
     let mut c = config(save.path(), Method::SelfCon, [false, true, false], false, true, 0.0);
     c.optim.epochs = 1;
     let missing = save.path().join("nope.safetensors");
-    let e = pretrain(&c, &data, Device::Cpu, Some(&missing), &mut Quiet).unwrap_err().to_string();
+    let e =
+        pretrain(&c, &data, Device::Cpu, &Start::Resume(PathBuf::from(&missing)), &mut Quiet).unwrap_err().to_string();
     assert!(e.starts_with("--resume: ") && e.contains("does not exist"), "{e}");
-    let done = pretrain(&c, &data, Device::Cpu, None, &mut Quiet).unwrap();
+    let done = pretrain(&c, &data, Device::Cpu, &Start::Fresh, &mut Quiet).unwrap();
     let mut other = c.clone();
     other.model.sub_size = SubNetworkSize::Small;
-    let e = pretrain(&other, &data, Device::Cpu, Some(&done.last_checkpoint), &mut Quiet).unwrap_err().to_string();
+    let e = pretrain(&other, &data, Device::Cpu, &Start::Resume(PathBuf::from(&done.last_checkpoint)), &mut Quiet)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("was trained with another model"), "{e}");
     let junk = save.path().join("junk.safetensors");
     std::fs::write(&junk, b"not a checkpoint").unwrap();
-    let e = pretrain(&c, &data, Device::Cpu, Some(&junk), &mut Quiet).unwrap_err().to_string();
+    let e = pretrain(&c, &data, Device::Cpu, &Start::Resume(PathBuf::from(&junk)), &mut Quiet).unwrap_err().to_string();
     assert!(e.contains("junk.safetensors: not a selfcon checkpoint"), "{e}");
     // A finished run resumed with the same --epochs: nothing to do is an error, not a silent no-op
     // that names a checkpoint it never wrote.
-    let e = pretrain(&c, &data, Device::Cpu, Some(&done.last_checkpoint), &mut Quiet).unwrap_err().to_string();
+    let e = pretrain(&c, &data, Device::Cpu, &Start::Resume(PathBuf::from(&done.last_checkpoint)), &mut Quiet)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("already covers all 1 epochs"), "{e}");
 }
 
@@ -180,7 +191,7 @@ fn diverging_loss_stops_with_epoch_and_step() {
     let mut c = config(save.path(), Method::SelfCon, [false, true, false], false, true, 0.0);
     c.optim.learning_rate = 1e30;
     c.optim.cosine = false;
-    let e = pretrain(&c, &data, Device::Cpu, None, &mut Quiet).unwrap_err().to_string();
+    let e = pretrain(&c, &data, Device::Cpu, &Start::Fresh, &mut Quiet).unwrap_err().to_string();
     assert!(e.starts_with("pretrain loss is") && e.contains("at epoch 1, step 2"), "{e}");
 }
 
@@ -283,7 +294,8 @@ fn mixed_precision_trains_on_cpu() {
         c.optim.epochs = 2;
         c.optim.precision = precision;
         c.image_size = 8;
-        let r = pretrain(&c, &data, Device::Cpu, None, &mut Quiet).unwrap_or_else(|e| panic!("{precision}: {e}"));
+        let r =
+            pretrain(&c, &data, Device::Cpu, &Start::Fresh, &mut Quiet).unwrap_or_else(|e| panic!("{precision}: {e}"));
         let config: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(r.run_dir.join("config.json")).unwrap()).unwrap();
         assert_eq!(config["optim"]["precision"], precision.to_string());
@@ -359,7 +371,10 @@ fn disk_full_while_saving_keeps_the_last_good_checkpoint() {
     let leftovers: Vec<_> = std::fs::read_dir(last.parent().unwrap())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| !["last.safetensors", "config.json", "metrics.jsonl", "metrics.csv"].contains(&n.as_str()))
+        .filter(|n| {
+            !["last.safetensors", "config.json", "metrics.jsonl", "metrics.csv", selfcon::train::LOCK_FILE]
+                .contains(&n.as_str())
+        })
         .collect();
     assert!(leftovers.is_empty(), "partial files left: {leftovers:?}");
 }
@@ -373,7 +388,7 @@ fn channels_last_gives_the_same_training() {
         let mut c = config(save.path(), Method::SelfCon, [false, true, false], false, true, 0.0);
         c.optim.epochs = 2;
         c.optim.channels_last = channels_last;
-        losses.push(pretrain(&c, &data, Device::Cpu, None, &mut Quiet).unwrap().epoch_losses);
+        losses.push(pretrain(&c, &data, Device::Cpu, &Start::Fresh, &mut Quiet).unwrap().epoch_losses);
     }
     for (a, b) in losses[0].iter().zip(&losses[1]) {
         // Same computation in another summation order: equal up to float rounding, which the

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use selfcon::checkpoint;
 use selfcon::data::{open_dataset, DatasetKind, OpenedDataset};
-use selfcon::train::{pretrain, PassState, PretrainConfig, Progress, Quiet};
+use selfcon::train::{pretrain, PassState, PretrainConfig, Progress, Quiet, Start};
 
 const BIN: &str = env!("CARGO_BIN_EXE_selfcon");
 
@@ -65,7 +65,7 @@ fn a_run_stopped_at_any_step_resumes_to_the_uninterrupted_weights() {
     let (_d, data) = data(36);
     let straight_dir = tempfile::tempdir().unwrap();
     let straight =
-        pretrain(&config(straight_dir.path(), 2, 12), &data, common::test_device(), None, &mut Quiet).unwrap();
+        pretrain(&config(straight_dir.path(), 2, 12), &data, common::test_device(), &Start::Fresh, &mut Quiet).unwrap();
 
     // (request after the step logged as epoch, step) → where the checkpoint stands: the step in
     // progress when the request arrives (the next one) is finished first. Stopped after an
@@ -76,7 +76,7 @@ fn a_run_stopped_at_any_step_resumes_to_the_uninterrupted_weights() {
         let dir = tempfile::tempdir().unwrap();
         let c = config(dir.path(), 2, 12);
         let mut stop = StopAfter { epoch, step, reached: false };
-        let e = pretrain(&c, &data, common::test_device(), None, &mut stop).expect_err("stopped");
+        let e = pretrain(&c, &data, common::test_device(), &Start::Fresh, &mut stop).expect_err("stopped");
         let selfcon::Error::Interrupted { signal, message, saved } = &e else { panic!("not an interruption: {e}") };
         assert_eq!(*signal, libc::SIGTERM);
         let saved = saved.clone().expect("saved");
@@ -90,7 +90,8 @@ fn a_run_stopped_at_any_step_resumes_to_the_uninterrupted_weights() {
         assert_eq!((p.epoch, p.steps, p.batches, p.pass), (at_epoch, at_step, 3, 0));
         assert_eq!(checkpoint::load(&saved).unwrap().metadata["epoch"], (at_epoch - 1).to_string());
 
-        let resumed = pretrain(&c, &data, common::test_device(), Some(&saved), &mut Quiet).unwrap();
+        let resumed =
+            pretrain(&c, &data, common::test_device(), &Start::Resume(PathBuf::from(&saved)), &mut Quiet).unwrap();
         assert_same_tensors(&straight.last_checkpoint, &resumed.last_checkpoint);
         // The mean loss of the epoch that was cut covers all of its steps.
         assert_eq!(resumed.epoch_losses, straight.epoch_losses[at_epoch - 1..], "stop after {epoch}/{step}");
@@ -129,7 +130,7 @@ fn save_every_steps_writes_mid_epoch_checkpoints_that_resume_exactly() {
     // ones: the epoch's mean loss must not depend on how the reads were grouped.
     let mut straight_config = config(straight_dir.path(), 2, 12);
     straight_config.print_freq = 0;
-    let straight = pretrain(&straight_config, &data, common::test_device(), None, &mut Quiet).unwrap();
+    let straight = pretrain(&straight_config, &data, common::test_device(), &Start::Fresh, &mut Quiet).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path(), 2, 12);
@@ -140,7 +141,7 @@ fn save_every_steps_writes_mid_epoch_checkpoints_that_resume_exactly() {
         dir: copies.path().to_path_buf(),
         seen: BTreeSet::new(),
     };
-    let run = pretrain(&c, &data, common::test_device(), None, &mut snapshots).unwrap();
+    let run = pretrain(&c, &data, common::test_device(), &Start::Fresh, &mut snapshots).unwrap();
     assert_same_tensors(&straight.last_checkpoint, &run.last_checkpoint);
     assert_eq!(snapshots.seen, BTreeSet::from([(1, 2), (1, 4), (2, 2), (2, 4)]));
 
@@ -149,7 +150,8 @@ fn save_every_steps_writes_mid_epoch_checkpoints_that_resume_exactly() {
         let mut c = config(resume_dir.path(), 2, 12);
         c.print_freq = 3;
         let from = copies.path().join(format!("{epoch}_{step}.safetensors"));
-        let resumed = pretrain(&c, &data, common::test_device(), Some(&from), &mut Quiet).unwrap();
+        let resumed =
+            pretrain(&c, &data, common::test_device(), &Start::Resume(PathBuf::from(&from)), &mut Quiet).unwrap();
         assert_same_tensors(&straight.last_checkpoint, &resumed.last_checkpoint);
         assert_eq!(resumed.epoch_losses, straight.epoch_losses[epoch - 1..]);
     }
@@ -166,8 +168,14 @@ fn save_every_steps_writes_mid_epoch_checkpoints_that_resume_exactly() {
     let tensors: Vec<_> = loaded.tensors.into_iter().collect();
     checkpoint::save(&older, &tensors, &loaded.metadata).unwrap();
     let resume_dir = tempfile::tempdir().unwrap();
-    let resumed =
-        pretrain(&config(resume_dir.path(), 2, 12), &data, common::test_device(), Some(&older), &mut Quiet).unwrap();
+    let resumed = pretrain(
+        &config(resume_dir.path(), 2, 12),
+        &data,
+        common::test_device(),
+        &Start::Resume(PathBuf::from(&older)),
+        &mut Quiet,
+    )
+    .unwrap();
     assert_same_tensors(&straight.last_checkpoint, &resumed.last_checkpoint);
 
     // A position that contradicts the finished epoch is refused, naming the file.
@@ -184,7 +192,9 @@ fn save_every_steps_writes_mid_epoch_checkpoints_that_resume_exactly() {
     // epoch (other batches, or another run); more epochs or other loader threads can.
     let from = copies.path().join("1_4.safetensors");
     let other = tempfile::tempdir().unwrap();
-    let resume = |c: PretrainConfig| pretrain(&c, &data, common::test_device(), Some(&from), &mut Quiet);
+    let resume = |c: PretrainConfig| {
+        pretrain(&c, &data, common::test_device(), &Start::Resume(PathBuf::from(&from)), &mut Quiet)
+    };
     let e = common::user_error(resume(config(other.path(), 2, 10)));
     assert!(e.contains("optim.batch_size: 12 vs 10"), "{e}");
     assert!(e.contains("1_4.safetensors: stopped at epoch 1, step 4 of 5 of a run with other settings"), "{e}");
