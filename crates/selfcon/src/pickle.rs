@@ -69,6 +69,24 @@ impl Dialect {
 /// tensors, an optimiser state); a limit keeps hostile nesting from overflowing the stack.
 pub const MAX_DEPTH: usize = 200;
 
+/// How many objects (values pushed, marks, memo entries) a pickle may make: each costs ~120
+/// bytes here, so a file of one-byte opcodes (10 MB of empty tuples: 1.3 GB unchecked) is stopped
+/// at ~250 MB; real files make far fewer (a ResNet-18 checkpoint with its exit ~7,000, ~45 per
+/// tensor: the cap is ~40,000 tensors; a CIFAR batch a few dozen).
+pub const MAX_OBJECTS: usize = 2_000_000;
+
+/// The longest key or name read ([`Value::as_key`]): real state-dict keys and option names are
+/// under 100 bytes.
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// `text` cut to at most `max` characters (with `…`), for quoting a file's text in an error.
+pub fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
 /// A parsed pickle value. Containers are shared (`Rc`) as in Python: an object the pickle
 /// memoises and refers to again is one object, not a copy, so a small file cannot ask for an
 /// exponential number of nodes. (Walking a value as a tree can still visit a shared object many
@@ -124,6 +142,28 @@ impl Value {
             Value::Dict(items) => (items.iter().take(limit).filter_map(|(k, _)| k.as_text()).collect(), items.len()),
             _ => (Vec::new(), 0),
         }
+    }
+
+    /// The text of a dict key or name (state-dict keys, option names, storage keys), refused
+    /// beyond [`MAX_KEY_BYTES`] before anything is copied: a hostile file may name one huge
+    /// memoised key from many entries.
+    pub fn as_key(&self) -> Result<String, PickleError> {
+        let len = match self {
+            Value::Str(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+            Value::Reduce(_, args) => match args.as_seq().and_then(|a| a.first()) {
+                // A latin-1 character is one or two bytes of UTF-8: count only short text.
+                Some(Value::Str(s)) if s.len() > 2 * MAX_KEY_BYTES => s.len(),
+                Some(Value::Str(s)) => s.chars().count(),
+                Some(Value::Bytes(b)) => b.len(),
+                _ => 0,
+            },
+            _ => 0,
+        };
+        if len > MAX_KEY_BYTES {
+            return Err(format!("a key of {len} bytes (names are at most {MAX_KEY_BYTES})"));
+        }
+        self.as_text().ok_or_else(|| "a key is not text".to_string())
     }
 
     /// Text of a str, or of bytes read as latin-1 (Python 2 strings).
@@ -253,13 +293,13 @@ impl NdArray {
 
     fn item_size(&self) -> Result<usize, PickleError> {
         let digits: String = self.dtype.chars().filter(char::is_ascii_digit).collect();
-        digits.parse().map_err(|_| format!("unsupported numpy dtype '{}'", self.dtype))
+        digits.parse().map_err(|_| format!("unsupported numpy dtype '{}'", shorten(&self.dtype, 40)))
     }
 
     /// Elements as unsigned bytes (dtype `u1`/`|u1`), in C order.
     pub fn to_u8(&self) -> Result<Vec<u8>, PickleError> {
         if !matches!(self.dtype.trim_start_matches(['|', '<', '=']), "u1") {
-            return Err(format!("expected a uint8 array, found dtype '{}'", self.dtype));
+            return Err(format!("expected a uint8 array, found dtype '{}'", shorten(&self.dtype, 40)));
         }
         if self.fortran_order && self.shape.len() > 1 {
             return Err("Fortran-ordered arrays are not supported".into());
@@ -279,7 +319,7 @@ impl NdArray {
             "i4" => d.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
             "u4" => d.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
             "i8" => d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
-            _ => return Err(format!("expected an integer array, found dtype '{}'", self.dtype)),
+            _ => return Err(format!("expected an integer array, found dtype '{}'", shorten(&self.dtype, 40))),
         })
     }
 }
@@ -295,10 +335,15 @@ fn dtype_string(v: &Value) -> Result<String, PickleError> {
     if !is_global(f, "numpy", "dtype") {
         return Err("numpy dtype is not a dtype object".into());
     }
-    let name = args.as_seq().and_then(|a| a.first()).and_then(Value::as_text).ok_or("numpy dtype has no type name")?;
+    let name = args
+        .as_seq()
+        .and_then(|a| a.first())
+        .ok_or("numpy dtype has no type name")?
+        .as_key()
+        .map_err(|e| format!("numpy dtype name: {e}"))?;
     let order = state.and_then(Value::as_seq).and_then(|s| s.get(1)).and_then(Value::as_text).unwrap_or_default();
     if order == ">" && !name.ends_with('1') {
-        return Err(format!("big-endian numpy dtype '{name}' is not supported"));
+        return Err(format!("big-endian numpy dtype '{}' is not supported", shorten(&name, 40)));
     }
     Ok(name)
 }
@@ -317,6 +362,7 @@ pub fn parse_as(bytes: &[u8], dialect: Dialect) -> Result<Value, PickleError> {
         marks: Vec::new(),
         memo: HashMap::new(),
         nodes: Vec::new(),
+        objects: 0,
         dialect,
     };
     let root = machine.run()?;
@@ -350,6 +396,8 @@ struct Machine<'a> {
     /// Memo entries refer to stack items (containers by arena index: shared, never copied).
     memo: HashMap<u64, Item>,
     nodes: Vec<Node>,
+    /// Objects made so far (stack pushes and memo entries), against [`MAX_OBJECTS`].
+    objects: usize,
 }
 
 impl<'a> Machine<'a> {
@@ -382,13 +430,28 @@ impl<'a> Machine<'a> {
         Ok(s)
     }
 
-    fn push(&mut self, v: Value) {
-        self.stack.push(Item::Leaf(v))
+    /// Counts one more object against [`MAX_OBJECTS`].
+    fn made(&mut self) -> Result<(), PickleError> {
+        self.objects += 1;
+        if self.objects > MAX_OBJECTS {
+            return Err(format!(
+                "pickle makes more than {MAX_OBJECTS} objects (a ResNet-18 checkpoint makes ~7,000): refused"
+            ));
+        }
+        Ok(())
     }
 
-    fn push_node(&mut self, node: Node) {
+    fn push(&mut self, v: Value) -> Result<(), PickleError> {
+        self.made()?;
+        self.stack.push(Item::Leaf(v));
+        Ok(())
+    }
+
+    fn push_node(&mut self, node: Node) -> Result<(), PickleError> {
+        self.made()?;
         self.nodes.push(node);
-        self.stack.push(Item::Node(self.nodes.len() - 1))
+        self.stack.push(Item::Node(self.nodes.len() - 1));
+        Ok(())
     }
 
     fn pop(&mut self) -> Result<Item, PickleError> {
@@ -434,13 +497,16 @@ impl<'a> Machine<'a> {
             Ok(Value::Global(module.into(), name.into()))
         } else {
             Err(format!(
-                "refusing pickle global {module}.{name}: only {} and plain data are read, nothing is called",
+                "refusing pickle global {}.{}: only {} and plain data are read, nothing is called",
+                shorten(&module, 60),
+                shorten(&name, 60),
                 self.dialect.reads
             ))
         }
     }
 
     fn memo_put(&mut self, key: u64) -> Result<(), PickleError> {
+        self.made()?;
         let v = self.top()?;
         self.memo.insert(key, v);
         Ok(())
@@ -448,6 +514,7 @@ impl<'a> Machine<'a> {
 
     fn memo_get(&mut self, key: u64) -> Result<(), PickleError> {
         let v = self.memo.get(&key).cloned().ok_or_else(|| format!("malformed pickle: memo entry {key} missing"))?;
+        self.made()?;
         self.stack.push(v);
         Ok(())
     }
@@ -484,21 +551,24 @@ impl<'a> Machine<'a> {
                     self.u64()?; // FRAME: only a length hint
                 }
                 b'.' => return self.pop(),
-                b'(' => self.marks.push(self.stack.len()),
-                b'N' => self.push(Value::None),
-                0x88 => self.push(Value::Bool(true)),
-                0x89 => self.push(Value::Bool(false)),
+                b'(' => {
+                    self.made()?;
+                    self.marks.push(self.stack.len())
+                }
+                b'N' => self.push(Value::None)?,
+                0x88 => self.push(Value::Bool(true))?,
+                0x89 => self.push(Value::Bool(false))?,
                 b'K' => {
                     let v = self.u8()?;
-                    self.push(Value::Int(v as i64))
+                    self.push(Value::Int(v as i64))?
                 }
                 b'M' => {
                     let v = u16::from_le_bytes(self.take(2)?.try_into().unwrap());
-                    self.push(Value::Int(v as i64))
+                    self.push(Value::Int(v as i64))?
                 }
                 b'J' => {
                     let v = self.u32()? as i32;
-                    self.push(Value::Int(v as i64))
+                    self.push(Value::Int(v as i64))?
                 }
                 0x8a => {
                     let n = self.u8()? as usize;
@@ -508,65 +578,67 @@ impl<'a> Machine<'a> {
                     }
                     let mut buf = if raw.last().is_some_and(|b| b & 0x80 != 0) { [0xffu8; 8] } else { [0u8; 8] };
                     buf[..n].copy_from_slice(raw);
-                    self.push(Value::Int(i64::from_le_bytes(buf)))
+                    self.push(Value::Int(i64::from_le_bytes(buf)))?
                 }
                 b'I' => {
                     let line = self.line()?;
                     let v = match line.as_str() {
                         "00" => Value::Bool(false),
                         "01" => Value::Bool(true),
-                        s => Value::Int(s.parse().map_err(|_| format!("malformed pickle integer '{s}'"))?),
+                        s => {
+                            Value::Int(s.parse().map_err(|_| format!("malformed pickle integer '{}'", shorten(s, 30)))?)
+                        }
                     };
-                    self.push(v)
+                    self.push(v)?
                 }
                 b'G' => {
                     let v = f64::from_be_bytes(self.take(8)?.try_into().unwrap());
-                    self.push(Value::Float(v))
+                    self.push(Value::Float(v))?
                 }
                 b'U' | b'C' => {
                     let n = self.u8()? as usize;
                     let v = self.bytes(n)?;
-                    self.push(v)
+                    self.push(v)?
                 }
                 b'T' | b'B' => {
                     let n = self.u32()? as usize;
                     let v = self.bytes(n)?;
-                    self.push(v)
+                    self.push(v)?
                 }
                 0x8e | 0x96 => {
                     let n = usize::try_from(self.u64()?).map_err(|_| "pickle bytes too large")?;
                     let v = self.bytes(n)?;
-                    self.push(v)
+                    self.push(v)?
                 }
                 0x8c => {
                     let n = self.u8()? as usize;
                     let v = self.text(n)?;
-                    self.push(v)
+                    self.push(v)?
                 }
                 b'X' => {
                     let n = self.u32()? as usize;
                     let v = self.text(n)?;
-                    self.push(v)
+                    self.push(v)?
                 }
                 0x8d => {
                     let n = usize::try_from(self.u64()?).map_err(|_| "pickle string too large")?;
                     let v = self.text(n)?;
-                    self.push(v)
+                    self.push(v)?
                 }
-                b'}' => self.push_node(Node::Dict(Vec::new())),
-                b']' => self.push_node(Node::List(Vec::new())),
-                b')' => self.push_node(Node::Tuple(Vec::new())),
+                b'}' => self.push_node(Node::Dict(Vec::new()))?,
+                b']' => self.push_node(Node::List(Vec::new()))?,
+                b')' => self.push_node(Node::Tuple(Vec::new()))?,
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.push_node(Node::Tuple(items))
+                    self.push_node(Node::Tuple(items))?
                 }
                 b'l' => {
                     let items = self.pop_mark()?;
-                    self.push_node(Node::List(items))
+                    self.push_node(Node::List(items))?
                 }
                 b'd' => {
                     let items = pairs(self.pop_mark()?)?;
-                    self.push_node(Node::Dict(items))
+                    self.push_node(Node::Dict(items))?
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
@@ -575,7 +647,7 @@ impl<'a> Machine<'a> {
                         items.push(self.pop()?);
                     }
                     items.reverse();
-                    self.push_node(Node::Tuple(items))
+                    self.push_node(Node::Tuple(items))?
                 }
                 b'a' => {
                     let v = self.pop()?;
@@ -610,13 +682,13 @@ impl<'a> Machine<'a> {
                     let module = self.line()?;
                     let name = self.line()?;
                     let g = self.global(module, name)?;
-                    self.push(g)
+                    self.push(g)?
                 }
                 0x93 => {
                     let name = Self::leaf_text(self.pop()?, "STACK_GLOBAL name")?;
                     let module = Self::leaf_text(self.pop()?, "STACK_GLOBAL module")?;
                     let g = self.global(module, name)?;
-                    self.push(g)
+                    self.push(g)?
                 }
                 b'R' | 0x81 => {
                     let args = self.pop()?;
@@ -624,9 +696,9 @@ impl<'a> Machine<'a> {
                     // An empty OrderedDict is a dict that SETITEMS then fills.
                     let ordered_dict = matches!(&f, Item::Leaf(g) if is_global(g, "collections", "OrderedDict"));
                     if ordered_dict && self.is_empty_tuple(&args) {
-                        self.push_node(Node::Dict(Vec::new()))
+                        self.push_node(Node::Dict(Vec::new()))?
                     } else {
-                        self.push_node(Node::Reduce(f, args))
+                        self.push_node(Node::Reduce(f, args))?
                     }
                 }
                 b'b' => {
@@ -637,12 +709,12 @@ impl<'a> Machine<'a> {
                         // versions) are not part of its items.
                         self.stack.push(obj)
                     } else {
-                        self.push_node(Node::Build(obj, state))
+                        self.push_node(Node::Build(obj, state))?
                     }
                 }
                 b'Q' if self.dialect.persistent_ids => {
                     let id = self.pop()?;
-                    self.push_node(Node::PersistentId(id))
+                    self.push_node(Node::PersistentId(id))?
                 }
                 b'q' => {
                     let k = self.u8()? as u64;

@@ -20,7 +20,7 @@ use super::torch_archive::TorchArchive;
 use crate::data::DatasetKind;
 use crate::error::{Error, Result};
 use crate::model::{Architecture, ExitPositions, ModelConfig, SubNetworkArch, SubNetworkSize};
-use crate::pickle::Value;
+use crate::pickle::{shorten, Value};
 
 /// State-dict entries that are buffers, not parameters (the only buffers these models have).
 const BUFFER_SUFFIXES: [&str; 3] = ["running_mean", "running_var", "num_batches_tracked"];
@@ -67,22 +67,24 @@ impl OfficialCheckpoint {
             None => (root, false),
         };
         let Value::Dict(items) = state else { return Err(bad("'model' is not a state dict".into())) };
-        let mut weights = Vec::with_capacity(items.len());
+        let mut weights = Vec::with_capacity(items.len().min(1 << 16));
+        let mut seen = std::collections::HashSet::new();
         for (k, v) in items.iter() {
-            let key = k.as_text().ok_or_else(|| bad("a state-dict key is not text".into()))?;
+            let key = k.as_key().map_err(|e| bad(format!("a state-dict key: {e}")))?;
+            let mapped = map_key(&key);
+            // Before the tensor is made: a file repeating one entry costs one tensor, not many.
+            if !seen.insert(mapped.clone()) {
+                return Err(bad(format!(
+                    "two state-dict keys map to {} (after removing module. / renaming downsample)",
+                    shorten(&mapped, 80)
+                )));
+            }
+            let key = shorten(&key, 80);
             let what = if full { format!("model['{key}']") } else { format!("['{key}']") };
-            weights.push((map_key(&key), archive.tensor(v, &what)?));
+            weights.push((mapped, archive.tensor(v, &what)?));
         }
         if weights.is_empty() {
             return Err(bad("holds an empty state dict".into()));
-        }
-        let mut mapped: Vec<&str> = weights.iter().map(|(k, _)| k.as_str()).collect();
-        mapped.sort();
-        if let Some(w) = mapped.windows(2).find(|w| w[0] == w[1]) {
-            return Err(bad(format!(
-                "two state-dict keys map to {} (after removing module. / renaming downsample)",
-                w[0]
-            )));
         }
         // The official 'opt', or the plain dict `selfcon export --format pth` writes.
         let options = match (root.get("opt"), root.get("selfcon_model")) {
@@ -118,7 +120,10 @@ impl OfficialCheckpoint {
             match opt.get(name) {
                 None | Some(Json::Null) => Ok(default.to_string()),
                 Some(Json::String(s)) => Ok(s.clone()),
-                Some(other) => Err(Error::file(&self.path, format!("'opt.{name}' is {other}, expected text"))),
+                Some(other) => Err(Error::file(
+                    &self.path,
+                    format!("'opt.{name}' is {}, expected text", shorten(&other.to_string(), 60)),
+                )),
             }
         };
         let in_file = |e: Error| Error::file(&self.path, format!("its options: {e}"));
@@ -168,14 +173,19 @@ fn namespace(v: &Value) -> std::result::Result<Map<String, Json>, String> {
     let mut budget = JSON_BUDGET;
     items
         .iter()
-        .map(|(k, v)| Ok((k.as_text().ok_or("an option name is not text")?, to_json(v, &mut budget)?)))
+        .map(|(k, v)| Ok((k.as_key().map_err(|e| format!("an option name: {e}"))?, to_json(v, &mut budget)?)))
         .collect()
 }
 
-/// How much an options dict may expand to: one unit per value and per byte of text. Pickled
-/// objects are shared (memoised), so a small file can describe a value whose tree has
-/// astronomically many nodes or repeats one huge string; real options are a few kilobytes.
-const JSON_BUDGET: usize = 10_000_000;
+/// How much an options dict may expand to: one unit per value and per byte of text (keys
+/// included). Pickled objects are shared (memoised), so a small file can describe a value whose
+/// tree has astronomically many nodes or repeats one huge string; real options are a few
+/// kilobytes (the official `opt` ~2 KB, ~60 values).
+pub const JSON_BUDGET: usize = 1_000_000;
+
+fn over_budget() -> String {
+    format!("expands to more than {JSON_BUDGET} values and bytes of text (options are a few kilobytes)")
+}
 
 fn to_plain_json(v: &Value) -> std::result::Result<Json, String> {
     let mut budget = JSON_BUDGET;
@@ -188,7 +198,7 @@ fn to_json(v: &Value, budget: &mut usize) -> std::result::Result<Json, String> {
         Value::Bytes(b) => b.len(),
         _ => 0,
     };
-    *budget = budget.checked_sub(1 + text).ok_or("expands to more than 10 MB (options are a few kilobytes)")?;
+    *budget = budget.checked_sub(1 + text).ok_or_else(over_budget)?;
     Ok(match v {
         Value::None => Json::Null,
         Value::Bool(b) => Json::Bool(*b),
@@ -202,8 +212,8 @@ fn to_json(v: &Value, budget: &mut usize) -> std::result::Result<Json, String> {
             items
                 .iter()
                 .map(|(k, v)| {
-                    let key = k.as_text().ok_or("a key is not text")?;
-                    *budget = budget.checked_sub(key.len()).ok_or("expands to more than 10 MB")?;
+                    let key = k.as_key()?;
+                    *budget = budget.checked_sub(key.len()).ok_or_else(over_budget)?;
                     Ok((key, to_json(v, budget)?))
                 })
                 .collect::<Result<_, String>>()?,
@@ -211,6 +221,9 @@ fn to_json(v: &Value, budget: &mut usize) -> std::result::Result<Json, String> {
         _ => return Err("holds an object that is not plain data".into()),
     })
 }
+
+/// The most entries one parameter's optimiser state may have.
+const MAX_STATE_KEYS: usize = 16;
 
 /// `{'state': {i: {'momentum_buffer': t}}, 'param_groups': [{'params': [i, ...], ...}]}` →
 /// momentum buffers by parameter name.
@@ -225,12 +238,29 @@ fn momentum_buffers(
         weights.iter().filter(|(k, _)| !is_buffer(k)).map(|(k, t)| (k.as_str(), t)).collect();
     let Some(Value::Dict(state)) = opt.get("state") else { return Err(bad("has no 'state' dict".into())) };
     let mut out = Vec::new();
+    // Each index once, so the loop runs at most once per parameter whatever the file repeats.
+    let mut seen = vec![false; params.len()];
     for (index, entry) in state.iter() {
         let i = index.as_int().ok_or_else(|| bad("a state key is not a parameter index".into()))?;
         let (name, param) = usize::try_from(i)
             .ok()
             .and_then(|i| params.get(i))
             .ok_or_else(|| bad(format!("state for parameter {i}, but the model has {} parameters", params.len())))?;
+        if std::mem::replace(&mut seen[i as usize], true) {
+            return Err(bad(format!("parameter {i} has two state entries")));
+        }
+        // SGD keeps one buffer per parameter (Adam three): a lookup in a huge shared dict per
+        // entry would cost its size each time.
+        match entry {
+            Value::Dict(items) if items.len() <= MAX_STATE_KEYS => {}
+            Value::Dict(items) => {
+                return Err(bad(format!(
+                    "the state of parameter {i} has {} entries (an optimiser keeps a few)",
+                    items.len()
+                )))
+            }
+            _ => return Err(bad(format!("the state of parameter {i} is not a dict"))),
+        }
         match entry.get("momentum_buffer") {
             None | Some(Value::None) => continue,
             Some(buffer) => {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::pickle::{self, Dialect, Value};
+use crate::pickle::{self, shorten, Dialect, Value};
 
 /// The first bytes of a zip archive (and so of every `torch.save` file since torch 1.6).
 pub const ZIP_MAGIC: &[u8; 4] = b"PK\x03\x04";
@@ -57,7 +57,8 @@ impl TorchArchive {
         }
         // torch.save stores records uncompressed: what they expand to is bounded by the file's size
         // (with room for a compressing re-packer), so a small "zip bomb" cannot exhaust memory.
-        let mut budget = (bytes.len() as u64).saturating_mul(EXPANSION_LIMIT).saturating_add(1 << 20);
+        let archive_len = bytes.len() as u64;
+        let mut budget = archive_len.saturating_mul(EXPANSION_LIMIT).saturating_add(1 << 20);
         let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
             .map_err(|e| bad(format!("is not a readable zip archive: {e}")))?;
         let names: Vec<String> = zip.file_names().map(str::to_string).collect();
@@ -71,7 +72,9 @@ impl TorchArchive {
             )));
         };
         let prefix = pkl.trim_end_matches("data.pkl").to_string();
-        if let Some(order) = read_record(&mut zip, &format!("{prefix}byteorder"), &mut budget).map_err(&bad)? {
+        if let Some(order) =
+            read_record(&mut zip, &format!("{prefix}byteorder"), &mut budget, archive_len).map_err(&bad)?
+        {
             if order != b"little" {
                 return Err(bad(format!(
                     "stores tensors in {} byte order; only little-endian files are read",
@@ -79,13 +82,13 @@ impl TorchArchive {
                 )));
             }
         }
-        let data = read_record(&mut zip, pkl, &mut budget).map_err(&bad)?.unwrap_or_default();
-        let root = pickle::parse_as(&data, Dialect::TORCH).map_err(|e| bad(format!("{pkl}: {e}")))?;
+        let data = read_record(&mut zip, pkl, &mut budget, archive_len).map_err(&bad)?.unwrap_or_default();
+        let root = pickle::parse_as(&data, Dialect::TORCH).map_err(|e| bad(format!("{}: {e}", shorten(pkl, 60))))?;
         let data_prefix = format!("{prefix}data/");
         let mut records = HashMap::new();
         for name in names.iter().filter(|n| n.starts_with(&data_prefix)) {
             let key = name[data_prefix.len()..].to_string();
-            if let Some(record) = read_record(&mut zip, name, &mut budget).map_err(&bad)? {
+            if let Some(record) = read_record(&mut zip, name, &mut budget, archive_len).map_err(&bad)? {
                 records.insert(key, record);
             }
         }
@@ -119,7 +122,7 @@ impl TorchArchive {
         let offset =
             offset.as_int().filter(|&o| o >= 0).ok_or_else(|| bad("tensor offset is not an integer ≥ 0".into()))?;
         if size.len() != stride.len() {
-            return Err(bad(format!("tensor size {size:?} and stride {stride:?} differ in length")));
+            return Err(bad(format!("tensor size and stride differ in length ({} and {})", size.len(), stride.len())));
         }
         let n = size
             .iter()
@@ -129,7 +132,9 @@ impl TorchArchive {
         for (d, (&len, &st)) in size.iter().zip(&stride).enumerate().rev() {
             if len > 1 && st != expected {
                 return Err(bad(format!(
-                    "tensor of size {size:?} has non-contiguous strides {stride:?} (dimension {d}); only contiguous tensors are read"
+                    "tensor of size {} has non-contiguous strides {} (dimension {d}); only contiguous tensors are read",
+                    shorten(&format!("{size:?}"), 40),
+                    shorten(&format!("{stride:?}"), 40)
                 )));
             }
             expected = expected.saturating_mul(len);
@@ -145,16 +150,22 @@ impl TorchArchive {
     fn storage(&self, key: &str, kind: Kind, numel: i64) -> std::result::Result<Tensor, String> {
         if let Some(t) = self.storages.borrow().get(key) {
             if t.kind() != kind || t.numel() as i64 != numel {
-                return Err(format!("storage data/{key} is named with two different types or sizes"));
+                return Err(format!("storage data/{} is named with two different types or sizes", shorten(key, 40)));
             }
             return Ok(t.shallow_clone());
         }
-        let record =
-            self.records.get(key).ok_or_else(|| format!("storage record data/{key} is missing from the archive"))?;
+        let record = self
+            .records
+            .get(key)
+            .ok_or_else(|| format!("storage record data/{} is missing from the archive", shorten(key, 40)))?;
         let item = kind.elt_size_in_bytes() as i64;
         let needed = numel.checked_mul(item).ok_or("storage size overflows")?;
         if (record.len() as i64) < needed {
-            return Err(format!("storage data/{key} has {} bytes, its {numel} elements need {needed}", record.len()));
+            return Err(format!(
+                "storage data/{} has {} bytes, its {numel} elements need {needed}",
+                shorten(key, 40),
+                record.len()
+            ));
         }
         let t = Tensor::f_from_data_size(&record[..needed as usize], &[numel], kind).map_err(|e| e.to_string())?;
         self.storages.borrow_mut().insert(key.to_string(), t.shallow_clone());
@@ -184,7 +195,7 @@ fn storage_id(value: &Value) -> std::result::Result<(Kind, String, i64), String>
         "BoolStorage" => Kind::Bool,
         other => return Err(format!("storages of type torch.{other} are not read")),
     };
-    let key = key.as_text().ok_or("storage key is not text")?;
+    let key = key.as_key().map_err(|e| format!("storage key: {e}"))?;
     let numel = numel.as_int().filter(|&n| n >= 0).ok_or("storage size is not an integer ≥ 0")?;
     Ok((kind, key, numel))
 }
@@ -192,26 +203,71 @@ fn storage_id(value: &Value) -> std::result::Result<(Kind, String, i64), String>
 /// How many times its own size a `torch.save` archive's records may expand to.
 const EXPANSION_LIMIT: u64 = 4;
 
+/// The bytes to reserve for a record: what the archive can hold, not what a header claims — a
+/// stored record's bytes lie in the file (at most to its end); a compressed one grows as it
+/// inflates.
+fn reservation(file: &zip::read::ZipFile, archive_len: u64) -> u64 {
+    let in_file = archive_len.saturating_sub(file.data_start());
+    if file.compression() == zip::CompressionMethod::Stored {
+        file.size().min(in_file)
+    } else {
+        0
+    }
+}
+
 /// One record, within what is left of `budget` (bytes all records may expand to).
 fn read_record<R: Read + std::io::Seek>(
     zip: &mut zip::ZipArchive<R>,
     name: &str,
     budget: &mut u64,
+    archive_len: u64,
 ) -> std::result::Result<Option<Vec<u8>>, String> {
     let mut file = match zip.by_name(name) {
         Ok(f) => f,
         Err(zip::result::ZipError::FileNotFound) => return Ok(None),
-        Err(e) => return Err(format!("{name}: {e}")),
+        Err(e) => return Err(format!("{}: {e}", shorten(name, 60))),
     };
     // The header's size bounds what is read, whatever the stream says; the budget bounds both.
     let size = file.size();
     if size > *budget {
         return Err(format!(
-            "{name} claims {size} bytes, more than {EXPANSION_LIMIT} times the file's size (torch.save stores records uncompressed)"
+            "{} claims {size} bytes, more than {EXPANSION_LIMIT} times the file's size (torch.save stores records uncompressed)",
+            shorten(name, 60)
         ));
     }
-    let mut out = Vec::with_capacity(size.min(64 << 20) as usize);
-    (&mut file).take(size).read_to_end(&mut out).map_err(|e| format!("{name}: {e}"))?;
+    let mut out = Vec::with_capacity(reservation(&file, archive_len) as usize);
+    (&mut file).take(size).read_to_end(&mut out).map_err(|e| format!("{}: {e}", shorten(name, 60)))?;
+    out.shrink_to_fit();
     *budget -= out.len() as u64;
     Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A stored record whose headers claim 60 MB (the file holds 10 bytes) is read into a buffer
+    /// sized from what the file holds, never from the claim (issue #31).
+    #[test]
+    fn a_record_claiming_a_size_reserves_only_what_the_file_holds() {
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let stored = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        zip.start_file("a/data/0", stored).unwrap();
+        zip.write_all(b"0123456789").unwrap();
+        let mut bytes = zip.finish().unwrap().into_inner();
+        let claim = (60u32 << 20).to_le_bytes();
+        for (magic, at) in [(&b"PK\x03\x04"[..], [18, 22]), (&b"PK\x01\x02"[..], [20, 24])] {
+            let start = bytes.windows(4).position(|w| w == magic).unwrap();
+            for offset in at {
+                bytes[start + offset..start + offset + 4].copy_from_slice(&claim);
+            }
+        }
+        let archive_len = bytes.len() as u64;
+        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+        let file = zip.by_name("a/data/0").unwrap();
+        assert_eq!(file.size(), 60 << 20, "the forged claim is what the zip reader sees");
+        let reserved = reservation(&file, archive_len);
+        assert!(reserved <= archive_len && reserved >= 10, "{reserved} of {archive_len}");
+    }
 }

@@ -225,8 +225,11 @@ fn shell_quote(arg: &str) -> String {
     }
 }
 
+/// The error as one line, cut at 1,000 characters: the readers quote a file's text shortened
+/// already; this keeps any text they missed from flooding a terminal or a job log.
 fn one_line(s: &str) -> String {
-    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    let line = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+    selfcon::pickle::shorten(&line, 1000)
 }
 
 /// Panics become one line on stderr rather than a backtrace (set RUST_BACKTRACE for one).

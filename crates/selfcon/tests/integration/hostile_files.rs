@@ -311,3 +311,118 @@ fn a_rerun_never_replaces_the_checkpoint_and_a_run_folder_has_one_writer() {
     assert!(o.status.success(), "auto starts a run with no checkpoint: {}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).trim().ends_with("last.safetensors"));
 }
+
+/// A `torch.save`-style archive (`a/data.pkl`, deflated as a hostile file may be, and one float
+/// storage `a/data/0` of one element).
+fn torch_archive(dir: &std::path::Path, pickle: &[u8]) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("hostile.pth");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let deflated = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file("a/data.pkl", deflated).unwrap();
+    zip.write_all(pickle).unwrap();
+    zip.start_file("a/data/0", deflated).unwrap();
+    zip.write_all(&1f32.to_le_bytes()).unwrap();
+    zip.finish().unwrap();
+    path
+}
+
+/// Pickle opcodes of a one-element float tensor on storage `0`, left on the stack.
+fn tensor_ops() -> Vec<u8> {
+    let mut p = b"ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\n".to_vec();
+    p.extend_from_slice(b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x01tQK\x00K\x01\x85K\x01\x85\x89tR");
+    p
+}
+
+/// BINUNICODE of `s`.
+fn text_op(s: &[u8]) -> Vec<u8> {
+    let mut p = vec![b'X'];
+    p.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    p.extend_from_slice(s);
+    p
+}
+
+/// 1.8 KB on disk: a state dict of 131,072 entries that all name one memoised 512 KB key (a
+/// reader copying keys needs 64 GB). Refused at the first entry, in one short line (#31).
+#[test]
+fn a_huge_memoised_key_is_refused_at_once_in_a_short_line() {
+    let mut p = b"\x80\x02}(".to_vec();
+    p.extend(text_op(&vec![b'k'; 512 << 10]));
+    p.extend_from_slice(b"r\x01\x00\x00\x00");
+    p.extend(tensor_ops());
+    p.extend_from_slice(b"r\x02\x00\x00\x00");
+    for _ in 1..131_072 {
+        p.extend_from_slice(b"h\x01h\x02");
+    }
+    p.extend_from_slice(b"u.");
+    let dir = tempfile::tempdir().unwrap();
+    let path = torch_archive(dir.path(), &p);
+    assert!(std::fs::metadata(&path).unwrap().len() < 8 << 10, "a small file");
+    let started = Instant::now();
+    let e = common::user_error(selfcon::checkpoint::OfficialCheckpoint::open(&path).map(|_| ()));
+    assert!(e.contains("hostile.pth") && e.contains("a key of 524288 bytes"), "{e}");
+    assert!(e.chars().count() <= 200, "{} chars: {e}", e.chars().count());
+    assert!(started.elapsed().as_secs() < 1);
+}
+
+/// An optimiser state of 160,000 entries naming one shared 120,000-key dict (a lookup per entry
+/// is quadratic: minutes), then the same index twice with a small state: both refused at once.
+#[test]
+fn an_optimizer_state_cannot_make_lookups_quadratic_or_repeat_a_parameter() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |state_entry: &[u8], entries: usize| {
+        let mut p = b"\x80\x02}(".to_vec();
+        p.extend(text_op(b"model"));
+        p.extend_from_slice(b"}");
+        p.extend(text_op(b"w"));
+        p.extend(tensor_ops());
+        p.extend_from_slice(b"s");
+        p.extend(text_op(b"epoch"));
+        p.extend_from_slice(b"K\x01");
+        p.extend(text_op(b"optimizer"));
+        p.extend_from_slice(b"}");
+        p.extend(text_op(b"state"));
+        // {0: entry, 0: entry, ...}, the entry memoised once.
+        p.extend_from_slice(b"}(K\x00");
+        p.extend_from_slice(state_entry);
+        p.extend_from_slice(b"r\x05\x00\x00\x00");
+        for _ in 1..entries {
+            p.extend_from_slice(b"K\x00h\x05");
+        }
+        p.extend_from_slice(b"us");
+        p.extend(text_op(b"param_groups"));
+        p.extend_from_slice(b"]su.");
+        let path = torch_archive(dir.path(), &p);
+        let started = Instant::now();
+        let read = selfcon::checkpoint::OfficialCheckpoint::open(&path);
+        assert!(started.elapsed().as_secs() < 2, "{:?}", started.elapsed());
+        read
+    };
+    let mut huge = b"}(".to_vec();
+    for _ in 0..120_000 {
+        huge.extend_from_slice(b"K\x00N");
+    }
+    huge.push(b'u');
+    let e = common::user_error(open(&huge, 160_000));
+    assert!(e.contains("the state of parameter 0 has 120000 entries"), "{e}");
+    let mut small = b"}".to_vec();
+    small.extend(text_op(b"momentum_buffer"));
+    small.extend(tensor_ops());
+    small.push(b's');
+    let e = common::user_error(open(&small, 2));
+    assert!(e.contains("'optimizer': parameter 0 has two state entries"), "{e}");
+    assert_eq!(open(&small, 1).unwrap().momentum.len(), 1, "one entry is read");
+}
+
+/// 10 MB of empty tuples (one object per byte, ~130 bytes each: 1.3 GB) stop at the object
+/// budget with a clear error.
+#[test]
+fn a_pickle_of_millions_of_empty_tuples_stops_at_the_object_budget() {
+    let mut p = b"\x80\x02".to_vec();
+    p.resize(10 << 20, b')');
+    p.push(b'.');
+    let started = Instant::now();
+    let e = parse_as(&p, Dialect::TORCH).unwrap_err();
+    assert!(e.contains(&format!("more than {} objects", selfcon::pickle::MAX_OBJECTS)), "{e}");
+    assert!(started.elapsed().as_secs() < 5, "{:?}", started.elapsed());
+}
