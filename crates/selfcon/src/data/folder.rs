@@ -96,10 +96,14 @@ pub fn decode_image_bytes(bytes: &[u8]) -> std::result::Result<Image, String> {
     // The header first: the size is checked before any pixel is decoded.
     let (w, h) = reader(None)?.into_dimensions().map_err(|e| format!("corrupt or unsupported image: {e}"))?;
     check_size(w as u64, h as u64)?;
+    // Held until the decoded image is dropped: the workers' decodes share one budget.
+    let ticket = super::decode_budget::acquire(w as u64 * h as u64);
     let decoded = reader(Some(w.max(h)))?.decode().map_err(|e| format!("corrupt or unsupported image: {e}"))?;
     let rgb = decoded.into_rgb8();
     let (w, h) = rgb.dimensions();
-    Ok(Image::new(w as usize, h as usize, rgb.into_raw()))
+    let mut image = Image::new(w as usize, h as usize, rgb.into_raw());
+    image.hold = Some(std::sync::Arc::new(ticket));
+    Ok(image)
 }
 
 fn check_size(w: u64, h: u64) -> std::result::Result<(), String> {

@@ -1,22 +1,48 @@
 //! One decoded RGB image (8-bit, H × W × 3, rows top to bottom): what augmentation works on,
 //! like a PIL image in mode "RGB".
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+use std::sync::Arc;
+
+use super::decode_budget::DecodeTicket;
+
+#[derive(Debug)]
 pub struct Image {
     pub width: usize,
     pub height: usize,
     /// Row-major RGB triplets.
     pub data: Vec<u8>,
+    /// A freshly decoded image's share of the loader workers' decode budget, given back when it
+    /// is dropped (images made from it — crops, resizes, clones — hold none).
+    pub(crate) hold: Option<Arc<DecodeTicket>>,
 }
+
+impl Clone for Image {
+    fn clone(&self) -> Self {
+        Image { width: self.width, height: self.height, data: self.data.clone(), hold: None }
+    }
+}
+
+impl PartialEq for Image {
+    fn eq(&self, other: &Self) -> bool {
+        (self.width, self.height, &self.data) == (other.width, other.height, &other.data)
+    }
+}
+
+impl Eq for Image {}
 
 impl Image {
     pub fn new(width: usize, height: usize, data: Vec<u8>) -> Self {
         assert_eq!(data.len(), width * height * 3, "RGB image data must be width × height × 3 bytes");
-        Image { width, height, data }
+        Image { width, height, data, hold: None }
     }
 
     pub fn filled(width: usize, height: usize, value: u8) -> Self {
-        Image { width, height, data: vec![value; width * height * 3] }
+        Image::new(width, height, vec![value; width * height * 3])
+    }
+
+    /// Bytes of the decode budget this image holds (0 unless freshly decoded).
+    pub fn held_decode_bytes(&self) -> u64 {
+        self.hold.as_ref().map_or(0, |t| t.bytes())
     }
 
     pub fn row(&self, y: usize) -> &[u8] {
@@ -30,6 +56,6 @@ impl Image {
         for y in top..top + height {
             data.extend_from_slice(&self.row(y)[left * 3..(left + width) * 3]);
         }
-        Image { width, height, data }
+        Image::new(width, height, data)
     }
 }

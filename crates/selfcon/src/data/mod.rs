@@ -5,6 +5,7 @@ pub mod augment;
 mod cifar;
 mod dataset;
 mod dataset_kind;
+pub mod decode_budget;
 mod download;
 mod folder;
 mod idx;
@@ -21,7 +22,9 @@ pub use cifar::{load_cifar, parse_binary_batch, parse_python_batch, CifarVariant
 pub use dataset::{Dataset, MemoryDataset};
 pub use dataset_kind::DatasetKind;
 pub use download::{ensure_downloaded, ArchiveSource};
-pub use folder::{decode_image, decode_image_bytes, image_folder, imagenet, imagenet100, tiny_imagenet, FileDataset};
+pub use folder::{
+    decode_image, decode_image_bytes, image_folder, imagenet, imagenet100, tiny_imagenet, FileDataset, MAX_IMAGE_PIXELS,
+};
 pub use idx::{parse_idx, read_idx, IdxArray};
 pub use image::Image;
 pub use images::{chw_to_hwc, InMemoryImages};

@@ -144,6 +144,23 @@ fn huge_or_strip_images_are_refused_before_decoding() {
     assert_eq!((img.width, img.height), (4, 2));
 }
 
+/// Decoded images hold their share of the one decode budget all loader workers share (16
+/// workers × 64-megapixel images would otherwise reach ~11 GB) until they are dropped; what is
+/// made from them (clones, crops) holds none, so a worker never waits on its own images.
+#[test]
+fn a_decoded_image_holds_its_share_of_the_shared_decode_budget() {
+    use selfcon::data::decode_budget::{BYTES_PER_PIXEL, DECODE_BUDGET_BYTES};
+    let mut ppm = b"P6\n40 30\n255\n".to_vec();
+    ppm.resize(ppm.len() + 40 * 30 * 3, 9);
+    let img = selfcon::data::decode_image_bytes(&ppm).unwrap();
+    assert_eq!(img.held_decode_bytes(), 40 * 30 * BYTES_PER_PIXEL);
+    assert_eq!(img.clone().held_decode_bytes(), 0);
+    assert_eq!(img.crop(0, 0, 4, 4).held_decode_bytes(), 0);
+    // Two of the largest images fit at once, sixteen do not.
+    let largest = selfcon::data::MAX_IMAGE_PIXELS * BYTES_PER_PIXEL;
+    assert!(2 * largest <= DECODE_BUDGET_BYTES && 16 * largest > 4 * DECODE_BUDGET_BYTES);
+}
+
 #[cfg(unix)]
 #[test]
 fn a_folder_loop_is_an_error_naming_the_link() {

@@ -59,7 +59,7 @@ pub(super) fn blend(degenerate: &Image, img: &Image, factor: f64) -> Image {
             }
         })
         .collect();
-    Image { width: img.width, height: img.height, data }
+    Image::new(img.width, img.height, data)
 }
 
 /// `ImageEnhance.Brightness`: blend with black.

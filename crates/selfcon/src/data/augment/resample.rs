@@ -86,7 +86,7 @@ fn horizontal(img: &Image, width: usize) -> Image {
             }
         }
     }
-    Image { width, height: img.height, data }
+    Image::new(width, img.height, data)
 }
 
 fn vertical(img: &Image, height: usize) -> Image {
@@ -105,5 +105,5 @@ fn vertical(img: &Image, height: usize) -> Image {
             *o = clip8(a);
         }
     }
-    Image { width: img.width, height, data }
+    Image::new(img.width, height, data)
 }
