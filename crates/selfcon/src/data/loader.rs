@@ -7,7 +7,7 @@
 //! (shuffle) and a per-sample RNG (augmentation), so the batches do not depend on `T`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -415,13 +415,73 @@ impl Iterator for EpochBatches {
     }
 }
 
+/// What waiting for a batch gave: the iterator's next item, or a stop asked for meanwhile.
+pub enum Waited {
+    Ready(Option<Result<Batch>>),
+    Stopped(i32),
+}
+
+impl EpochBatches {
+    /// The next batch, watching `stop` once it has been awaited for [`STOP_AFTER_WAIT`]: a batch
+    /// that never comes (a file system that hangs) must not keep a run from stopping, while a
+    /// stop during an ordinary wait is left to the step that follows (as without a wait). After
+    /// `Stopped` the batches are abandoned (drop them).
+    pub fn next_or_stop(&mut self, stop: &mut dyn FnMut() -> Option<i32>) -> Waited {
+        if self.next >= self.total {
+            return Waited::Ready(None);
+        }
+        let rx = &self.receivers[self.next % self.receivers.len()];
+        let waiting = std::time::Instant::now();
+        loop {
+            match rx.recv_timeout(STOP_POLL) {
+                Ok(item) => {
+                    // Received: account for it as `next` does.
+                    self.next += 1;
+                    return Waited::Ready(Some(match item {
+                        Ok(batch) => Ok(batch),
+                        Err(e) => {
+                            self.next = self.total;
+                            Err(e)
+                        }
+                    }));
+                }
+                Err(RecvTimeoutError::Timeout) if waiting.elapsed() >= STOP_AFTER_WAIT => {
+                    if let Some(signal) = stop() {
+                        return Waited::Stopped(signal);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.next = self.total;
+                    return Waited::Ready(Some(Err(Error::input("a data loader worker stopped unexpectedly"))));
+                }
+            }
+        }
+    }
+}
+
+/// How often a long wait for a batch looks for a stop.
+const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long a batch is awaited before a stop is honoured without it.
+pub const STOP_AFTER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long dropping the batches waits for a worker to finish its batch; one stuck in a read
+/// that never returns is left behind (it ends with the process) rather than hanging the run.
+const WORKER_JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Drop for EpochBatches {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         // Disconnecting the channels unblocks workers waiting to send.
         self.receivers.clear();
+        let deadline = std::time::Instant::now() + WORKER_JOIN_WAIT;
         for w in self.workers.drain(..) {
-            let _ = w.join();
+            while !w.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            if w.is_finished() {
+                let _ = w.join();
+            }
         }
     }
 }

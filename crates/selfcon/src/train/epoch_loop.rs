@@ -16,7 +16,7 @@ use super::pass_state::PassState;
 use super::precision::{GradScaler, Precision};
 use super::progress::Progress;
 use super::schedule::LrSchedule;
-use crate::data::{Batch, DataLoader};
+use crate::data::{Batch, DataLoader, EpochBatches, Waited};
 use crate::distributed;
 use crate::engine::PendingCopy;
 use crate::error::{Error, Result};
@@ -260,12 +260,20 @@ impl TrainLoop {
         let mut window = super::loss_window::LossWindow::default();
         let mut last_loss = f64::NAN;
         let mut loaded = pass.loader.epoch_from(pass.order, first);
-        // One batch ahead: the next batch's copy to the device overlaps the current step.
-        let mut next = loaded.next().map(|b| b.and_then(|b| self.copy_ahead(b)));
+        // One batch ahead: the next batch's copy to the device overlaps the current step. While
+        // a batch is awaited every step so far is complete: a stop then saves at once.
+        let mut next = match self.next_batch(&mut loaded, progress) {
+            Ok(next) => next,
+            Err(signal) => return Err(self.interrupted(signal, optimizer, &state, scaler.as_ref(), save)),
+        };
         for step in first.. {
             let Some(current) = next.take() else { break };
             let (batch, images, labels) = current?;
-            next = loaded.next().map(|b| b.and_then(|b| self.copy_ahead(b)));
+            next = match self.next_batch(&mut loaded, progress) {
+                Ok(next) => next,
+                // `current` is not trained on: the saved position is before it.
+                Err(signal) => return Err(self.interrupted(signal, optimizer, &state, scaler.as_ref(), save)),
+            };
             stats.lr = self.schedule.lr(pass.epoch, step, batches);
             let images = self.arrived_images(&batch, images)?;
             let labels = labels.ready()?;
@@ -327,6 +335,26 @@ impl TrainLoop {
         stats.skipped_steps = state.skipped_steps;
         stats.loss = state.loss_sum / state.images.max(1) as f64;
         Ok(stats)
+    }
+
+    /// The next batch with its copy to the device started. A single process waiting for it
+    /// watches for a stop (`Err(signal)`): data that never arrives (a hung file system) must not
+    /// make the run unstoppable. The ranks of a distributed run agree on stopping through their
+    /// steps' all-reduce, so they wait for data as before.
+    #[allow(clippy::type_complexity)]
+    fn next_batch(
+        &self,
+        loaded: &mut EpochBatches,
+        progress: &mut dyn Progress,
+    ) -> std::result::Result<Option<Result<(Batch, PendingCopy, PendingCopy)>>, i32> {
+        let next = match distributed::current() {
+            Some(_) => loaded.next(),
+            None => match loaded.next_or_stop(&mut || progress.stop_requested()) {
+                Waited::Ready(next) => next,
+                Waited::Stopped(signal) => return Err(signal),
+            },
+        };
+        Ok(next.map(|b| b.and_then(|b| self.copy_ahead(b))))
     }
 
     /// Saves the pass where it stands and returns the error that stops the run, naming the

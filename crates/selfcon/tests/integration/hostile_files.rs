@@ -443,3 +443,71 @@ fn a_pickle_of_millions_of_empty_tuples_stops_at_the_object_budget() {
     assert!(e.contains(&format!("more than {} objects", selfcon::pickle::MAX_OBJECTS)), "{e}");
     assert!(started.elapsed().as_secs() < 5, "{:?}", started.elapsed());
 }
+
+/// A data set whose images stop arriving after the first `served` each loader worker reads (a
+/// FIFO read, a hung network file system): later reads block for `hang`.
+struct Hanging {
+    inner: std::sync::Arc<dyn selfcon::data::Dataset>,
+    served: usize,
+    hang: std::time::Duration,
+}
+
+thread_local! {
+    static READS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl selfcon::data::Dataset for Hanging {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn num_classes(&self) -> i64 {
+        self.inner.num_classes()
+    }
+    fn label(&self, index: usize) -> i64 {
+        self.inner.label(index)
+    }
+    fn image(&self, index: usize) -> selfcon::Result<selfcon::data::Image> {
+        if READS.replace(READS.get() + 1) >= self.served {
+            std::thread::sleep(self.hang);
+        }
+        self.inner.image(index)
+    }
+}
+
+/// Stops (as SIGTERM would) from the moment the first step is logged.
+struct StopAfterFirstStep(bool);
+
+impl selfcon::train::Progress for StopAfterFirstStep {
+    fn step(&mut self, _: usize, _: usize, _: f64, _: f64, _: f64) {
+        self.0 = true;
+    }
+    fn stop_requested(&mut self) -> Option<i32> {
+        self.0.then_some(libc::SIGTERM)
+    }
+}
+
+/// Data that never arrives cannot make a run unstoppable: a stop asked while a batch is awaited
+/// saves the steps done and ends the run within seconds (issue #31's FIFO row; without this the
+/// run waited for the data, here 12 × 30 s, before it could stop).
+#[test]
+fn a_stop_is_honoured_while_a_batch_never_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tiny_fashion_mnist(dir.path(), 36, 8);
+    let mut data = selfcon::data::open_dataset(selfcon::data::DatasetKind::FashionMnist, Some(dir.path())).unwrap();
+    // Batches of 12, two workers: the first (batches 1 and 3) serves one batch, then hangs.
+    let hang = std::time::Duration::from_secs(30);
+    data.train = std::sync::Arc::new(Hanging { inner: data.train.clone(), served: 12, hang });
+    let save = tempfile::tempdir().unwrap();
+    let config = common::tiny_pretrain_config(save.path(), 1, 12);
+    let started = Instant::now();
+    let start = selfcon::train::Start::Fresh;
+    let e = selfcon::train::pretrain(&config, &data, tch::Device::Cpu, &start, &mut StopAfterFirstStep(false))
+        .expect_err("stopped");
+    let waited = started.elapsed();
+    let selfcon::Error::Interrupted { message, saved, .. } = &e else { panic!("not an interruption: {e}") };
+    assert!(message.starts_with("pretrain stopped by SIGTERM at epoch 1, step 1 of 3; saved "), "{message}");
+    let saved = saved.as_ref().unwrap();
+    let position = selfcon::checkpoint::load(saved).unwrap().metadata["position"].clone();
+    assert!(position.contains("\"steps\":1"), "{position}");
+    assert!(waited.as_secs() < 30, "{waited:?}");
+}
