@@ -4,7 +4,7 @@
 //! without NVIDIA libraries. CUDA support is libtorch's own `libtorch_cuda.so`, loaded here at run
 //! time: its static initialisers register the CUDA backend with the already-loaded CPU engine.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::OnceLock;
 
@@ -43,13 +43,39 @@ pub fn select_device(request: DeviceRequest) -> Result<Device> {
     match request {
         DeviceRequest::Cpu => Ok(Device::Cpu),
         DeviceRequest::Auto => {
-            Ok(if cuda_backend().is_ok() && tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu })
+            let backend = cuda_backend();
+            let available = backend.is_ok() && tch::Cuda::is_available();
+            if let Some(note) = auto_on_cpu_note(Path::new(NVIDIA_DEVICE_NODE), &backend, available) {
+                eprintln!("selfcon: warning: {note}");
+            }
+            Ok(if available { Device::Cuda(0) } else { Device::Cpu })
         }
         DeviceRequest::Cuda(index) => {
             use_device(Device::Cuda(index))?;
             Ok(Device::Cuda(index))
         }
     }
+}
+
+/// The device node the NVIDIA driver creates for the first GPU.
+const NVIDIA_DEVICE_NODE: &str = "/dev/nvidia0";
+
+/// Why `--device auto` trains on the CPU of a machine that has an NVIDIA GPU (`gpu_node`
+/// exists), and how to use the GPU; `None` where there is no GPU or CUDA works. Without this a
+/// GPU host whose libtorch lacks the CUDA parts (`scripts/setup.sh` installs the CPU engine only)
+/// trains on the CPU without a word.
+fn auto_on_cpu_note(gpu_node: &Path, backend: &std::result::Result<(), String>, available: bool) -> Option<String> {
+    if available || !gpu_node.exists() {
+        return None;
+    }
+    let why = match backend {
+        Err(why) => why.clone(),
+        Ok(()) => "libtorch's CUDA backend loaded but sees no usable GPU (driver too old for CUDA 13?)".into(),
+    };
+    Some(format!(
+        "{} exists but --device auto runs on the CPU: {why}; give --device cuda to make this an error",
+        gpu_node.display()
+    ))
 }
 
 /// Makes `device` usable, or says why it is not: for CUDA, loads libtorch's CUDA backend (before
@@ -238,5 +264,19 @@ mod tests {
             let err = select_device(DeviceRequest::Cuda(0)).unwrap_err().to_string();
             assert!(err.starts_with("--device: cuda:0 requested but libtorch's CUDA backend"), "{err}");
         }
+    }
+
+    #[test]
+    fn auto_on_a_gpu_host_without_cuda_says_why_and_how_to_fix_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = dir.path().join("nvidia0");
+        let missing = Err("libtorch's CUDA backend could not be loaded (x); put ... on LD_LIBRARY_PATH".to_string());
+        assert_eq!(auto_on_cpu_note(&node, &missing, false), None, "no GPU: the CPU is the right choice");
+        std::fs::write(&node, b"").unwrap();
+        let note = auto_on_cpu_note(&node, &missing, false).unwrap();
+        assert!(note.contains("nvidia0 exists but --device auto runs on the CPU") && note.contains("LD_LIBRARY_PATH"));
+        assert!(note.contains("--device cuda"), "{note}");
+        assert!(auto_on_cpu_note(&node, &Ok(()), false).unwrap().contains("sees no usable GPU"));
+        assert_eq!(auto_on_cpu_note(&node, &Ok(()), true), None, "CUDA works");
     }
 }

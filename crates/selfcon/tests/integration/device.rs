@@ -27,10 +27,20 @@ fn loss_and_gradients_agree_with_the_cpu() {
     let device = common::test_device();
     let c = config(Precision::Fp32);
     let objective = c.step_objective();
+    let local = selfcon::model::BatchNormKind::Local;
     let run = |device: Device| {
-        let (vs, model) =
-            selfcon::engine::seeded(3, || ConModel::build(&c.model, device, selfcon::model::BatchNormKind::Local))
-                .unwrap();
+        // Initial weights are drawn on the CPU and copied: CUDA's generator draws other values
+        // than the CPU's under the same seed.
+        let (cpu_vs, cpu_model) =
+            selfcon::engine::seeded(3, || ConModel::build(&c.model, Device::Cpu, local)).unwrap();
+        let (vs, model) = match device {
+            Device::Cpu => (cpu_vs, cpu_model),
+            _ => {
+                let (mut vs, model) = ConModel::build(&c.model, device, local).unwrap();
+                vs.copy(&cpu_vs).unwrap();
+                (vs, model)
+            }
+        };
         let (images, labels) = batch(device);
         let loss = objective.compute(&model.forward_t(&images, true).unwrap(), &labels).unwrap();
         loss.backward();
