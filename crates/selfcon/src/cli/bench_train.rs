@@ -56,7 +56,8 @@ pub fn run(a: TrainBenchArgs) -> anyhow::Result<()> {
                 "ms_per_step": t.ms_per_step, "images_per_s": t.images_per_s,
                 "peak_memory_bytes": t.peak_memory_bytes, "peak_memory_kind": t.peak_memory_kind, "last_loss": t.last_loss,
                 "world_size": t.world_size, "gradient_sync_ms_per_step": t.gradient_sync_ms_per_step,
-                "dist_backend": t.dist_backend,
+                "dist_backend": t.dist_backend, "host_enqueue_ms_per_step": t.host_enqueue_ms_per_step,
+                "data_wait_ms_per_step": t.data_wait_ms_per_step,
         });
         super::bench::add_machine(&mut record);
         println!("{record}");
@@ -73,13 +74,15 @@ pub fn run(a: TrainBenchArgs) -> anyhow::Result<()> {
             ),
             None => String::new(),
         };
+        let wait = t.data_wait_ms_per_step.map(|w| format!(", waiting for data {w:.1}")).unwrap_or_default();
         println!(
-            "train {mode} · {} {} bsz {} · {precision}{} · {device:?}: {:.1} ms/step, {:.0} images/s, peak memory {memory}{ranks} · {}",
+            "train {mode} · {} {} bsz {} · {precision}{} · {device:?}: {:.1} ms/step (host: queuing {:.1}{wait}), {:.0} images/s, peak memory {memory}{ranks} · {}",
             config.method,
             config.model.architecture,
             t.batch_size,
             if config.optim.channels_last { " channels-last" } else { "" },
             t.ms_per_step,
+            t.host_enqueue_ms_per_step,
             t.images_per_s,
             super::bench::machine_line()
         );

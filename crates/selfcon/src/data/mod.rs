@@ -30,6 +30,7 @@ pub use image::Image;
 pub use images::{chw_to_hwc, InMemoryImages};
 pub use loader::{
     Batch, BatchFormat, DataLoader, EpochBatches, LoaderConfig, Normalization, OrderKey, Transform, Waited,
+    STOP_AFTER_WAIT,
 };
 pub use mnist::{find_idx_folder, load_mnist, SYSTEM_FASHION_MNIST};
 pub use registry::{bundled_fashion_mnist, open_dataset, open_image_folder, OpenedDataset, BUNDLED_FASHION_MNIST};

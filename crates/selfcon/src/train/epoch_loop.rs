@@ -260,8 +260,9 @@ impl TrainLoop {
         let mut window = super::loss_window::LossWindow::default();
         let mut last_loss = f64::NAN;
         let mut loaded = pass.loader.epoch_from(pass.order, first);
-        // One batch ahead: the next batch's copy to the device overlaps the current step. While
-        // a batch is awaited every step so far is complete: a stop then saves at once.
+        // One batch ahead: each step is queued first, then the next batch is awaited and its copy
+        // started, so that on an accelerator the wait and the copy overlap the step. While a
+        // batch is awaited every step so far is complete: a stop then saves at once.
         let mut next = match self.next_batch(&mut loaded, progress) {
             Ok(next) => next,
             Err(signal) => return Err(self.interrupted(signal, optimizer, &state, scaler.as_ref(), save)),
@@ -269,15 +270,10 @@ impl TrainLoop {
         for step in first.. {
             let Some(current) = next.take() else { break };
             let (batch, images, labels) = current?;
-            next = match self.next_batch(&mut loaded, progress) {
-                Ok(next) => next,
-                // `current` is not trained on: the saved position is before it.
-                Err(signal) => return Err(self.interrupted(signal, optimizer, &state, scaler.as_ref(), save)),
-            };
             stats.lr = self.schedule.lr(pass.epoch, step, batches);
             let images = self.arrived_images(&batch, images)?;
             let labels = labels.ready()?;
-            let (output, stop) = self.step_voting(
+            let (output, mut stop) = self.step_voting(
                 &images,
                 &labels,
                 optimizer,
@@ -292,6 +288,12 @@ impl TrainLoop {
             window.push(step, n, &output.loss, output.skipped.as_ref());
             state.steps = step + 1;
             images_this_run += n;
+            if stop.is_none() {
+                match self.next_batch(&mut loaded, progress) {
+                    Ok(batch) => next = batch,
+                    Err(signal) => stop = Some(signal),
+                }
+            }
             let pass_done = state.steps == batches;
             let save_due = !pass_done && self.save_every_steps > 0 && state.steps % self.save_every_steps == 0;
             let log_due = self.print_freq > 0 && (step + 1) % self.print_freq == 0;

@@ -41,6 +41,13 @@ pub struct Throughput {
     pub gradient_sync_ms_per_step: Option<f64>,
     /// Distributed runs: the c10d backend (`gloo` or `nccl`).
     pub dist_backend: Option<String>,
+    /// Host time per step spent queuing it (forward, backward, optimiser). On a GPU the kernels
+    /// run asynchronously: well below `ms_per_step` while the GPU is the bottleneck; close to it
+    /// when the host is. On the CPU it is the step.
+    pub host_enqueue_ms_per_step: f64,
+    /// End to end: host time per step waiting for the loader's next batch and starting its copy
+    /// (after the step is queued, so on a GPU it overlaps the step).
+    pub data_wait_ms_per_step: Option<f64>,
 }
 
 /// Runs `warmup` untimed and then `steps` timed training steps of `config`'s model and objective.
@@ -114,8 +121,10 @@ pub fn measure_pretrain_steps(
         };
         Ok(Some(batch))
     };
-    // As training moves batches: the next one's copy starts before the current step.
+    // As training moves batches: each step is queued first, then the next batch is awaited and
+    // its copy started, so that the copy (and the wait) overlap the step on an accelerator.
     let mut ahead = next_batch()?.map(|b| train.copy_ahead(b)).transpose()?;
+    let (mut enqueue_seconds, mut wait_seconds) = (0.0, 0.0);
     for step in 0..warmup + steps {
         if step == warmup {
             synchronize(cuda_index)?;
@@ -123,20 +132,27 @@ pub fn measure_pretrain_steps(
                 torch_shim::reset_peak_memory(i).map_err(|e| Error::input(e.to_string()))?;
             }
             sync_before = dist.map_or(0.0, |d| d.gradient_sync_seconds());
+            (enqueue_seconds, wait_seconds) = (0.0, 0.0);
             started = Instant::now();
         }
         let (images, labels) = match (&synthetic, &loader) {
             (Some((x, y)), _) => (x.shallow_clone(), y.shallow_clone()),
             (None, Some(_)) => {
                 let (batch, images, labels) = ahead.take().expect("a batch is always copied ahead");
-                ahead = next_batch()?.map(|b| train.copy_ahead(b)).transpose()?;
                 (train.arrived_images(&batch, images)?, labels.ready()?)
             }
             (None, None) => unreachable!("one source is set"),
         };
         let lr = config.optim.learning_rate;
+        let queued = Instant::now();
         // Kept on the device: reading it every step would wait for the GPU (as training does not).
         last_loss = train.step(&images, &labels, &mut optimizer, scaler.as_mut(), lr, &mut forward, &mut loss_of)?.loss;
+        enqueue_seconds += queued.elapsed().as_secs_f64();
+        if loader.is_some() && step + 1 < warmup + steps {
+            let waiting = Instant::now();
+            ahead = next_batch()?.map(|b| train.copy_ahead(b)).transpose()?;
+            wait_seconds += waiting.elapsed().as_secs_f64();
+        }
     }
     synchronize(cuda_index)?;
     let seconds = started.elapsed().as_secs_f64();
@@ -172,6 +188,8 @@ pub fn measure_pretrain_steps(
         world_size: dist.map_or(1, |d| d.world_size),
         gradient_sync_ms_per_step,
         dist_backend: dist.map(|d| d.backend.to_string()),
+        host_enqueue_ms_per_step: 1000.0 * enqueue_seconds / steps as f64,
+        data_wait_ms_per_step: loader.is_some().then(|| 1000.0 * wait_seconds / steps as f64),
     })
 }
 

@@ -26,6 +26,10 @@ fn bench_train_reports_step_time_throughput_and_memory() {
     assert!(ms > 0.0 && (rate - 4.0 * 1000.0 / ms).abs() < 1e-6 * rate, "{r}");
     assert!(r["peak_memory_bytes"].as_i64().unwrap() > 0, "{r}");
     assert!(r["last_loss"].as_f64().unwrap().is_finite(), "{r}");
+    // On the CPU queuing a step is running it: the host time is (nearly) the step time.
+    let enqueue = r["host_enqueue_ms_per_step"].as_f64().unwrap();
+    assert!(enqueue > 0.0 && enqueue <= ms * 1.001, "{r}");
+    assert!(r["data_wait_ms_per_step"].is_null(), "compute mode has no loader: {r}");
     // Where it ran: the CPU, its ISA class and the threads.
     assert!(r["cpu_model"].as_str().is_some_and(|m| !m.is_empty()), "{r}");
     let isa = r["isa"].as_str().unwrap();
@@ -94,6 +98,9 @@ fn bench_train_end_to_end_uses_the_loader() {
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["mode"], "end_to_end");
     assert_eq!(r["steps"], 3, "3 steps over an 8-image set: the loader wraps into the next epoch");
+    let [ms, enqueue, wait] = ["ms_per_step", "host_enqueue_ms_per_step", "data_wait_ms_per_step"]
+        .map(|k| r[k].as_f64().unwrap_or_else(|| panic!("{k}: {r}")));
+    assert!(enqueue > 0.0 && wait >= 0.0 && enqueue + wait <= ms * 1.001, "{r}");
 }
 
 #[test]

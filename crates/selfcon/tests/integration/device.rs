@@ -31,8 +31,7 @@ fn loss_and_gradients_agree_with_the_cpu() {
     let run = |device: Device| {
         // Initial weights are drawn on the CPU and copied: CUDA's generator draws other values
         // than the CPU's under the same seed.
-        let (cpu_vs, cpu_model) =
-            selfcon::engine::seeded(3, || ConModel::build(&c.model, Device::Cpu, local)).unwrap();
+        let (cpu_vs, cpu_model) = selfcon::engine::seeded(3, || ConModel::build(&c.model, Device::Cpu, local)).unwrap();
         let (vs, model) = match device {
             Device::Cpu => (cpu_vs, cpu_model),
             _ => {
