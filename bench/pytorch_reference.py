@@ -127,7 +127,10 @@ def step(model, opt, x, y):
 def bench(argv):
     """Times the official pre-training step: ConResNet forward under autocast (fp16 + GradScaler on
     CUDA, as main_represent.py --precision), ConLoss, SGD, loss.item() every step; compute only on a
-    fixed batch, or end to end with torchvision's PIL loader and the official transforms."""
+    fixed batch, or end to end with torchvision's PIL loader and the official transforms. NCHW as
+    the official code runs; --channels_last puts the model and each batch in channels-last (for a
+    like-for-like comparison with selfcon's --channels_last). Per step the host waits for the device
+    at loss.item() and, with fp16, at GradScaler's found_inf check in scaler.step."""
     import argparse
     import time
 
@@ -217,6 +220,8 @@ def bench(argv):
         "num_workers": args.num_workers if args.end_to_end else 0, "steps": args.steps, "seconds": seconds,
         "ms_per_step": 1000 * seconds / args.steps, "images_per_s": bsz * args.steps / seconds,
         "peak_memory_bytes": peak, "peak_memory_kind": kind, "last_loss": last, "torch": torch.__version__,
+        # Where each step makes the host wait for the device (as main_represent.py's loop does).
+        "host_syncs_per_step": ["loss.item()"] + (["GradScaler found_inf (scaler.step)"] if scaler.is_enabled() else []),
     }))
 
 

@@ -302,7 +302,7 @@ fn nccl_collectives_and_buckets_work_in_device_memory() {
         eprintln!("note: NCCL not tested: {}", e.0);
         return;
     }
-    let timeout = Duration::from_secs(60);
+    let timeout = Duration::from_secs(30);
     let store = TcpStore::connect("127.0.0.1", 29690, true, Some(1), timeout).unwrap();
     let group = ProcessGroup::nccl(&store, 0, 1, timeout, index).unwrap();
     let a = Tensor::from_slice(&[1.0f32, 2.0]).to_device(device);
