@@ -61,5 +61,100 @@ fn a_distributed_step_never_waits_for_the_device_and_carries_the_stop_votes() {
         eprintln!("{precision} on {device:?} over {}: losses {values:.4?}", d.backend);
         assert!(values.iter().all(|v| v.is_finite()), "{precision}: {values:?}");
     }
+    if device.is_cuda() {
+        fused_sync_batch_norm_matches_the_composite(d, device);
+    } else {
+        fused_sync_batch_norm_is_a_clear_error_off_cuda(d);
+    }
     distributed::shutdown(true).unwrap();
+}
+
+/// torch.nn.SyncBatchNorm's fused CUDA kernels (the shim's `sync_batch_norm`, opt-in with
+/// SELFCON_SYNCBN_FUSED=1) against the composite path every device runs: the output, the running
+/// statistics and every gradient, with an fp32 and an fp16 input, channels-last too (#32). Over
+/// NCCL neither makes the host wait.
+fn fused_sync_batch_norm_matches_the_composite(d: &'static distributed::Distributed, device: tch::Device) {
+    use selfcon::distributed::sync_bn::BatchNormState;
+    use tch::{Kind, Tensor};
+    let x0 = selfcon::engine::seeded(7, || Tensor::randn([8, 4, 5, 5], (Kind::Float, tch::Device::Cpu)));
+    let upstream = selfcon::engine::seeded(8, || Tensor::randn([8, 4, 5, 5], (Kind::Float, tch::Device::Cpu)));
+    let upstream = upstream.to_device(device);
+    for (kind, channels_last, tolerance) in
+        [(Kind::Float, false, 1e-4), (Kind::Half, false, 2e-2), (Kind::Float, true, 1e-4)]
+    {
+        let run = |fused: bool| {
+            let mut x = (&x0 * 3.0 + 1.0).to_device(device).to_kind(kind);
+            if channels_last {
+                x = selfcon::model::channels_last(&x).unwrap();
+            }
+            let x = x.detach().set_requires_grad(true);
+            let weight = Tensor::from_slice(&[1.5f32, 0.5, 2.0, 1.0]).to_device(device).set_requires_grad(true);
+            let bias = Tensor::from_slice(&[0.1f32, -0.2, 0.0, 0.3]).to_device(device).set_requires_grad(true);
+            let (running_mean, running_var) =
+                (Tensor::zeros([4], (Kind::Float, device)), Tensor::ones([4], (Kind::Float, device)));
+            let state = BatchNormState {
+                weight: &weight,
+                bias: &bias,
+                running_mean: &running_mean,
+                running_var: &running_var,
+                momentum: 0.1,
+                eps: 1e-5,
+            };
+            let mut pass = || {
+                let y =
+                    if fused { d.sync_batch_norm_fused(&x, &state) } else { d.sync_batch_norm_composite(&x, &state) };
+                let y = y.unwrap();
+                (&y.to_kind(Kind::Float) * &upstream).sum(Kind::Float).backward();
+                y
+            };
+            let y = if d.backend == Backend::Nccl { with_device_waits_forbidden(&mut pass) } else { pass() };
+            assert_eq!(y.kind(), kind, "the output keeps the input's dtype");
+            [
+                y.to_kind(Kind::Float),
+                running_mean,
+                running_var,
+                x.grad().to_kind(Kind::Float),
+                weight.grad(),
+                bias.grad(),
+            ]
+        };
+        let (composite, fused) = (run(false), run(true));
+        for (name, (a, b)) in ["output", "running mean", "running var", "input grad", "weight grad", "bias grad"]
+            .iter()
+            .zip(composite.iter().zip(&fused))
+        {
+            let scale = a.abs().max().double_value(&[]).max(1e-6);
+            let diff = (a - b).abs().max().double_value(&[]) / scale;
+            eprintln!(
+                "SyncBatchNorm fused vs composite, {kind:?}{}: {name} {diff:.2e}",
+                if channels_last { " channels-last" } else { "" }
+            );
+            assert!(diff < tolerance, "{kind:?} channels-last {channels_last}: {name} differs by {diff:.2e}");
+        }
+    }
+}
+
+/// Off CUDA the fused kernels do not exist (ATen has them for CUDA only): the shim's call comes
+/// back as a one-line error naming the missing kernel, not a crash.
+fn fused_sync_batch_norm_is_a_clear_error_off_cuda(d: &'static distributed::Distributed) {
+    use selfcon::distributed::sync_bn::BatchNormState;
+    use tch::{Kind, Tensor};
+    let x = Tensor::ones([2, 3, 2, 2], (Kind::Float, tch::Device::Cpu));
+    let (weight, bias) =
+        (Tensor::ones([3], (Kind::Float, tch::Device::Cpu)), Tensor::zeros([3], (Kind::Float, tch::Device::Cpu)));
+    let (running_mean, running_var) =
+        (Tensor::zeros([3], (Kind::Float, tch::Device::Cpu)), Tensor::ones([3], (Kind::Float, tch::Device::Cpu)));
+    let state = BatchNormState {
+        weight: &weight,
+        bias: &bias,
+        running_mean: &running_mean,
+        running_var: &running_var,
+        momentum: 0.1,
+        eps: 1e-5,
+    };
+    let e = d.sync_batch_norm_fused(&x, &state).unwrap_err().to_string();
+    assert!(e.contains("batch_norm_stats") && e.lines().count() == 1, "{e}");
+    // The composite path every device runs normalises the same input.
+    let y = d.sync_batch_norm_composite(&x, &state).unwrap();
+    assert_eq!(y.size(), x.size());
 }

@@ -118,6 +118,54 @@ struct AllGatherFunction : public torch::autograd::Function<AllGatherFunction> {
   }
 };
 
+// torch.nn.SyncBatchNorm's CUDA path (torch/nn/modules/_functions.py), fused: per-channel mean and
+// inverse std of this rank's batch (batch_norm_stats), one all-gather of (mean, invstd, count), the
+// global statistics and the running-statistics update in one kernel
+// (batch_norm_gather_stats_with_counts), the normalisation in one (batch_norm_elemt); the backward
+// pass reduces (batch_norm_backward_reduce), all-reduces the two per-channel sums and applies them
+// (batch_norm_backward_elemt). The input keeps its dtype (fp16/bf16 under autocast) and memory
+// format; statistics are fp32. ATen has these kernels for CUDA only.
+struct SyncBatchNormFunction : public torch::autograd::Function<SyncBatchNormFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
+                            const at::Tensor& bias, at::Tensor running_mean, at::Tensor running_var, double eps,
+                            double momentum, int64_t group) {
+    auto* g = reinterpret_cast<SelfconGroup*>(group);
+    at::Tensor x = input.is_contiguous(at::MemoryFormat::ChannelsLast) ? input : input.contiguous();
+    const int64_t channels = x.size(1);
+    const int64_t count = x.numel() / channels;
+    if (count <= 1 && g->size < 2) {
+      throw std::runtime_error("SyncBatchNorm needs more than one value per channel");
+    }
+    auto [mean, invstd] = at::batch_norm_stats(x, eps);
+    at::Tensor combined = at::cat({mean, invstd, at::full({1}, static_cast<double>(count), mean.options())}, 0);
+    at::Tensor all = at::stack(gather(g, combined)).to(x.device());  // [world, 2C + 1]
+    auto parts = at::split_with_sizes(all, {channels, channels, 1}, 1);
+    auto [global_mean, global_invstd] = at::batch_norm_gather_stats_with_counts(
+        x, parts[0], parts[1], running_mean, running_var, momentum, eps, parts[2].reshape({-1}));
+    ctx->save_for_backward({x, weight, global_mean, global_invstd, parts[2].reshape({-1}).to(at::kInt)});
+    ctx->saved_data["group"] = group;
+    return at::batch_norm_elemt(x, weight, bias, global_mean, global_invstd, eps);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto* g = reinterpret_cast<SelfconGroup*>(ctx->saved_data["group"].toInt());
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &weight = saved[1], &mean = saved[2], &invstd = saved[3], &counts = saved[4];
+    at::Tensor grad_out = grads[0].is_contiguous(at::MemoryFormat::ChannelsLast) ? grads[0] : grads[0].contiguous();
+    auto [sum_dy, sum_dy_xmu, grad_weight, grad_bias] = at::batch_norm_backward_reduce(
+        grad_out, x, mean, invstd, weight, /*input_g=*/true, /*weight_g=*/true, /*bias_g=*/true);
+    const int64_t channels = sum_dy.size(0);
+    at::Tensor combined = at::cat({sum_dy, sum_dy_xmu}, 0);
+    at::Tensor* list[] = {&combined};
+    in_place(g, list, 1, [g](at::Tensor& t) { return start_all_reduce_sum(g, t); });
+    at::Tensor w = weight.scalar_type() == mean.scalar_type() ? weight : weight.to(mean.scalar_type());
+    at::Tensor grad_input = at::batch_norm_backward_elemt(grad_out, x, mean, invstd, w, combined.narrow(0, 0, channels),
+                                                          combined.narrow(0, channels, channels), counts);
+    return {grad_input, grad_weight, grad_bias, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 }  // namespace
 
 // Gradient buckets (DDP's): gradients are packed into buffers of about `bucket_bytes` on the group's
@@ -440,6 +488,17 @@ int selfcon_shim_barrier(SelfconGroup* group, char** err) {
   start_collective([&] { return group->backend->barrier(); })->wait();
   return 0;
   SHIM_CATCH(err, -1)
+}
+
+// Training-mode SyncBatchNorm of `input` [N, C, ...] over the group (see SyncBatchNormFunction);
+// updates the running statistics in place. CUDA tensors only.
+at::Tensor* selfcon_shim_sync_batch_norm(SelfconGroup* group, const at::Tensor* input, const at::Tensor* weight,
+                                         const at::Tensor* bias, const at::Tensor* running_mean,
+                                         const at::Tensor* running_var, double eps, double momentum, char** err) {
+  SHIM_TRY(err, nullptr)
+  return new at::Tensor(SyncBatchNormFunction::apply(*input, *weight, *bias, *running_mean, *running_var, eps, momentum,
+                                                     reinterpret_cast<int64_t>(group)));
+  SHIM_CATCH(err, nullptr)
 }
 
 // Every rank's `input` stacked as [world size, ...], differentiable (see AllGatherFunction).

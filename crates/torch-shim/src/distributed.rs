@@ -122,6 +122,18 @@ mod ffi {
             input: *const u8,
             err: *mut *mut c_char,
         ) -> *mut u8;
+        #[allow(clippy::too_many_arguments)]
+        pub fn selfcon_shim_sync_batch_norm(
+            group: *mut SelfconGroup,
+            input: *const u8,
+            weight: *const u8,
+            bias: *const u8,
+            running_mean: *const u8,
+            running_var: *const u8,
+            eps: f64,
+            momentum: f64,
+            err: *mut *mut c_char,
+        ) -> *mut u8;
     }
 }
 
@@ -355,6 +367,39 @@ impl ProcessGroup {
     pub fn all_gather_autograd(&self, input: &Tensor) -> Result<Tensor> {
         let ptr = checked(|err| unsafe {
             ffi::selfcon_shim_all_gather_autograd(self.raw, input.as_ptr() as *const u8, err)
+        })?;
+        // SAFETY: a new at::Tensor we now own.
+        Ok(unsafe { Tensor::from_ptr(ptr as *mut _) })
+    }
+
+    /// Training-mode batch norm of `input` (`[N, C, ...]`, CUDA) over the group's global batch
+    /// with torch.nn.SyncBatchNorm's fused CUDA kernels (`batch_norm_stats`,
+    /// `batch_norm_gather_stats_with_counts`, `batch_norm_elemt` forward; `batch_norm_backward_reduce`,
+    /// an all-reduce, `batch_norm_backward_elemt` backward); `running_mean`/`running_var` are
+    /// updated in place. The input keeps its dtype and memory format; statistics are fp32.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sync_batch_norm(
+        &self,
+        input: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        eps: f64,
+        momentum: f64,
+    ) -> Result<Tensor> {
+        let ptr = checked(|err| unsafe {
+            ffi::selfcon_shim_sync_batch_norm(
+                self.raw,
+                input.as_ptr() as *const u8,
+                weight.as_ptr() as *const u8,
+                bias.as_ptr() as *const u8,
+                running_mean.as_ptr() as *const u8,
+                running_var.as_ptr() as *const u8,
+                eps,
+                momentum,
+                err,
+            )
         })?;
         // SAFETY: a new at::Tensor we now own.
         Ok(unsafe { Tensor::from_ptr(ptr as *mut _) })

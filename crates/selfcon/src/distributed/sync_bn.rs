@@ -23,9 +23,33 @@ pub struct BatchNormState<'a> {
     pub eps: f64,
 }
 
+/// Whether CUDA runs take torch.nn.SyncBatchNorm's fused kernels (`SELFCON_SYNCBN_FUSED=1`):
+/// built (the shim's `sync_batch_norm`) but not yet run on a GPU, so the composite path below stays
+/// the default until `bench/gpu_check.sh`'s device test has compared the two there.
+fn fused_on_cuda() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("SELFCON_SYNCBN_FUSED").is_ok_and(|v| v == "1"))
+}
+
 impl Distributed {
     /// Training-mode batch norm of `x` (`[N, C, H, W]`) over the global batch.
     pub fn sync_batch_norm(&self, x: &Tensor, bn: &BatchNormState<'_>) -> Result<Tensor> {
+        if x.device().is_cuda() && fused_on_cuda() {
+            return self.sync_batch_norm_fused(x, bn);
+        }
+        self.sync_batch_norm_composite(x, bn)
+    }
+
+    /// With torch.nn.SyncBatchNorm's fused CUDA kernels (CUDA tensors only): per layer about
+    /// three kernels forward instead of the composite's ~8, and the input stays in its dtype.
+    pub fn sync_batch_norm_fused(&self, x: &Tensor, bn: &BatchNormState<'_>) -> Result<Tensor> {
+        self.group
+            .sync_batch_norm(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps, bn.momentum)
+            .map_err(|e| self.failed("SyncBatchNorm (fused CUDA kernels)", e))
+    }
+
+    /// From differentiable tensor operations and one differentiable all-gather (any device).
+    pub fn sync_batch_norm_composite(&self, x: &Tensor, bn: &BatchNormState<'_>) -> Result<Tensor> {
         let input_kind = x.kind();
         // Statistics in fp32 even under autocast (as cuDNN's batch norm keeps them).
         let xf = if input_kind == Kind::Double { x.shallow_clone() } else { x.to_kind(Kind::Float) };
