@@ -121,7 +121,7 @@ impl Value {
     }
 
     /// Whether this is the text `key` (str, latin-1 bytes, or `_codecs.encode(str, 'latin1')`).
-    fn is_text(&self, key: &str) -> bool {
+    pub fn is_text(&self, key: &str) -> bool {
         let latin1_eq =
             |b: &[u8]| b.len() == key.chars().count() && b.iter().zip(key.chars()).all(|(&b, c)| b as u32 == c as u32);
         match self {
@@ -139,7 +139,10 @@ impl Value {
     /// The first `limit` text keys of a dict and how many keys it has (for error messages).
     pub fn some_keys(&self, limit: usize) -> (Vec<String>, usize) {
         match self {
-            Value::Dict(items) => (items.iter().take(limit).filter_map(|(k, _)| k.as_text()).collect(), items.len()),
+            Value::Dict(items) => (
+                items.iter().take(limit).filter_map(|(k, _)| k.as_key().ok().map(|k| shorten(&k, 40))).collect(),
+                items.len(),
+            ),
             _ => (Vec::new(), 0),
         }
     }
@@ -204,8 +207,10 @@ impl Value {
                     Value::Bytes(b) => return Some(b.clone()),
                     _ => return None,
                 };
-                let encoding = args.get(1).and_then(Value::as_text).unwrap_or_else(|| "latin1".into());
-                if !matches!(encoding.as_str(), "latin1" | "latin-1" | "iso-8859-1") {
+                // Compared in place: a hostile file may name one huge memoised "encoding" from
+                // every key, and a copy per lookup would cost its size each time.
+                let latin1 = |e: &Value| ["latin1", "latin-1", "iso-8859-1"].iter().any(|name| e.is_text(name));
+                if !args.get(1).is_none_or(latin1) {
                     return None;
                 }
                 text.chars().map(|c| u8::try_from(c as u32).ok()).collect::<Option<Vec<u8>>>().map(Rc::new)
@@ -260,7 +265,7 @@ impl NdArray {
                     return Err(format!("_frombuffer takes 4 arguments, got {}", args.len()));
                 };
                 let data = buffer.as_bytes().ok_or("_frombuffer buffer is not in-band bytes")?;
-                NdArray::new(shape, dtype, order.as_text().as_deref() == Some("F"), data)
+                NdArray::new(shape, dtype, order.is_text("F"), data)
             }
             _ => Err("value is not a numpy array".into()),
         }
@@ -341,8 +346,8 @@ fn dtype_string(v: &Value) -> Result<String, PickleError> {
         .ok_or("numpy dtype has no type name")?
         .as_key()
         .map_err(|e| format!("numpy dtype name: {e}"))?;
-    let order = state.and_then(Value::as_seq).and_then(|s| s.get(1)).and_then(Value::as_text).unwrap_or_default();
-    if order == ">" && !name.ends_with('1') {
+    let big_endian = state.and_then(Value::as_seq).and_then(|s| s.get(1)).is_some_and(|o| o.is_text(">"));
+    if big_endian && !name.ends_with('1') {
         return Err(format!("big-endian numpy dtype '{}' is not supported", shorten(&name, 40)));
     }
     Ok(name)
@@ -532,7 +537,7 @@ impl<'a> Machine<'a> {
 
     fn leaf_text(item: Item, what: &str) -> Result<String, PickleError> {
         match item {
-            Item::Leaf(v) => v.as_text().ok_or_else(|| format!("malformed pickle: {what}")),
+            Item::Leaf(v) => v.as_key().map_err(|e| format!("malformed pickle: {what}: {e}")),
             Item::Node(_) => Err(format!("malformed pickle: {what}")),
         }
     }

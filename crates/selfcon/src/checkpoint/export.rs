@@ -90,9 +90,8 @@ fn torchscript(model: &ConModel, vs: &mut VarStore, out: &Path) -> Result<()> {
     vs.freeze();
     let size = model.config().dataset.image_size();
     let example = Tensor::zeros([2, 3, size, size], (Kind::Float, vs.device()));
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let io = |e: std::io::Error| Error::file(out, format!("cannot write: {e}"));
-    let tmp = tempfile::Builder::new().suffix(".pt").tempfile_in(dir).map_err(io)?;
+    let tmp = super::temporary_for(out).map_err(io)?;
     let traced = tch::no_grad(|| {
         torch_shim::jit::trace_and_save(
             "SelfConEncoder",

@@ -108,18 +108,25 @@ pub fn write_atomically(path: &Path, bytes: &[u8], what: &str) -> Result<()> {
     let io = |e: std::io::Error| Error::file(path, format!("cannot write {what}: {e}"));
     // `.last.safetensors.<random>.tmp`: a process killed while writing leaves one behind, which the
     // next write of the same file removes (one writer per file: rank 0 of a run).
-    let prefix = temporary_prefix(path);
-    remove_stale_temporaries(dir, &prefix);
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(".tmp");
-    // The mode any program's new file gets (0666 less the umask), not tempfile's private 0600.
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    let mut tmp = builder.tempfile_in(dir).map_err(io)?;
+    let mut tmp = temporary_for(path).map_err(io)?;
     tmp.write_all(bytes).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;
     tmp.persist(path).map_err(|e| io(e.error))?;
     sync_folder(dir).map_err(io)
+}
+
+/// A new temporary file beside `path`, to be renamed onto it once written: named
+/// `.<file name>.<random>.tmp` (the leftovers of a killed writer are removed here first), with the
+/// mode any program's new file gets (0666 less the umask), not tempfile's private 0600.
+pub fn temporary_for(path: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let prefix = temporary_prefix(path);
+    remove_stale_temporaries(dir, &prefix);
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    builder.tempfile_in(dir)
 }
 
 /// `.last.safetensors.`: temporary files for `path` are `<prefix><random>.tmp` beside it.
@@ -190,19 +197,22 @@ pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<Loaded> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| Error::file(path, format!("corrupt checkpoint: {e}")))?;
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
-        let kind =
-            kind_of(view.dtype()).ok_or_else(|| Error::file(path, format!("tensor {name} has unsupported dtype")))?;
+        let kind = kind_of(view.dtype()).ok_or_else(|| {
+            Error::file(path, format!("tensor {} has unsupported dtype", crate::pickle::shorten(&name, 60)))
+        })?;
         // A dimension past i64 (a hostile header: [0, 2^64 - 1] holds no bytes, so safetensors
         // accepts it) would reach libtorch as a negative size.
-        let shape: Vec<i64> = view
-            .shape()
-            .iter()
-            .map(|&d| i64::try_from(d))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|_| Error::file(path, format!("tensor {name} has an impossible shape {:?}", view.shape())))?;
+        let shape: Vec<i64> =
+            view.shape().iter().map(|&d| i64::try_from(d)).collect::<std::result::Result<_, _>>().map_err(|_| {
+                let shape = crate::pickle::shorten(&format!("{:?}", view.shape()), 60);
+                Error::file(
+                    path,
+                    format!("tensor {} has an impossible shape {shape}", crate::pickle::shorten(&name, 60)),
+                )
+            })?;
         let tensor = Tensor::f_from_data_size(view.data(), &shape, kind).map_err(|e| {
             let first = e.to_string().lines().next().unwrap_or_default().chars().take(120).collect::<String>();
-            Error::file(path, format!("tensor {name}: {first}"))
+            Error::file(path, format!("tensor {}: {first}", crate::pickle::shorten(&name, 60)))
         })?;
         tensors.insert(name, tensor);
     }
@@ -257,7 +267,7 @@ pub fn load_into_var_store(path: &Path, vs: &tch::nn::VarStore, tensors: &BTreeM
 
 fn summarise(names: &[&str]) -> String {
     const SHOWN: usize = 6;
-    let head = names.iter().take(SHOWN).copied().collect::<Vec<_>>().join(", ");
+    let head = names.iter().take(SHOWN).map(|n| crate::pickle::shorten(n, 60)).collect::<Vec<_>>().join(", ");
     if names.len() > SHOWN {
         format!("{} keys: {head}, …", names.len())
     } else {

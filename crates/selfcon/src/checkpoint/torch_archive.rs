@@ -180,7 +180,7 @@ fn storage_id(value: &Value) -> std::result::Result<(Kind, String, i64), String>
     let [tag, ty, key, _location, numel] = fields else {
         return Err(format!("storage reference has {} fields, expected 5", fields.len()));
     };
-    if tag.as_text().as_deref() != Some("storage") {
+    if !tag.is_text("storage") {
         return Err("persistent id is not a storage".into());
     }
     let Value::Global(_, name) = ty else { return Err("storage type is not a torch storage class".into()) };

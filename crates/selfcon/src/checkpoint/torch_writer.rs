@@ -171,8 +171,7 @@ pub fn save_state_dict(path: &Path, weights: &[(String, Tensor)], epoch: i64, mo
     p.op(op::SETITEMS);
     p.op(op::STOP);
 
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    let tmp = super::temporary_for(path).map_err(io)?;
     let mut zip = zip::ZipWriter::new(tmp.reopen().map_err(io)?);
     let stored = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
     let record = |zip: &mut zip::ZipWriter<std::fs::File>, rec: &str, bytes: &[u8]| -> Result<()> {

@@ -8,7 +8,7 @@
 
 use std::sync::{Condvar, LazyLock, Mutex};
 
-/// What a decode may hold, all workers together: two of the largest images at once.
+/// What a decode may hold, all workers together: three of the largest images at once (3 × 704 MB).
 pub const DECODE_BUDGET_BYTES: u64 = 2 << 30;
 
 /// Bytes charged per pixel: the decoder's output at its widest (16-bit RGBA: 8) plus the 8-bit

@@ -147,13 +147,15 @@ pub fn train_ce(
         None => (Vec::new(), 1, None),
     };
     let start_epoch = first_epoch + epochs.len();
-    if start_epoch > config.optim.epochs {
+    // With --resume auto a finished run is done: no epoch runs, the results are written again.
+    if start_epoch > config.optim.epochs && !(start.finished_is_done() && !epochs.is_empty()) {
         return Err(Error::option(
             "resume",
             format!("the checkpoint already covers all {} epochs (give a larger --epochs)", config.optim.epochs),
         ));
     }
-    // Only now, once the checkpoint is accepted: a refused resume leaves the run folder alone.
+    // Only now, once the checkpoint is accepted: a refused resume writes nothing in the run
+    // folder (its lock aside).
     let run_dir = folder.path.clone();
     let config_json = prepare_run_dir(&run_dir, config)?;
     let mut log =

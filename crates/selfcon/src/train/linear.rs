@@ -180,7 +180,8 @@ pub fn linear_eval_model(
     if let Some(path) = &resume {
         (epochs, position) = restore(path, config, &mut backbone, sub.as_mut())?;
     }
-    // Only now, once the checkpoint is accepted: a refused resume leaves the run folder alone.
+    // Only now, once the checkpoint is accepted: a refused resume writes nothing in the run
+    // folder (its lock aside).
     let run_dir = folder.path.clone();
     let config_json = super::optim_config::prepare_run_dir(&run_dir, config)?;
     let mut log = MetricsLog::open_on_primary(
@@ -462,9 +463,5 @@ pub(super) fn write_results_on_primary(path: &Path, key: &str, entry: &Value) ->
     obj.insert(key.to_string(), entry.clone());
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create: {e}")))?;
-    let io = |e: std::io::Error| Error::file(path, format!("cannot write: {e}"));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    std::io::Write::write_all(&mut tmp, serde_json::to_string_pretty(&all).expect("json").as_bytes()).map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    checkpoint::write_atomically(path, serde_json::to_string_pretty(&all).expect("json").as_bytes(), "results")
 }

@@ -244,10 +244,22 @@ pub fn pretrain(
         start_epoch = finished.saturating_add(1);
         position = at;
         if start_epoch > config.optim.epochs {
-            return Err(Error::option(
-                "resume",
-                format!("the checkpoint already covers all {} epochs (give a larger --epochs)", config.optim.epochs),
-            ));
+            if !start.finished_is_done() {
+                return Err(Error::option(
+                    "resume",
+                    format!(
+                        "the checkpoint already covers all {} epochs (give a larger --epochs)",
+                        config.optim.epochs
+                    ),
+                ));
+            }
+            progress.epoch_finished(&format!("{}: all {} epochs done already", path.display(), config.optim.epochs));
+            return Ok(PretrainResult {
+                run_dir: folder.path.clone(),
+                last_checkpoint: folder.last(),
+                epochs_run: 0,
+                epoch_losses: Vec::new(),
+            });
         }
     }
     let (train_set, knn_sets) = knn_split(config, data)?;

@@ -36,15 +36,27 @@ impl Start {
         }
     }
 
-    /// The checkpoint this start continues from, given the run's own `last` checkpoint.
+    /// The checkpoint this start continues from, given the run's own `last` checkpoint. A run
+    /// whose folder holds `last` continues only from it: starting afresh, or from another
+    /// checkpoint (an official `.pth`, an older snapshot), would replace it — the requeued job
+    /// whose command names the checkpoint it first started from would lose its progress each time.
     pub fn checkpoint(&self, last: &Path) -> Result<Option<PathBuf>> {
         let exists = last.symlink_metadata().is_ok();
         match self {
             Start::Fresh if exists => Err(Error::RunExists { last: last.to_path_buf() }),
             Start::Fresh => Ok(None),
             Start::Auto => Ok(exists.then(|| last.to_path_buf())),
+            Start::Resume(path) if exists && !crate::files::same_file(path, last) => {
+                Err(Error::RunExists { last: last.to_path_buf() })
+            }
             Start::Resume(path) => Ok(Some(path.clone())),
         }
+    }
+
+    /// Whether a run that already covers every epoch is done rather than an error: with `auto`
+    /// (a requeued job that had finished), yes.
+    pub fn finished_is_done(&self) -> bool {
+        *self == Start::Auto
     }
 
     /// The path named by `--resume PATH` (not `auto`).
@@ -130,6 +142,16 @@ mod tests {
         let refused = Start::Fresh.checkpoint(&last).unwrap_err();
         assert!(matches!(&refused, Error::RunExists { last: l } if *l == last), "{refused}");
         assert!(refused.to_string().contains("--resume auto"), "{refused}");
+        // Another checkpoint would replace this run's own: refused; the own one (any name) is fine.
+        let other = dir.path().join("official.pth");
+        std::fs::write(&other, b"y").unwrap();
+        let refused = Start::Resume(other.clone()).checkpoint(&last).unwrap_err();
+        assert!(matches!(&refused, Error::RunExists { last: l } if *l == last), "{refused}");
+        let linked = dir.path().join("linked.safetensors");
+        std::os::unix::fs::symlink(&last, &linked).unwrap();
+        assert_eq!(Start::Resume(linked.clone()).checkpoint(&last).unwrap(), Some(linked));
+        std::fs::remove_file(&last).unwrap();
+        assert_eq!(Start::Resume(other.clone()).checkpoint(&last).unwrap(), Some(other), "nothing to replace");
     }
 
     #[test]

@@ -221,6 +221,14 @@ fn exports_load_back_with_the_same_model_and_features() {
             out.to_str().unwrap(),
         ]);
         assert!(o.status.success(), "{format}: {}", String::from_utf8_lossy(&o.stderr));
+        // The mode any new file gets (0666 less the umask), as the checkpoints' (#31).
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let umask = status.lines().find_map(|l| l.strip_prefix("Umask:")).map(|v| u32::from_str_radix(v.trim(), 8));
+        if let Some(Ok(umask)) = umask {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o666 & !umask, "{format}");
+        }
         out
     };
     let golden: Value = serde_json::from_slice(
