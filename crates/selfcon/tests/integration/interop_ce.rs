@@ -143,8 +143,14 @@ fn ce_resumes_an_official_main_ce_run_with_its_options() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("was trained with --method selfcon, not ce"), "{err}");
+    // The official checkpoint again over the run folder that went on from it (a requeued job's
+    // command): refused with the command that continues the folder's own checkpoint.
+    let o = run(&["--epochs", "5"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("already exists") && err.contains(&format!("--resume {}", last.display())), "{err}");
     // A run that already covers --epochs is a clear error, not an empty run.
-    let o = run(&["--epochs", "2"]);
+    let o = run_from(&last, &[&["--epochs", "2", "--method", "selfcon"][..], &model].concat());
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("already covers all 2 epochs"), "{err}");

@@ -165,6 +165,10 @@ fn resume_errors() {
     let e =
         pretrain(&c, &data, Device::Cpu, &Start::Resume(PathBuf::from(&missing)), &mut Quiet).unwrap_err().to_string();
     assert!(e.starts_with("--resume: ") && e.contains("does not exist"), "{e}");
+    let junk = save.path().join("junk.safetensors");
+    std::fs::write(&junk, b"not a checkpoint").unwrap();
+    let e = pretrain(&c, &data, Device::Cpu, &Start::Resume(PathBuf::from(&junk)), &mut Quiet).unwrap_err().to_string();
+    assert!(e.contains("junk.safetensors: not a selfcon checkpoint"), "{e}");
     let done = pretrain(&c, &data, Device::Cpu, &Start::Fresh, &mut Quiet).unwrap();
     let mut other = c.clone();
     other.model.sub_size = SubNetworkSize::Small;
@@ -172,10 +176,9 @@ fn resume_errors() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("was trained with another model"), "{e}");
-    let junk = save.path().join("junk.safetensors");
-    std::fs::write(&junk, b"not a checkpoint").unwrap();
+    // Now that the run folder holds a checkpoint, another one cannot replace it.
     let e = pretrain(&c, &data, Device::Cpu, &Start::Resume(PathBuf::from(&junk)), &mut Quiet).unwrap_err().to_string();
-    assert!(e.contains("junk.safetensors: not a selfcon checkpoint"), "{e}");
+    assert!(e.contains("this run's checkpoint already exists"), "{e}");
     // A finished run resumed with the same --epochs: nothing to do is an error, not a silent no-op
     // that names a checkpoint it never wrote.
     let e = pretrain(&c, &data, Device::Cpu, &Start::Resume(PathBuf::from(&done.last_checkpoint)), &mut Quiet)
