@@ -100,14 +100,14 @@ fn fused_sync_batch_norm_matches_the_composite(d: &'static distributed::Distribu
                 momentum: 0.1,
                 eps: 1e-5,
             };
-            let mut pass = || {
+            let pass = || {
                 let y =
                     if fused { d.sync_batch_norm_fused(&x, &state) } else { d.sync_batch_norm_composite(&x, &state) };
                 let y = y.unwrap();
                 (&y.to_kind(Kind::Float) * &upstream).sum(Kind::Float).backward();
                 y
             };
-            let y = if d.backend == Backend::Nccl { with_device_waits_forbidden(&mut pass) } else { pass() };
+            let y = if d.backend == Backend::Nccl { with_device_waits_forbidden(pass) } else { pass() };
             assert_eq!(y.kind(), kind, "the output keeps the input's dtype");
             [
                 y.to_kind(Kind::Float),

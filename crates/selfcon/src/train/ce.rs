@@ -148,7 +148,8 @@ pub fn train_ce(
     };
     let start_epoch = first_epoch + epochs.len();
     // With --resume auto a finished run is done: no epoch runs, the results are written again.
-    if start_epoch > config.optim.epochs && !(start.finished_is_done() && !epochs.is_empty()) {
+    let done = start.finished_is_done() && !epochs.is_empty();
+    if start_epoch > config.optim.epochs && !done {
         return Err(Error::option(
             "resume",
             format!("the checkpoint already covers all {} epochs (give a larger --epochs)", config.optim.epochs),
