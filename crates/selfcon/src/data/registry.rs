@@ -66,10 +66,7 @@ pub fn open_dataset(kind: DatasetKind, folder: Option<&Path>) -> Result<OpenedDa
             let root = folder.unwrap_or(default_root);
             (tiny_imagenet(root, true)?, tiny_imagenet(root, false)?, root)
         }
-        DatasetKind::ImageNet => {
-            let root = folder.unwrap_or(default_root);
-            (imagenet(root, true)?, imagenet(root, false)?, root)
-        }
+        DatasetKind::ImageNet => return open_imagenet(folder.unwrap_or(default_root)),
         DatasetKind::ImageNet100 => {
             let root = folder.unwrap_or(default_root);
             (imagenet100(root, true)?, imagenet100(root, false)?, root)
@@ -81,6 +78,42 @@ pub fn open_dataset(kind: DatasetKind, folder: Option<&Path>) -> Result<OpenedDa
     }
     let (mean, std) = kind.normalization().expect("image-folder datasets use fixed statistics");
     Ok(OpenedDataset { train: Arc::new(train), test: Some(Arc::new(test)), mean, std, source: source.to_path_buf() })
+}
+
+/// ImageNet as the official code reads it: `ImageFolder(root/train)` and `ImageFolder(root/val)`.
+/// As there, a tree without `val/` (pre-training reads only `train/`) and one with fewer classes
+/// than 1,000 (a subset for a quick try) are accepted, each with a note; `val/`, when there, must
+/// have `train/`'s classes. Classifiers (linear, ce) take the classes found.
+fn open_imagenet(root: &Path) -> Result<OpenedDataset> {
+    let kind = DatasetKind::ImageNet;
+    let note = |text: String| {
+        if crate::distributed::is_primary() {
+            eprintln!("selfcon: note: {}: {text}", root.display());
+        }
+    };
+    let train = imagenet(root, true)?;
+    let test = if root.join("val").is_dir() {
+        let test = imagenet(root, false)?;
+        if test.classes != train.classes {
+            return Err(Error::file(root.join("val"), "class folders differ from train/"));
+        }
+        Some(test)
+    } else {
+        note("no val/: no test split (pre-training reads train/ only; linear and ce need val/)".into());
+        None
+    };
+    let expected = kind.num_classes();
+    if train.classes.len() as i64 != expected {
+        note(format!("{} classes in train/ (ImageNet has {expected}): read as a subset", train.classes.len()));
+    }
+    let (mean, std) = kind.normalization().expect("ImageNet uses fixed statistics");
+    Ok(OpenedDataset {
+        train: Arc::new(train),
+        test: test.map(|t| Arc::new(t) as Arc<dyn Dataset>),
+        mean,
+        std,
+        source: root.to_path_buf(),
+    })
 }
 
 fn in_memory(kind: DatasetKind, train: MemoryDataset, test: MemoryDataset, source: PathBuf) -> OpenedDataset {

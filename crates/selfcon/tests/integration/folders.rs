@@ -149,9 +149,17 @@ fn imagenet_folders_and_class_count() {
     let data = open_dataset(DatasetKind::ImageNet, Some(root)).unwrap();
     assert_eq!((data.train.len(), data.train.num_classes()), (1000, 1000));
     assert_eq!(imagenet(root, false).unwrap().labels[999], 999);
+    // A subset (issue #33): fewer classes are read as they are, but val/ must match train/.
     std::fs::remove_dir_all(root.join("train/n00000999")).unwrap();
     let e = user_error(open_dataset(DatasetKind::ImageNet, Some(root)));
-    assert!(e.contains("999 classes found, imagenet has 1000"), "{e}");
+    assert!(e.contains("val: class folders differ from train/"), "{e}");
+    std::fs::remove_dir_all(root.join("val/n00000999")).unwrap();
+    let data = open_dataset(DatasetKind::ImageNet, Some(root)).unwrap();
+    assert_eq!((data.train.num_classes(), data.test.as_ref().map(|t| t.len())), (999, Some(999)));
+    // Without val/ (the official pre-training reads train/ only): no test split.
+    std::fs::remove_dir_all(root.join("val")).unwrap();
+    let data = open_dataset(DatasetKind::ImageNet, Some(root)).unwrap();
+    assert!(data.test.is_none() && data.train.len() == 999);
 }
 
 /// `--dataset folder` through pre-training, linear evaluation and 1-stage CE, with the CIFAR stem
