@@ -305,6 +305,18 @@ pub fn default_loader_workers(wanted: usize) -> usize {
 }
 
 /// Facts for a benchmark's record: where it ran.
+/// CPU time this process has used so far (user + system, every thread), in seconds: what a
+/// benchmark's host work cost, whatever the wall clock says.
+pub fn process_cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return f64::NAN;
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
 pub fn machine_record() -> serde_json::Value {
     let cpu = CpuInfo::detect();
     let budget = CpuBudget::detect();

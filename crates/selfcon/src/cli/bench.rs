@@ -103,6 +103,7 @@ fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
     let mut epoch = 0u64;
     let mut warmed = false;
     let mut start = Instant::now();
+    let mut cpu_start = selfcon::hardware::process_cpu_seconds();
     let mut done = 0usize;
     while done < timed {
         for batch in loader.epoch(epoch) {
@@ -111,6 +112,7 @@ fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
                 // The first batch includes thread start-up; time from its arrival.
                 warmed = true;
                 start = Instant::now();
+                cpu_start = selfcon::hardware::process_cpu_seconds();
                 continue;
             }
             images += batch.indices.len();
@@ -123,20 +125,26 @@ fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
     }
     let seconds = start.elapsed().as_secs_f64();
     let rate = images as f64 / seconds;
+    // What each image costs the host, whatever the workers' count: size hosts by it (cores per
+    // GPU = images/s the GPU takes × this / 1000).
+    let cpu_seconds = selfcon::hardware::process_cpu_seconds() - cpu_start;
+    let cpu_ms_per_image = 1000.0 * cpu_seconds / images.max(1) as f64;
     if a.json {
         let mut record = json!({
             "bench": "loader", "dataset": name, "source": data.source, "batch_size": a.batch_size,
             "num_workers": a.num_workers, "multiview": a.multiview, "weakaug": a.weakaug, "randaug": a.randaug,
-            "batches": done, "images": images, "seconds": seconds, "images_per_s": rate
+            "batches": done, "images": images, "seconds": seconds, "images_per_s": rate,
+            "cpu_seconds": cpu_seconds, "cpu_ms_per_image": cpu_ms_per_image, "cores_busy": cpu_seconds / seconds
         });
         add_machine(&mut record);
         println!("{record}");
     } else {
         println!(
-            "loader {name} ({}): {done} batches of {} with {} worker(s): {images} images in {seconds:.2} s = {rate:.0} images/s · {}",
+            "loader {name} ({}): {done} batches of {} with {} worker(s): {images} images in {seconds:.2} s = {rate:.0} images/s, {cpu_ms_per_image:.2} ms of CPU per image ({:.1} cores busy) · {}",
             data.source.display(),
             a.batch_size,
             a.num_workers,
+            cpu_seconds / seconds,
             machine_line()
         );
     }

@@ -163,6 +163,11 @@ fn bench_loader_runs_and_reports_json() {
     assert_eq!(v["batches"], 3);
     assert_eq!(v["images"], 96);
     assert!(v["images_per_s"].as_f64().unwrap() > 0.0);
+    // The host's CPU per image (every thread): positive, and at most the wall time of all cores.
+    let (cpu, seconds) = (v["cpu_seconds"].as_f64().unwrap(), v["seconds"].as_f64().unwrap());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    assert!(cpu > 0.0 && cpu <= seconds * cores * 1.05 + 0.05, "{v}");
+    assert!((v["cpu_ms_per_image"].as_f64().unwrap() - 1000.0 * cpu / 96.0).abs() < 1e-9, "{v}");
 }
 
 #[test]
