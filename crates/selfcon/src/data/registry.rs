@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::cifar::{load_cifar, CifarVariant};
 use super::dataset::{Dataset, MemoryDataset};
 use super::dataset_kind::DatasetKind;
-use super::folder::{image_folder, imagenet, imagenet100, tiny_imagenet};
+use super::folder::{image_folder, imagenet, imagenet100, tiny_imagenet, FileDataset};
 use super::mnist::{find_idx_folder, load_mnist, SYSTEM_FASHION_MNIST};
 use crate::error::{Error, Result};
 
@@ -93,11 +93,7 @@ fn open_imagenet(root: &Path) -> Result<OpenedDataset> {
     };
     let train = imagenet(root, true)?;
     let test = if root.join("val").is_dir() {
-        let test = imagenet(root, false)?;
-        if test.classes != train.classes {
-            return Err(Error::file(root.join("val"), "class folders differ from train/"));
-        }
-        Some(test)
+        Some(imagenet(root, false)?)
     } else {
         note("no val/: no test split (pre-training reads train/ only; linear and ce need val/)".into());
         None
@@ -106,7 +102,20 @@ fn open_imagenet(root: &Path) -> Result<OpenedDataset> {
     if train.classes.len() as i64 != expected {
         note(format!("{} classes in train/ (ImageNet has {expected}): read as a subset", train.classes.len()));
     }
-    let (mean, std) = kind.normalization().expect("ImageNet uses fixed statistics");
+    opened_folders(root, train, test, kind.normalization().expect("ImageNet uses fixed statistics"))
+}
+
+/// `root`'s training split and, when there is one, its test split (`val/`, which must have the
+/// training split's classes) with their normalisation.
+fn opened_folders(
+    root: &Path,
+    train: FileDataset,
+    test: Option<FileDataset>,
+    (mean, std): ([f32; 3], [f32; 3]),
+) -> Result<OpenedDataset> {
+    if test.as_ref().is_some_and(|t| t.classes != train.classes) {
+        return Err(Error::file(root.join("val"), "class folders differ from train/"));
+    }
     Ok(OpenedDataset {
         train: Arc::new(train),
         test: test.map(|t| Arc::new(t) as Arc<dyn Dataset>),
@@ -128,20 +137,9 @@ fn in_memory(kind: DatasetKind, train: MemoryDataset, test: MemoryDataset, sourc
 /// else `root` itself as the training set; statistics come from `--mean/--std`.
 pub fn open_image_folder(root: &Path, mean: [f32; 3], std: [f32; 3]) -> Result<OpenedDataset> {
     let (train, test) = if root.join("train").is_dir() && root.join("val").is_dir() {
-        let train = image_folder(&root.join("train"))?;
-        let test = image_folder(&root.join("val"))?;
-        if test.classes != train.classes {
-            return Err(Error::file(root.join("val"), "class folders differ from train/"));
-        }
-        (train, Some(test))
+        (image_folder(&root.join("train"))?, Some(image_folder(&root.join("val"))?))
     } else {
         (image_folder(root)?, None)
     };
-    Ok(OpenedDataset {
-        train: Arc::new(train),
-        test: test.map(|t| Arc::new(t) as Arc<dyn Dataset>),
-        mean,
-        std,
-        source: root.to_path_buf(),
-    })
+    opened_folders(root, train, test, (mean, std))
 }
