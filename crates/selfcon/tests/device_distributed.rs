@@ -74,7 +74,6 @@ fn a_distributed_step_never_waits_for_the_device_and_carries_the_stop_votes() {
 /// statistics and every gradient, with an fp32 and an fp16 input, channels-last too (#32). Over
 /// NCCL neither makes the host wait.
 fn fused_sync_batch_norm_matches_the_composite(d: &'static distributed::Distributed, device: tch::Device) {
-    use selfcon::distributed::sync_bn::BatchNormState;
     use tch::{Kind, Tensor};
     let x0 = selfcon::engine::seeded(7, || Tensor::randn([8, 4, 5, 5], (Kind::Float, tch::Device::Cpu)));
     let upstream = selfcon::engine::seeded(8, || Tensor::randn([8, 4, 5, 5], (Kind::Float, tch::Device::Cpu)));
@@ -88,18 +87,11 @@ fn fused_sync_batch_norm_matches_the_composite(d: &'static distributed::Distribu
                 x = selfcon::model::channels_last(&x).unwrap();
             }
             let x = x.detach().set_requires_grad(true);
-            let weight = Tensor::from_slice(&[1.5f32, 0.5, 2.0, 1.0]).to_device(device).set_requires_grad(true);
-            let bias = Tensor::from_slice(&[0.1f32, -0.2, 0.0, 0.3]).to_device(device).set_requires_grad(true);
-            let (running_mean, running_var) =
-                (Tensor::zeros([4], (Kind::Float, device)), Tensor::ones([4], (Kind::Float, device)));
-            let state = BatchNormState {
-                weight: &weight,
-                bias: &bias,
-                running_mean: &running_mean,
-                running_var: &running_var,
-                momentum: 0.1,
-                eps: 1e-5,
-            };
+            let bn = BatchNormParts::new(
+                Tensor::from_slice(&[1.5f32, 0.5, 2.0, 1.0]).to_device(device).set_requires_grad(true),
+                Tensor::from_slice(&[0.1f32, -0.2, 0.0, 0.3]).to_device(device).set_requires_grad(true),
+            );
+            let state = bn.state();
             let pass = || {
                 let y =
                     if fused { d.sync_batch_norm_fused(&x, &state) } else { d.sync_batch_norm_composite(&x, &state) };
@@ -111,11 +103,11 @@ fn fused_sync_batch_norm_matches_the_composite(d: &'static distributed::Distribu
             assert_eq!(y.kind(), kind, "the output keeps the input's dtype");
             [
                 y.to_kind(Kind::Float),
-                running_mean,
-                running_var,
+                bn.running_mean.shallow_clone(),
+                bn.running_var.shallow_clone(),
                 x.grad().to_kind(Kind::Float),
-                weight.grad(),
-                bias.grad(),
+                bn.weight.grad(),
+                bn.bias.grad(),
             ]
         };
         let (composite, fused) = (run(false), run(true));
@@ -137,24 +129,44 @@ fn fused_sync_batch_norm_matches_the_composite(d: &'static distributed::Distribu
 /// Off CUDA the fused kernels do not exist (ATen has them for CUDA only): the shim's call comes
 /// back as a one-line error naming the missing kernel, not a crash.
 fn fused_sync_batch_norm_is_a_clear_error_off_cuda(d: &'static distributed::Distributed) {
-    use selfcon::distributed::sync_bn::BatchNormState;
     use tch::{Kind, Tensor};
     let x = Tensor::ones([2, 3, 2, 2], (Kind::Float, tch::Device::Cpu));
-    let (weight, bias) =
-        (Tensor::ones([3], (Kind::Float, tch::Device::Cpu)), Tensor::zeros([3], (Kind::Float, tch::Device::Cpu)));
-    let (running_mean, running_var) =
-        (Tensor::zeros([3], (Kind::Float, tch::Device::Cpu)), Tensor::ones([3], (Kind::Float, tch::Device::Cpu)));
-    let state = BatchNormState {
-        weight: &weight,
-        bias: &bias,
-        running_mean: &running_mean,
-        running_var: &running_var,
-        momentum: 0.1,
-        eps: 1e-5,
-    };
+    let bn = BatchNormParts::new(
+        Tensor::ones([3], (Kind::Float, tch::Device::Cpu)),
+        Tensor::zeros([3], (Kind::Float, tch::Device::Cpu)),
+    );
+    let state = bn.state();
     let e = d.sync_batch_norm_fused(&x, &state).unwrap_err().to_string();
     assert!(e.contains("batch_norm_stats") && e.lines().count() == 1, "{e}");
     // The composite path every device runs normalises the same input.
     let y = d.sync_batch_norm_composite(&x, &state).unwrap();
     assert_eq!(y.size(), x.size());
+}
+
+/// A BatchNorm layer's tensors for the SyncBatchNorm checks: the given affine parameters, fresh
+/// running statistics (mean 0, variance 1) on their device, momentum 0.1, eps 1e-5.
+struct BatchNormParts {
+    weight: tch::Tensor,
+    bias: tch::Tensor,
+    running_mean: tch::Tensor,
+    running_var: tch::Tensor,
+}
+
+impl BatchNormParts {
+    fn new(weight: tch::Tensor, bias: tch::Tensor) -> Self {
+        let running_mean = weight.detach().zeros_like();
+        let running_var = weight.detach().ones_like();
+        BatchNormParts { weight, bias, running_mean, running_var }
+    }
+
+    fn state(&self) -> selfcon::distributed::sync_bn::BatchNormState<'_> {
+        selfcon::distributed::sync_bn::BatchNormState {
+            weight: &self.weight,
+            bias: &self.bias,
+            running_mean: &self.running_mean,
+            running_var: &self.running_var,
+            momentum: 0.1,
+            eps: 1e-5,
+        }
+    }
 }
