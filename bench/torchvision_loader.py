@@ -5,8 +5,13 @@
   python bench/torchvision_loader.py --dataset fashionmnist --data_folder /usr/share/datasets/fashion-mnist \
       --num_workers 2 --batch_size 256
 
-Datasets: fashionmnist/mnist (IDX files, padded to 32x32 RGB exactly as selfcon does) and
-cifar10/cifar100 (torchvision's CIFAR classes). Needs torch, torchvision, numpy, Pillow.
+Datasets: fashionmnist/mnist (IDX files, padded to 32x32 RGB exactly as selfcon does),
+cifar10/cifar100 (torchvision's CIFAR classes), and imagenet/folder (ImageFolder over
+DATA_FOLDER/train, the official transform at --size, ImageNet's mean and std):
+
+  python bench/torchvision_loader.py --dataset imagenet --data_folder /tmp/photos --size 224
+
+Needs torch, torchvision, numpy, Pillow.
 """
 import argparse
 import gzip
@@ -53,13 +58,15 @@ class PaddedIdx(Dataset):
 MEANS_STDS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
     "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "folder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
 
-def pretrain_transform(dataset, weakaug=False):
-    """The official pre-training augmentation (SPEC §3.1) for a 32x32 dataset."""
+def pretrain_transform(dataset, weakaug=False, size=32):
+    """The official pre-training augmentation (SPEC §3.1) at `size`."""
     mean, std = MEANS_STDS.get(dataset, ((0.2194,) * 3, (0.3361,) * 3))
-    ops = [transforms.RandomResizedCrop(size=32, scale=(0.2, 1.0)), transforms.RandomHorizontalFlip()]
+    ops = [transforms.RandomResizedCrop(size=size, scale=(0.2, 1.0)), transforms.RandomHorizontalFlip()]
     if not weakaug:
         ops += [transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
                 transforms.RandomGrayscale(p=0.2)]
@@ -68,6 +75,8 @@ def pretrain_transform(dataset, weakaug=False):
 
 
 def open_train_set(dataset, data_folder, transform):
+    if dataset in ("imagenet", "folder"):
+        return datasets.ImageFolder(os.path.join(data_folder, "train"), transform=transform)
     if dataset in ("cifar10", "cifar100"):
         base = datasets.CIFAR10 if dataset == "cifar10" else datasets.CIFAR100
 
@@ -95,9 +104,11 @@ def main():
     p.add_argument("--num_workers", type=int, default=2)
     p.add_argument("--batches", type=int, default=0, help="batches to time after one warm-up batch; 0 = one epoch")
     p.add_argument("--weakaug", action="store_true")
+    p.add_argument("--size", type=int, default=None, help="crop size (default 32; 224 for imagenet/folder)")
     args = p.parse_args()
     torch.manual_seed(0)
-    data = open_train_set(args.dataset, args.data_folder, pretrain_transform(args.dataset, args.weakaug))
+    size = args.size or (224 if args.dataset in ("imagenet", "folder") else 32)
+    data = open_train_set(args.dataset, args.data_folder, pretrain_transform(args.dataset, args.weakaug, size))
     loader = DataLoader(data, batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers,
                         pin_memory=False, drop_last=False, persistent_workers=args.num_workers > 0)
     per_epoch = len(loader)
@@ -116,7 +127,7 @@ def main():
     seconds = time.perf_counter() - start
     print(json.dumps({"bench": "torchvision_loader", "dataset": args.dataset, "batch_size": args.batch_size,
                       "num_workers": args.num_workers, "batches": done, "images": images, "seconds": seconds,
-                      "images_per_s": images / seconds, "torch": torch.__version__}))
+                      "images_per_s": images / seconds, "size": size, "torch": torch.__version__}))
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
     let (data, size) = a.data.open(&a.dataset)?;
     let name = a.dataset.as_str();
     let mut train = TrainTransform::pretrain(size, a.weakaug);
+    train.reduced_decode = !a.data.full_decode;
     if a.randaug {
         train = train.with_randaugment();
     }
@@ -133,6 +134,7 @@ fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
         let mut record = json!({
             "bench": "loader", "dataset": name, "source": data.source, "batch_size": a.batch_size,
             "num_workers": a.num_workers, "multiview": a.multiview, "weakaug": a.weakaug, "randaug": a.randaug,
+            "full_decode": a.data.full_decode,
             "batches": done, "images": images, "seconds": seconds, "images_per_s": rate,
             "cpu_seconds": cpu_seconds, "cpu_ms_per_image": cpu_ms_per_image, "cores_busy": cpu_seconds / seconds
         });

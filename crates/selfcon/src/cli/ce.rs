@@ -90,6 +90,7 @@ pub fn run(mut a: CeArgs, given: &ArgMatches) -> anyhow::Result<()> {
         optim: a.optim.to_config()?,
         dataset_name: a.dataset.clone(),
         image_size,
+        full_decode: a.data.full_decode,
         eval: a.data.eval_transform(&a.dataset)?,
         print_freq: a.optim.print_freq,
     };

@@ -33,6 +33,12 @@ pub struct DataArgs {
     /// Download CIFAR-10/100 into --data_folder when absent (official archive, MD5-checked).
     #[arg(long)]
     pub download: bool,
+
+    /// Decode every JPEG whole. By default a training crop at least twice the training size on
+    /// both sides is decoded at 1/2, 1/4 or 1/8 of the image's size in the DCT domain (what
+    /// libjpeg's scaled decoding does): faster, and not pixel-identical to torchvision.
+    #[arg(long = "full_decode", visible_alias = "full-decode")]
+    pub full_decode: bool,
 }
 
 impl DataArgs {

@@ -233,6 +233,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         },
         weakaug: a.weakaug,
         randaug: false,
+        full_decode: false,
         min_crop_scale: a.min_crop_scale,
         print_freq: 10,
         save_freq: 0,

@@ -67,6 +67,7 @@ pub fn run(a: LinearArgs) -> anyhow::Result<()> {
         subnet: a.subnet,
         optim: a.optim.to_config()?,
         image_size,
+        full_decode: a.data.full_decode,
         eval: a.data.eval_transform(&dataset)?,
         val_split: a.val_split,
         print_freq: a.optim.print_freq,

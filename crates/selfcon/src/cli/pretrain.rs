@@ -143,6 +143,7 @@ impl PretrainArgs {
             optim: a.optim.to_config()?,
             weakaug: a.weakaug,
             randaug: a.randaug,
+            full_decode: a.data.full_decode,
             min_crop_scale: a.min_crop_scale,
             print_freq: a.optim.print_freq,
             save_freq: a.save_freq,

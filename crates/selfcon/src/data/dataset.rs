@@ -17,6 +17,17 @@ pub trait Dataset: Send + Sync {
 
     /// Decodes image `index` (RGB, 8-bit); streamed datasets read the file here.
     fn image(&self, index: usize) -> Result<Image>;
+
+    /// Decodes image `index` for a crop: `plan` is given the full width and height (before any
+    /// pixel is decoded, where the format allows) and answers the largest reduction it accepts
+    /// (1, 2, 4 or 8); the image may come back that many times smaller (JPEG's DCT-domain
+    /// scaling) or whole. The caller maps its crop by the returned image's size. `plan` is called
+    /// exactly once.
+    fn image_reduced(&self, index: usize, plan: &mut dyn FnMut(usize, usize) -> usize) -> Result<Image> {
+        let image = self.image(index)?;
+        plan(image.width, image.height);
+        Ok(image)
+    }
 }
 
 /// An in-memory dataset with its class count.

@@ -45,6 +45,17 @@ impl Dataset for FileDataset {
             None => image,
         })
     }
+
+    fn image_reduced(&self, index: usize, plan: &mut dyn FnMut(usize, usize) -> usize) -> Result<Image> {
+        if self.resize_shorter.is_some() {
+            // ImageNet-100 resizes every image first: its crops are taken from that.
+            let image = self.image(index)?;
+            plan(image.width, image.height);
+            return Ok(image);
+        }
+        let path = &self.files[index];
+        decode_image_bytes_reduced(&read_image_file(path)?, plan).map_err(|why| Error::file(path, why))
+    }
 }
 
 /// The most pixels a decoded image may have (8,000 × 8,000; ImageNet's largest are ~10 MP): a
@@ -60,6 +71,11 @@ const MAX_DECODER_BYTES: u64 = 1 << 30;
 
 /// Reads and decodes an image file to 8-bit RGB (as PIL's `convert("RGB")`).
 pub fn decode_image(path: &Path) -> Result<Image> {
+    decode_image_bytes(&read_image_file(path)?).map_err(|why| Error::file(path, why))
+}
+
+/// The bytes of an image file: a regular file of at most the largest image allowed.
+pub fn read_image_file(path: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
     let unreadable = |e: std::io::Error| Error::file(path, format!("unreadable image: {e}"));
     // A FIFO or a device would block or never end: regular files only (listings skip the others).
@@ -77,7 +93,35 @@ pub fn decode_image(path: &Path) -> Result<Image> {
     if bytes.len() as u64 > MAX_IMAGE_FILE_BYTES {
         return Err(Error::file(path, format!("image file is larger than {MAX_IMAGE_FILE_BYTES} bytes")));
     }
-    decode_image_bytes(&bytes).map_err(|why| Error::file(path, why))
+    Ok(bytes)
+}
+
+/// Decodes an image held in memory for a crop (see [`Dataset::image_reduced`]): a JPEG's size is
+/// read from its header, and when `plan` accepts a reduction the DCT-domain scaled decode gives
+/// an image that many times smaller; anything else is decoded whole.
+pub fn decode_image_bytes_reduced(
+    bytes: &[u8],
+    plan: &mut dyn FnMut(usize, usize) -> usize,
+) -> std::result::Result<Image, String> {
+    let Some((width, height)) = super::jpeg_reduced::jpeg_size(bytes) else {
+        let image = decode_image_bytes(bytes)?;
+        plan(image.width, image.height);
+        return Ok(image);
+    };
+    check_size(width as u64, height as u64)?;
+    let reduction = plan(width, height);
+    if reduction > 1 {
+        let ticket = super::decode_budget::acquire((width.div_ceil(reduction) * height.div_ceil(reduction)) as u64);
+        if let Some(mut image) = super::jpeg_reduced::decode_reduced(bytes, width, height, reduction) {
+            image.hold = Some(std::sync::Arc::new(ticket));
+            return Ok(image);
+        }
+    }
+    let image = decode_image_bytes(bytes)?;
+    if (image.width, image.height) != (width, height) {
+        return Err(format!("the JPEG header says {width} × {height} pixels, the decoder {} × {}", image.width, image.height));
+    }
+    Ok(image)
 }
 
 /// Decodes an image held in memory, within the limits above.

@@ -304,15 +304,30 @@ impl BatchJob {
         // Rows [view 1 of every image; view 2; …].
         let mut outs: Vec<Option<Image>> = (0..views * n).map(|_| None).collect();
         for (row, &index) in indices.iter().enumerate() {
-            let image = self.dataset.image(index)?;
-            for view in 0..views {
-                let out = match self.transform.as_ref() {
-                    Transform::Train { transform, .. } => {
-                        transform.apply(&image, &mut sample_rng(self.seed, self.epoch, index as u64, view as u64))
+            let rng = |view: usize| sample_rng(self.seed, self.epoch, index as u64, view as u64);
+            match self.transform.as_ref() {
+                Transform::Train { transform, .. } if transform.crops_before_decoding() => {
+                    // Every view's crop is drawn from the header's size first, so the decoder may
+                    // produce only what the crops need (the smallest reduction any view accepts).
+                    let mut rngs: Vec<_> = (0..views).map(rng).collect();
+                    let mut boxes = Vec::with_capacity(views);
+                    let mut full = (0, 0);
+                    let image = self.dataset.image_reduced(index, &mut |width, height| {
+                        full = (width, height);
+                        boxes = rngs.iter_mut().map(|r| transform.crop_box(width, height, r)).collect();
+                        boxes.iter().map(|&b| transform.reduction_for(b)).min().unwrap_or(1)
+                    })?;
+                    for (view, (b, r)) in boxes.into_iter().zip(&mut rngs).enumerate() {
+                        outs[view * n + row] = Some(transform.finish_reduced(&image, full, b, r));
                     }
-                    Transform::Eval(t) => t.apply(&image),
-                };
-                outs[view * n + row] = Some(out);
+                }
+                Transform::Train { transform, .. } => {
+                    let image = self.dataset.image(index)?;
+                    for view in 0..views {
+                        outs[view * n + row] = Some(transform.apply(&image, &mut rng(view)));
+                    }
+                }
+                Transform::Eval(t) => outs[row] = Some(t.apply(&self.dataset.image(index)?)),
             }
         }
         let outs: Vec<Image> = outs.into_iter().map(|o| o.expect("every slot filled")).collect();

@@ -11,6 +11,7 @@ mod folder;
 mod idx;
 mod image;
 mod images;
+pub mod jpeg_reduced;
 mod loader;
 mod mnist;
 mod registry;
@@ -23,7 +24,7 @@ pub use dataset::{Dataset, MemoryDataset};
 pub use dataset_kind::DatasetKind;
 pub use download::{ensure_downloaded, ArchiveSource};
 pub use folder::{
-    decode_image, decode_image_bytes, image_folder, imagenet, imagenet100, tiny_imagenet, FileDataset, MAX_IMAGE_PIXELS,
+    decode_image, decode_image_bytes, decode_image_bytes_reduced, image_folder, imagenet, imagenet100, tiny_imagenet, FileDataset, MAX_IMAGE_PIXELS,
 };
 pub use idx::{parse_idx, read_idx, IdxArray};
 pub use image::Image;

@@ -57,4 +57,8 @@ impl Dataset for Subset {
     fn image(&self, index: usize) -> Result<Image> {
         self.inner.image(self.indices[index])
     }
+
+    fn image_reduced(&self, index: usize, plan: &mut dyn FnMut(usize, usize) -> usize) -> Result<Image> {
+        self.inner.image_reduced(self.indices[index], plan)
+    }
 }

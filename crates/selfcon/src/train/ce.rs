@@ -62,6 +62,10 @@ pub struct CeConfig {
     pub dataset_name: String,
     pub image_size: usize,
     pub eval: EvalTransform,
+    /// Decode every image whole (`--full_decode`): no DCT-domain reduced JPEG decoding for crops
+    /// that are shrunk anyway, so every training input is torchvision-exact.
+    #[serde(default)]
+    pub full_decode: bool,
     /// Step records every N steps in metrics.jsonl (0: none).
     #[serde(default)]
     pub print_freq: usize,
@@ -165,7 +169,10 @@ pub fn train_ce(
     let loader_config = |batch_size: usize, shuffle: bool| config.optim.loader(data, batch_size, shuffle, device);
     let train_loader = DataLoader::new(
         data.train.clone(),
-        Transform::Train { transform: TrainTransform::crop_flip(config.image_size), views: 1 },
+        Transform::Train {
+            transform: TrainTransform { reduced_decode: !config.full_decode, ..TrainTransform::crop_flip(config.image_size) },
+            views: 1,
+        },
         loader_config(config.optim.batch_size, true),
     )?;
     let test = DataLoader::new(test_set, Transform::Eval(config.eval), loader_config(512, false))?;

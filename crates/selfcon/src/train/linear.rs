@@ -37,6 +37,10 @@ pub struct LinearConfig {
     pub subnet: bool,
     pub image_size: usize,
     pub eval: EvalTransform,
+    /// Decode every image whole (`--full_decode`): no DCT-domain reduced JPEG decoding for crops
+    /// that are shrunk anyway, so every training input is torchvision-exact.
+    #[serde(default)]
+    pub full_decode: bool,
     /// Fraction of the training set held out to pick the best epoch (0 = official protocol:
     /// best test accuracy).
     pub val_split: f64,
@@ -158,7 +162,10 @@ pub fn linear_eval_model(
     let loader_config = |batch_size: usize, shuffle: bool| config.optim.loader(data, batch_size, shuffle, device);
     let train_loader = DataLoader::new(
         train_set,
-        Transform::Train { transform: TrainTransform::crop_flip(config.image_size), views: 1 },
+        Transform::Train {
+            transform: TrainTransform { reduced_decode: !config.full_decode, ..TrainTransform::crop_flip(config.image_size) },
+            views: 1,
+        },
         loader_config(config.optim.batch_size, true),
     )?;
     let eval =

@@ -42,6 +42,10 @@ pub struct PretrainConfig {
     pub temp: f64,
     pub weakaug: bool,
     pub randaug: bool,
+    /// Decode every image whole (`--full_decode`): no DCT-domain reduced JPEG decoding for crops
+    /// that are shrunk anyway, so every training input is torchvision-exact.
+    #[serde(default)]
+    pub full_decode: bool,
     /// Smallest area fraction RandomResizedCrop keeps (the official 0.2; configs written before
     /// this field existed read as 0.2).
     #[serde(default = "official_min_crop_scale")]
@@ -89,6 +93,7 @@ impl PretrainConfig {
     pub fn input_transform(&self) -> Transform {
         let mut transform = TrainTransform::pretrain(self.image_size, self.weakaug);
         transform.scale.0 = self.min_crop_scale;
+        transform.reduced_decode = !self.full_decode;
         if self.randaug {
             transform = transform.with_randaugment();
         }

@@ -131,6 +131,7 @@ pub fn tiny_pretrain_config(save_dir: &std::path::Path, epochs: usize, batch: us
         },
         weakaug: false,
         randaug: false,
+        full_decode: false,
         min_crop_scale: 0.2,
         print_freq: 1,
         save_freq: 0,

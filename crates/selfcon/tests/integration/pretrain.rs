@@ -57,6 +57,7 @@ fn config(
         },
         weakaug: false,
         randaug: false,
+        full_decode: false,
         min_crop_scale: 0.2,
         print_freq: 1,
         save_freq: 1,

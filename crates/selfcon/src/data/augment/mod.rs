@@ -97,6 +97,10 @@ pub struct TrainTransform {
     pub ratio: (f64, f64),
     pub jitter: Option<ColorJitter>,
     pub grayscale_p: f64,
+    /// Decode JPEGs at 1/2, 1/4 or 1/8 of their size where the crop is that many times larger than
+    /// the output (see [`TrainTransform::reduction_for`]); `false` (`--full_decode`) keeps every
+    /// pixel torchvision-exact.
+    pub reduced_decode: bool,
 }
 
 impl TrainTransform {
@@ -109,6 +113,7 @@ impl TrainTransform {
             ratio: (3.0 / 4.0, 4.0 / 3.0),
             jitter: (!weakaug).then_some(ColorJitter::OFFICIAL),
             grayscale_p: if weakaug { 0.0 } else { 0.2 },
+            reduced_decode: true,
         }
     }
 
@@ -122,6 +127,11 @@ impl TrainTransform {
         TrainTransform { randaugment: Some(RandAugment::OFFICIAL), ..self }
     }
 
+    /// `--full_decode`: every image decoded whole.
+    pub fn with_full_decode(self) -> Self {
+        TrainTransform { reduced_decode: false, ..self }
+    }
+
     pub fn apply(&self, img: &Image, rng: &mut impl Rng) -> Image {
         let augmented;
         let img = match &self.randaugment {
@@ -131,7 +141,40 @@ impl TrainTransform {
             }
             None => img,
         };
-        let b = random_resized_crop_box(img.width, img.height, self.scale, self.ratio, rng);
+        let b = self.crop_box(img.width, img.height, rng);
+        self.finish(img, b, rng)
+    }
+
+    /// Whether the crop can be chosen before decoding (no RandAugment on the whole image first).
+    pub fn crops_before_decoding(&self) -> bool {
+        self.randaugment.is_none()
+    }
+
+    /// The random crop of a `width × height` image (the first draw of [`TrainTransform::apply`]).
+    pub fn crop_box(&self, width: usize, height: usize, rng: &mut impl Rng) -> CropBox {
+        random_resized_crop_box(width, height, self.scale, self.ratio, rng)
+    }
+
+    /// How many times smaller (1, 2, 4 or 8) the image may be decoded for crop `b`: the largest
+    /// reduction that leaves both sides of the crop at least the output size, so the resize
+    /// still shrinks (with its antialiasing filter) rather than enlarges. 1 when reduced decoding
+    /// is off.
+    pub fn reduction_for(&self, b: CropBox) -> usize {
+        if !self.reduced_decode {
+            return 1;
+        }
+        let fits = b.width.min(b.height) / self.size.max(1);
+        [8, 4, 2].into_iter().find(|&d| d <= fits).unwrap_or(1)
+    }
+
+    /// The rest of [`TrainTransform::apply`] after the crop was drawn: `img` is the image `b` was
+    /// drawn on (`full` = its width and height), or the same image decoded smaller, in which
+    /// case the box is mapped onto it.
+    pub fn finish_reduced(&self, img: &Image, full: (usize, usize), b: CropBox, rng: &mut impl Rng) -> Image {
+        self.finish(img, b.scaled_to(full, (img.width, img.height)), rng)
+    }
+
+    fn finish(&self, img: &Image, b: CropBox, rng: &mut impl Rng) -> Image {
         let mut out = resized_crop(img, b, self.size);
         if rng.gen::<f64>() < 0.5 {
             hflip(&mut out);

@@ -66,30 +66,79 @@ pub fn resize_bilinear(img: &Image, width: usize, height: usize) -> Image {
     current.into_owned()
 }
 
+// Each pass runs compiled for AVX2 where the CPU has it (every CPU the project supports; the check
+// keeps others working): the integer multiply-adds vectorise 8 lanes wide.
 fn horizontal(img: &Image, width: usize) -> Image {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked on the line above).
+        return unsafe { horizontal_avx2(img, width) };
+    }
+    horizontal_pass(img, width)
+}
+
+fn vertical(img: &Image, height: usize) -> Image {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: as above.
+        return unsafe { vertical_avx2(img, height) };
+    }
+    vertical_pass(img, height)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn horizontal_avx2(img: &Image, width: usize) -> Image {
+    horizontal_pass(img, width)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn vertical_avx2(img: &Image, height: usize) -> Image {
+    vertical_pass(img, height)
+}
+
+/// Rows filtered together by the horizontal pass.
+const ROW_BLOCK: usize = 8;
+
+/// Pillow's horizontal pass, eight rows at a time: the block is first regrouped so that each
+/// column's 8 × 3 values lie side by side, which turns every tap into one 24-lane multiply-add
+/// (vector instructions) instead of three scalar ones. Same integer sums in the same order.
+#[inline(always)]
+fn horizontal_pass(img: &Image, width: usize) -> Image {
+    const LANES: usize = ROW_BLOCK * 3;
     let t = taps(img.width, width);
     let mut data = vec![0u8; width * img.height * 3];
-    for y in 0..img.height {
-        let row = img.row(y);
-        let out = &mut data[y * width * 3..(y + 1) * width * 3];
+    let mut columns = vec![0u8; img.width * LANES];
+    for y0 in (0..img.height).step_by(ROW_BLOCK) {
+        let rows = ROW_BLOCK.min(img.height - y0);
+        for r in 0..rows {
+            for (x, px) in img.row(y0 + r).chunks_exact(3).enumerate() {
+                columns[x * LANES + r * 3..x * LANES + r * 3 + 3].copy_from_slice(px);
+            }
+        }
         for (xx, &(xmin, n)) in t.bounds.iter().enumerate() {
             let k = &t.weights[xx * t.ksize..xx * t.ksize + n];
-            let mut acc = [1i32 << (PRECISION_BITS - 1); 3];
+            let mut acc = [1i32 << (PRECISION_BITS - 1); LANES];
             for (i, &w) in k.iter().enumerate() {
-                let p = &row[(xmin + i) * 3..(xmin + i) * 3 + 3];
-                for c in 0..3 {
-                    acc[c] += p[c] as i32 * w;
+                let column: &[u8; LANES] = columns[(xmin + i) * LANES..(xmin + i + 1) * LANES].try_into().unwrap();
+                for (a, &p) in acc.iter_mut().zip(column) {
+                    *a += p as i32 * w;
                 }
             }
-            for c in 0..3 {
-                out[xx * 3 + c] = clip8(acc[c]);
+            for r in 0..rows {
+                let out = (y0 + r) * width * 3 + xx * 3;
+                for c in 0..3 {
+                    data[out + c] = clip8(acc[r * 3 + c]);
+                }
             }
         }
     }
     Image::new(width, img.height, data)
 }
 
-fn vertical(img: &Image, height: usize) -> Image {
+#[inline(always)]
+fn vertical_pass(img: &Image, height: usize) -> Image {
     let t = taps(img.height, height);
     let stride = img.width * 3;
     let mut data = vec![0u8; stride * height];
@@ -106,4 +155,47 @@ fn vertical(img: &Image, height: usize) -> Image {
         }
     }
     Image::new(img.width, height, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one-pixel-at-a-time transcription of Pillow's horizontal pass.
+    fn horizontal_pillow(img: &Image, width: usize) -> Image {
+        let t = taps(img.width, width);
+        let mut data = vec![0u8; width * img.height * 3];
+        for y in 0..img.height {
+            let row = img.row(y);
+            for (xx, &(xmin, n)) in t.bounds.iter().enumerate() {
+                let mut acc = [1i32 << (PRECISION_BITS - 1); 3];
+                for (i, &w) in t.weights[xx * t.ksize..xx * t.ksize + n].iter().enumerate() {
+                    for c in 0..3 {
+                        acc[c] += row[(xmin + i) * 3 + c] as i32 * w;
+                    }
+                }
+                for c in 0..3 {
+                    data[(y * width + xx) * 3 + c] = clip8(acc[c]);
+                }
+            }
+        }
+        Image::new(width, img.height, data)
+    }
+
+    #[test]
+    fn the_blocked_horizontal_pass_equals_pillows_pixel_by_pixel_pass() {
+        let mut state = 0x9E37_79B9u32;
+        for (w, h, out) in [(37, 19, 11), (300, 17, 224), (5, 8, 9), (224, 9, 224), (1, 3, 4), (513, 1, 7)] {
+            let data: Vec<u8> = (0..w * h * 3)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 17;
+                    state ^= state << 5;
+                    state as u8
+                })
+                .collect();
+            let img = Image::new(w, h, data);
+            assert_eq!(horizontal(&img, out), horizontal_pillow(&img, out), "{w}×{h} → {out}");
+        }
+    }
 }

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""A folder of ImageNet-sized JPEGs made from real photographs, for `bench loader` on photographs
+rather than synthetic noise (which compresses and decodes unlike photographs).
+
+  python bench/make_photo_folder.py --out /tmp/photos            # 1,000 images, 10 classes
+
+The photographs are the colour pictures bundled with scikit-image (its wheel's skimage/data/, fetched
+with `pip download scikit-image --no-deps` unless --skimage_data names the folder), all public
+domain or CC0 according to scikit-image's documentation: astronaut.png (NASA, public domain),
+chelsea.png (Stefan van der Walt, CC0), coffee.png (Rachel Michetti, CC0), rocket.jpg (SpaceX,
+public domain), hubble_deep_field.jpg (NASA, public domain), retina.jpg (Mikael Häggström, CC0),
+ihc.png (CMMI, no known copyright restrictions).
+
+Each image is a random crop (30–100 % of the photograph's area, aspect 3:4 to 4:3, mirrored half the
+time) resized so that its shorter side is 333–500 px, as ImageNet's are, and saved as a JPEG of
+quality 90 with 4:2:0 chroma (Pillow's default) under OUT/train/c{k}/ (ImageFolder layout).
+Needs Pillow.
+"""
+import argparse
+import glob
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+from PIL import Image
+
+PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "hubble_deep_field.jpg", "retina.jpg", "ihc.png"]
+
+
+def skimage_data(folder):
+    if folder:
+        return folder
+    tmp = tempfile.mkdtemp(prefix="skimage-wheel-")
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, "scikit-image"], check=True)
+    wheel = glob.glob(os.path.join(tmp, "*.whl"))[0]
+    with zipfile.ZipFile(wheel) as z:
+        for name in PHOTOS:
+            z.extract("skimage/data/" + name, tmp)
+    return os.path.join(tmp, "skimage", "data")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", required=True)
+    p.add_argument("--images", type=int, default=1000)
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--quality", type=int, default=90)
+    p.add_argument("--skimage_data", default=None, help="a folder holding scikit-image's data files")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    data = skimage_data(args.skimage_data)
+    photos = [Image.open(os.path.join(data, n)).convert("RGB") for n in PHOTOS]
+    rng = random.Random(args.seed)
+    sizes = []
+    for i in range(args.images):
+        photo = photos[i % len(photos)]
+        w, h = photo.size
+        area = w * h * rng.uniform(0.3, 1.0)
+        aspect = rng.uniform(3 / 4, 4 / 3)
+        cw = min(w, max(16, round((area * aspect) ** 0.5)))
+        ch = min(h, max(16, round((area / aspect) ** 0.5)))
+        left, top = rng.randint(0, w - cw), rng.randint(0, h - ch)
+        crop = photo.crop((left, top, left + cw, top + ch))
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        short = rng.randint(333, 500)
+        scale = short / min(cw, ch)
+        size = (max(1, round(cw * scale)), max(1, round(ch * scale)))
+        image = crop.resize(size, Image.BICUBIC)
+        folder = os.path.join(args.out, "train", f"c{i % args.classes:02d}")
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"img{i:05d}.jpg")
+        image.save(path, quality=args.quality)
+        sizes.append(os.path.getsize(path))
+    print(f"{args.images} JPEGs in {args.out}/train, {args.classes} classes, "
+          f"mean {sum(sizes) / len(sizes) / 1024:.0f} KiB")
+
+
+if __name__ == "__main__":
+    main()
