@@ -3,6 +3,7 @@
 rather than synthetic noise (which compresses and decodes unlike photographs).
 
   python bench/make_photo_folder.py --out /tmp/photos            # 1,000 images, 10 classes
+  python bench/make_photo_folder.py --out /tmp/photos-large --images 300 --short_side 1000-1500
 
 The photographs are the colour pictures bundled with scikit-image (its wheel's skimage/data/, fetched
 with `pip download scikit-image --no-deps` unless --skimage_data names the folder), all public
@@ -12,7 +13,7 @@ public domain), hubble_deep_field.jpg (NASA, public domain), retina.jpg (Mikael 
 ihc.png (CMMI, no known copyright restrictions).
 
 Each image is a random crop (30–100 % of the photograph's area, aspect 3:4 to 4:3, mirrored half the
-time) resized so that its shorter side is 333–500 px, as ImageNet's are, and saved as a JPEG of
+time) resized so that its shorter side is 333–500 px (--short_side), as ImageNet's are, and saved as a JPEG of
 quality 90 with 4:2:0 chroma (Pillow's default) under OUT/train/c{k}/ (ImageFolder layout).
 Needs Pillow.
 """
@@ -50,6 +51,7 @@ def main():
     p.add_argument("--quality", type=int, default=90)
     p.add_argument("--skimage_data", default=None, help="a folder holding scikit-image's data files")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--short_side", default="333-500", help="range of the shorter side, e.g. 333-500 (ImageNet's)")
     args = p.parse_args()
     data = skimage_data(args.skimage_data)
     photos = [Image.open(os.path.join(data, n)).convert("RGB") for n in PHOTOS]
@@ -66,7 +68,7 @@ def main():
         crop = photo.crop((left, top, left + cw, top + ch))
         if rng.random() < 0.5:
             crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
-        short = rng.randint(333, 500)
+        short = rng.randint(*map(int, args.short_side.split("-")))
         scale = short / min(cw, ch)
         size = (max(1, round(cw * scale)), max(1, round(ch * scale)))
         image = crop.resize(size, Image.BICUBIC)

@@ -144,7 +144,7 @@ fn remove_stale_temporaries(dir: &Path, prefix: &str) {
 /// crash right after could otherwise bring back the old file, or none). Some file systems
 /// (network ones, FUSE) cannot sync a folder (EINVAL, ENOTSUP): the file itself is synced and
 /// renamed, which is all they offer.
-fn sync_folder(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_folder(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     match std::fs::File::open(dir).and_then(|d| d.sync_all()) {
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP | libc::EBADF)) => {}

@@ -34,9 +34,10 @@ pub struct DataArgs {
     #[arg(long)]
     pub download: bool,
 
-    /// Decode every JPEG whole. By default a training crop at least twice the training size on
-    /// both sides is decoded at 1/2, 1/4 or 1/8 of the image's size in the DCT domain (what
-    /// libjpeg's scaled decoding does): faster, and not pixel-identical to torchvision.
+    /// Decode every JPEG whole. By default a JPEG whose training crop is at least four times the
+    /// training size on both sides is decoded at 1/2, 1/4 or 1/8 of its size in the DCT domain
+    /// (libjpeg's scaled decoding), keeping the crop at least twice the output: faster, and not
+    /// pixel-identical to torchvision.
     #[arg(long = "full_decode", visible_alias = "full-decode")]
     pub full_decode: bool,
 }
@@ -66,6 +67,9 @@ impl DataArgs {
     /// Opens `dataset` (cifar10, cifar100, tinyimagenet, imagenet, imagenet100, mnist,
     /// fashionmnist or folder); returns it with the training crop size.
     pub fn open(&self, dataset: &str) -> selfcon::Result<(OpenedDataset, usize)> {
+        if let Some(pack) = self.data_folder.as_deref().filter(|p| selfcon::data::packed::is_pack(p)) {
+            return self.open_pack(dataset, pack);
+        }
         if dataset == "folder" {
             let root = self
                 .data_folder
@@ -104,6 +108,30 @@ impl DataArgs {
             ensure_downloaded(&root, &source, std::io::stderr().is_terminal())?;
         }
         Ok((open_dataset(kind, self.data_folder.as_deref())?, kind.image_size() as usize))
+    }
+}
+
+impl DataArgs {
+    /// `--data_folder FILE` naming a packed file (`selfcon prepare`): read with the dataset's
+    /// name it was packed from, its statistics from the pack.
+    fn open_pack(&self, dataset: &str, path: &std::path::Path) -> selfcon::Result<(OpenedDataset, usize)> {
+        let pack = selfcon::data::packed::Pack::open(path)?;
+        if pack.info.dataset != dataset {
+            return Err(Error::file(
+                path,
+                format!("was packed from --dataset {}: read it with that (not {dataset})", pack.info.dataset),
+            ));
+        }
+        let size = self.image_size(dataset)?;
+        let (train, test) = pack.splits();
+        let opened = OpenedDataset {
+            train: std::sync::Arc::new(train),
+            test: test.map(|t| std::sync::Arc::new(t) as std::sync::Arc<dyn selfcon::data::Dataset>),
+            mean: pack.info.mean,
+            std: pack.info.std,
+            source: path.to_path_buf(),
+        };
+        Ok((opened, size))
     }
 }
 

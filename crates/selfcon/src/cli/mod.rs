@@ -13,6 +13,7 @@ mod linear;
 mod model_args;
 mod official_options;
 mod optim_args;
+mod prepare;
 mod pretrain;
 mod progress;
 mod report;
@@ -60,6 +61,9 @@ enum Command {
     Export(Box<export::ExportArgs>),
     /// Measure throughput (input pipeline).
     Bench(bench::BenchArgs),
+    /// Pack a dataset into one memory-mapped file (JPEG or raw, optionally pre-resized) that
+    /// `--data_folder FILE` reads in place of the image tree.
+    Prepare(Box<prepare::PrepareArgs>),
     /// Plots, feature maps and an index.html of one or several runs (pretrain, linear, ce).
     Report(Box<report::ReportArgs>),
     /// Run pretrain, linear or ce on several processes (GPUs, machines), like torchrun:
@@ -122,6 +126,7 @@ pub fn run() -> Result<(), Failure> {
         Command::Features(args) => features::run(*args),
         Command::Export(args) => export::run(*args),
         Command::Bench(args) => bench::run(args),
+        Command::Prepare(args) => prepare::run(*args),
         Command::Report(args) => report::run(*args),
     };
     result.map_err(|e| {

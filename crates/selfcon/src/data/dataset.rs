@@ -15,8 +15,20 @@ pub trait Dataset: Send + Sync {
 
     fn label(&self, index: usize) -> i64;
 
+    /// The class names in label order (their numbers where the format has no names).
+    fn class_names(&self) -> Vec<String> {
+        (0..self.num_classes()).map(|c| c.to_string()).collect()
+    }
+
     /// Decodes image `index` (RGB, 8-bit); streamed datasets read the file here.
     fn image(&self, index: usize) -> Result<Image>;
+
+    /// The encoded file of image `index` as it is stored, where the dataset reads files and
+    /// applies nothing before the transform (`None` otherwise): `prepare` packs such JPEGs as
+    /// they are.
+    fn file_bytes(&self, _index: usize) -> Option<Result<Vec<u8>>> {
+        None
+    }
 
     /// Decodes image `index` for a crop: `plan` is given the full width and height (before any
     /// pixel is decoded, where the format allows) and answers the largest reduction it accepts

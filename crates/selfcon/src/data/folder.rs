@@ -46,6 +46,14 @@ impl Dataset for FileDataset {
         })
     }
 
+    fn class_names(&self) -> Vec<String> {
+        self.classes.clone()
+    }
+
+    fn file_bytes(&self, index: usize) -> Option<Result<Vec<u8>>> {
+        self.resize_shorter.is_none().then(|| read_image_file(&self.files[index]))
+    }
+
     fn image_reduced(&self, index: usize, plan: &mut dyn FnMut(usize, usize) -> usize) -> Result<Image> {
         if self.resize_shorter.is_some() {
             // ImageNet-100 resizes every image first: its crops are taken from that.

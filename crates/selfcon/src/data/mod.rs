@@ -14,6 +14,7 @@ mod images;
 pub mod jpeg_reduced;
 mod loader;
 mod mnist;
+pub mod packed;
 mod registry;
 mod shard;
 mod subset;

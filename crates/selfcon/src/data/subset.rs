@@ -58,6 +58,14 @@ impl Dataset for Subset {
         self.inner.image(self.indices[index])
     }
 
+    fn class_names(&self) -> Vec<String> {
+        self.inner.class_names()
+    }
+
+    fn file_bytes(&self, index: usize) -> Option<Result<Vec<u8>>> {
+        self.inner.file_bytes(self.indices[index])
+    }
+
     fn image_reduced(&self, index: usize, plan: &mut dyn FnMut(usize, usize) -> usize) -> Result<Image> {
         self.inner.image_reduced(self.indices[index], plan)
     }

@@ -43,6 +43,7 @@ mod linear;
 mod loader;
 mod model;
 mod param_grid;
+mod packed;
 mod pretrain;
 mod report;
 mod step_resume;

@@ -156,14 +156,14 @@ impl TrainTransform {
     }
 
     /// How many times smaller (1, 2, 4 or 8) the image may be decoded for crop `b`: the largest
-    /// reduction that leaves both sides of the crop at least the output size, so the resize
-    /// still shrinks (with its antialiasing filter) rather than enlarges. 1 when reduced decoding
-    /// is off.
+    /// reduction that leaves both sides of the reduced crop at least twice the output size, so
+    /// the final shrink is still the antialiased bilinear resize (the reduced IDCT alone is a box
+    /// filter). 1 when reduced decoding is off.
     pub fn reduction_for(&self, b: CropBox) -> usize {
         if !self.reduced_decode {
             return 1;
         }
-        let fits = b.width.min(b.height) / self.size.max(1);
+        let fits = b.width.min(b.height) / (2 * self.size.max(1));
         [8, 4, 2].into_iter().find(|&d| d <= fits).unwrap_or(1)
     }
 
