@@ -12,9 +12,10 @@ chelsea.png (Stefan van der Walt, CC0), coffee.png (Rachel Michetti, CC0), rocke
 public domain), hubble_deep_field.jpg (NASA, public domain), retina.jpg (Mikael Häggström, CC0),
 ihc.png (CMMI, no known copyright restrictions).
 
-Each image is a random crop (30–100 % of the photograph's area, aspect 3:4 to 4:3, mirrored half the
-time) resized so that its shorter side is 333–500 px (--short_side), as ImageNet's are, and saved as a JPEG of
-quality 90 with 4:2:0 chroma (Pillow's default) under OUT/train/c{k}/ (ImageFolder layout).
+Each image is a random crop of a photograph (aspect 3:4 to 4:3, mirrored half the time) with a
+shorter side of 333–500 px (--short_side) as ImageNet's, shrunk or kept at 1:1 but never enlarged
+(photographs smaller than that are used whole), saved as a JPEG of quality 90 with 4:2:0 chroma
+(Pillow's default) under OUT/train/c{k}/ (ImageFolder layout).
 Needs Pillow.
 """
 import argparse
@@ -57,21 +58,25 @@ def main():
     photos = [Image.open(os.path.join(data, n)).convert("RGB") for n in PHOTOS]
     rng = random.Random(args.seed)
     sizes = []
+    lo, hi = map(int, args.short_side.split("-"))
     for i in range(args.images):
         photo = photos[i % len(photos)]
         w, h = photo.size
-        area = w * h * rng.uniform(0.3, 1.0)
+        # The shorter side wanted, never above the photograph's own: crops are shrunk or kept at
+        # 1:1, never enlarged, so the pictures keep a camera's fine detail (what the decoder and
+        # the resize pay for); only photographs smaller than the range are used whole.
+        short = min(rng.randint(lo, hi), min(w, h))
         aspect = rng.uniform(3 / 4, 4 / 3)
-        cw = min(w, max(16, round((area * aspect) ** 0.5)))
-        ch = min(h, max(16, round((area / aspect) ** 0.5)))
+        crop_short = rng.randint(short, min(w, h))
+        cw, ch = (round(crop_short * aspect), crop_short) if aspect >= 1 else (crop_short, round(crop_short / aspect))
+        cw, ch = min(cw, w), min(ch, h)
         left, top = rng.randint(0, w - cw), rng.randint(0, h - ch)
         crop = photo.crop((left, top, left + cw, top + ch))
         if rng.random() < 0.5:
             crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
-        short = rng.randint(*map(int, args.short_side.split("-")))
         scale = short / min(cw, ch)
         size = (max(1, round(cw * scale)), max(1, round(ch * scale)))
-        image = crop.resize(size, Image.BICUBIC)
+        image = crop.resize(size, Image.BICUBIC) if size != crop.size else crop
         folder = os.path.join(args.out, "train", f"c{i % args.classes:02d}")
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, f"img{i:05d}.jpg")

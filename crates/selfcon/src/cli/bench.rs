@@ -21,6 +21,9 @@ pub struct BenchArgs {
 pub enum BenchKind {
     /// Images per second of the pre-training input pipeline (decode, augment, normalise, batch).
     Loader(LoaderBenchArgs),
+    /// JPEG decoding on one core: whole (the loader's decoder) and reduced 1/2, 1/4, 1/8 in the
+    /// DCT domain, on the same files.
+    Decode(super::bench_decode::DecodeBenchArgs),
     /// Pre-training step throughput and peak memory: compute only (synthetic batch on the device)
     /// or --end_to_end (real loader). Takes every `pretrain` flag; --epochs/--resume/--save_freq
     /// are ignored and the learning rate stays at --learning_rate.
@@ -71,6 +74,7 @@ pub struct LoaderBenchArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
         BenchKind::Loader(a) => loader(a),
+        BenchKind::Decode(a) => super::bench_decode::run(a),
         BenchKind::Train(a) => super::bench_train::run(*a),
     }
 }

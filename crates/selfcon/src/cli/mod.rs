@@ -2,6 +2,7 @@
 //! `--batch_size`, ...) with the same defaults, and accept kebab-case aliases.
 
 mod bench;
+mod bench_decode;
 mod bench_train;
 mod ce;
 mod data_args;

@@ -1,5 +1,6 @@
 //! The dataset interface the loader reads: a length, labels, and one decoded image per index.
 
+use super::crop_source::{CropSource, DecodeRequest};
 use super::image::Image;
 use super::images::InMemoryImages;
 use crate::error::Result;
@@ -30,15 +31,14 @@ pub trait Dataset: Send + Sync {
         None
     }
 
-    /// Decodes image `index` for a crop: `plan` is given the full width and height (before any
-    /// pixel is decoded, where the format allows) and answers the largest reduction it accepts
-    /// (1, 2, 4 or 8); the image may come back that many times smaller (JPEG's DCT-domain
-    /// scaling) or whole. The caller maps its crop by the returned image's size. `plan` is called
-    /// exactly once.
-    fn image_reduced(&self, index: usize, plan: &mut dyn FnMut(usize, usize) -> usize) -> Result<Image> {
+    /// Decodes image `index` for crops: `plan` is given the full width and height (before any
+    /// pixel is decoded, where the format allows) and answers what the crops need; the result
+    /// may be smaller (JPEG's DCT-domain scaling) and only the region asked for, or the whole
+    /// picture. `plan` is called exactly once.
+    fn image_for_crops(&self, index: usize, plan: &mut dyn FnMut(usize, usize) -> DecodeRequest) -> Result<CropSource> {
         let image = self.image(index)?;
         plan(image.width, image.height);
-        Ok(image)
+        Ok(CropSource::whole(image))
     }
 }
 

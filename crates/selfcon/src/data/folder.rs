@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::augment::resize_shorter_side;
+use super::crop_source::{CropSource, DecodeRequest};
 use super::dataset::Dataset;
 use super::image::Image;
 use crate::error::{Error, Result};
@@ -54,15 +55,15 @@ impl Dataset for FileDataset {
         self.resize_shorter.is_none().then(|| read_image_file(&self.files[index]))
     }
 
-    fn image_reduced(&self, index: usize, plan: &mut dyn FnMut(usize, usize) -> usize) -> Result<Image> {
+    fn image_for_crops(&self, index: usize, plan: &mut dyn FnMut(usize, usize) -> DecodeRequest) -> Result<CropSource> {
         if self.resize_shorter.is_some() {
             // ImageNet-100 resizes every image first: its crops are taken from that.
             let image = self.image(index)?;
             plan(image.width, image.height);
-            return Ok(image);
+            return Ok(CropSource::whole(image));
         }
         let path = &self.files[index];
-        decode_image_bytes_reduced(&read_image_file(path)?, plan).map_err(|why| Error::file(path, why))
+        decode_for_crops(&read_image_file(path)?, plan).map_err(|why| Error::file(path, why))
     }
 }
 
@@ -104,32 +105,34 @@ pub fn read_image_file(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Decodes an image held in memory for a crop (see [`Dataset::image_reduced`]): a JPEG's size is
-/// read from its header, and when `plan` accepts a reduction the DCT-domain scaled decode gives
-/// an image that many times smaller; anything else is decoded whole.
-pub fn decode_image_bytes_reduced(
+/// Decodes an image held in memory for crops (see [`Dataset::image_for_crops`]): a JPEG's size
+/// is read from its header, and when the crops accept a reduction, the DCT-domain scaled decode
+/// of their region is used; anything else is decoded whole.
+pub fn decode_for_crops(
     bytes: &[u8],
-    plan: &mut dyn FnMut(usize, usize) -> usize,
-) -> std::result::Result<Image, String> {
+    plan: &mut dyn FnMut(usize, usize) -> DecodeRequest,
+) -> std::result::Result<CropSource, String> {
     let Some((width, height)) = super::jpeg_reduced::jpeg_size(bytes) else {
         let image = decode_image_bytes(bytes)?;
         plan(image.width, image.height);
-        return Ok(image);
+        return Ok(CropSource::whole(image));
     };
     check_size(width as u64, height as u64)?;
-    let reduction = plan(width, height);
-    if reduction > 1 {
-        let ticket = super::decode_budget::acquire((width.div_ceil(reduction) * height.div_ceil(reduction)) as u64);
-        if let Some(mut image) = super::jpeg_reduced::decode_reduced(bytes, width, height, reduction) {
-            image.hold = Some(std::sync::Arc::new(ticket));
-            return Ok(image);
+    let request = plan(width, height);
+    if request.reduction > 1 {
+        let region = request.region.unwrap_or(super::augment::CropBox { left: 0, top: 0, width, height });
+        let pixels = region.width.div_ceil(request.reduction) * region.height.div_ceil(request.reduction);
+        let ticket = super::decode_budget::acquire(pixels as u64 + 1);
+        if let Some(mut source) = super::jpeg_reduced::decode_region(bytes, (width, height), request.reduction, region) {
+            source.image.hold = Some(std::sync::Arc::new(ticket));
+            return Ok(source);
         }
     }
     let image = decode_image_bytes(bytes)?;
     if (image.width, image.height) != (width, height) {
         return Err(format!("the JPEG header says {width} × {height} pixels, the decoder {} × {}", image.width, image.height));
     }
-    Ok(image)
+    Ok(CropSource::whole(image))
 }
 
 /// Decodes an image held in memory, within the limits above.

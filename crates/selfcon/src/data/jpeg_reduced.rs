@@ -1,10 +1,19 @@
-//! JPEG decoding at 1/2, 1/4 or 1/8 of the size in the DCT domain (the reduced inverse DCTs of
-//! libjpeg's `scale_denom`): for a random crop that is downscaled to the training size anyway, the
-//! decoder then produces a quarter (or less) of the pixels and the resize reads a quarter of them.
-//! The result is not torchvision-exact — it is the same crop, filtered differently — so the
-//! transform uses it only where the final resize still shrinks (see
-//! [`crate::data::augment::TrainTransform::reduction_for`]) and `--full_decode` turns it off.
+//! JPEG decoding at 1/2, 1/4 or 1/8 of the size in the DCT domain (libjpeg's `scale_denom`),
+//! limited to the rows and columns a crop needs (libjpeg-turbo's `jpeg_skip_scanlines` and
+//! `jpeg_crop_scanline`, stopping after the region's last row): for a random crop that is
+//! shrunk to the training size anyway, the decoder produces a fraction of the pixels and the
+//! resize reads a fraction of them. Not torchvision-exact — the same crop, filtered differently —
+//! so the transform asks for it only where the final resize still shrinks by 2× or more (see
+//! [`crate::data::augment::TrainTransform::decode_request`]), and `--full_decode` turns it off.
+//! Whole images are decoded by zune-jpeg (through `image`): faster than this libjpeg built
+//! without SIMD, which only wins once it decodes at a reduced scale (`bench decode`).
 
+use std::os::raw::c_int;
+
+use mozjpeg_sys::*;
+
+use super::augment::CropBox;
+use super::crop_source::CropSource;
 use super::image::Image;
 
 /// Width and height from a baseline or progressive JPEG's frame header, or `None` when `bytes` is
@@ -39,33 +48,117 @@ pub fn jpeg_size(bytes: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
-/// Decodes `bytes` (a JPEG of `width × height`) at 1/`denominator` of its size, rounded up, as
-/// libjpeg does. `None` when this decoder cannot (CMYK, 16-bit, a header it refuses, an internal
-/// panic): the caller then decodes the whole image the usual way, which reports real errors.
-pub fn decode_reduced(bytes: &[u8], width: usize, height: usize, denominator: usize) -> Option<Image> {
-    if !matches!(denominator, 2 | 4 | 8) {
+/// libjpeg's fatal error: unwinds to [`decode_region`]'s `catch_unwind` (the `unwinding` build).
+unsafe extern "C-unwind" fn error_exit(_: &mut jpeg_common_struct) {
+    std::panic::panic_any(JpegFailed);
+}
+
+/// A warning (corrupt data libjpeg would paper over with grey): treated as a failure, so the whole
+/// decoder, which reports such files properly, gets them.
+unsafe extern "C-unwind" fn emit_message(_: &mut jpeg_common_struct, level: c_int) {
+    if level < 0 {
+        std::panic::panic_any(JpegFailed);
+    }
+}
+
+struct JpegFailed;
+
+/// The decompressor, destroyed however the decode ends (also while unwinding from an error).
+struct Decompress {
+    info: jpeg_decompress_struct,
+    /// Boxed: `info` points at it.
+    errors: Box<jpeg_error_mgr>,
+}
+
+impl Drop for Decompress {
+    fn drop(&mut self) {
+        // SAFETY: created by jpeg_CreateDecompress in `decode_region`; destroyed once, here.
+        unsafe { jpeg_destroy_decompress(&mut self.info) };
+    }
+}
+
+/// Decodes `region` (full-size pixels) of `bytes`, a JPEG of size `full`, at 1/`reduction`.
+/// `None` when libjpeg cannot (CMYK, a damaged file, a reduction other than 2, 4, 8): the caller
+/// then decodes the whole image the usual way, which reports real errors.
+pub fn decode_region(bytes: &[u8], full: (usize, usize), reduction: usize, region: CropBox) -> Option<CropSource> {
+    if !matches!(reduction, 2 | 4 | 8) || region.width == 0 || region.height == 0 {
         return None;
     }
-    let (w, h) = (width.div_ceil(denominator), height.div_ceil(denominator));
-    let decode = || {
-        let mut decoder = jpeg_decoder::Decoder::new(bytes);
-        // The reduced image's own bytes and some: a header claiming more is refused.
-        decoder.set_max_decoding_buffer_size(w * h * 4 + (1 << 20));
-        let (got_w, got_h) = decoder.scale(u16::try_from(w).ok()?, u16::try_from(h).ok()?).ok()?;
-        if (got_w as usize, got_h as usize) != (w, h) {
+    quiet_jpeg_failures();
+    let decode = std::panic::AssertUnwindSafe(|| decode_region_unguarded(bytes, full, reduction, region));
+    std::panic::catch_unwind(decode).ok().flatten()
+}
+
+/// A libjpeg failure unwinds as a `JpegFailed` panic that is caught and handled: the panic hook,
+/// installed once around whatever hook there was, does not print those.
+fn quiet_jpeg_failures() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |panic| {
+            if panic.payload().downcast_ref::<JpegFailed>().is_none() {
+                previous(panic)
+            }
+        }));
+    });
+}
+
+fn decode_region_unguarded(bytes: &[u8], full: (usize, usize), reduction: usize, region: CropBox) -> Option<CropSource> {
+    // SAFETY: the libjpeg calls follow its documented order on one decompressor that lives in
+    // `Decompress` (destroyed on every exit); the source buffer outlives it; every row pointer
+    // handed to jpeg_read_scanlines points at `stride` writable bytes of `pixels`.
+    unsafe {
+        let mut d = Decompress { info: std::mem::zeroed(), errors: Box::new(std::mem::zeroed()) };
+        d.info.common.err = jpeg_std_error(&mut d.errors);
+        d.errors.error_exit = Some(error_exit);
+        d.errors.emit_message = Some(emit_message);
+        jpeg_CreateDecompress(&mut d.info, JPEG_LIB_VERSION, std::mem::size_of::<jpeg_decompress_struct>());
+        jpeg_mem_src(&mut d.info, bytes.as_ptr(), bytes.len() as _);
+        jpeg_read_header(&mut d.info, 1);
+        if (d.info.image_width as usize, d.info.image_height as usize) != full
+            || !matches!(d.info.jpeg_color_space, J_COLOR_SPACE::JCS_YCbCr | J_COLOR_SPACE::JCS_GRAYSCALE)
+        {
             return None;
         }
-        let pixels = decoder.decode().ok()?;
-        let format = decoder.info()?.pixel_format;
-        let data = match format {
-            jpeg_decoder::PixelFormat::RGB24 if pixels.len() == w * h * 3 => pixels,
-            jpeg_decoder::PixelFormat::L8 if pixels.len() == w * h => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
-            _ => return None,
+        d.info.scale_num = 1;
+        d.info.scale_denom = reduction as _;
+        d.info.out_color_space = J_COLOR_SPACE::JCS_RGB;
+        jpeg_start_decompress(&mut d.info);
+        let scaled = (d.info.output_width as usize, d.info.output_height as usize);
+        if d.info.output_components != 3 || scaled.0 == 0 || scaled.1 == 0 {
+            return None;
+        }
+        // The region at the decoded scale, widened to whole pixels.
+        let to_scaled = |v: usize, full: usize, scaled: usize, up: bool| {
+            let x = v as f64 * scaled as f64 / full as f64;
+            (if up { x.ceil() } else { x.floor() } as usize).min(scaled)
         };
-        Some(Image::new(w, h, data))
-    };
-    // The decoder panics on a few malformed headers; a worker thread must not.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)).ok().flatten()
+        let left = to_scaled(region.left, full.0, scaled.0, false);
+        let right = to_scaled(region.left + region.width, full.0, scaled.0, true).max(left + 1).min(scaled.0);
+        let top = to_scaled(region.top, full.1, scaled.1, false);
+        let bottom = to_scaled(region.top + region.height, full.1, scaled.1, true).max(top + 1).min(scaled.1);
+        let (left, top) = (left.min(right - 1), top.min(bottom - 1));
+        // libjpeg widens the columns to its block boundaries and says where they start.
+        let (mut x, mut width) = (left as JDIMENSION, (right - left) as JDIMENSION);
+        jpeg_crop_scanline(&mut d.info, &mut x, &mut width);
+        if top > 0 && jpeg_skip_scanlines(&mut d.info, top as JDIMENSION) != top as JDIMENSION {
+            return None;
+        }
+        let (width, rows) = (width as usize, bottom - top);
+        let stride = width * 3;
+        let mut pixels = vec![0u8; stride * rows];
+        let mut row = 0;
+        while row < rows {
+            let mut pointer = pixels[row * stride..].as_mut_ptr();
+            if jpeg_read_scanlines(&mut d.info, &mut pointer, 1) != 1 {
+                return None;
+            }
+            row += 1;
+        }
+        // The rows below the region are never decoded.
+        jpeg_abort_decompress(&mut d.info);
+        Some(CropSource { image: Image::new(width, rows, pixels), full, scaled, origin: (x as usize, top) })
+    }
 }
 
 #[cfg(test)]
@@ -92,10 +185,43 @@ mod tests {
         assert_eq!(jpeg_size(&bytes), Some((101, 67)));
         assert_eq!(jpeg_size(b"\x89PNG\r\n"), None);
         assert_eq!(jpeg_size(&bytes[..20]), None);
+        let all = CropBox { left: 0, top: 0, width: 101, height: 67 };
         for d in [2, 4, 8] {
-            let img = decode_reduced(&bytes, 101, 67, d).unwrap();
-            assert_eq!((img.width, img.height), (101usize.div_ceil(d), 67usize.div_ceil(d)));
+            let src = decode_region(&bytes, (101, 67), d, all).unwrap();
+            assert_eq!(src.scaled, (101usize.div_ceil(d), 67usize.div_ceil(d)));
+            assert_eq!((src.image.width, src.image.height), src.scaled);
+            assert_eq!(src.origin, (0, 0));
         }
-        assert!(decode_reduced(&bytes, 101, 67, 3).is_none());
+        assert!(decode_region(&bytes, (101, 67), 3, all).is_none());
+        assert!(decode_region(&bytes, (100, 67), 2, all).is_none(), "a size that disagrees with the header");
+    }
+
+    #[test]
+    fn a_region_is_the_same_pixels_as_the_whole_reduced_picture() {
+        let bytes = jpeg(320, 240, 90);
+        let all = decode_region(&bytes, (320, 240), 2, CropBox { left: 0, top: 0, width: 320, height: 240 }).unwrap();
+        let part = decode_region(&bytes, (320, 240), 2, CropBox { left: 100, top: 50, width: 120, height: 90 }).unwrap();
+        let (x0, y0) = part.origin;
+        assert!(x0 <= 50 && y0 == 25, "{:?}", part.origin);
+        assert!(x0 + part.image.width >= 110 && y0 + part.image.height == 70);
+        let whole = &all.image;
+        let mut differing = 0;
+        for y in 0..part.image.height {
+            for x in 0..part.image.width {
+                let a = &part.image.data[(y * part.image.width + x) * 3..][..3];
+                let b = &whole.data[((y0 + y) * whole.width + x0 + x) * 3..][..3];
+                differing += (a.iter().zip(b).map(|(p, q)| p.abs_diff(*q)).max().unwrap() > 2) as usize;
+            }
+        }
+        assert_eq!(differing, 0, "the region differs from the same pixels of the whole decode");
+    }
+
+    #[test]
+    fn damaged_and_foreign_data_give_none_without_a_panic_message() {
+        let bytes = jpeg(64, 48, 90);
+        let all = CropBox { left: 0, top: 0, width: 64, height: 48 };
+        assert!(decode_region(&bytes[..bytes.len() / 2], (64, 48), 2, all).is_none());
+        assert!(decode_region(b"\xFF\xD8\xFF\xC0 not really", (64, 48), 2, all).is_none());
+        assert!(decode_region(&[], (64, 48), 2, all).is_none());
     }
 }

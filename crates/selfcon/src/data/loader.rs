@@ -311,14 +311,12 @@ impl BatchJob {
                     // produce only what the crops need (the smallest reduction any view accepts).
                     let mut rngs: Vec<_> = (0..views).map(rng).collect();
                     let mut boxes = Vec::with_capacity(views);
-                    let mut full = (0, 0);
-                    let image = self.dataset.image_reduced(index, &mut |width, height| {
-                        full = (width, height);
+                    let source = self.dataset.image_for_crops(index, &mut |width, height| {
                         boxes = rngs.iter_mut().map(|r| transform.crop_box(width, height, r)).collect();
-                        boxes.iter().map(|&b| transform.reduction_for(b)).min().unwrap_or(1)
+                        transform.decode_request(&boxes)
                     })?;
                     for (view, (b, r)) in boxes.into_iter().zip(&mut rngs).enumerate() {
-                        outs[view * n + row] = Some(transform.finish_reduced(&image, full, b, r));
+                        outs[view * n + row] = Some(transform.finish_from(&source, b, r));
                     }
                 }
                 Transform::Train { transform, .. } => {

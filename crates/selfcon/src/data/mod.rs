@@ -3,6 +3,7 @@
 
 pub mod augment;
 mod cifar;
+mod crop_source;
 mod dataset;
 mod dataset_kind;
 pub mod decode_budget;
@@ -21,11 +22,12 @@ mod subset;
 mod triple;
 
 pub use cifar::{load_cifar, parse_binary_batch, parse_python_batch, CifarVariant};
+pub use crop_source::{CropSource, DecodeRequest};
 pub use dataset::{Dataset, MemoryDataset};
 pub use dataset_kind::DatasetKind;
 pub use download::{ensure_downloaded, ArchiveSource};
 pub use folder::{
-    decode_image, decode_image_bytes, decode_image_bytes_reduced, image_folder, imagenet, imagenet100, tiny_imagenet, FileDataset, MAX_IMAGE_PIXELS,
+    decode_for_crops, decode_image, decode_image_bytes, image_folder, read_image_file, imagenet, imagenet100, tiny_imagenet, FileDataset, MAX_IMAGE_PIXELS,
 };
 pub use idx::{parse_idx, read_idx, IdxArray};
 pub use image::Image;

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::crop_source::{CropSource, DecodeRequest};
 use super::dataset::Dataset;
 use super::image::Image;
 use crate::error::{Error, Result};
@@ -208,7 +209,7 @@ pub struct PackedDataset {
 }
 
 impl PackedDataset {
-    fn decode(&self, index: usize, plan: Option<&mut dyn FnMut(usize, usize) -> usize>) -> Result<Image> {
+    fn decode(&self, index: usize, plan: Option<&mut dyn FnMut(usize, usize) -> DecodeRequest>) -> Result<CropSource> {
         let k = self.records[index];
         let (header, payload) = self.pack.record(k)?;
         let (w, h) = (header.width as usize, header.height as usize);
@@ -221,17 +222,16 @@ impl PackedDataset {
                 if let Some(plan) = plan {
                     plan(w, h);
                 }
-                Image::new(w, h, payload.to_vec())
+                CropSource::whole(Image::new(w, h, payload.to_vec()))
             }
             0 => match plan {
-                Some(plan) => super::folder::decode_image_bytes_reduced(payload, plan).map_err(damaged)?,
-                None => super::folder::decode_image_bytes(payload).map_err(damaged)?,
+                Some(plan) => super::folder::decode_for_crops(payload, plan).map_err(damaged)?,
+                None => CropSource::whole(super::folder::decode_image_bytes(payload).map_err(damaged)?),
             },
             other => return Err(damaged(format!("unknown storage {other}"))),
         };
-        // A reduced decode is smaller; a whole one must be the recorded size.
-        if image.width > w || image.height > h || (image.width == w) != (image.height == h) {
-            return Err(damaged(format!("decoded {} × {}, recorded {w} × {h}", image.width, image.height)));
+        if image.full != (w, h) {
+            return Err(damaged(format!("decoded {} × {}, recorded {w} × {h}", image.full.0, image.full.1)));
         }
         Ok(image)
     }
@@ -255,10 +255,10 @@ impl Dataset for PackedDataset {
     }
 
     fn image(&self, index: usize) -> Result<Image> {
-        self.decode(index, None)
+        Ok(self.decode(index, None)?.image)
     }
 
-    fn image_reduced(&self, index: usize, plan: &mut dyn FnMut(usize, usize) -> usize) -> Result<Image> {
+    fn image_for_crops(&self, index: usize, plan: &mut dyn FnMut(usize, usize) -> DecodeRequest) -> Result<CropSource> {
         self.decode(index, Some(plan))
     }
 }

@@ -66,7 +66,11 @@ impl Dataset for Subset {
         self.inner.file_bytes(self.indices[index])
     }
 
-    fn image_reduced(&self, index: usize, plan: &mut dyn FnMut(usize, usize) -> usize) -> Result<Image> {
-        self.inner.image_reduced(self.indices[index], plan)
+    fn image_for_crops(
+        &self,
+        index: usize,
+        plan: &mut dyn FnMut(usize, usize) -> crate::data::DecodeRequest,
+    ) -> Result<crate::data::CropSource> {
+        self.inner.image_for_crops(self.indices[index], plan)
     }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use rand::SeedableRng;
 use selfcon::data::augment::TrainTransform;
 use selfcon::data::packed::{partial_path, write_pack, Pack, PackInfo, PackOptions, PackSource, Storage};
-use selfcon::data::{decode_image, decode_image_bytes_reduced, image_folder, Dataset, FileDataset};
+use selfcon::data::{decode_for_crops, decode_image, image_folder, Dataset, FileDataset};
 
 /// A photograph-like picture: smooth shading, edges and some fine texture (what JPEG and the
 /// reduced IDCTs see in real photographs; flat colour would hide every difference).
@@ -207,15 +207,18 @@ fn reduced_jpeg_decodes_stay_close_to_the_whole_decode() {
         let whole = transform.apply(&full, &mut rng_full);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut crop = None;
-        let image = decode_image_bytes_reduced(&bytes, &mut |w, h| {
+        let source = decode_for_crops(&bytes, &mut |w, h| {
             let b = transform.crop_box(w, h, &mut rng);
             crop = Some(b);
-            transform.reduction_for(b)
+            transform.decode_request(&[b])
         })
         .unwrap();
-        let reduction = 512 / image.width;
+        let reduction = 512 / source.scaled.0;
         reduced_count[reduction.trailing_zeros() as usize] += 1;
-        let out = transform.finish_reduced(&image, (512, 384), crop.unwrap(), &mut rng);
+        // Only the crop's region is decoded: it lies inside the reduced picture.
+        assert!(source.origin.0 + source.image.width <= source.scaled.0);
+        assert!(source.origin.1 + source.image.height <= source.scaled.1);
+        let out = transform.finish_from(&source, crop.unwrap(), &mut rng);
         let diffs: Vec<u8> = out.data.iter().zip(&whole.data).map(|(&a, &b)| a.abs_diff(b)).collect();
         let mean = diffs.iter().map(|&d| d as f64).sum::<f64>() / diffs.len() as f64;
         if reduction == 1 {

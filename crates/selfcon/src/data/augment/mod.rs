@@ -19,6 +19,7 @@ pub use randaugment::{RandAugment, RandOp};
 pub use resample::resize_bilinear;
 pub use tensor::{to_normalized_chw, to_normalized_hwc};
 
+use crate::data::crop_source::{CropSource, DecodeRequest};
 use crate::data::image::Image;
 
 /// The RNG of one view of one sample in one epoch: independent of worker scheduling.
@@ -155,23 +156,31 @@ impl TrainTransform {
         random_resized_crop_box(width, height, self.scale, self.ratio, rng)
     }
 
-    /// How many times smaller (1, 2, 4 or 8) the image may be decoded for crop `b`: the largest
-    /// reduction that leaves both sides of the reduced crop at least twice the output size, so
-    /// the final shrink is still the antialiased bilinear resize (the reduced IDCT alone is a box
-    /// filter). 1 when reduced decoding is off.
-    pub fn reduction_for(&self, b: CropBox) -> usize {
-        if !self.reduced_decode {
-            return 1;
+    /// What the crops `boxes` (all views of one image) need decoded: the largest reduction (1, 2,
+    /// 4 or 8) that leaves both sides of every reduced crop at least twice the output size — so
+    /// the final shrink is still the antialiased bilinear resize (a reduced IDCT alone is a box
+    /// filter) — and the region holding all of them. Whole (1) when reduced decoding is off.
+    pub fn decode_request(&self, boxes: &[CropBox]) -> DecodeRequest {
+        let Some(first) = boxes.first().copied() else { return DecodeRequest::WHOLE };
+        let smallest = boxes.iter().map(|b| b.width.min(b.height)).min().unwrap_or(0);
+        let fits = smallest / (2 * self.size.max(1));
+        let reduction = [8, 4, 2].into_iter().find(|&d| d <= fits).unwrap_or(1);
+        if !self.reduced_decode || reduction == 1 {
+            return DecodeRequest::WHOLE;
         }
-        let fits = b.width.min(b.height) / (2 * self.size.max(1));
-        [8, 4, 2].into_iter().find(|&d| d <= fits).unwrap_or(1)
+        let region = boxes.iter().skip(1).fold(first, |u, b| {
+            let (left, top) = (u.left.min(b.left), u.top.min(b.top));
+            let right = (u.left + u.width).max(b.left + b.width);
+            let bottom = (u.top + u.height).max(b.top + b.height);
+            CropBox { left, top, width: right - left, height: bottom - top }
+        });
+        DecodeRequest { reduction, region: Some(region) }
     }
 
-    /// The rest of [`TrainTransform::apply`] after the crop was drawn: `img` is the image `b` was
-    /// drawn on (`full` = its width and height), or the same image decoded smaller, in which
-    /// case the box is mapped onto it.
-    pub fn finish_reduced(&self, img: &Image, full: (usize, usize), b: CropBox, rng: &mut impl Rng) -> Image {
-        self.finish(img, b.scaled_to(full, (img.width, img.height)), rng)
+    /// The rest of [`TrainTransform::apply`] after crop `b` was drawn on the full picture, from
+    /// what the decoder made of it (whole, or reduced and limited to the crops' region).
+    pub fn finish_from(&self, source: &CropSource, b: CropBox, rng: &mut impl Rng) -> Image {
+        self.finish(&source.image, source.map(b), rng)
     }
 
     fn finish(&self, img: &Image, b: CropBox, rng: &mut impl Rng) -> Image {

@@ -50,6 +50,7 @@ fn taps(in_size: usize, out_size: usize) -> Taps {
     Taps { ksize, bounds, weights }
 }
 
+#[inline(always)]
 fn clip8(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
@@ -126,11 +127,11 @@ fn horizontal_pass(img: &Image, width: usize) -> Image {
                     *a += p as i32 * w;
                 }
             }
+            // Clipped all at once (vectorised), then 3 bytes to each row.
+            let bytes: [u8; LANES] = acc.map(clip8);
             for r in 0..rows {
                 let out = (y0 + r) * width * 3 + xx * 3;
-                for c in 0..3 {
-                    data[out + c] = clip8(acc[r * 3 + c]);
-                }
+                data[out..out + 3].copy_from_slice(&bytes[r * 3..r * 3 + 3]);
             }
         }
     }

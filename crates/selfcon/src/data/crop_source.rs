@@ -1,0 +1,52 @@
+//! Decoding for crops: the loader draws each view's crop from the image's header size first, then
+//! asks the dataset for only what the crops need — the picture decoded smaller in the DCT domain
+//! and limited to the crops' region (see `jpeg_reduced`) — and maps each crop onto what came back.
+
+use super::augment::CropBox;
+use super::image::Image;
+
+/// What the crops of one image need from its decoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeRequest {
+    /// Decode at 1/`reduction` of the size (1, 2, 4 or 8).
+    pub reduction: usize,
+    /// The part of the picture (in its full-size pixels) the crops lie in; `None`: all of it.
+    pub region: Option<CropBox>,
+}
+
+impl DecodeRequest {
+    pub const WHOLE: DecodeRequest = DecodeRequest { reduction: 1, region: None };
+}
+
+/// A decoded picture, or part of it, with where it lies in the whole.
+#[derive(Debug)]
+pub struct CropSource {
+    pub image: Image,
+    /// The picture's full width and height (what the crops were drawn on).
+    pub full: (usize, usize),
+    /// The whole picture's size at the decoded scale.
+    pub scaled: (usize, usize),
+    /// Where `image`'s top-left pixel lies in the picture at the decoded scale.
+    pub origin: (usize, usize),
+}
+
+impl CropSource {
+    /// A whole picture decoded at full size.
+    pub fn whole(image: Image) -> CropSource {
+        let size = (image.width, image.height);
+        CropSource { image, full: size, scaled: size, origin: (0, 0) }
+    }
+
+    /// Crop `b` (drawn on the full picture) in `image`'s pixels: scaled, shifted, kept inside.
+    pub fn map(&self, b: CropBox) -> CropBox {
+        let s = b.scaled_to(self.full, self.scaled);
+        let left = s.left.saturating_sub(self.origin.0).min(self.image.width - 1);
+        let top = s.top.saturating_sub(self.origin.1).min(self.image.height - 1);
+        CropBox {
+            left,
+            top,
+            width: s.width.min(self.image.width - left).max(1),
+            height: s.height.min(self.image.height - top).max(1),
+        }
+    }
+}
