@@ -11,6 +11,7 @@ pub struct DecodeRequest {
     /// Decode at 1/`reduction` of the size (1, 2, 4 or 8).
     pub reduction: usize,
     /// The part of the picture (in its full-size pixels) the crops lie in; `None`: all of it.
+    /// Decoders that cannot limit themselves to it return the whole picture.
     pub region: Option<CropBox>,
 }
 

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::augment::CropBox;
 use super::crop_source::{CropSource, DecodeRequest};
 use super::dataset::Dataset;
 use super::image::Image;
@@ -219,10 +220,8 @@ impl PackedDataset {
                 if payload.len() != w * h * 3 {
                     return Err(damaged(format!("{} bytes of raw pixels for {w} × {h}", payload.len())));
                 }
-                if let Some(plan) = plan {
-                    plan(w, h);
-                }
-                CropSource::whole(Image::new(w, h, payload.to_vec()))
+                let region = plan.and_then(|plan| plan(w, h).region);
+                raw_region(payload, (w, h), region)
             }
             0 => match plan {
                 Some(plan) => super::folder::decode_for_crops(payload, plan).map_err(damaged)?,
@@ -234,6 +233,22 @@ impl PackedDataset {
             return Err(damaged(format!("decoded {} × {}, recorded {w} × {h}", image.full.0, image.full.1)));
         }
         Ok(image)
+    }
+}
+
+/// The `region` of a raw `w × h` record (all of it when `None` or out of bounds): only those
+/// bytes are copied out of the mapped file.
+fn raw_region(payload: &[u8], (w, h): (usize, usize), region: Option<CropBox>) -> CropSource {
+    match region {
+        Some(r) if r.width > 0 && r.height > 0 && r.left + r.width <= w && r.top + r.height <= h => {
+            let mut data = Vec::with_capacity(r.width * r.height * 3);
+            for y in r.top..r.top + r.height {
+                let row = (y * w + r.left) * 3;
+                data.extend_from_slice(&payload[row..row + r.width * 3]);
+            }
+            CropSource { image: Image::new(r.width, r.height, data), full: (w, h), scaled: (w, h), origin: (r.left, r.top) }
+        }
+        _ => CropSource::whole(Image::new(w, h, payload.to_vec())),
     }
 }
 

@@ -233,3 +233,39 @@ fn reduced_jpeg_decodes_stay_close_to_the_whole_decode() {
     assert!(reduced_count.iter().all(|&n| n > 0), "{reduced_count:?}");
     assert!(worst_mean < 4.0, "worst mean difference {worst_mean:.2} (max {worst_max})");
 }
+
+#[test]
+fn a_raw_pack_gives_the_folder_loaders_batches_exactly() {
+    use selfcon::data::{DataLoader, LoaderConfig, Transform};
+    let tmp = tempfile::tempdir().unwrap();
+    write_tree(&tmp.path().join("tree"));
+    let set = image_folder(&tmp.path().join("tree")).unwrap();
+    let out = tmp.path().join("raw.pack");
+    assert!(pack(&set, &out, &options(Storage::Raw, None, 2), &|| false));
+    let (packed, _) = Pack::open(&out).unwrap().splits();
+    let config = LoaderConfig {
+        batch_size: 5,
+        threads: 2,
+        prefetch: 2,
+        shuffle: true,
+        seed: 3,
+        drop_last: false,
+        background: false,
+        shard: None,
+        format: Default::default(),
+        mean: [0.5; 3],
+        std: [0.25; 3],
+    };
+    // Two views, full jitter: the raw records hand out only the crops' region, which must map
+    // back to the same pixels the whole decode gives.
+    let transform = Transform::Train { transform: TrainTransform::pretrain(12, false).with_full_decode(), views: 2 };
+    let from_folder = DataLoader::new(std::sync::Arc::new(set), transform.clone(), config.clone()).unwrap();
+    let from_pack = DataLoader::new(std::sync::Arc::new(packed), transform, config).unwrap();
+    for epoch in 0..2 {
+        for (a, b) in from_folder.epoch(epoch).zip(from_pack.epoch(epoch)) {
+            let (a, b) = (a.unwrap(), b.unwrap());
+            assert_eq!(a.indices, b.indices);
+            assert!(a.images.equal(&b.images), "epoch {epoch}: batch {:?} differs", a.indices);
+        }
+    }
+}

@@ -156,18 +156,15 @@ impl TrainTransform {
         random_resized_crop_box(width, height, self.scale, self.ratio, rng)
     }
 
-    /// What the crops `boxes` (all views of one image) need decoded: the largest reduction (1, 2,
-    /// 4 or 8) that leaves both sides of every reduced crop at least twice the output size — so
-    /// the final shrink is still the antialiased bilinear resize (a reduced IDCT alone is a box
-    /// filter) — and the region holding all of them. Whole (1) when reduced decoding is off.
+    /// What the crops `boxes` (all views of one image) need decoded: the region holding all of
+    /// them, and the largest reduction (1, 2, 4 or 8) that leaves both sides of every reduced crop
+    /// at least twice the output size — so the final shrink is still the antialiased bilinear
+    /// resize (a reduced IDCT alone is a box filter); 1 when reduced decoding is off.
     pub fn decode_request(&self, boxes: &[CropBox]) -> DecodeRequest {
         let Some(first) = boxes.first().copied() else { return DecodeRequest::WHOLE };
         let smallest = boxes.iter().map(|b| b.width.min(b.height)).min().unwrap_or(0);
         let fits = smallest / (2 * self.size.max(1));
-        let reduction = [8, 4, 2].into_iter().find(|&d| d <= fits).unwrap_or(1);
-        if !self.reduced_decode || reduction == 1 {
-            return DecodeRequest::WHOLE;
-        }
+        let reduction = if self.reduced_decode { [8, 4, 2].into_iter().find(|&d| d <= fits).unwrap_or(1) } else { 1 };
         let region = boxes.iter().skip(1).fold(first, |u, b| {
             let (left, top) = (u.left.min(b.left), u.top.min(b.top));
             let right = (u.left + u.width).max(b.left + b.width);
