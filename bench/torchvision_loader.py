@@ -96,6 +96,17 @@ def open_train_set(dataset, data_folder, transform):
     return PaddedIdx(data_folder, transform)
 
 
+def process_cpu_seconds(pids):
+    """CPU time (user + system) of these processes so far, from /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--dataset", default="fashionmnist")
@@ -115,9 +126,14 @@ def main():
     timed = args.batches or per_epoch - 1
     done = images = 0
     start = None
+    pids = [os.getpid()]
     while done < timed:
         for x, y in loader:
             if start is None:
+                # The workers exist once the first batch is in: count the CPU of all of them.
+                it = loader._iterator
+                pids += [w.pid for w in getattr(it, "_workers", [])]
+                cpu_start = process_cpu_seconds(pids)
                 start = time.perf_counter()
                 continue
             images += len(y)
@@ -125,9 +141,12 @@ def main():
             if done == timed:
                 break
     seconds = time.perf_counter() - start
+    cpu = process_cpu_seconds(pids) - cpu_start
     print(json.dumps({"bench": "torchvision_loader", "dataset": args.dataset, "batch_size": args.batch_size,
                       "num_workers": args.num_workers, "batches": done, "images": images, "seconds": seconds,
-                      "images_per_s": images / seconds, "size": size, "torch": torch.__version__}))
+                      "images_per_s": images / seconds, "size": size,
+                      "cpu_seconds": cpu, "cpu_ms_per_image": 1000 * cpu / images, "cores_busy": cpu / seconds,
+                      "torch": torch.__version__}))
 
 
 if __name__ == "__main__":

@@ -139,6 +139,7 @@ fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
             "bench": "loader", "dataset": name, "source": data.source, "batch_size": a.batch_size,
             "num_workers": a.num_workers, "multiview": a.multiview, "weakaug": a.weakaug, "randaug": a.randaug,
             "full_decode": a.data.full_decode,
+            "thp_mem_alloc_enable": std::env::var("THP_MEM_ALLOC_ENABLE").ok(),
             "batches": done, "images": images, "seconds": seconds, "images_per_s": rate,
             "cpu_seconds": cpu_seconds, "cpu_ms_per_image": cpu_ms_per_image, "cores_busy": cpu_seconds / seconds
         });

@@ -2,7 +2,7 @@
 
 use rand::Rng;
 
-use super::resample::resize_bilinear;
+use super::resample::{resize_bilinear, resize_crop_bilinear};
 use crate::data::image::Image;
 
 /// A crop box: rows `top..top+height`, columns `left..left+width`.
@@ -68,12 +68,7 @@ pub fn random_resized_crop_box(
 
 /// `F.resized_crop`: crop, then bilinear resize to `size × size`.
 pub fn resized_crop(img: &Image, b: CropBox, size: usize) -> Image {
-    if (b.left, b.top, b.width, b.height) == (0, 0, img.width, img.height) {
-        // A decoder that returned only the crop's region: nothing to cut.
-        return resize_bilinear(img, size, size);
-    }
-    let cropped = img.crop(b.left, b.top, b.width, b.height);
-    resize_bilinear(&cropped, size, size)
+    resize_crop_bilinear(img, b, size, size)
 }
 
 /// Mirror left–right.

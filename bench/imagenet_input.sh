@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# ImageNet-size JPEG input, same run, same machine: torchvision's ImageFolder + DataLoader against
+# `selfcon bench loader` on the JPEG folder (reduced decoding on and off) and on packed files, then
+# one-core JPEG decoding (zune-jpeg whole, libjpeg reduced/region; libjpeg-turbo with SIMD through
+# Pillow). Results: bench/results/<date>-imagenet-input.md.
+#   bench/imagenet_input.sh [PHOTOS_DIR] [ROUNDS]
+# PHOTOS_DIR is made by bench/make_photo_folder.py when missing. Needs a Python with torch,
+# torchvision and Pillow as $PYTHON (default python3), and a release build (cargo build --release).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PHOTOS=${1:-/tmp/photos}
+ROUNDS=${2:-2}
+PYTHON=${PYTHON:-python3}
+SELFCON=target/release/selfcon
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+[ -d "$PHOTOS/train" ] || "$PYTHON" bench/make_photo_folder.py --out "$PHOTOS"
+grep -o 'avx512_bf16\|amx_bf16\|avx512f\|avx2' /proc/cpuinfo | sort -u | tr '\n' ' '; echo "($(nproc) CPUs)"
+uptime
+for spec in "jpeg" "jpeg --max_side 320" "raw" "raw --max_side 320"; do
+  name=$(echo "$spec" | tr -d ' -')
+  "$SELFCON" prepare --dataset imagenet --data_folder "$PHOTOS" --out "$WORK/$name.pack" --format $spec 2>/dev/null
+done
+ls -l "$WORK"/*.pack | awk '{print $5, $9}'
+BATCH="--batch_size 64 --batches 45 --num_workers 2 --json"
+for round in $(seq "$ROUNDS"); do
+  echo "# round $round"
+  "$PYTHON" bench/torchvision_loader.py --dataset imagenet --data_folder "$PHOTOS" --batch_size 64 --batches 45 --num_workers 2
+  "$SELFCON" bench loader --dataset imagenet --data_folder "$PHOTOS" $BATCH 2>/dev/null
+  "$SELFCON" bench loader --dataset imagenet --data_folder "$PHOTOS" $BATCH --full_decode 2>/dev/null
+  for pack in "$WORK"/*.pack; do
+    "$SELFCON" bench loader --dataset imagenet --data_folder "$pack" $BATCH 2>/dev/null
+  done
+done
+"$SELFCON" bench decode --data_folder "$PHOTOS" --json
+"$PYTHON" bench/pil_decode.py --data_folder "$PHOTOS"
+uptime
