@@ -51,6 +51,10 @@ pub fn run(a: PrepareArgs) -> anyhow::Result<()> {
     if a.data.data_folder.as_deref().is_some_and(selfcon::data::packed::is_pack) {
         return Err(Error::option("data_folder", "is already a packed file").into());
     }
+    let folder = a.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    if !folder.is_dir() {
+        return Err(Error::option("out", format!("its folder {} does not exist", folder.display())).into());
+    }
     if a.out.exists() {
         return Err(Error::file(&a.out, "already exists (a finished pack is never replaced: remove it or choose another --out)").into());
     }

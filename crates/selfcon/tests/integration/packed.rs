@@ -172,6 +172,13 @@ fn damaged_packs_and_wrong_datasets_are_refused_in_one_line() {
         "already exists",
     );
     common::assert_usage_error(&["bench", "loader", "--dataset", "imagenet", "--data_folder", out_s], "was packed from --dataset folder");
+    let tree_s = tree.to_str().unwrap();
+    let missing = tmp.path().join("no/such/folder/p.pack");
+    common::assert_usage_error(
+        &["prepare", "--dataset", "imagenet", "--data_folder", tree_s, "--out", missing.to_str().unwrap()],
+        "--out: its folder",
+    );
+    common::assert_usage_error(&["prepare", "--dataset", "imagenet", "--data_folder", tree_s, "--out", "x.pack", "--max_side", "0"], "--max_side");
     // Truncated: no trailer.
     let bytes = std::fs::read(&out).unwrap();
     let cut = tmp.path().join("cut.pack");
