@@ -8,7 +8,7 @@ use std::process::ExitCode;
 /// `THP_MEM_ALLOC_ENABLE` is set (PyTorch's CPU tuning guide recommends it). Every batch is a fresh
 /// multi-megabyte tensor (64 ImageNet crops: 38 MB) that the loader then writes page by page: with
 /// 4 KB pages that is ~9,000 page faults and zeroings per batch, about a sixth of the ImageNet
-/// loader's CPU time (`bench loader`: +18 % images/s). Set here, before libtorch's first
+/// loader's CPU time (`bench loader`: +8–18 % images/s). Set here, before libtorch's first
 /// allocation (it reads the variable once) and before any thread exists; a value the user set wins.
 /// Effective where the kernel's THP mode is `madvise` or `always`.
 fn use_huge_pages_for_large_tensors() {

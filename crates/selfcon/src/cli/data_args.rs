@@ -115,6 +115,11 @@ impl DataArgs {
     /// `--data_folder FILE` naming a packed file (`selfcon prepare`): read with the dataset's
     /// name it was packed from, its statistics from the pack.
     fn open_pack(&self, dataset: &str, path: &std::path::Path) -> selfcon::Result<(OpenedDataset, usize)> {
+        for (flag, given) in [("mean", self.mean.is_some()), ("std", self.std.is_some()), ("download", self.download)] {
+            if given {
+                return Err(Error::option(flag, "not used with a packed file (it holds its images and statistics)"));
+            }
+        }
         let pack = selfcon::data::packed::Pack::open(path)?;
         if pack.info.dataset != dataset {
             return Err(Error::file(

@@ -29,9 +29,10 @@ pub struct PrepareArgs {
     #[arg(long, value_enum, default_value_t = Storage::Jpeg)]
     pub format: Storage,
 
-    /// Resize images whose longer side exceeds this many pixels down to it (Pillow's bilinear,
-    /// antialiased) before storing. Smaller is faster to read, but training crops then come from
-    /// a smaller picture: e.g. 320 for ImageNet at 224 (FFCV's usual range is 256–512).
+    /// Resize training images whose longer side exceeds this many pixels down to it (Pillow's
+    /// bilinear, antialiased) before storing; test images keep their size. Smaller is faster to
+    /// read, but training crops then come from a smaller picture: e.g. 320 for ImageNet at 224
+    /// (FFCV's usual range is 256–512).
     #[arg(long = "max_side", visible_alias = "max-side", value_name = "PIXELS")]
     pub max_side: Option<usize>,
 
@@ -56,7 +57,11 @@ pub fn run(a: PrepareArgs) -> anyhow::Result<()> {
         return Err(Error::option("out", format!("its folder {} does not exist", folder.display())).into());
     }
     if a.out.exists() {
-        return Err(Error::file(&a.out, "already exists (a finished pack is never replaced: remove it or choose another --out)").into());
+        return Err(Error::file(
+            &a.out,
+            "already exists (a finished pack is never replaced: remove it or choose another --out)",
+        )
+        .into());
     }
     let (data, _) = a.data.open(&a.dataset)?;
     let info = PackInfo {

@@ -27,6 +27,8 @@ pub struct CropSource {
     pub full: (usize, usize),
     /// The whole picture's size at the decoded scale.
     pub scaled: (usize, usize),
+    /// Decoded at 1/`reduction` (1: full size): full-size pixel v lies at v / reduction.
+    pub reduction: usize,
     /// Where `image`'s top-left pixel lies in the picture at the decoded scale.
     pub origin: (usize, usize),
 }
@@ -35,19 +37,21 @@ impl CropSource {
     /// A whole picture decoded at full size.
     pub fn whole(image: Image) -> CropSource {
         let size = (image.width, image.height);
-        CropSource { image, full: size, scaled: size, origin: (0, 0) }
+        CropSource { image, full: size, scaled: size, reduction: 1, origin: (0, 0) }
     }
 
-    /// Crop `b` (drawn on the full picture) in `image`'s pixels: scaled, shifted, kept inside.
+    /// Crop `b` (drawn on the full picture) in `image`'s pixels: its edges divided by the
+    /// reduction and rounded (libjpeg's reduced pixel i covers full pixels i·d to (i+1)·d),
+    /// shifted by the origin, kept inside and at least one pixel.
     pub fn map(&self, b: CropBox) -> CropBox {
-        let s = b.scaled_to(self.full, self.scaled);
-        let left = s.left.saturating_sub(self.origin.0).min(self.image.width - 1);
-        let top = s.top.saturating_sub(self.origin.1).min(self.image.height - 1);
-        CropBox {
-            left,
-            top,
-            width: s.width.min(self.image.width - left).max(1),
-            height: s.height.min(self.image.height - top).max(1),
-        }
+        let d = self.reduction.max(1);
+        let edge = |v: usize| (v + d / 2) / d;
+        let (left, right) = (edge(b.left), edge(b.left + b.width));
+        let (top, bottom) = (edge(b.top), edge(b.top + b.height));
+        let left = left.saturating_sub(self.origin.0).min(self.image.width - 1);
+        let top = top.saturating_sub(self.origin.1).min(self.image.height - 1);
+        let right = right.saturating_sub(self.origin.0).min(self.image.width);
+        let bottom = bottom.saturating_sub(self.origin.1).min(self.image.height);
+        CropBox { left, top, width: right.saturating_sub(left).max(1), height: bottom.saturating_sub(top).max(1) }
     }
 }

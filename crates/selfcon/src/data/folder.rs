@@ -123,14 +123,18 @@ pub fn decode_for_crops(
         let region = request.region.unwrap_or(super::augment::CropBox { left: 0, top: 0, width, height });
         let pixels = region.width.div_ceil(request.reduction) * region.height.div_ceil(request.reduction);
         let ticket = super::decode_budget::acquire(pixels as u64 + 1);
-        if let Some(mut source) = super::jpeg_reduced::decode_region(bytes, (width, height), request.reduction, region) {
+        if let Some(mut source) = super::jpeg_reduced::decode_region(bytes, (width, height), request.reduction, region)
+        {
             source.image.hold = Some(std::sync::Arc::new(ticket));
             return Ok(source);
         }
     }
     let image = decode_image_bytes(bytes)?;
     if (image.width, image.height) != (width, height) {
-        return Err(format!("the JPEG header says {width} × {height} pixels, the decoder {} × {}", image.width, image.height));
+        return Err(format!(
+            "the JPEG header says {width} × {height} pixels, the decoder {} × {}",
+            image.width, image.height
+        ));
     }
     Ok(CropSource::whole(image))
 }

@@ -27,7 +27,8 @@ pub use dataset::{Dataset, MemoryDataset};
 pub use dataset_kind::DatasetKind;
 pub use download::{ensure_downloaded, ArchiveSource};
 pub use folder::{
-    decode_for_crops, decode_image, decode_image_bytes, image_folder, read_image_file, imagenet, imagenet100, tiny_imagenet, FileDataset, MAX_IMAGE_PIXELS,
+    decode_for_crops, decode_image, decode_image_bytes, image_folder, imagenet, imagenet100, read_image_file,
+    tiny_imagenet, FileDataset, MAX_IMAGE_PIXELS,
 };
 pub use idx::{parse_idx, read_idx, IdxArray};
 pub use image::Image;

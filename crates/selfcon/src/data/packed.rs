@@ -82,6 +82,8 @@ pub struct Pack {
     pub info: PackInfo,
     /// (record offset, label, split) per record.
     index: Vec<(u64, u32, u8)>,
+    /// Where the records end (the index starts).
+    records_end: usize,
 }
 
 /// Whether `path` is a packed file (a regular file starting with [`MAGIC`]).
@@ -154,18 +156,29 @@ impl Pack {
             return Err(bad("no pack header or trailer (a partial file? run `selfcon prepare` again)".into()));
         }
         let t = len - TRAILER;
-        let (index_at, count, info_at, info_len) = (u64_at(&map, t), u64_at(&map, t + 8), u64_at(&map, t + 16), u64_at(&map, t + 24));
+        let (index_at, count, info_at, info_len) =
+            (u64_at(&map, t), u64_at(&map, t + 8), u64_at(&map, t + 16), u64_at(&map, t + 24));
+        // Checked arithmetic throughout: the numbers come from the file. Once these hold, the
+        // index and the metadata lie between the records and the trailer.
         let index_end = count.checked_mul(INDEX_ENTRY as u64).and_then(|n| n.checked_add(index_at));
-        if index_at < 24 || index_end != Some(info_at) || info_len > MAX_INFO_BYTES || info_at + info_len != t as u64 {
+        if index_at < 24
+            || index_end != Some(info_at)
+            || info_len > MAX_INFO_BYTES
+            || info_at.checked_add(info_len) != Some(t as u64)
+        {
             return Err(bad("its trailer does not describe the file".into()));
         }
-        let info: PackInfo = serde_json::from_slice(&map[info_at as usize..t])
-            .map_err(|e| bad(format!("metadata: {e}")))?;
+        let info: PackInfo =
+            serde_json::from_slice(&map[info_at as usize..t]).map_err(|e| bad(format!("metadata: {e}")))?;
         let mut index = Vec::with_capacity(count as usize);
         for k in 0..count as usize {
             let at = index_at as usize + k * INDEX_ENTRY;
             let (offset, label, split) = (u64_at(&map, at), u32_at(&map, at + 8), map[at + 12]);
-            if offset < 24 || offset + RECORD_HEADER as u64 > index_at || split > 1 || label as usize >= info.classes.len() {
+            if offset < 24
+                || offset > index_at - RECORD_HEADER as u64
+                || split > 1
+                || label as usize >= info.classes.len()
+            {
                 return Err(bad(format!("index entry {k} is out of range")));
             }
             index.push((offset, label, split));
@@ -174,7 +187,7 @@ impl Pack {
         if (splits, index.len() - splits) != (info.train, info.test) {
             return Err(bad("the index and the metadata disagree on the split sizes".into()));
         }
-        Ok(Arc::new(Pack { map, path: path.to_path_buf(), info, index }))
+        Ok(Arc::new(Pack { map, path: path.to_path_buf(), info, index, records_end: index_at as usize }))
     }
 
     /// The training split and (when packed) the test split.
@@ -192,11 +205,17 @@ impl Pack {
         let (offset, label, split) = self.index[k];
         let at = offset as usize;
         let header = RecordHeader::decode(&self.map[at..at + RECORD_HEADER]);
+        // `at + RECORD_HEADER <= records_end` was checked at open.
         let start = at + RECORD_HEADER;
-        let end = start + header.length as usize;
-        let index_at = u64_at(&self.map, self.map.len() - TRAILER) as usize;
-        if end > index_at || header.label != label || header.split != split || header.width == 0 || header.height == 0 {
-            return Err(Error::file(&self.path, format!("record {k} is damaged (its header disagrees with the index)")));
+        let end = start.checked_add(header.length as usize).filter(|&end| end <= self.records_end);
+        let Some(end) = end else {
+            return Err(Error::file(&self.path, format!("record {k} is damaged (its length runs past the records)")));
+        };
+        if header.label != label || header.split != split || header.width == 0 || header.height == 0 {
+            return Err(Error::file(
+                &self.path,
+                format!("record {k} is damaged (its header disagrees with the index)"),
+            ));
         }
         Ok((header, &self.map[start..end]))
     }
@@ -246,7 +265,13 @@ fn raw_region(payload: &[u8], (w, h): (usize, usize), region: Option<CropBox>) -
                 let row = (y * w + r.left) * 3;
                 data.extend_from_slice(&payload[row..row + r.width * 3]);
             }
-            CropSource { image: Image::new(r.width, r.height, data), full: (w, h), scaled: (w, h), origin: (r.left, r.top) }
+            CropSource {
+                image: Image::new(r.width, r.height, data),
+                full: (w, h),
+                scaled: (w, h),
+                reduction: 1,
+                origin: (r.left, r.top),
+            }
         }
         _ => CropSource::whole(Image::new(w, h, payload.to_vec())),
     }
@@ -301,7 +326,7 @@ fn make_record(dataset: &dyn Dataset, index: usize, split: u8, options: &PackOpt
     if options.storage == Storage::Jpeg {
         if let Some(bytes) = dataset.file_bytes(index).transpose()? {
             if let Some((w, h)) = super::jpeg_reduced::jpeg_size(&bytes) {
-                let fits = options.max_side.is_none_or(|m| w.max(h) <= m);
+                let fits = split == 1 || options.max_side.is_none_or(|m| w.max(h) <= m);
                 if fits && w <= u16::MAX as usize && h <= u16::MAX as usize {
                     return Ok(record_bytes(&bytes, w, h, label, split, Storage::Jpeg));
                 }
@@ -309,7 +334,9 @@ fn make_record(dataset: &dyn Dataset, index: usize, split: u8, options: &PackOpt
         }
     }
     let mut image = dataset.image(index)?;
-    if let Some(max) = options.max_side {
+    // The test split keeps its size: the evaluation transform (Resize(256), CenterCrop(224)) must
+    // not enlarge what packing shrank.
+    if let Some(max) = options.max_side.filter(|_| split == 0) {
         let longer = image.width.max(image.height);
         if longer > max {
             let scale = max as f64 / longer as f64;
@@ -377,7 +404,16 @@ pub fn write_pack(
     stop: &dyn Fn() -> bool,
 ) -> Result<Option<PackReport>> {
     if out.exists() {
-        return Err(Error::file(out, "already exists (a finished pack is never replaced: remove it or choose another --out)"));
+        // A run killed between linking the finished pack into place and removing its partial
+        // name leaves both names on one file: the partial one is dropped.
+        let partial = partial_path(out);
+        if partial.exists() && crate::files::same_file(out, &partial) {
+            let _ = std::fs::remove_file(&partial);
+        }
+        return Err(Error::file(
+            out,
+            "already exists (a finished pack is never replaced: remove it or choose another --out)",
+        ));
     }
     let splits: Vec<(&dyn Dataset, u8)> =
         std::iter::once((source.train, 0)).chain(source.test.map(|t| (t, 1))).collect();
@@ -385,7 +421,7 @@ pub fn write_pack(
     let fingerprint = fingerprint(source, options);
     let partial = partial_path(out);
     let io = |e: std::io::Error| Error::file(&partial, format!("cannot write: {e}"));
-    let (mut file, mut offsets, resumed) = resume_or_start(&partial, fingerprint, total)?;
+    let (mut file, mut offsets, resumed) = resume_or_start(&partial, fingerprint, total, stop)?;
     let resumed_records = offsets.len();
     let mut end = file.seek(SeekFrom::End(0)).map_err(io)?;
     // (dataset, split, index) of every record, in order.
@@ -402,7 +438,8 @@ pub fn write_pack(
         }
         let batch = &items[next..(next + chunk).min(total)];
         let made: Vec<Result<Vec<u8>>> = {
-            let slots: Vec<std::sync::Mutex<Option<Result<Vec<u8>>>>> = batch.iter().map(|_| Default::default()).collect();
+            let slots: Vec<std::sync::Mutex<Option<Result<Vec<u8>>>>> =
+                batch.iter().map(|_| Default::default()).collect();
             let cursor = std::sync::atomic::AtomicUsize::new(0);
             std::thread::scope(|scope| {
                 for _ in 0..threads {
@@ -480,27 +517,49 @@ fn fingerprint(source: &PackSource, options: &PackOptions) -> u64 {
 
 /// Opens `partial` for appending: its whole, CRC-checked records are kept when its fingerprint
 /// matches (the file is cut after the last one), else it is started afresh. Returns the file,
-/// the kept records' offsets and whether any were kept.
-fn resume_or_start(partial: &Path, fingerprint: u64, total: usize) -> Result<(std::fs::File, Vec<u64>, bool)> {
+/// the kept records' offsets and whether any were kept. The partial file is streamed (a pack can
+/// be hundreds of gigabytes); `stop()` ends the scan early, keeping what was checked.
+fn resume_or_start(
+    partial: &Path,
+    fingerprint: u64,
+    total: usize,
+    stop: &dyn Fn() -> bool,
+) -> Result<(std::fs::File, Vec<u64>, bool)> {
     let io = |e: std::io::Error| Error::file(partial, format!("cannot write: {e}"));
     let mut head = Vec::with_capacity(24);
     head.extend_from_slice(MAGIC);
     head.extend_from_slice(&fingerprint.to_le_bytes());
-    if let Ok(existing) = std::fs::read(partial) {
-        if existing.len() >= 24 && existing[..24] == head[..] {
+    if let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(partial) {
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, &file);
+        let mut start = [0u8; 24];
+        if reader.read_exact(&mut start).is_ok() && start[..] == head[..] {
             let mut offsets = Vec::new();
-            let mut at = 24usize;
-            while offsets.len() < total && at + RECORD_HEADER <= existing.len() {
-                let header = RecordHeader::decode(&existing[at..at + RECORD_HEADER]);
-                let end = at + RECORD_HEADER + header.length as usize;
-                if end > existing.len() || crc32c::crc32c(&existing[at + RECORD_HEADER..end]) != header.crc {
+            let mut at = 24u64;
+            let mut header = [0u8; RECORD_HEADER];
+            let mut payload = Vec::new();
+            let size = file.metadata().map_err(io)?.len();
+            while offsets.len() < total && !stop() && reader.read_exact(&mut header).is_ok() {
+                let record = RecordHeader::decode(&header);
+                // A whole record: a plausible header (zeros, as a crash can leave, are not one),
+                // a payload inside the file, its CRC.
+                let plausible = record.length > 0
+                    && record.width > 0
+                    && record.height > 0
+                    && record.split <= 1
+                    && record.storage <= 1
+                    && at + (RECORD_HEADER as u64) + record.length as u64 <= size;
+                if !plausible {
                     break;
                 }
-                offsets.push(at as u64);
-                at = end;
+                payload.resize(record.length as usize, 0);
+                if reader.read_exact(&mut payload).is_err() || crc32c::crc32c(&payload) != record.crc {
+                    break;
+                }
+                offsets.push(at);
+                at += (RECORD_HEADER + payload.len()) as u64;
             }
-            let file = std::fs::OpenOptions::new().read(true).write(true).open(partial).map_err(io)?;
-            file.set_len(at as u64).map_err(io)?;
+            drop(reader);
+            file.set_len(at).map_err(io)?;
             let kept = !offsets.is_empty();
             return Ok((file, offsets, kept));
         }

@@ -63,8 +63,10 @@ pub struct CeConfig {
     pub image_size: usize,
     pub eval: EvalTransform,
     /// Decode every image whole (`--full_decode`): no DCT-domain reduced JPEG decoding for crops
-    /// that are shrunk anyway, so every training input is torchvision-exact.
-    #[serde(default)]
+    /// that are shrunk anyway, so every training input is torchvision-exact. Configs written
+    /// before the option existed read as `true` (they decoded whole): a mid-epoch resume of one
+    /// then asks for `--full_decode` instead of changing the inputs silently.
+    #[serde(default = "crate::train::decoded_whole_before_the_option")]
     pub full_decode: bool,
     /// Step records every N steps in metrics.jsonl (0: none).
     #[serde(default)]
@@ -170,7 +172,10 @@ pub fn train_ce(
     let train_loader = DataLoader::new(
         data.train.clone(),
         Transform::Train {
-            transform: TrainTransform { reduced_decode: !config.full_decode, ..TrainTransform::crop_flip(config.image_size) },
+            transform: TrainTransform {
+                reduced_decode: !config.full_decode,
+                ..TrainTransform::crop_flip(config.image_size)
+            },
             views: 1,
         },
         loader_config(config.optim.batch_size, true),

@@ -38,8 +38,10 @@ pub struct LinearConfig {
     pub image_size: usize,
     pub eval: EvalTransform,
     /// Decode every image whole (`--full_decode`): no DCT-domain reduced JPEG decoding for crops
-    /// that are shrunk anyway, so every training input is torchvision-exact.
-    #[serde(default)]
+    /// that are shrunk anyway, so every training input is torchvision-exact. Configs written
+    /// before the option existed read as `true` (they decoded whole): a mid-epoch resume of one
+    /// then asks for `--full_decode` instead of changing the inputs silently.
+    #[serde(default = "crate::train::decoded_whole_before_the_option")]
     pub full_decode: bool,
     /// Fraction of the training set held out to pick the best epoch (0 = official protocol:
     /// best test accuracy).
@@ -163,7 +165,10 @@ pub fn linear_eval_model(
     let train_loader = DataLoader::new(
         train_set,
         Transform::Train {
-            transform: TrainTransform { reduced_decode: !config.full_decode, ..TrainTransform::crop_flip(config.image_size) },
+            transform: TrainTransform {
+                reduced_decode: !config.full_decode,
+                ..TrainTransform::crop_flip(config.image_size)
+            },
             views: 1,
         },
         loader_config(config.optim.batch_size, true),

@@ -41,3 +41,9 @@ pub use run_name::{python_bool, python_float};
 pub use schedule::{LrSchedule, Warmup};
 pub use throughput::{measure_pretrain_steps, BatchSource, Throughput};
 pub use train_checkpoint::{Resumed, TrainingState};
+
+/// `full_decode` of a config written before the option existed: those runs decoded every image
+/// whole, and resuming one keeps doing so.
+pub(crate) fn decoded_whole_before_the_option() -> bool {
+    true
+}

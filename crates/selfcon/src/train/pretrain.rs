@@ -43,8 +43,10 @@ pub struct PretrainConfig {
     pub weakaug: bool,
     pub randaug: bool,
     /// Decode every image whole (`--full_decode`): no DCT-domain reduced JPEG decoding for crops
-    /// that are shrunk anyway, so every training input is torchvision-exact.
-    #[serde(default)]
+    /// that are shrunk anyway, so every training input is torchvision-exact. Configs written
+    /// before the option existed read as `true` (they decoded whole): a mid-epoch resume of one
+    /// then asks for `--full_decode` instead of changing the inputs silently.
+    #[serde(default = "crate::train::decoded_whole_before_the_option")]
     pub full_decode: bool,
     /// Smallest area fraction RandomResizedCrop keeps (the official 0.2; configs written before
     /// this field existed read as 0.2).

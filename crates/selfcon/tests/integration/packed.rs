@@ -87,8 +87,9 @@ fn raw_and_kept_jpeg_records_read_back_exactly() {
                 assert_eq!(read, original, "{storage:?} {}", set.files[i].display());
             } else {
                 // A PNG re-encoded as JPEG (quality 90): close, not equal.
-                let diff: f64 = read.data.iter().zip(&original.data).map(|(&a, &b)| (a as f64 - b as f64).abs()).sum::<f64>()
-                    / read.data.len() as f64;
+                let diff: f64 =
+                    read.data.iter().zip(&original.data).map(|(&a, &b)| (a as f64 - b as f64).abs()).sum::<f64>()
+                        / read.data.len() as f64;
                 assert!(read != original && diff < 6.0, "mean difference {diff}");
             }
         }
@@ -139,7 +140,8 @@ fn an_interrupted_pack_resumes_to_the_same_bytes() {
     let len = std::fs::metadata(&partial).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(&partial).unwrap().set_len(len - 7).unwrap();
     let source = PackSource { train: &set, test: None, info: info(&set, Storage::Jpeg, None) };
-    let report = write_pack(&source, &out, &options(Storage::Jpeg, None, 1), &mut |_, _| {}, &|| false).unwrap().unwrap();
+    let report =
+        write_pack(&source, &out, &options(Storage::Jpeg, None, 1), &mut |_, _| {}, &|| false).unwrap().unwrap();
     assert_eq!((report.records, report.resumed), (set.len(), 15));
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&whole).unwrap());
     // A finished pack is never replaced.
@@ -155,36 +157,95 @@ fn damaged_packs_and_wrong_datasets_are_refused_in_one_line() {
     let out = tmp.path().join("p.pack");
     let out_s = out.to_str().unwrap();
     let run = common::selfcon(&[
-        "prepare", "--dataset", "folder", "--data_folder", tree.to_str().unwrap(), "--mean", "(0.5,0.5,0.5)",
-        "--std", "(0.2,0.2,0.2)", "--size", "16", "--out", out_s,
+        "prepare",
+        "--dataset",
+        "folder",
+        "--data_folder",
+        tree.to_str().unwrap(),
+        "--mean",
+        "(0.5,0.5,0.5)",
+        "--std",
+        "(0.2,0.2,0.2)",
+        "--size",
+        "16",
+        "--out",
+        out_s,
     ]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     // Read through --data_folder FILE: the loader runs on it.
     let bench = common::selfcon(&[
-        "bench", "loader", "--dataset", "folder", "--data_folder", out_s, "--size", "16", "--mean", "(0.5,0.5,0.5)",
-        "--std", "(0.2,0.2,0.2)", "--batch_size", "4", "--batches", "2", "--json",
+        "bench",
+        "loader",
+        "--dataset",
+        "folder",
+        "--data_folder",
+        out_s,
+        "--size",
+        "16",
+        "--batch_size",
+        "4",
+        "--batches",
+        "2",
+        "--json",
     ]);
     assert!(bench.status.success(), "{}", String::from_utf8_lossy(&bench.stderr));
+    // The pack holds its statistics: flags that would not be used are refused.
+    common::assert_usage_error(
+        &["bench", "loader", "--dataset", "folder", "--data_folder", out_s, "--size", "16", "--mean", "(0.5,0.5,0.5)"],
+        "--mean: not used with a packed file",
+    );
     // Packing again over it is refused; so is reading it as another dataset.
     common::assert_usage_error(
-        &["prepare", "--dataset", "folder", "--data_folder", tree.to_str().unwrap(), "--mean", "(0.5,0.5,0.5)",
-          "--std", "(0.2,0.2,0.2)", "--size", "16", "--out", out_s],
+        &[
+            "prepare",
+            "--dataset",
+            "folder",
+            "--data_folder",
+            tree.to_str().unwrap(),
+            "--mean",
+            "(0.5,0.5,0.5)",
+            "--std",
+            "(0.2,0.2,0.2)",
+            "--size",
+            "16",
+            "--out",
+            out_s,
+        ],
         "already exists",
     );
-    common::assert_usage_error(&["bench", "loader", "--dataset", "imagenet", "--data_folder", out_s], "was packed from --dataset folder");
+    common::assert_usage_error(
+        &["bench", "loader", "--dataset", "imagenet", "--data_folder", out_s],
+        "was packed from --dataset folder",
+    );
     let tree_s = tree.to_str().unwrap();
     let missing = tmp.path().join("no/such/folder/p.pack");
     common::assert_usage_error(
         &["prepare", "--dataset", "imagenet", "--data_folder", tree_s, "--out", missing.to_str().unwrap()],
         "--out: its folder",
     );
-    common::assert_usage_error(&["prepare", "--dataset", "imagenet", "--data_folder", tree_s, "--out", "x.pack", "--max_side", "0"], "--max_side");
+    common::assert_usage_error(
+        &["prepare", "--dataset", "imagenet", "--data_folder", tree_s, "--out", "x.pack", "--max_side", "0"],
+        "--max_side",
+    );
     // Truncated: no trailer.
     let bytes = std::fs::read(&out).unwrap();
     let cut = tmp.path().join("cut.pack");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let err = common::user_error(Pack::open(&cut).map(|_| ()));
     assert!(err.contains("cut.pack") && err.contains("not a usable packed dataset"), "{err}");
+    // A trailer whose numbers overflow when added, an index entry pointing past the records:
+    // one line each, no panic.
+    let t = bytes.len() - 48;
+    let mut forged = bytes.clone();
+    forged[t + 24..t + 32].copy_from_slice(&u64::MAX.to_le_bytes());
+    let forged_path = tmp.path().join("forged.pack");
+    std::fs::write(&forged_path, &forged).unwrap();
+    assert!(common::user_error(Pack::open(&forged_path).map(|_| ())).contains("trailer does not describe"));
+    let index_at = u64::from_le_bytes(bytes[t..t + 8].try_into().unwrap()) as usize;
+    let mut forged = bytes.clone();
+    forged[index_at..index_at + 8].copy_from_slice(&(u64::MAX - 3).to_le_bytes());
+    std::fs::write(&forged_path, &forged).unwrap();
+    assert!(common::user_error(Pack::open(&forged_path).map(|_| ())).contains("index entry 0 is out of range"));
     // A record's bytes damaged: that read fails naming the record; the others still read.
     let mut bad = bytes.clone();
     let first_payload = 16 + 8 + 24;
@@ -274,5 +335,46 @@ fn a_raw_pack_gives_the_folder_loaders_batches_exactly() {
             assert_eq!(a.indices, b.indices);
             assert!(a.images.equal(&b.images), "epoch {epoch}: batch {:?} differs", a.indices);
         }
+    }
+}
+
+#[test]
+fn two_views_decoded_reduced_over_their_union_stay_close_to_whole_decodes() {
+    use selfcon::data::{DataLoader, LoaderConfig, Transform};
+    // Large photograph-like JPEGs, 16-px views: most images are decoded at 1/2–1/8 over the
+    // region holding both crops; each view must still be its crop (not the other's, not shifted).
+    let tmp = tempfile::tempdir().unwrap();
+    for i in 0..6u32 {
+        let dir = tmp.path().join(format!("c{}", i % 2));
+        std::fs::create_dir_all(&dir).unwrap();
+        photo_like(400 + 24 * i, 300 + 16 * i, i)
+            .save_with_format(dir.join(format!("{i}.jpg")), image::ImageFormat::Jpeg)
+            .unwrap();
+    }
+    let set = std::sync::Arc::new(image_folder(tmp.path()).unwrap());
+    let config = LoaderConfig {
+        batch_size: 6,
+        threads: 2,
+        prefetch: 1,
+        shuffle: false,
+        seed: 9,
+        drop_last: false,
+        background: false,
+        shard: None,
+        format: Default::default(),
+        mean: [0.5; 3],
+        std: [0.25; 3],
+    };
+    let weak = TrainTransform::pretrain(16, true);
+    let reduced =
+        DataLoader::new(set.clone(), Transform::Train { transform: weak.clone(), views: 2 }, config.clone()).unwrap();
+    let whole =
+        DataLoader::new(set, Transform::Train { transform: weak.with_full_decode(), views: 2 }, config).unwrap();
+    for epoch in 0..3 {
+        let a = reduced.epoch(epoch).next().unwrap().unwrap().images;
+        let b = whole.epoch(epoch).next().unwrap().unwrap().images;
+        // Normalised by std 0.25: one grey level is 1/(255·0.25).
+        let grey_levels = (&a - &b).abs().mean(tch::Kind::Float).double_value(&[]) * 255.0 * 0.25;
+        assert!(grey_levels < 4.0, "epoch {epoch}: mean difference {grey_levels:.2} grey levels");
     }
 }

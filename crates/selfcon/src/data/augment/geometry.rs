@@ -14,22 +14,6 @@ pub struct CropBox {
     pub width: usize,
 }
 
-impl CropBox {
-    /// This box, drawn on an image of size `from`, on the same image decoded at size `to`: edges
-    /// scaled and rounded, at least one pixel, inside the image.
-    pub fn scaled_to(self, from: (usize, usize), to: (usize, usize)) -> CropBox {
-        if from == to {
-            return self;
-        }
-        let edge = |v: usize, full: usize, reduced: usize| ((v as f64 * reduced as f64 / full as f64).round() as usize).min(reduced);
-        let (left, right) = (edge(self.left, from.0, to.0), edge(self.left + self.width, from.0, to.0));
-        let (top, bottom) = (edge(self.top, from.1, to.1), edge(self.top + self.height, from.1, to.1));
-        let left = left.min(to.0 - 1);
-        let top = top.min(to.1 - 1);
-        CropBox { left, top, width: right.saturating_sub(left).max(1), height: bottom.saturating_sub(top).max(1) }
-    }
-}
-
 /// `RandomResizedCrop.get_params`: up to 10 tries of a random area fraction in `scale` and a
 /// log-uniform aspect ratio in `ratio`, then the centred fallback. Python's `round` (half to even)
 /// turns the side lengths into integers.

@@ -238,9 +238,13 @@ mod tests {
     fn resizing_a_region_equals_cropping_then_resizing() {
         let data: Vec<u8> = (0..61 * 47 * 3).map(|i| (i * 37 % 251) as u8).collect();
         let img = Image::new(61, 47, data);
-        for (left, top, w, h, out_w, out_h) in
-            [(0, 0, 61, 47, 20, 20), (5, 7, 30, 20, 12, 12), (13, 0, 48, 47, 48, 10), (2, 3, 9, 11, 9, 11), (40, 30, 21, 17, 30, 30)]
-        {
+        for (left, top, w, h, out_w, out_h) in [
+            (0, 0, 61, 47, 20, 20),
+            (5, 7, 30, 20, 12, 12),
+            (13, 0, 48, 47, 48, 10),
+            (2, 3, 9, 11, 9, 11),
+            (40, 30, 21, 17, 30, 30),
+        ] {
             let region = CropBox { left, top, width: w, height: h };
             let expected = resize_bilinear(&img.crop(left, top, w, h), out_w, out_h);
             assert_eq!(resize_crop_bilinear(&img, region, out_w, out_h), expected, "{region:?} → {out_w}×{out_h}");
