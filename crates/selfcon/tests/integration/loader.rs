@@ -20,7 +20,7 @@ fn tiny(n: usize) -> Arc<dyn Dataset> {
     })
 }
 
-fn config(batch_size: usize, threads: usize) -> LoaderConfig {
+pub(crate) fn config(batch_size: usize, threads: usize) -> LoaderConfig {
     LoaderConfig {
         batch_size,
         threads,

@@ -156,12 +156,13 @@ fn damaged_packs_and_wrong_datasets_are_refused_in_one_line() {
     write_tree(&tree);
     let out = tmp.path().join("p.pack");
     let out_s = out.to_str().unwrap();
-    let run = common::selfcon(&[
+    let tree_s = tree.to_str().unwrap();
+    let prepare = [
         "prepare",
         "--dataset",
         "folder",
         "--data_folder",
-        tree.to_str().unwrap(),
+        tree_s,
         "--mean",
         "(0.5,0.5,0.5)",
         "--std",
@@ -170,7 +171,8 @@ fn damaged_packs_and_wrong_datasets_are_refused_in_one_line() {
         "16",
         "--out",
         out_s,
-    ]);
+    ];
+    let run = common::selfcon(&prepare);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     // Read through --data_folder FILE: the loader runs on it.
     let bench = common::selfcon(&[
@@ -195,29 +197,11 @@ fn damaged_packs_and_wrong_datasets_are_refused_in_one_line() {
         "--mean: not used with a packed file",
     );
     // Packing again over it is refused; so is reading it as another dataset.
-    common::assert_usage_error(
-        &[
-            "prepare",
-            "--dataset",
-            "folder",
-            "--data_folder",
-            tree.to_str().unwrap(),
-            "--mean",
-            "(0.5,0.5,0.5)",
-            "--std",
-            "(0.2,0.2,0.2)",
-            "--size",
-            "16",
-            "--out",
-            out_s,
-        ],
-        "already exists",
-    );
+    common::assert_usage_error(&prepare, "already exists");
     common::assert_usage_error(
         &["bench", "loader", "--dataset", "imagenet", "--data_folder", out_s],
         "was packed from --dataset folder",
     );
-    let tree_s = tree.to_str().unwrap();
     let missing = tmp.path().join("no/such/folder/p.pack");
     common::assert_usage_error(
         &["prepare", "--dataset", "imagenet", "--data_folder", tree_s, "--out", missing.to_str().unwrap()],
@@ -304,26 +288,14 @@ fn reduced_jpeg_decodes_stay_close_to_the_whole_decode() {
 
 #[test]
 fn a_raw_pack_gives_the_folder_loaders_batches_exactly() {
-    use selfcon::data::{DataLoader, LoaderConfig, Transform};
+    use selfcon::data::{DataLoader, Transform};
     let tmp = tempfile::tempdir().unwrap();
     write_tree(&tmp.path().join("tree"));
     let set = image_folder(&tmp.path().join("tree")).unwrap();
     let out = tmp.path().join("raw.pack");
     assert!(pack(&set, &out, &options(Storage::Raw, None, 2), &|| false));
     let (packed, _) = Pack::open(&out).unwrap().splits();
-    let config = LoaderConfig {
-        batch_size: 5,
-        threads: 2,
-        prefetch: 2,
-        shuffle: true,
-        seed: 3,
-        drop_last: false,
-        background: false,
-        shard: None,
-        format: Default::default(),
-        mean: [0.5; 3],
-        std: [0.25; 3],
-    };
+    let config = crate::loader::config(5, 2);
     // Two views, full jitter: the raw records hand out only the crops' region, which must map
     // back to the same pixels the whole decode gives.
     let transform = Transform::Train { transform: TrainTransform::pretrain(12, false).with_full_decode(), views: 2 };
@@ -340,7 +312,7 @@ fn a_raw_pack_gives_the_folder_loaders_batches_exactly() {
 
 #[test]
 fn two_views_decoded_reduced_over_their_union_stay_close_to_whole_decodes() {
-    use selfcon::data::{DataLoader, LoaderConfig, Transform};
+    use selfcon::data::{DataLoader, Transform};
     // Large photograph-like JPEGs, 16-px views: most images are decoded at 1/2–1/8 over the
     // region holding both crops; each view must still be its crop (not the other's, not shifted).
     let tmp = tempfile::tempdir().unwrap();
@@ -352,19 +324,7 @@ fn two_views_decoded_reduced_over_their_union_stay_close_to_whole_decodes() {
             .unwrap();
     }
     let set = std::sync::Arc::new(image_folder(tmp.path()).unwrap());
-    let config = LoaderConfig {
-        batch_size: 6,
-        threads: 2,
-        prefetch: 1,
-        shuffle: false,
-        seed: 9,
-        drop_last: false,
-        background: false,
-        shard: None,
-        format: Default::default(),
-        mean: [0.5; 3],
-        std: [0.25; 3],
-    };
+    let config = crate::loader::config(6, 2);
     let weak = TrainTransform::pretrain(16, true);
     let reduced =
         DataLoader::new(set.clone(), Transform::Train { transform: weak.clone(), views: 2 }, config.clone()).unwrap();
