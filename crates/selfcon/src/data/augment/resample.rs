@@ -2,6 +2,7 @@
 //! a triangle filter widened by the scale when shrinking (antialiasing), coefficients normalised
 //! and rounded to 22-bit fixed point, a horizontal pass rounded to 8 bits, then a vertical pass.
 
+use super::color::avx2_dispatch;
 use super::geometry::CropBox;
 use crate::data::image::Image;
 
@@ -100,36 +101,14 @@ impl<'a> View<'a> {
     }
 }
 
-// Each pass runs compiled for AVX2 where the CPU has it (every CPU the project supports; the check
-// keeps others working): the integer multiply-adds vectorise 8 lanes wide.
-fn horizontal(img: View, width: usize) -> Image {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked on the line above).
-        return unsafe { horizontal_avx2(img, width) };
-    }
-    horizontal_pass(img, width)
+// Each pass runs compiled for AVX2 where the CPU has it: the integer multiply-adds vectorise 8
+// lanes wide.
+avx2_dispatch! {
+    fn horizontal(img: View, width: usize) -> Image = horizontal_pass
 }
 
-fn vertical(img: View, height: usize) -> Image {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: as above.
-        return unsafe { vertical_avx2(img, height) };
-    }
-    vertical_pass(img, height)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn horizontal_avx2(img: View, width: usize) -> Image {
-    horizontal_pass(img, width)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn vertical_avx2(img: View, height: usize) -> Image {
-    vertical_pass(img, height)
+avx2_dispatch! {
+    fn vertical(img: View, height: usize) -> Image = vertical_pass
 }
 
 /// Rows filtered together by the horizontal pass.
