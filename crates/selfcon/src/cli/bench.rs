@@ -9,7 +9,7 @@ use serde_json::json;
 use selfcon::data::augment::TrainTransform;
 use selfcon::data::{DataLoader, LoaderConfig, Transform};
 
-use super::data_args::DataArgs;
+use super::data_args::{DataArgs, DecodeArgs};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -39,6 +39,9 @@ pub struct LoaderBenchArgs {
 
     #[command(flatten)]
     pub data: DataArgs,
+
+    #[command(flatten)]
+    pub decode: DecodeArgs,
 
     #[arg(long = "batch_size", visible_alias = "batch-size", default_value_t = 256, value_name = "N")]
     pub batch_size: usize,
@@ -83,7 +86,7 @@ fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
     let (data, size) = a.data.open(&a.dataset)?;
     let name = a.dataset.as_str();
     let mut train = TrainTransform::pretrain(size, a.weakaug);
-    train.reduced_decode = !a.data.full_decode;
+    train.reduced_decode = !a.decode.full_decode;
     if a.randaug {
         train = train.with_randaugment();
     }
@@ -138,7 +141,7 @@ fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
         let mut record = json!({
             "bench": "loader", "dataset": name, "source": data.source, "batch_size": a.batch_size,
             "num_workers": a.num_workers, "multiview": a.multiview, "weakaug": a.weakaug, "randaug": a.randaug,
-            "full_decode": a.data.full_decode,
+            "full_decode": a.decode.full_decode,
             "thp_mem_alloc_enable": std::env::var("THP_MEM_ALLOC_ENABLE").ok(),
             "batches": done, "images": images, "seconds": seconds, "images_per_s": rate,
             "cpu_seconds": cpu_seconds, "cpu_ms_per_image": cpu_ms_per_image, "cores_busy": cpu_seconds / seconds

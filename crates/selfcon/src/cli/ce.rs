@@ -6,7 +6,7 @@ use clap::{ArgMatches, Args};
 
 use selfcon::train::{train_ce, CeConfig, CeMethod, Start};
 
-use super::data_args::DataArgs;
+use super::data_args::{DataArgs, DecodeArgs};
 use super::model_args::ModelArgs;
 use super::official_options::{self, float, some_text, OfficialOptions};
 use super::optim_args::OptimArgs;
@@ -27,6 +27,9 @@ pub struct CeArgs {
 
     #[command(flatten)]
     pub data: DataArgs,
+
+    #[command(flatten)]
+    pub decode: DecodeArgs,
 
     /// Size of the auxiliary feature projections.
     #[arg(long = "dim_out", visible_alias = "dim-out", default_value_t = 128)]
@@ -90,7 +93,7 @@ pub fn run(mut a: CeArgs, given: &ArgMatches) -> anyhow::Result<()> {
         optim: a.optim.to_config()?,
         dataset_name: a.dataset.clone(),
         image_size,
-        full_decode: a.data.full_decode,
+        full_decode: a.decode.full_decode,
         eval: a.data.eval_transform(&a.dataset)?,
         print_freq: a.optim.print_freq,
     };

@@ -34,6 +34,11 @@ pub struct DataArgs {
     #[arg(long)]
     pub download: bool,
 
+}
+
+/// How training images are decoded (the commands that train or time training input).
+#[derive(Args, Debug, Clone)]
+pub struct DecodeArgs {
     /// Decode every JPEG whole. By default a JPEG whose training crop is at least four times the
     /// training size on both sides is decoded at 1/2, 1/4 or 1/8 of its size in the DCT domain
     /// (libjpeg's scaled decoding), keeping the crop at least twice the output: faster, and not

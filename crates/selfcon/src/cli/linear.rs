@@ -9,7 +9,7 @@ use selfcon::checkpoint::ModelCheckpoint;
 use selfcon::train::{linear_eval, LinearConfig, Start};
 use selfcon::Error;
 
-use super::data_args::DataArgs;
+use super::data_args::{DataArgs, DecodeArgs};
 use super::model_args::ModelArgs;
 use super::optim_args::OptimArgs;
 use super::progress::TerminalProgress;
@@ -43,6 +43,9 @@ pub struct LinearArgs {
     #[command(flatten)]
     pub data: DataArgs,
 
+    #[command(flatten)]
+    pub decode: DecodeArgs,
+
     /// Hold out this fraction of the training set and report the test accuracy of the epoch with
     /// the best validation accuracy (the official script picks the best test epoch).
     #[arg(long = "val_split", visible_alias = "val-split", default_value_t = 0.0, value_name = "F")]
@@ -67,7 +70,7 @@ pub fn run(a: LinearArgs) -> anyhow::Result<()> {
         subnet: a.subnet,
         optim: a.optim.to_config()?,
         image_size,
-        full_decode: a.data.full_decode,
+        full_decode: a.decode.full_decode,
         eval: a.data.eval_transform(&dataset)?,
         val_split: a.val_split,
         print_freq: a.optim.print_freq,

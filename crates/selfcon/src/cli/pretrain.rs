@@ -7,7 +7,7 @@ use clap::{ArgMatches, Args};
 use selfcon::train::{pretrain, PretrainConfig, Start};
 use selfcon::Error;
 
-use super::data_args::DataArgs;
+use super::data_args::{DataArgs, DecodeArgs};
 use super::model_args::ModelArgs;
 use super::official_options::{self, count, flag, float, some_text, OfficialOptions};
 use super::optim_args::OptimArgs;
@@ -29,6 +29,9 @@ pub struct PretrainArgs {
 
     #[command(flatten)]
     pub data: DataArgs,
+
+    #[command(flatten)]
+    pub decode: DecodeArgs,
 
     /// Two augmented views of each image, concatenated along the batch ([view 1; view 2]).
     #[arg(long)]
@@ -143,7 +146,7 @@ impl PretrainArgs {
             optim: a.optim.to_config()?,
             weakaug: a.weakaug,
             randaug: a.randaug,
-            full_decode: a.data.full_decode,
+            full_decode: a.decode.full_decode,
             min_crop_scale: a.min_crop_scale,
             print_freq: a.optim.print_freq,
             save_freq: a.save_freq,
