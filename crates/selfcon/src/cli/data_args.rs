@@ -33,7 +33,6 @@ pub struct DataArgs {
     /// Download CIFAR-10/100 into --data_folder when absent (official archive, MD5-checked).
     #[arg(long)]
     pub download: bool,
-
 }
 
 /// How training images are decoded (the commands that train or time training input).
