@@ -33,6 +33,19 @@ pub struct DecodeBenchArgs {
     pub json: bool,
 }
 
+/// One JPEG held in memory, its size, and the crop the transform would draw on it.
+struct Sample {
+    bytes: Vec<u8>,
+    full: (usize, usize),
+    crop: CropBox,
+}
+
+impl Sample {
+    fn everything(&self) -> CropBox {
+        CropBox { left: 0, top: 0, width: self.full.0, height: self.full.1 }
+    }
+}
+
 pub fn run(a: DecodeBenchArgs) -> anyhow::Result<()> {
     let mut files = Vec::new();
     collect(&a.data_folder, &mut files)?;
@@ -43,50 +56,39 @@ pub fn run(a: DecodeBenchArgs) -> anyhow::Result<()> {
             break;
         }
         let bytes = selfcon::data::read_image_file(&path)?;
-        if let Some(size) = jpeg_size(&bytes) {
-            jpegs.push((bytes, size));
+        if let Some((w, h)) = jpeg_size(&bytes) {
+            // One crop per file, as the pre-training transform draws them.
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(jpegs.len() as u64);
+            let crop = random_resized_crop_box(w, h, (0.2, 1.0), (0.75, 4.0 / 3.0), &mut rng);
+            jpegs.push(Sample { bytes, full: (w, h), crop });
         }
     }
     if jpegs.is_empty() {
         return Err(Error::file(&a.data_folder, "no JPEG files below it").into());
     }
-    let pixels: f64 = jpegs.iter().map(|(_, (w, h))| (w * h) as f64).sum::<f64>() / jpegs.len() as f64;
-    let best = |decode: &dyn Fn(&[u8], usize, usize) -> bool| -> f64 {
+    let pixels: f64 = jpegs.iter().map(|j| (j.full.0 * j.full.1) as f64).sum::<f64>() / jpegs.len() as f64;
+    let best = |decode: &dyn Fn(&Sample) -> bool| -> f64 {
         let mut best = f64::INFINITY;
         for _ in 0..a.repeats.max(1) {
             let start = Instant::now();
-            for (bytes, (w, h)) in &jpegs {
-                std::hint::black_box(decode(bytes, *w, *h));
+            for sample in &jpegs {
+                std::hint::black_box(decode(sample));
             }
             best = best.min(start.elapsed().as_secs_f64() * 1000.0 / jpegs.len() as f64);
         }
         best
     };
+    let whole_decode = |j: &Sample| selfcon::data::decode_image_bytes(&j.bytes).is_ok();
+    let reduced_decode = |j: &Sample, d: usize, region: CropBox| decode_region(&j.bytes, j.full, d, region).is_some();
     // Files a decoder cannot take (CMYK JPEGs, corrupt data) are counted, not fatal: the loader
     // falls back to the whole decode for them, or reports them.
-    let whole_failures = jpegs.iter().filter(|(bytes, _)| selfcon::data::decode_image_bytes(bytes).is_err()).count();
-    let whole = best(&|bytes, _, _| selfcon::data::decode_image_bytes(bytes).is_ok());
-    // One crop per file, as the pre-training transform draws them.
-    let crops: std::collections::HashMap<usize, CropBox> = jpegs
-        .iter()
-        .enumerate()
-        .map(|(i, (bytes, (w, h)))| {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(i as u64);
-            (bytes.as_ptr() as usize, random_resized_crop_box(*w, *h, (0.2, 1.0), (0.75, 4.0 / 3.0), &mut rng))
-        })
-        .collect();
-    let reduced_failures = jpegs
-        .iter()
-        .filter(|(bytes, (w, h))| {
-            decode_region(bytes, (*w, *h), 2, CropBox { left: 0, top: 0, width: *w, height: *h }).is_none()
-        })
-        .count();
+    let whole_failures = jpegs.iter().filter(|j| !whole_decode(j)).count();
+    let reduced_failures = jpegs.iter().filter(|j| !reduced_decode(j, 2, j.everything())).count();
+    let whole = best(&whole_decode);
     let mut reduced = Vec::new();
     for d in [2usize, 4, 8] {
-        let all = best(&|bytes, w, h| {
-            decode_region(bytes, (w, h), d, CropBox { left: 0, top: 0, width: w, height: h }).is_some()
-        });
-        let crop = best(&|bytes, w, h| decode_region(bytes, (w, h), d, crops[&(bytes.as_ptr() as usize)]).is_some());
+        let all = best(&|j| reduced_decode(j, d, j.everything()));
+        let crop = best(&|j| reduced_decode(j, d, j.crop));
         reduced.push((d, all, crop));
     }
     if a.json {

@@ -87,15 +87,10 @@ impl DataArgs {
             let size = self.image_size(dataset)?;
             return Ok((open_image_folder(root, mean, std)?, size));
         }
-        for (flag, given) in [("mean", self.mean.is_some()), ("std", self.std.is_some()), ("size", self.size.is_some())]
-        {
-            if given {
-                return Err(Error::option(
-                    flag,
-                    format!("only used with --dataset folder ({dataset} has fixed values)"),
-                ));
-            }
-        }
+        refuse_given(
+            [("mean", self.mean.is_some()), ("std", self.std.is_some()), ("size", self.size.is_some())],
+            &format!("only used with --dataset folder ({dataset} has fixed values)"),
+        )?;
         let kind: DatasetKind = dataset.parse()?;
         if self.download {
             let source = match kind {
@@ -119,11 +114,10 @@ impl DataArgs {
     /// `--data_folder FILE` naming a packed file (`selfcon prepare`): read with the dataset's
     /// name it was packed from, its statistics from the pack.
     fn open_pack(&self, dataset: &str, path: &std::path::Path) -> selfcon::Result<(OpenedDataset, usize)> {
-        for (flag, given) in [("mean", self.mean.is_some()), ("std", self.std.is_some()), ("download", self.download)] {
-            if given {
-                return Err(Error::option(flag, "not used with a packed file (it holds its images and statistics)"));
-            }
-        }
+        refuse_given(
+            [("mean", self.mean.is_some()), ("std", self.std.is_some()), ("download", self.download)],
+            "not used with a packed file (it holds its images and statistics)",
+        )?;
         let pack = selfcon::data::packed::Pack::open(path)?;
         if pack.info.dataset != dataset {
             return Err(Error::file(
@@ -141,6 +135,14 @@ impl DataArgs {
             source: path.to_path_buf(),
         };
         Ok((opened, size))
+    }
+}
+
+/// The first flag of `flags` that was given, refused with `why`.
+fn refuse_given<const N: usize>(flags: [(&str, bool); N], why: &str) -> selfcon::Result<()> {
+    match flags.iter().find(|(_, given)| *given) {
+        Some((flag, _)) => Err(Error::option(*flag, why)),
+        None => Ok(()),
     }
 }
 

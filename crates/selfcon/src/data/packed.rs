@@ -322,18 +322,23 @@ pub struct PackSource<'a> {
 /// The bytes of one record: header and payload.
 fn make_record(dataset: &dyn Dataset, index: usize, split: u8, options: &PackOptions) -> Result<Vec<u8>> {
     let label = dataset.label(index) as u32;
+    let bytes = dataset.file_bytes(index).transpose()?;
     // A JPEG that needs no resizing is stored as it is: no generation loss, no encoding time.
-    if options.storage == Storage::Jpeg {
-        if let Some(bytes) = dataset.file_bytes(index).transpose()? {
-            if let Some((w, h)) = super::jpeg_reduced::jpeg_size(&bytes) {
-                let fits = split == 1 || options.max_side.is_none_or(|m| w.max(h) <= m);
-                if fits && w <= u16::MAX as usize && h <= u16::MAX as usize {
-                    return Ok(record_bytes(&bytes, w, h, label, split, Storage::Jpeg));
-                }
+    if let (Storage::Jpeg, Some(bytes)) = (options.storage, &bytes) {
+        if let Some((w, h)) = super::jpeg_reduced::jpeg_size(bytes) {
+            let fits = split == 1 || options.max_side.is_none_or(|m| w.max(h) <= m);
+            if fits && w <= u16::MAX as usize && h <= u16::MAX as usize {
+                return Ok(record_bytes(bytes, w, h, label, split, Storage::Jpeg));
             }
         }
     }
-    let mut image = dataset.image(index)?;
+    // Decoded from the bytes already read; the dataset reads the file again only to name it in
+    // an error.
+    let decoded = bytes.as_deref().and_then(|b| super::folder::decode_image_bytes(b).ok());
+    let mut image = match decoded {
+        Some(image) => image,
+        None => dataset.image(index)?,
+    };
     // The test split keeps its size: the evaluation transform (Resize(256), CenterCrop(224)) must
     // not enlarge what packing shrank.
     if let Some(max) = options.max_side.filter(|_| split == 0) {
@@ -348,17 +353,18 @@ fn make_record(dataset: &dyn Dataset, index: usize, split: u8, options: &PackOpt
     if image.width > u16::MAX as usize || image.height > u16::MAX as usize {
         return Err(Error::input(format!("image {index} is {} × {}: give --max_side", image.width, image.height)));
     }
+    let (w, h) = (image.width, image.height);
     let payload = match options.storage {
-        Storage::Raw => image.data.clone(),
+        Storage::Raw => image.data,
         Storage::Jpeg => {
             let mut out = Vec::new();
             image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, options.quality)
-                .encode(&image.data, image.width as u32, image.height as u32, image::ExtendedColorType::Rgb8)
+                .encode(&image.data, w as u32, h as u32, image::ExtendedColorType::Rgb8)
                 .map_err(|e| Error::input(format!("encoding image {index} as JPEG: {e}")))?;
             out
         }
     };
-    Ok(record_bytes(&payload, image.width, image.height, label, split, options.storage))
+    Ok(record_bytes(&payload, w, h, label, split, options.storage))
 }
 
 fn record_bytes(payload: &[u8], w: usize, h: usize, label: u32, split: u8, storage: Storage) -> Vec<u8> {
