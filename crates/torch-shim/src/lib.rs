@@ -85,6 +85,7 @@ mod ffi {
         pub fn selfcon_shim_set_grads_to_none(params: *const *const u8, n: i64);
         pub fn selfcon_shim_pin_memory(tensor: *const u8, err: *mut *mut c_char) -> *mut u8;
         pub fn selfcon_shim_is_pinned(tensor: *const u8) -> c_int;
+        pub fn selfcon_shim_is_sole_owner(tensor: *const u8) -> c_int;
         pub fn selfcon_shim_copy_ahead(
             src: *const u8,
             device_index: c_int,
@@ -426,6 +427,14 @@ pub fn is_pinned(tensor: &Tensor) -> bool {
     unsafe { ffi::selfcon_shim_is_pinned(tensor.as_ptr() as *const u8) == 1 }
 }
 
+/// Whether `tensor` is the only handle on its memory: no clone of the handle, no view or other
+/// tensor sharing its storage. (A buffer for which this holds can be written again without anyone
+/// seeing it change.) tch's `shallow_clone` and every view make it false until they are dropped.
+pub fn is_sole_owner(tensor: &Tensor) -> bool {
+    // SAFETY: reads two reference counts of a live tensor.
+    unsafe { ffi::selfcon_shim_is_sole_owner(tensor.as_ptr() as *const u8) == 1 }
+}
+
 /// Bytes held by the accelerator's caching allocator (all pools).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryStats {
@@ -537,6 +546,30 @@ mod tests {
         assert!(empty_pinned(&[2], Kind::Int64).unwrap_err().0.contains("not supported"));
         assert!(CopyAhead::start(&t, 0).is_err());
         assert!(set_device(0).is_err());
+    }
+
+    #[test]
+    fn sole_ownership_ends_with_every_clone_view_and_saved_tensor_and_returns_after() {
+        let t = Tensor::zeros([2, 3], (Kind::Float, Device::Cpu));
+        assert!(is_sole_owner(&t));
+        let clone = t.shallow_clone();
+        assert!(!is_sole_owner(&t) && !is_sole_owner(&clone));
+        drop(clone);
+        let view = t.permute([1, 0]);
+        assert!(!is_sole_owner(&t));
+        drop(view);
+        let detached = t.detach();
+        assert!(!is_sole_owner(&t), "a detached tensor shares the memory");
+        drop(detached);
+        let copy = t.copy();
+        assert!(is_sole_owner(&t), "a copy has its own memory");
+        drop(copy);
+        // Autograd keeping the input for the backward pass holds the memory too.
+        let w = Tensor::ones([3, 1], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let out = t.matmul(&w);
+        assert!(!is_sole_owner(&t));
+        drop(out);
+        assert!(is_sole_owner(&t));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 // Tensors cross the boundary as tch does it: `at::Tensor*` owned by the caller.
 // Every function that can throw reports the exception text through `err` (malloc'ed, freed by
 // selfcon_shim_free_error) instead of unwinding into Rust.
+#include <atomic>
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/DeviceAccelerator.h>
@@ -283,6 +284,17 @@ int selfcon_shim_wait_ready(void* ready, int device_index, char** err) {
 void selfcon_shim_free_ready(void* ready) { delete static_cast<c10::Event*>(ready); }
 
 int selfcon_shim_is_pinned(const at::Tensor* tensor) { return tensor->is_pinned() ? 1 : 0; }
+
+// 1 when nothing but `tensor` refers to its memory: no other handle on the same TensorImpl, and
+// no other tensor (view, alias, saved-for-backward copy of the handle) on the same storage.
+// The counts are read relaxed; the acquire fence orders the caller's later writes after every
+// read the last other owner made before it let go (its decrement is a release).
+int selfcon_shim_is_sole_owner(const at::Tensor* tensor) {
+  const bool sole =
+      tensor->use_count() == 1 && tensor->has_storage() && tensor->storage().use_count() == 1;
+  std::atomic_thread_fence(std::memory_order_acquire);
+  return sole ? 1 : 0;
+}
 
 // ---- accelerator memory statistics (caching allocator, any accelerator) ---------------------
 

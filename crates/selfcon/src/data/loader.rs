@@ -8,13 +8,14 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rand::seq::SliceRandom;
 use tch::{Kind, Tensor};
 
 use super::augment::{sample_rng, to_normalized_chw, to_normalized_hwc, EvalTransform, TrainTransform};
+use super::batch_pool::BatchPool;
 use super::dataset::Dataset;
 use super::image::Image;
 use super::shard::Shard;
@@ -170,6 +171,9 @@ pub struct DataLoader {
     dataset: Arc<dyn Dataset>,
     transform: Arc<Transform>,
     config: LoaderConfig,
+    /// The workers' batch buffers, handed from one epoch's workers to the next (like persistent
+    /// workers): at most `threads × (prefetch + 2)` CPU batches, what one epoch has in flight.
+    pools: Arc<Mutex<Vec<BatchPool>>>,
 }
 
 impl DataLoader {
@@ -183,7 +187,7 @@ impl DataLoader {
         if dataset.is_empty() {
             return Err(Error::input("the dataset is empty"));
         }
-        Ok(DataLoader { dataset, transform: Arc::new(transform), config })
+        Ok(DataLoader { dataset, transform: Arc::new(transform), config, pools: Default::default() })
     }
 
     pub fn dataset(&self) -> &Arc<dyn Dataset> {
@@ -265,21 +269,32 @@ impl DataLoader {
             };
             let (batches, stop) = (batches.clone(), stop.clone());
             let background = self.config.background;
+            let pools = self.pools.clone();
+            // The batches in this worker's queue, the one it writes and the one being used.
+            let capacity = self.config.prefetch.max(1) + 2;
             workers.push(std::thread::spawn(move || {
                 if background {
                     // Linux: a thread's nice value is its own; 0 = the calling thread.
                     // SAFETY: plain syscall on the calling thread; failure only keeps priority.
                     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
                 }
+                let lock = || pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut pool = lock().pop().unwrap_or_else(|| BatchPool::new(capacity));
                 for b in (w..batches.len()).step_by(threads) {
                     if stop.load(Ordering::Relaxed) {
-                        return;
+                        break;
                     }
-                    let result = job.build(&batches[b]);
+                    let result = job.build(&batches[b], &mut pool);
                     let failed = result.is_err();
                     if tx.send(result).is_err() || failed {
-                        return;
+                        break;
                     }
+                }
+                // Workers of an abandoned epoch may still be finishing: never more than one
+                // epoch's pools are kept.
+                let mut pools = lock();
+                if pools.len() < threads {
+                    pools.push(pool);
                 }
             }));
         }
@@ -298,7 +313,7 @@ struct BatchJob {
 }
 
 impl BatchJob {
-    fn build(&self, indices: &[usize]) -> Result<Batch> {
+    fn build(&self, indices: &[usize], pool: &mut BatchPool) -> Result<Batch> {
         let views = self.transform.views();
         let n = indices.len();
         // Rows [view 1 of every image; view 2; …].
@@ -338,7 +353,7 @@ impl BatchJob {
                 out.height
             )));
         }
-        let images = self.images_tensor(&outs, h as i64, w as i64)?;
+        let images = self.images_tensor(&outs, h as i64, w as i64, pool)?;
         let labels: Vec<i64> = indices.iter().map(|&i| self.dataset.label(i)).collect();
         Ok(Batch {
             images,
@@ -350,7 +365,7 @@ impl BatchJob {
 
     /// The batch tensor, written in place (no staging buffer): u8 HWC pixels, or normalised f32
     /// in NHWC or NCHW memory; always seen as `[N, 3, H, W]`.
-    fn images_tensor(&self, outs: &[Image], h: i64, w: i64) -> Result<Tensor> {
+    fn images_tensor(&self, outs: &[Image], h: i64, w: i64, pool: &mut BatchPool) -> Result<Tensor> {
         let format = self.format;
         let channels_last = format.raw_u8 || format.channels_last;
         let n = outs.len() as i64;
@@ -360,13 +375,14 @@ impl BatchJob {
             torch_shim::empty_pinned(&shape, kind)
                 .map_err(|e| Error::input(format!("allocating a batch in page-locked memory: {e}")))?
         } else {
-            Tensor::empty(shape, (kind, tch::Device::Cpu))
+            pool.take(&shape, kind)
         };
         let plane = (3 * h * w) as usize;
         let total = outs.len() * plane;
         if format.raw_u8 {
-            // SAFETY: a new contiguous u8 tensor of `total` elements, written only here, before
-            // anything else can see it.
+            // SAFETY: a contiguous u8 tensor of `total` elements that nothing else holds (new, or
+            // a pooled buffer every earlier user has dropped), written only here, before anything
+            // else can see it.
             let pixels = unsafe { std::slice::from_raw_parts_mut(tensor.data_ptr() as *mut u8, total) };
             for (dst, out) in pixels.chunks_exact_mut(plane).zip(outs) {
                 dst.copy_from_slice(&out.data);

@@ -2,6 +2,7 @@
 //! readers for every on-disk format.
 
 pub mod augment;
+mod batch_pool;
 mod cifar;
 mod crop_source;
 mod dataset;

@@ -88,6 +88,29 @@ fn an_epoch_from_batch_k_is_the_tail_of_the_whole_epoch() {
 }
 
 #[test]
+fn reused_batch_buffers_never_change_a_batch_someone_still_holds() {
+    // One loader over many epochs recycles its batch buffers; a fresh loader per epoch never does.
+    let recycling = DataLoader::new(tiny(30), train(2), config(4, 3)).unwrap();
+    let mut held = Vec::new();
+    for epoch in 0..6 {
+        let fresh: Vec<_> = DataLoader::new(tiny(30), train(2), config(4, 3)).unwrap().epoch(epoch).collect();
+        for (i, (batch, expected)) in recycling.epoch(epoch).zip(fresh).enumerate() {
+            let (batch, expected) = (batch.unwrap(), expected.unwrap());
+            assert!(batch.images.equal(&expected.images), "epoch {epoch} batch {i}");
+            // Keep some batches whole, a view of others, drop the rest.
+            match i % 3 {
+                0 => held.push((batch.images.copy(), batch.images)),
+                1 => held.push((batch.images.narrow(0, 1, 2).copy(), batch.images.narrow(0, 1, 2))),
+                _ => drop(batch),
+            }
+        }
+    }
+    for (n, (snapshot, images)) in held.iter().enumerate() {
+        assert!(snapshot.equal(images), "held batch {n} was overwritten");
+    }
+}
+
+#[test]
 fn multiview_rows_are_view_major_and_views_differ() {
     let loader = DataLoader::new(tiny(6), train(2), config(3, 2)).unwrap();
     let batch = loader.epoch(0).next().unwrap().unwrap();

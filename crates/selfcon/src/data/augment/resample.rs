@@ -113,22 +113,36 @@ avx2_dispatch! {
 
 /// Rows filtered together by the horizontal pass.
 const ROW_BLOCK: usize = 8;
+/// One column of a block: each row's pixel as 4 bytes (RGB and one unused byte), so that a
+/// column is 32 lanes: four full AVX2 vectors, no remainder for scalar code.
+const LANES: usize = ROW_BLOCK * 4;
 
 /// Pillow's horizontal pass, eight rows at a time: the block is first regrouped so that each
-/// column's 8 × 3 values lie side by side, which turns every tap into one 24-lane multiply-add
-/// (vector instructions) instead of three scalar ones. Same integer sums in the same order.
+/// column's 8 pixels lie side by side (4 bytes each), which turns every tap into one 32-lane
+/// multiply-add (vector instructions) instead of three scalar ones. Same integer sums in the same
+/// order; the fourth byte of each pixel is filtered too and thrown away.
 #[inline(always)]
 fn horizontal_pass(img: View, width: usize) -> Image {
-    const LANES: usize = ROW_BLOCK * 3;
     let t = taps(img.width, width);
     let mut data = vec![0u8; width * img.height * 3];
     let mut columns = vec![0u8; img.width * LANES];
+    let mut bytes = vec![0u8; width * LANES];
     for y0 in (0..img.height).step_by(ROW_BLOCK) {
         let rows = ROW_BLOCK.min(img.height - y0);
-        for r in 0..rows {
-            for (x, px) in img.row(y0 + r).chunks_exact(3).enumerate() {
-                columns[x * LANES + r * 3..x * LANES + r * 3 + 3].copy_from_slice(px);
+        // A short last block repeats its last row (filtered and thrown away).
+        let block: [&[u8]; ROW_BLOCK] = std::array::from_fn(|r| img.row(y0 + r.min(rows - 1)));
+        // Column by column (each column's 32 bytes written together, from 8 four-byte loads):
+        // each pixel with the next pixel's first byte; the last column, with nothing after it,
+        // gets its 3 bytes alone.
+        let last = img.width - 1;
+        for (x, column) in columns.chunks_exact_mut(LANES).enumerate().take(last) {
+            let column: &mut [u8; LANES] = column.try_into().unwrap();
+            for (r, row) in block.iter().enumerate() {
+                column[r * 4..r * 4 + 4].copy_from_slice(&row[x * 3..x * 3 + 4]);
             }
+        }
+        for (r, row) in block.iter().enumerate() {
+            columns[last * LANES + r * 4..last * LANES + r * 4 + 3].copy_from_slice(&row[last * 3..]);
         }
         for (xx, &(xmin, n)) in t.bounds.iter().enumerate() {
             let k = &t.weights[xx * t.ksize..xx * t.ksize + n];
@@ -136,15 +150,22 @@ fn horizontal_pass(img: View, width: usize) -> Image {
             // The taps' columns, sliced once: no bounds check inside the multiply-adds.
             let window = &columns[xmin * LANES..(xmin + n) * LANES];
             for (&w, column) in k.iter().zip(window.chunks_exact(LANES)) {
+                let column: &[u8; LANES] = column.try_into().unwrap();
                 for (a, &p) in acc.iter_mut().zip(column) {
                     *a += p as i32 * w;
                 }
             }
-            // Clipped all at once (vectorised), then 3 bytes to each row.
-            let bytes: [u8; LANES] = acc.map(clip8);
-            for r in 0..rows {
-                let out = (y0 + r) * width * 3 + xx * 3;
-                data[out..out + 3].copy_from_slice(&bytes[r * 3..r * 3 + 3]);
+            // Clipped all at once (vectorised; `acc.map` would be an out-of-line call), kept per
+            // column until the block is done.
+            let out: &mut [u8; LANES] = (&mut bytes[xx * LANES..(xx + 1) * LANES]).try_into().unwrap();
+            for (o, &a) in out.iter_mut().zip(&acc) {
+                *o = clip8(a);
+            }
+        }
+        for r in 0..rows {
+            let out_row = &mut data[(y0 + r) * width * 3..(y0 + r + 1) * width * 3];
+            for (px, column) in out_row.chunks_exact_mut(3).zip(bytes.chunks_exact(LANES)) {
+                px.copy_from_slice(&column[r * 4..r * 4 + 3]);
             }
         }
     }
