@@ -141,6 +141,9 @@ pub fn decode_for_crops(
 
 /// Decodes an image held in memory, within the limits above.
 pub fn decode_image_bytes(bytes: &[u8]) -> std::result::Result<Image, String> {
+    if let Some(decoded) = decode_ycbcr_jpeg(bytes) {
+        return decoded;
+    }
     let reader = |max_side: Option<u32>| {
         let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
             .with_guessed_format()
@@ -163,6 +166,42 @@ pub fn decode_image_bytes(bytes: &[u8]) -> std::result::Result<Image, String> {
     let mut image = Image::new(w as usize, h as usize, rgb.into_raw());
     image.hold = Some(std::sync::Arc::new(ticket));
     Ok(image)
+}
+
+/// A colour JPEG (YCbCr, nearly every photograph) decoded by zune-jpeg directly, with the options
+/// the `image` crate gives it (lenient, RGB out), so the pixels are the same; `None` for anything
+/// else (other colour spaces, not a JPEG), which goes through `image`. Direct, the headers are
+/// parsed once instead of three times and the file is not copied twice first.
+fn decode_ycbcr_jpeg(bytes: &[u8]) -> Option<std::result::Result<Image, String>> {
+    use zune_core::colorspace::ColorSpace;
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let options = zune_core::options::DecoderOptions::default()
+        .set_strict_mode(false)
+        .set_max_width(usize::MAX)
+        .set_max_height(usize::MAX)
+        .jpeg_set_out_colorspace(ColorSpace::RGB);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(bytes), options);
+    decoder.decode_headers().ok()?;
+    if decoder.input_colorspace()? != ColorSpace::YCbCr {
+        return None;
+    }
+    let (w, h) = decoder.dimensions()?;
+    Some((|| {
+        check_size(w as u64, h as u64)?;
+        let ticket = super::decode_budget::acquire(w as u64 * h as u64);
+        let pixels = decoder.decode().map_err(|e| format!("corrupt or unsupported image: {e}"))?;
+        if pixels.len() != w * h * 3 {
+            return Err(format!(
+                "corrupt or unsupported image: {} bytes decoded for {w} × {h} RGB pixels",
+                pixels.len()
+            ));
+        }
+        let mut image = Image::new(w, h, pixels);
+        image.hold = Some(std::sync::Arc::new(ticket));
+        Ok(image)
+    })())
 }
 
 fn check_size(w: u64, h: u64) -> std::result::Result<(), String> {
@@ -343,4 +382,46 @@ pub fn tiny_imagenet(root: &Path, train: bool) -> Result<FileDataset> {
         return Err(Error::file(root.join(if train { "train" } else { "val" }), "no images"));
     }
     Ok(FileDataset { files, labels, classes, resize_shorter: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `image` alone makes of `bytes` (the path every other format takes).
+    fn through_image(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
+        let decoded = image::load_from_memory(bytes).map_err(|e| e.to_string())?;
+        Ok(decoded.into_rgb8().into_raw())
+    }
+
+    fn jpeg(width: u32, height: u32, quality: u8, colour: image::ExtendedColorType) -> Vec<u8> {
+        let channels = if colour == image::ExtendedColorType::L8 { 1 } else { 3 };
+        let pixels: Vec<u8> = (0..width * height * channels).map(|i| ((i * 37) ^ (i / 7)) as u8).collect();
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
+            .encode(&pixels, width, height, colour)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn colour_jpegs_decoded_directly_equal_images_decode_and_the_rest_go_through_image() {
+        for (w, h, q) in [(1, 1, 90), (17, 9, 75), (64, 48, 97), (333, 250, 90)] {
+            let bytes = jpeg(w, h, q, image::ExtendedColorType::Rgb8);
+            let direct = decode_ycbcr_jpeg(&bytes).expect("a colour JPEG").unwrap();
+            assert_eq!((direct.width, direct.height), (w as usize, h as usize));
+            assert_eq!(direct.data, through_image(&bytes).unwrap(), "{w}×{h} q{q}");
+            // A cut file: the lenient decoder fills what is missing, the same way both routes.
+            let cut = &bytes[..bytes.len() * 2 / 3];
+            if let Some(Ok(direct)) = decode_ycbcr_jpeg(cut) {
+                assert_eq!(Ok(direct.data), through_image(cut), "{w}×{h} cut");
+            }
+        }
+        let grey = jpeg(20, 10, 90, image::ExtendedColorType::L8);
+        assert!(decode_ycbcr_jpeg(&grey).is_none(), "greyscale goes through image");
+        assert_eq!(decode_image_bytes(&grey).unwrap().data, through_image(&grey).unwrap());
+        assert!(decode_ycbcr_jpeg(b"\x89PNG\r\n\x1a\n").is_none());
+        assert!(decode_ycbcr_jpeg(&[0xFF, 0xD8, 0xFF]).is_none(), "no header: image reports it");
+        assert!(decode_image_bytes(&[0xFF, 0xD8, 0xFF]).is_err());
+    }
 }
