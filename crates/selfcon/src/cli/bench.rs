@@ -3,11 +3,11 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 
 use selfcon::data::augment::TrainTransform;
-use selfcon::data::{DataLoader, LoaderConfig, Transform};
+use selfcon::data::{BatchFormat, DataLoader, LoaderConfig, Transform};
 
 use super::data_args::{DataArgs, DecodeArgs};
 
@@ -28,6 +28,12 @@ pub enum BenchKind {
     /// or --end_to_end (real loader). Takes every `pretrain` flag; --epochs/--resume/--save_freq
     /// are ignored and the learning rate stays at --learning_rate.
     Train(Box<super::bench_train::TrainBenchArgs>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BatchForm {
+    F32,
+    U8,
 }
 
 #[derive(Args, Debug)]
@@ -53,6 +59,12 @@ pub struct LoaderBenchArgs {
     /// Batches to time (after one warm-up batch); 0 = one whole epoch.
     #[arg(long, default_value_t = 0)]
     pub batches: usize,
+
+    /// The batches' form: f32 = normalised floats, what the loader of a CPU run hands over (and
+    /// what torchvision's ToTensor + Normalize make); u8 = pixels, what the loader of a GPU run
+    /// hands over (the GPU normalises them): less host work. Page-locked where CUDA is present.
+    #[arg(long = "batch_format", visible_alias = "batch-format", value_enum, default_value_t = BatchForm::F32)]
+    pub batch_format: BatchForm,
 
     /// Two views per image (`--multiview`).
     #[arg(long)]
@@ -100,7 +112,10 @@ fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
         drop_last: false,
         background: false,
         shard: None,
-        format: Default::default(),
+        format: match a.batch_format {
+            BatchForm::F32 => BatchFormat::default(),
+            BatchForm::U8 => BatchFormat { raw_u8: true, channels_last: true, pinned: tch::Cuda::is_available() },
+        },
         mean: data.mean,
         std: data.std,
     };
@@ -142,6 +157,7 @@ fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
             "bench": "loader", "dataset": name, "source": data.source, "batch_size": a.batch_size,
             "num_workers": a.num_workers, "multiview": a.multiview, "weakaug": a.weakaug, "randaug": a.randaug,
             "full_decode": a.decode.full_decode,
+            "batch_format": if a.batch_format == BatchForm::U8 { "u8" } else { "f32" },
             "thp_mem_alloc_enable": std::env::var("THP_MEM_ALLOC_ENABLE").ok(),
             "batches": done, "images": images, "seconds": seconds, "images_per_s": rate,
             "cpu_seconds": cpu_seconds, "cpu_ms_per_image": cpu_ms_per_image, "cores_busy": cpu_seconds / seconds
@@ -150,8 +166,9 @@ fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
         println!("{record}");
     } else {
         println!(
-            "loader {name} ({}): {done} batches of {} with {} worker(s): {images} images in {seconds:.2} s = {rate:.0} images/s, {cpu_ms_per_image:.2} ms of CPU per image ({:.1} cores busy) · {}",
+            "loader {name} ({}): {done} {} batches of {} with {} worker(s): {images} images in {seconds:.2} s = {rate:.0} images/s, {cpu_ms_per_image:.2} ms of CPU per image ({:.1} cores busy) · {}",
             data.source.display(),
+            if a.batch_format == BatchForm::U8 { "u8" } else { "f32" },
             a.batch_size,
             a.num_workers,
             cpu_seconds / seconds,

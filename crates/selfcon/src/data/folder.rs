@@ -417,6 +417,17 @@ mod tests {
                 assert_eq!(Ok(direct.data), through_image(cut), "{w}×{h} cut");
             }
         }
+        for (name, bytes) in [
+            ("progressive", &include_bytes!("../../tests/data/jpeg/progressive.jpg")[..]),
+            ("4:4:4", include_bytes!("../../tests/data/jpeg/subsampling-444.jpg")),
+            ("restart markers", include_bytes!("../../tests/data/jpeg/restart-markers.jpg")),
+        ] {
+            let direct = decode_ycbcr_jpeg(bytes).expect("a colour JPEG").unwrap();
+            assert_eq!(direct.data, through_image(bytes).unwrap(), "{name}");
+        }
+        let cmyk = include_bytes!("../../tests/data/jpeg/cmyk.jpg");
+        assert!(decode_ycbcr_jpeg(cmyk).is_none(), "CMYK goes through image");
+        assert_eq!(decode_image_bytes(cmyk).unwrap().data, through_image(cmyk).unwrap());
         let grey = jpeg(20, 10, 90, image::ExtendedColorType::L8);
         assert!(decode_ycbcr_jpeg(&grey).is_none(), "greyscale goes through image");
         assert_eq!(decode_image_bytes(&grey).unwrap().data, through_image(&grey).unwrap());

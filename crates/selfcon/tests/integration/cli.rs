@@ -168,6 +168,11 @@ fn bench_loader_runs_and_reports_json() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     assert!(cpu > 0.0 && cpu <= seconds * cores * 1.05 + 0.05, "{v}");
     assert!((v["cpu_ms_per_image"].as_f64().unwrap() - 1000.0 * cpu / 96.0).abs() < 1e-9, "{v}");
+    assert_eq!(v["batch_format"], "f32");
+    let o = selfcon(&["bench", "loader", "--batches", "2", "--batch-format", "u8", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((v["batch_format"].as_str(), v["images"].as_u64()), (Some("u8"), Some(512)));
 }
 
 #[test]
