@@ -3,8 +3,10 @@
 # `selfcon bench loader` on the JPEG folder (reduced decoding on and off) and on packed files, then
 # one-core JPEG decoding (zune-jpeg whole, libjpeg reduced/region; libjpeg-turbo with SIMD through
 # Pillow). Results: bench/results/<date>-imagenet-input.md.
-#   bench/imagenet_input.sh [PHOTOS_DIR] [ROUNDS]       (LARGE=DIR adds larger photographs)
-# PHOTOS_DIR is made by bench/make_photo_folder.py when missing. Needs a Python with torch,
+#   bench/imagenet_input.sh [PHOTOS_DIR] [ROUNDS]       (LARGE=DIR adds larger photographs;
+#                                                        HEAVY="DIR[:QUALITY] ..." the same photographs
+#                                                        at other JPEG qualities, e.g. /tmp/photos-q99:99)
+# PHOTOS_DIR (and each HEAVY folder) is made by bench/make_photo_folder.py when missing. Needs a Python with torch,
 # torchvision and Pillow as $PYTHON (default python3), and a release build (cargo build --release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,12 +30,29 @@ for round in $(seq "$ROUNDS"); do
   "$PYTHON" bench/torchvision_loader.py --dataset imagenet --data_folder "$PHOTOS" --batch_size 64 --batches 150 --num_workers 2
   "$SELFCON" bench loader --dataset imagenet --data_folder "$PHOTOS" $BATCH 2>/dev/null
   "$SELFCON" bench loader --dataset imagenet --data_folder "$PHOTOS" $BATCH --full_decode 2>/dev/null
+  "$SELFCON" bench loader --dataset imagenet --data_folder "$PHOTOS" $BATCH --batch_format u8 2>/dev/null
   for pack in "$WORK"/*.pack; do
     "$SELFCON" bench loader --dataset imagenet --data_folder "$pack" $BATCH 2>/dev/null
   done
 done
 "$SELFCON" bench decode --data_folder "$PHOTOS" --json
 "$PYTHON" bench/pil_decode.py --data_folder "$PHOTOS"
+# The same photographs with more bits per pixel (quality 99 gives ImageNet's ~110 KiB per file).
+for spec in ${HEAVY:-}; do
+  dir=${spec%%:*}
+  quality=${spec#*:}
+  [ "$quality" = "$spec" ] && quality=97
+  [ -d "$dir/train" ] || "$PYTHON" bench/make_photo_folder.py --out "$dir" --quality "$quality"
+  du -s --apparent-size -k "$dir"
+  for round in $(seq "$ROUNDS"); do
+    echo "# $dir round $round"
+    "$PYTHON" bench/torchvision_loader.py --dataset imagenet --data_folder "$dir" --batch_size 64 --batches 150 --num_workers 2
+    "$SELFCON" bench loader --dataset imagenet --data_folder "$dir" $BATCH 2>/dev/null
+    "$SELFCON" bench loader --dataset imagenet --data_folder "$dir" $BATCH --batch_format u8 2>/dev/null
+  done
+  "$SELFCON" bench decode --data_folder "$dir" --json
+  "$PYTHON" bench/pil_decode.py --data_folder "$dir"
+done
 # Larger photographs, smaller crops: where reduced decoding applies.
 if [ -n "${LARGE:-}" ]; then
   [ -d "$LARGE/train" ] || "$PYTHON" bench/make_photo_folder.py --out "$LARGE" --images 300 --short_side 800-1400

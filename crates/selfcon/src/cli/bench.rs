@@ -62,7 +62,8 @@ pub struct LoaderBenchArgs {
 
     /// The batches' form: f32 = normalised floats, what the loader of a CPU run hands over (and
     /// what torchvision's ToTensor + Normalize make); u8 = pixels, what the loader of a GPU run
-    /// hands over (the GPU normalises them): less host work. Page-locked where CUDA is present.
+    /// hands over (the GPU normalises them): less host work. Page-locked where a CUDA GPU is
+    /// usable.
     #[arg(long = "batch_format", visible_alias = "batch-format", value_enum, default_value_t = BatchForm::F32)]
     pub batch_format: BatchForm,
 
@@ -114,12 +115,19 @@ fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
         shard: None,
         format: match a.batch_format {
             BatchForm::F32 => BatchFormat::default(),
-            BatchForm::U8 => BatchFormat { raw_u8: true, channels_last: true, pinned: tch::Cuda::is_available() },
+            // Page-locked as a GPU run's, where libtorch's CUDA backend loads and sees a GPU.
+            BatchForm::U8 => BatchFormat {
+                raw_u8: true,
+                channels_last: true,
+                pinned: selfcon::engine::cuda_backend().is_ok() && tch::Cuda::is_available(),
+            },
         },
         mean: data.mean,
         std: data.std,
     };
-    let loader = DataLoader::new(data.train.clone(), transform, config)?;
+    let pinned = config.format.pinned;
+    // Like a training run's loader, whose epochs follow one another.
+    let loader = DataLoader::new(data.train.clone(), transform, config)?.keeping_buffers();
     let per_epoch = loader.len();
     let timed = if a.batches == 0 { per_epoch.saturating_sub(1) } else { a.batches };
     let mut images = 0usize;
@@ -158,6 +166,7 @@ fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
             "num_workers": a.num_workers, "multiview": a.multiview, "weakaug": a.weakaug, "randaug": a.randaug,
             "full_decode": a.decode.full_decode,
             "batch_format": if a.batch_format == BatchForm::U8 { "u8" } else { "f32" },
+            "pinned": pinned,
             "thp_mem_alloc_enable": std::env::var("THP_MEM_ALLOC_ENABLE").ok(),
             "batches": done, "images": images, "seconds": seconds, "images_per_s": rate,
             "cpu_seconds": cpu_seconds, "cpu_ms_per_image": cpu_ms_per_image, "cores_busy": cpu_seconds / seconds

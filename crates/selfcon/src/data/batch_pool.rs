@@ -27,6 +27,8 @@ impl BatchPool {
     /// the same storage that, unlike a view, keeps no reference to its source), so that whatever
     /// the caller does to its tensor's metadata never reaches the kept handle, and the buffer
     /// counts as held until every handle and view of it (including any autograd saved) is gone.
+    /// (A recycled batch is such a detached handle, a fresh one is not: neither is ever resized
+    /// or re-pointed by its users, which detached handles refuse.)
     pub(super) fn take(&mut self, shape: &[i64], kind: Kind) -> Tensor {
         let fits = |t: &Tensor| t.kind() == kind && t.size() == shape;
         if let Some(free) = self.buffers.iter().find(|t| fits(t) && torch_shim::is_sole_owner(t)) {

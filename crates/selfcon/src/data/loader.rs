@@ -171,9 +171,9 @@ pub struct DataLoader {
     dataset: Arc<dyn Dataset>,
     transform: Arc<Transform>,
     config: LoaderConfig,
-    /// The workers' batch buffers, handed from one epoch's workers to the next (like persistent
-    /// workers): at most `threads × (prefetch + 2)` CPU batches, what one epoch has in flight.
-    pools: Arc<Mutex<Vec<BatchPool>>>,
+    /// The workers' batch buffers, handed from one epoch's workers to the next when set
+    /// ([`DataLoader::keeping_buffers`]); otherwise each epoch's are freed with its workers.
+    pools: Option<Arc<Mutex<Vec<BatchPool>>>>,
 }
 
 impl DataLoader {
@@ -187,7 +187,16 @@ impl DataLoader {
         if dataset.is_empty() {
             return Err(Error::input("the dataset is empty"));
         }
-        Ok(DataLoader { dataset, transform: Arc::new(transform), config, pools: Default::default() })
+        Ok(DataLoader { dataset, transform: Arc::new(transform), config, pools: None })
+    }
+
+    /// For a loader whose epochs follow one another (training): its workers' CPU batch buffers
+    /// are handed from one epoch to the next, like persistent workers, instead of being freed —
+    /// at most `threads × (prefetch + 3)` batches, what an epoch has in flight. (Evaluation
+    /// loaders, used once in a while, free theirs after each pass.)
+    pub fn keeping_buffers(mut self) -> Self {
+        self.pools = Some(Default::default());
+        self
     }
 
     pub fn dataset(&self) -> &Arc<dyn Dataset> {
@@ -270,16 +279,19 @@ impl DataLoader {
             let (batches, stop) = (batches.clone(), stop.clone());
             let background = self.config.background;
             let pools = self.pools.clone();
-            // The batches in this worker's queue, the one it writes and the one being used.
-            let capacity = self.config.prefetch.max(1) + 2;
+            // The batches in this worker's queue, the one it writes, and the two its consumer may
+            // hold (the one in use and the next, received before the first is dropped).
+            let capacity = self.config.prefetch.max(1) + 3;
             workers.push(std::thread::spawn(move || {
                 if background {
                     // Linux: a thread's nice value is its own; 0 = the calling thread.
                     // SAFETY: plain syscall on the calling thread; failure only keeps priority.
                     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
                 }
-                let lock = || pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let mut pool = lock().pop().unwrap_or_else(|| BatchPool::new(capacity));
+                let lock = |pools: &Arc<Mutex<Vec<BatchPool>>>| {
+                    pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop()
+                };
+                let mut pool = pools.as_ref().and_then(lock).unwrap_or_else(|| BatchPool::new(capacity));
                 for b in (w..batches.len()).step_by(threads) {
                     if stop.load(Ordering::Relaxed) {
                         break;
@@ -292,9 +304,11 @@ impl DataLoader {
                 }
                 // Workers of an abandoned epoch may still be finishing: never more than one
                 // epoch's pools are kept.
-                let mut pools = lock();
-                if pools.len() < threads {
-                    pools.push(pool);
+                if let Some(pools) = pools {
+                    let mut pools = pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if pools.len() < threads {
+                        pools.push(pool);
+                    }
                 }
             }));
         }

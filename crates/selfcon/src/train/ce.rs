@@ -179,7 +179,8 @@ pub fn train_ce(
             views: 1,
         },
         loader_config(config.optim.batch_size, true),
-    )?;
+    )?
+    .keeping_buffers();
     let test = DataLoader::new(test_set, Transform::Eval(config.eval), loader_config(512, false))?;
     let con = ConLoss::new(config.temperature);
     let last = run_dir.join("last.safetensors");

@@ -172,7 +172,8 @@ pub fn linear_eval_model(
             views: 1,
         },
         loader_config(config.optim.batch_size, true),
-    )?;
+    )?
+    .keeping_buffers();
     let eval =
         |set: &Arc<dyn Dataset>| DataLoader::new(set.clone(), Transform::Eval(config.eval), loader_config(512, false));
     let test_loader = eval(test_set)?;

@@ -284,7 +284,8 @@ pub fn pretrain(
         train_set.clone(),
         config.input_transform(),
         config.optim.loader(data, config.optim.batch_size, true, device),
-    )?;
+    )?
+    .keeping_buffers();
     progress.run_started("pretrain", &run_dir, start_epoch, train_set.len());
     let last = run_dir.join("last.safetensors");
     let mut train = TrainLoop::new(TrainLoopConfig {

@@ -87,7 +87,7 @@ pub fn measure_pretrain_steps(
         BatchSource::Loader(data) => {
             let mut loader_config = config.optim.loader(data, bsz, true, device);
             loader_config.drop_last = true;
-            Some(DataLoader::new(data.train.clone(), config.input_transform(), loader_config)?)
+            Some(DataLoader::new(data.train.clone(), config.input_transform(), loader_config)?.keeping_buffers())
         }
         BatchSource::Synthetic => None,
     };

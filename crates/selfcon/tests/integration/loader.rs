@@ -89,8 +89,9 @@ fn an_epoch_from_batch_k_is_the_tail_of_the_whole_epoch() {
 
 #[test]
 fn reused_batch_buffers_never_change_a_batch_someone_still_holds() {
-    // One loader over many epochs recycles its batch buffers; a fresh loader per epoch never does.
-    let recycling = DataLoader::new(tiny(30), train(2), config(4, 3)).unwrap();
+    // One loader over many epochs recycles its batch buffers (within and across epochs); a fresh
+    // loader per epoch recycles only within its one epoch.
+    let recycling = DataLoader::new(tiny(30), train(2), config(4, 3)).unwrap().keeping_buffers();
     let mut held = Vec::new();
     for epoch in 0..6 {
         let fresh: Vec<_> = DataLoader::new(tiny(30), train(2), config(4, 3)).unwrap().epoch(epoch).collect();

@@ -125,6 +125,9 @@ const LANES: usize = ROW_BLOCK * 4;
 fn horizontal_pass(img: View, width: usize) -> Image {
     let t = taps(img.width, width);
     let mut data = vec![0u8; width * img.height * 3];
+    if img.width == 0 {
+        return Image::new(width, img.height, data);
+    }
     let mut columns = vec![0u8; img.width * LANES];
     let mut bytes = vec![0u8; width * LANES];
     for y0 in (0..img.height).step_by(ROW_BLOCK) {
