@@ -36,6 +36,15 @@ pub enum BatchForm {
     U8,
 }
 
+impl BatchForm {
+    fn name(self) -> &'static str {
+        match self {
+            BatchForm::F32 => "f32",
+            BatchForm::U8 => "u8",
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct LoaderBenchArgs {
     /// cifar10, cifar100, tinyimagenet, imagenet, imagenet100, mnist, fashionmnist, or folder (any
@@ -165,7 +174,7 @@ fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
             "bench": "loader", "dataset": name, "source": data.source, "batch_size": a.batch_size,
             "num_workers": a.num_workers, "multiview": a.multiview, "weakaug": a.weakaug, "randaug": a.randaug,
             "full_decode": a.decode.full_decode,
-            "batch_format": if a.batch_format == BatchForm::U8 { "u8" } else { "f32" },
+            "batch_format": a.batch_format.name(),
             "pinned": pinned,
             "thp_mem_alloc_enable": std::env::var("THP_MEM_ALLOC_ENABLE").ok(),
             "batches": done, "images": images, "seconds": seconds, "images_per_s": rate,
@@ -177,7 +186,7 @@ fn loader(a: LoaderBenchArgs) -> anyhow::Result<()> {
         println!(
             "loader {name} ({}): {done} {} batches of {} with {} worker(s): {images} images in {seconds:.2} s = {rate:.0} images/s, {cpu_ms_per_image:.2} ms of CPU per image ({:.1} cores busy) · {}",
             data.source.display(),
-            if a.batch_format == BatchForm::U8 { "u8" } else { "f32" },
+            a.batch_format.name(),
             a.batch_size,
             a.num_workers,
             cpu_seconds / seconds,

@@ -7,6 +7,8 @@
 //! Page-locked batches are not pooled: libtorch's caching host allocator already recycles them,
 //! and only it knows when the asynchronous copies that read them have finished.
 
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
 use tch::{Device, Kind, Tensor};
 
 pub(super) struct BatchPool {
@@ -16,7 +18,7 @@ pub(super) struct BatchPool {
 
 impl BatchPool {
     /// Keeps at most `capacity` buffers: a worker's queued batches, the one it is writing and the
-    /// one its consumer holds.
+    /// ones its consumer holds.
     pub(super) fn new(capacity: usize) -> Self {
         BatchPool { buffers: Vec::with_capacity(capacity), capacity }
     }
@@ -46,6 +48,30 @@ impl BatchPool {
     #[cfg(test)]
     fn kept(&self) -> usize {
         self.buffers.len()
+    }
+}
+
+/// Pools handed from one epoch's workers to the next epoch's (a training loader's).
+#[derive(Clone, Default)]
+pub(super) struct KeptPools(Arc<Mutex<Vec<BatchPool>>>);
+
+impl KeptPools {
+    fn locked(&self) -> MutexGuard<'_, Vec<BatchPool>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A pool an earlier epoch's worker left, if any.
+    pub(super) fn take(&self) -> Option<BatchPool> {
+        self.locked().pop()
+    }
+
+    /// Keeps `pool` for the next epoch, unless `limit` pools are kept already (the workers of an
+    /// abandoned epoch may still be finishing: never more than one epoch's pools are kept).
+    pub(super) fn give_back(&self, pool: BatchPool, limit: usize) {
+        let mut pools = self.locked();
+        if pools.len() < limit {
+            pools.push(pool);
+        }
     }
 }
 

@@ -125,7 +125,7 @@ pub fn decode_for_crops(
         let ticket = super::decode_budget::acquire(pixels as u64 + 1);
         if let Some(mut source) = super::jpeg_reduced::decode_region(bytes, (width, height), request.reduction, region)
         {
-            source.image.hold = Some(std::sync::Arc::new(ticket));
+            source.image = source.image.holding(ticket);
             return Ok(source);
         }
     }
@@ -163,9 +163,7 @@ pub fn decode_image_bytes(bytes: &[u8]) -> std::result::Result<Image, String> {
     let decoded = reader(Some(w.max(h)))?.decode().map_err(|e| format!("corrupt or unsupported image: {e}"))?;
     let rgb = decoded.into_rgb8();
     let (w, h) = rgb.dimensions();
-    let mut image = Image::new(w as usize, h as usize, rgb.into_raw());
-    image.hold = Some(std::sync::Arc::new(ticket));
-    Ok(image)
+    Ok(Image::new(w as usize, h as usize, rgb.into_raw()).holding(ticket))
 }
 
 /// A colour JPEG (YCbCr, nearly every photograph) decoded by zune-jpeg directly, with the options
@@ -199,9 +197,7 @@ fn decode_ycbcr_jpeg(bytes: &[u8]) -> Option<std::result::Result<Image, String>>
                 pixels.len()
             ));
         }
-        let mut image = Image::new(w, h, pixels);
-        image.hold = Some(std::sync::Arc::new(ticket));
-        Ok(image)
+        Ok(Image::new(w, h, pixels).holding(ticket))
     })())
 }
 

@@ -40,6 +40,12 @@ impl Image {
         Image::new(width, height, vec![value; width * height * 3])
     }
 
+    /// This freshly decoded image, holding its share of the decode budget until it is dropped.
+    pub(crate) fn holding(mut self, ticket: DecodeTicket) -> Self {
+        self.hold = Some(Arc::new(ticket));
+        self
+    }
+
     /// Bytes of the decode budget this image holds (0 unless freshly decoded).
     pub fn held_decode_bytes(&self) -> u64 {
         self.hold.as_ref().map_or(0, |t| t.bytes())

@@ -8,14 +8,14 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use rand::seq::SliceRandom;
 use tch::{Kind, Tensor};
 
 use super::augment::{sample_rng, to_normalized_chw, to_normalized_hwc, EvalTransform, TrainTransform};
-use super::batch_pool::BatchPool;
+use super::batch_pool::{BatchPool, KeptPools};
 use super::dataset::Dataset;
 use super::image::Image;
 use super::shard::Shard;
@@ -173,7 +173,7 @@ pub struct DataLoader {
     config: LoaderConfig,
     /// The workers' batch buffers, handed from one epoch's workers to the next when set
     /// ([`DataLoader::keeping_buffers`]); otherwise each epoch's are freed with its workers.
-    pools: Option<Arc<Mutex<Vec<BatchPool>>>>,
+    pools: Option<KeptPools>,
 }
 
 impl DataLoader {
@@ -288,10 +288,7 @@ impl DataLoader {
                     // SAFETY: plain syscall on the calling thread; failure only keeps priority.
                     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
                 }
-                let lock = |pools: &Arc<Mutex<Vec<BatchPool>>>| {
-                    pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop()
-                };
-                let mut pool = pools.as_ref().and_then(lock).unwrap_or_else(|| BatchPool::new(capacity));
+                let mut pool = pools.as_ref().and_then(KeptPools::take).unwrap_or_else(|| BatchPool::new(capacity));
                 for b in (w..batches.len()).step_by(threads) {
                     if stop.load(Ordering::Relaxed) {
                         break;
@@ -302,13 +299,8 @@ impl DataLoader {
                         break;
                     }
                 }
-                // Workers of an abandoned epoch may still be finishing: never more than one
-                // epoch's pools are kept.
                 if let Some(pools) = pools {
-                    let mut pools = pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if pools.len() < threads {
-                        pools.push(pool);
-                    }
+                    pools.give_back(pool, threads);
                 }
             }));
         }
